@@ -1,0 +1,37 @@
+# swapalloc_add_gtest(<target> SOURCES <files...> [LIBRARIES <libs...>])
+#
+# Builds a GoogleTest program into build/bin and registers each of its tests with CTest
+# (one process per test, so a leak or a sticky CUDA error stays inside its test).
+# With SWAPALLOC_TEST_DRIVER=sim (the default) every test runs against
+# build/lib/libcudasim.so in strict mode: a test that leaves a driver object behind
+# fails at exit. With SWAPALLOC_TEST_DRIVER=system the environment is left alone and
+# the tests load libcuda.so.1 (tools/gpu-check).
+include(GoogleTest)
+
+function(swapalloc_add_gtest target)
+  cmake_parse_arguments(ARG "" "" "SOURCES;LIBRARIES" ${ARGN})
+  add_executable(${target} ${ARG_SOURCES})
+  target_link_libraries(${target} PRIVATE swapalloc::swapalloc GTest::gtest GTest::gtest_main
+                                          ${ARG_LIBRARIES})
+  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/tests/support
+                                               ${PROJECT_SOURCE_DIR}/tools/cudasim)
+  swapalloc_strict_warnings(${target})
+  gtest_discover_tests(${target} DISCOVERY_MODE PRE_TEST TEST_LIST ${target}_TESTS
+                       PROPERTIES TIMEOUT 300)
+
+  # The environment is applied from a CTest include file that runs after discovery:
+  # gtest_discover_tests() flattens PROPERTIES into one list, so an ENVIRONMENT of more
+  # than one variable would reach CTest as separate (bogus) property names.
+  set(environment "SWAPALLOC_SIM_QUIET=1")
+  if(SWAPALLOC_TEST_DRIVER STREQUAL "sim")
+    add_dependencies(${target} cudasim)
+    list(APPEND environment "SWAPALLOC_CUDA_DRIVER=$<TARGET_FILE:cudasim>" "SWAPALLOC_SIM_STRICT=1")
+  endif()
+  set(environment_file "${CMAKE_CURRENT_BINARY_DIR}/${target}_environment.cmake")
+  file(GENERATE OUTPUT "${environment_file}" CONTENT
+"if(${target}_TESTS)
+  set_tests_properties(\${${target}_TESTS} PROPERTIES ENVIRONMENT \"${environment}\")
+endif()
+")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${environment_file}")
+endfunction()

@@ -1,0 +1,138 @@
+// Conformance: the simulated host<->device link (simulator only: a real GPU's link is
+// what it is, so every test here skips on a GPU).
+// Spec: tools/cudasim/README.md "Device accesses: copies and memsets"
+// (SWAPALLOC_SIM_LINK_GBPS) and tools/cudasim/cudasim.h (cudasimSetLinkBandwidth).
+// cuda.h docs checked: cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoD (copy engines
+// per direction: CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT).
+#include <chrono>
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#include "driver_fixture.hpp"
+
+namespace swapalloc::testing {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+[[nodiscard]] double ms_since(clock_type::time_point start)
+{
+  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
+}
+
+class SimLink : public DriverTest {
+ protected:
+  void SetUp() override
+  {
+    DriverTest::SetUp();
+    SIM_ONLY(sim(), "the link model is the simulator's");
+  }
+  void TearDown() override
+  {
+    if (sim().available()) { sim().set_link_bandwidth(0.0); }
+    DriverTest::TearDown();
+  }
+  // A slow link and small copies, so that the link time (84 ms a copy) dwarfs the time
+  // memcpy takes even in sanitizer builds on a loaded machine.
+  static constexpr std::size_t kBytes = std::size_t{2} << 20;  // 2 MiB
+  static constexpr double kGBps       = 0.025;                 // 83.9 ms per copy
+  static constexpr double kNominalMs  = kBytes / (kGBps * 1e9) * 1e3;
+  /// A range of at least `bytes`, in whole granules.
+  [[nodiscard]] device_range range_for(std::size_t bytes) const
+  {
+    return make_range((bytes + gran() - 1) / gran());
+  }
+};
+
+TEST_F(SimLink, CopiesTakeBytesOverBandwidth)
+{
+  pinned_buffer host(drv(), kBytes);
+  std::memset(host.data(), 3, kBytes);
+  auto range = range_for(kBytes);
+  drv().memset_d8(range.ptr(), 0, kBytes);  // touch every page now, not inside the timing
+  drv().synchronize_context();
+  sim().set_link_bandwidth(kGBps);
+  auto start = clock_type::now();
+  drv().memcpy_htod(range.ptr(), host.data(), kBytes);
+  double const htod = ms_since(start);
+  EXPECT_GE(htod, 0.9 * kNominalMs) << "2 MiB host-to-device at 0.025 GB/s";
+  start = clock_type::now();
+  drv().memcpy_dtoh(host.data(), range.ptr(), kBytes);
+  double const dtoh = ms_since(start);
+  EXPECT_GE(dtoh, 0.9 * kNominalMs) << "2 MiB device-to-host at 0.025 GB/s";
+}
+
+TEST_F(SimLink, CopiesInOneDirectionShareTheLink)
+{
+  pinned_buffer host(drv(), kBytes);
+  std::memset(host.data(), 4, kBytes);
+  auto first  = range_for(kBytes);
+  auto second = range_for(kBytes);
+  auto third  = range_for(kBytes);
+  pinned_buffer back(drv(), kBytes);
+  std::memset(back.data(), 0, kBytes);  // touch every page now, not inside the timing
+  for (auto const* range : {&first, &second, &third}) {
+    drv().memset_d8(range->ptr(), 0, kBytes);
+  }
+  drv().synchronize_context();
+  scoped_stream a(drv());
+  scoped_stream b(drv());
+  sim().set_link_bandwidth(kGBps);
+  // Two host-to-device copies on two streams: serialized on the one link.
+  auto start = clock_type::now();
+  drv().memcpy_htod_async(first.ptr(), host.data(), kBytes, a);
+  drv().memcpy_htod_async(second.ptr(), host.data(), kBytes, b);
+  drv().stream_synchronize(a);
+  drv().stream_synchronize(b);
+  double const same_direction = ms_since(start);
+  EXPECT_GE(same_direction, 2 * 0.9 * kNominalMs) << "two copies in one direction overlapped";
+  // One copy each way: the two directions are separate links and overlap.
+  start = clock_type::now();
+  drv().memcpy_htod_async(third.ptr(), host.data(), kBytes, a);
+  drv().memcpy_dtoh_async(back.data(), first.ptr(), kBytes, b);
+  drv().stream_synchronize(a);
+  drv().stream_synchronize(b);
+  double const both_directions = ms_since(start);
+  EXPECT_GE(both_directions, 0.9 * kNominalMs);
+  EXPECT_LT(both_directions, 0.75 * same_direction)
+    << "copies in opposite directions did not overlap";
+}
+
+TEST_F(SimLink, DeviceToDeviceIsNotThrottled)
+{
+  std::size_t const bytes = 2u << 20;
+  double const gbps       = 0.002;  // 2 MiB would take 1 s over the link
+  auto source             = range_for(bytes);
+  auto target             = range_for(bytes);
+  drv().memset_d8(source.ptr(), 9, bytes);
+  drv().memset_d8(target.ptr(), 0, bytes);  // touch every page now, not inside the timing
+  drv().synchronize_context();
+  sim().set_link_bandwidth(gbps);
+  auto const start = clock_type::now();
+  drv().memcpy_dtod(target.ptr(), source.ptr(), bytes);
+  drv().synchronize_context();
+  double const elapsed = ms_since(start);
+  EXPECT_LT(elapsed, 0.5 * bytes / (gbps * 1e9) * 1e3)
+    << "a device-to-device copy went over the link";
+  EXPECT_EQ(read_words(drv(), target.ptr() + bytes - 4, 1)[0], 0x09090909u);
+}
+
+TEST_F(SimLink, ZeroMeansUnthrottled)
+{
+  std::size_t const bytes = 2u << 20;  // 1 s at 0.002 GB/s
+  pinned_buffer host(drv(), bytes);
+  std::memset(host.data(), 5, bytes);
+  auto range = range_for(bytes);
+  drv().memset_d8(range.ptr(), 0, bytes);  // touch every page now, not inside the timing
+  drv().synchronize_context();
+  sim().set_link_bandwidth(0.002);
+  sim().set_link_bandwidth(0.0);
+  auto const start = clock_type::now();
+  drv().memcpy_htod(range.ptr(), host.data(), bytes);
+  EXPECT_LT(ms_since(start), 0.5 * bytes / (0.002 * 1e9) * 1e3)
+    << "bandwidth 0 still throttled the copy";
+}
+
+}  // namespace
+}  // namespace swapalloc::testing

@@ -1,0 +1,585 @@
+// Conformance: virtual memory management (DESIGN §4).
+// Spec: tools/cudasim/README.md "Virtual memory management (DESIGN §4)". cuda.h docs
+// checked: cuMemGetAllocationGranularity, cuMemAddressReserve, cuMemAddressFree,
+// cuMemCreate, cuMemRelease, cuMemMap, cuMemUnmap, cuMemSetAccess, cuMemGetAccess,
+// cuMemGetInfo.
+#include <cstdint>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "driver_fixture.hpp"
+
+namespace swapalloc::testing {
+namespace {
+
+class SimVmm : public DriverTest {
+ protected:
+  /// cuMemMap through the table; a map that wrongly succeeds is undone so it cannot leak.
+  CUresult map_raw(CUdeviceptr ptr, std::size_t size, std::size_t offset,
+                   CUmemGenericAllocationHandle handle, unsigned long long flags = 0) const
+  {
+    CUresult const result = table().cuMemMap(ptr, size, offset, handle, flags);
+    if (result == CUDA_SUCCESS) { table().cuMemUnmap(ptr, size); }
+    return result;
+  }
+  /// cuMemAddressReserve through the table; a wrongly accepted reservation is freed.
+  CUresult reserve_raw(std::size_t size, std::size_t alignment, CUdeviceptr hint = 0,
+                       unsigned long long flags = 0, CUdeviceptr* out = nullptr) const
+  {
+    CUdeviceptr ptr       = 0;
+    CUresult const result = table().cuMemAddressReserve(&ptr, size, alignment, hint, flags);
+    if (out != nullptr) { *out = ptr; }
+    if (result == CUDA_SUCCESS) { table().cuMemAddressFree(ptr, size); }
+    return result;
+  }
+  /// cuMemCreate through the table; a wrongly created handle is released.
+  CUresult create_raw(std::size_t size, CUmemAllocationProp const& prop,
+                      unsigned long long flags = 0) const
+  {
+    CUmemGenericAllocationHandle handle{};
+    CUresult const result = table().cuMemCreate(&handle, size, &prop, flags);
+    if (result == CUDA_SUCCESS) { table().cuMemRelease(handle); }
+    return result;
+  }
+  [[nodiscard]] CUmemAccessDesc access(CUmemAccess_flags flags) const
+  {
+    CUmemAccessDesc desc{};
+    desc.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    desc.location.id   = device();
+    desc.flags         = flags;
+    return desc;
+  }
+  [[nodiscard]] unsigned long long access_flags(CUdeviceptr ptr) const
+  {
+    CUmemLocation location{};
+    location.type            = CU_MEM_LOCATION_TYPE_DEVICE;
+    location.id              = device();
+    unsigned long long flags = 0xdead;
+    EXPECT_CU(CUDA_SUCCESS, table().cuMemGetAccess(&flags, &location, ptr));
+    return flags;
+  }
+  [[nodiscard]] int device_count() const { return drv().device_count(); }
+};
+
+// ---- Granularity ----------------------------------------------------------------------
+
+TEST_F(SimVmm, Granularity)
+{
+  std::size_t const minimum =
+    drv().allocation_granularity(device(), CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+  std::size_t const recommended =
+    drv().allocation_granularity(device(), CU_MEM_ALLOC_GRANULARITY_RECOMMENDED);
+  ASSERT_GT(minimum, 0u);
+  EXPECT_EQ(minimum & (minimum - 1), 0u) << "granularity " << minimum << " is not a power of two";
+  EXPECT_EQ(recommended % minimum, 0u);
+  if (sim().available()) {
+    EXPECT_EQ(minimum, std::size_t{2} << 20) << "cudasim's granularity is 2 MiB";
+    EXPECT_EQ(recommended, std::size_t{2} << 20) << "cudasim's granularity is 2 MiB";
+  }
+}
+
+TEST_F(SimVmm, GranularityRejectsBadProperty)
+{
+  std::size_t granularity = 0;
+  auto prop               = driver::device_allocation(device());
+  prop.type               = CU_MEM_ALLOCATION_TYPE_INVALID;
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemGetAllocationGranularity(
+                                        &granularity, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
+  prop               = driver::device_allocation(device());
+  prop.location.type = CU_MEM_LOCATION_TYPE_INVALID;
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemGetAllocationGranularity(
+                                        &granularity, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
+  if (sim().available()) {  // cuda.h lists no INVALID_DEVICE here; the simulator's choice.
+    prop             = driver::device_allocation(device());
+    prop.location.id = device_count();
+    EXPECT_CU(CUDA_ERROR_INVALID_DEVICE, table().cuMemGetAllocationGranularity(
+                                           &granularity, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
+  }
+}
+
+// ---- Reservations ---------------------------------------------------------------------
+
+TEST_F(SimVmm, ReservationIsAlignedToGranularityAndRequestedAlignment)
+{
+  scoped_reservation plain(drv(), 3 * gran());
+  EXPECT_EQ(plain.ptr() % gran(), 0u);
+  std::size_t const alignment = 16 * gran();
+  scoped_reservation aligned(drv(), 2 * gran(), alignment);
+  EXPECT_EQ(aligned.ptr() % alignment, 0u)
+    << "address " << hex(aligned.ptr()) << " alignment " << alignment;
+}
+
+TEST_F(SimVmm, ReserveRejectsBadArguments)
+{
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, reserve_raw(0, 0)) << "size 0";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, reserve_raw(gran() + 1, 0))
+    << "size not a multiple of the page size";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, reserve_raw(gran(), 3 * gran()))
+    << "alignment not a power of two";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, reserve_raw(gran(), 0, 0, 1)) << "flags != 0";
+}
+
+TEST_F(SimVmm, ReserveHonoursAFreeAddressHint)
+{
+  SIM_ONLY(sim(), "cuda.h: the driver treats the address only as a hint");
+  CUdeviceptr hint = 0;
+  {
+    scoped_reservation probe(drv(), 4 * gran());
+    hint = probe.ptr() + 2 * gran();
+  }
+  CUdeviceptr got = 0;
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemAddressReserve(&got, 2 * gran(), 0, hint, 0));
+  EXPECT_EQ(got, hint);
+  EXPECT_CU(CUDA_SUCCESS, table().cuMemAddressFree(got, 2 * gran()));
+}
+
+TEST_F(SimVmm, AddressFreeMustMatchTheReservationExactly)
+{
+  CUdeviceptr ptr = 0;
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemAddressReserve(&ptr, 4 * gran(), 0, 0, 0));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemAddressFree(ptr, 2 * gran())) << "smaller size";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemAddressFree(ptr, 8 * gran())) << "larger size";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemAddressFree(ptr + gran(), 3 * gran()))
+    << "interior pointer";
+  EXPECT_CU(CUDA_SUCCESS, table().cuMemAddressFree(ptr, 4 * gran()));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemAddressFree(ptr, 4 * gran())) << "freed twice";
+}
+
+TEST_F(SimVmm, AddressFreeWithLiveMappingIsInvalid)
+{
+  SIM_ONLY(sim(), "stricter than cuda.h, which does not say");
+  auto range = make_range();
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemAddressFree(range.ptr(), range.size()));
+}
+
+// ---- Physical memory ------------------------------------------------------------------
+
+TEST_F(SimVmm, CreateRejectsBadArguments)
+{
+  auto const prop = driver::device_allocation(device());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, create_raw(0, prop)) << "size 0";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, create_raw(gran() / 2, prop)) << "size below the granularity";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, create_raw(gran() + 4096, prop)) << "size not a multiple";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, create_raw(gran(), prop, 1)) << "flags != 0";
+  auto bad_type = prop;
+  bad_type.type = CU_MEM_ALLOCATION_TYPE_INVALID;
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, create_raw(gran(), bad_type)) << "allocation type INVALID";
+  auto bad_device        = prop;
+  bad_device.location.id = device_count();
+  EXPECT_CU(CUDA_ERROR_INVALID_DEVICE, create_raw(gran(), bad_device))
+    << "device ordinal out of range";
+}
+
+TEST_F(SimVmm, CreateLowersFreeMemoryByExactlyItsSize)
+{
+  std::size_t const before = free_bytes();
+  {
+    scoped_handle handle(drv(), 3 * gran(), device());
+    EXPECT_EQ(before - free_bytes(), 3 * gran());
+  }
+  EXPECT_EQ(free_bytes(), before);
+}
+
+TEST_F(SimVmm, CreateBeyondTotalMemoryIsOutOfMemory)
+{
+  std::size_t const total  = drv().mem_get_info().total;
+  std::size_t const size   = (total / gran() + 1) * gran();
+  std::size_t const before = free_bytes();
+  EXPECT_CU(CUDA_ERROR_OUT_OF_MEMORY, create_raw(size, driver::device_allocation(device())));
+  EXPECT_EQ(free_bytes(), before);
+}
+
+TEST_F(SimVmm, CreateBeyondFreeMemoryIsOutOfMemory)
+{
+  SIM_ONLY(sim(), "needs cudasimSetExternalUsage to make free memory small");
+  ASSERT_CU(CUDA_SUCCESS, sim().set_external_usage(device(), 0));
+  scope_exit restore([&] { sim().set_external_usage(device(), 0); });
+  std::size_t const unused = free_bytes();
+  ASSERT_GT(unused, 2 * gran());
+  // Leave exactly one granule free: "other processes" use the rest.
+  ASSERT_CU(CUDA_SUCCESS, sim().set_external_usage(device(), unused - gran()));
+  EXPECT_EQ(free_bytes(), gran());
+  auto const prop = driver::device_allocation(device());
+  EXPECT_CU(CUDA_ERROR_OUT_OF_MEMORY, create_raw(2 * gran(), prop));
+  EXPECT_CU(CUDA_SUCCESS, create_raw(gran(), prop)) << "exactly the free memory fits";
+  EXPECT_CU(CUDA_SUCCESS, sim().set_external_usage(device(), 0));
+  EXPECT_EQ(free_bytes(), unused);
+}
+
+TEST_F(SimVmm, HandlesAreNeverReused)
+{
+  SIM_ONLY(sim(), "a real driver may reuse handle values");
+  CUmemGenericAllocationHandle first = 0;
+  {
+    scoped_handle handle(drv(), gran(), device());
+    first = handle.get();
+  }
+  scoped_handle second(drv(), gran(), device());
+  EXPECT_NE(second.get(), first);
+}
+
+// ---- cuMemMap -------------------------------------------------------------------------
+
+TEST_F(SimVmm, MapRejectsMisalignedAddress)
+{
+  scoped_reservation reservation(drv(), 4 * gran());
+  scoped_handle handle(drv(), gran(), device());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            map_raw(reservation.ptr() + gran() / 2, gran(), 0, handle.get()));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, map_raw(reservation.ptr() + 4096, gran(), 0, handle.get()));
+}
+
+TEST_F(SimVmm, MapRejectsMisalignedSize)
+{
+  scoped_reservation reservation(drv(), 4 * gran());
+  scoped_handle handle(drv(), 2 * gran(), device());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, map_raw(reservation.ptr(), gran() / 2, 0, handle.get()));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, map_raw(reservation.ptr(), gran() + 4096, 0, handle.get()));
+}
+
+TEST_F(SimVmm, MapRejectsNonZeroOffset)
+{
+  // cuda.h: offset "currently must be zero" (even when aligned and in range).
+  scoped_reservation reservation(drv(), 4 * gran());
+  scoped_handle handle(drv(), 2 * gran(), device());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, map_raw(reservation.ptr(), gran(), gran(), handle.get()));
+}
+
+TEST_F(SimVmm, MapRejectsSizeBeyondHandle)
+{
+  scoped_reservation reservation(drv(), 4 * gran());
+  scoped_handle handle(drv(), gran(), device());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, map_raw(reservation.ptr(), 2 * gran(), 0, handle.get()));
+}
+
+TEST_F(SimVmm, MapRejectsNonZeroFlags)
+{
+  scoped_reservation reservation(drv(), 2 * gran());
+  scoped_handle handle(drv(), gran(), device());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, map_raw(reservation.ptr(), gran(), 0, handle.get(), 1));
+}
+
+TEST_F(SimVmm, MapRejectsRangeOutsideReservation)
+{
+  scoped_handle handle(drv(), 2 * gran(), device());
+  scoped_reservation reservation(drv(), 2 * gran());
+  // Straddles the end of the reservation.
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            map_raw(reservation.ptr() + gran(), 2 * gran(), 0, handle.get()));
+  // Lies in a reservation that has been freed.
+  CUdeviceptr freed = 0;
+  {
+    scoped_reservation gone(drv(), 2 * gran());
+    freed = gone.ptr();
+  }
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, map_raw(freed, gran(), 0, handle.get()));
+}
+
+TEST_F(SimVmm, MapRejectsRangeSpanningTwoReservations)
+{
+  SIM_ONLY(sim(), "needs two adjacent reservations, which only a hint the simulator honours gives");
+  CUdeviceptr const vacant = vacant_address(4 * gran());
+  CUdeviceptr low          = 0;
+  CUdeviceptr high         = 0;
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemAddressReserve(&low, 2 * gran(), 0, vacant, 0));
+  scope_exit free_low([&] { table().cuMemAddressFree(low, 2 * gran()); });
+  ASSERT_CU(CUDA_SUCCESS,
+            table().cuMemAddressReserve(&high, 2 * gran(), 0, vacant + 2 * gran(), 0));
+  scope_exit free_high([&] { table().cuMemAddressFree(high, 2 * gran()); });
+  ASSERT_EQ(low, vacant) << "the hint was not honoured";
+  ASSERT_EQ(high, vacant + 2 * gran()) << "the hint was not honoured";
+  scoped_handle handle(drv(), 2 * gran(), device());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, map_raw(low + gran(), 2 * gran(), 0, handle.get()));
+}
+
+TEST_F(SimVmm, MapRejectsOverlapWithExistingMapping)
+{
+  scoped_reservation reservation(drv(), 4 * gran());
+  scoped_handle first(drv(), 2 * gran(), device());
+  scoped_handle second(drv(), 2 * gran(), device());
+  scoped_mapping mapped(drv(), reservation.ptr(), 2 * gran(), first.get());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, map_raw(reservation.ptr(), 2 * gran(), 0, second.get()))
+    << "same range";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            map_raw(reservation.ptr() + gran(), 2 * gran(), 0, second.get()))
+    << "partly overlapping";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, map_raw(reservation.ptr() + gran(), gran(), 0, second.get()))
+    << "inside the mapping";
+  // The range next to the mapping is free to map.
+  EXPECT_CU(CUDA_SUCCESS, map_raw(reservation.ptr() + 2 * gran(), 2 * gran(), 0, second.get()));
+}
+
+TEST_F(SimVmm, MapAPrefixOfALargerHandle)
+{
+  scoped_reservation reservation(drv(), 2 * gran());
+  scoped_handle handle(drv(), 4 * gran(), device());
+  scoped_mapping mapped(drv(), reservation.ptr(), 2 * gran(), handle.get());
+  drv().mem_set_access(reservation.ptr(), 2 * gran(), device());
+  drv().memset_d32(reservation.ptr(), 0x5a5a5a5a, 2 * gran() / 4);
+  auto const words = read_words(drv(), reservation.ptr(), 2 * gran() / 4);
+  EXPECT_EQ(first_not(words, 0x5a5a5a5a), words.size());
+}
+
+// ---- cuMemSetAccess / cuMemGetAccess --------------------------------------------------
+
+TEST_F(SimVmm, FreshMappingHasNoAccess)
+{
+  // cuda.h (cuMemMap): "calling cuMemMap does not make the address accessible". The
+  // fault of a copy into such a mapping is SimDeathTest.CopyIntoMappingWithoutAccessFaults.
+  auto range = make_range(1, /*accessible=*/false);
+  EXPECT_EQ(access_flags(range.ptr()),
+            static_cast<unsigned long long>(CU_MEM_ACCESS_FLAGS_PROT_NONE));
+}
+
+TEST_F(SimVmm, GetAccessReportsTheFlagsSet)
+{
+  auto range      = make_range(1, /*accessible=*/false);
+  auto const read = access(CU_MEM_ACCESS_FLAGS_PROT_READ);
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemSetAccess(range.ptr(), range.size(), &read, 1));
+  EXPECT_EQ(access_flags(range.ptr()),
+            static_cast<unsigned long long>(CU_MEM_ACCESS_FLAGS_PROT_READ));
+  auto const write = access(CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemSetAccess(range.ptr(), range.size(), &write, 1));
+  EXPECT_EQ(access_flags(range.ptr()),
+            static_cast<unsigned long long>(CU_MEM_ACCESS_FLAGS_PROT_READWRITE));
+}
+
+TEST_F(SimVmm, SetAccessOnPartlyMappedRangeFails)
+{
+  // cuda.h: "The range must be a fully mapped address range".
+  scoped_reservation reservation(drv(), 3 * gran());
+  scoped_handle first(drv(), gran(), device());
+  scoped_handle second(drv(), gran(), device());
+  scoped_mapping a(drv(), reservation.ptr(), gran(), first.get());
+  auto const rw = access(CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemSetAccess(reservation.ptr(), 2 * gran(), &rw, 1))
+    << "mapped granule followed by an unmapped one";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            table().cuMemSetAccess(reservation.ptr() + gran(), gran(), &rw, 1))
+    << "entirely unmapped";
+  scoped_mapping c(drv(), reservation.ptr() + 2 * gran(), gran(), second.get());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemSetAccess(reservation.ptr(), 3 * gran(), &rw, 1))
+    << "two mappings with a gap between them";
+}
+
+TEST_F(SimVmm, SetAccessSpansAdjacentMappings)
+{
+  scoped_reservation reservation(drv(), 2 * gran());
+  scoped_handle first(drv(), gran(), device());
+  scoped_handle second(drv(), gran(), device());
+  scoped_mapping a(drv(), reservation.ptr(), gran(), first.get());
+  scoped_mapping b(drv(), reservation.ptr() + gran(), gran(), second.get());
+  auto const rw = access(CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemSetAccess(reservation.ptr(), 2 * gran(), &rw, 1));
+  // One copy across the boundary of the two mappings.
+  std::size_t const words = 2048;
+  CUdeviceptr const where = reservation.ptr() + gran() - words * 2;
+  auto const data         = pattern(words, 0x1234);
+  drv().memcpy_htod(where, data.data(), words * 4);
+  EXPECT_EQ(read_words(drv(), where, words), data);
+}
+
+TEST_F(SimVmm, SetAccessRejectsBadDescriptor)
+{
+  auto range             = make_range(1, /*accessible=*/false);
+  auto bad_device        = access(CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+  bad_device.location.id = device_count();
+  EXPECT_CU(CUDA_ERROR_INVALID_DEVICE,
+            table().cuMemSetAccess(range.ptr(), range.size(), &bad_device, 1));
+  auto bad_flags  = access(CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+  bad_flags.flags = static_cast<CUmemAccess_flags>(0x2);
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            table().cuMemSetAccess(range.ptr(), range.size(), &bad_flags, 1));
+}
+
+TEST_F(SimVmm, ReadOnlyAccessAllowsReads)
+{
+  // Writes into a read-only range fault: SimDeathTest.WriteIntoReadOnlyRangeFaults.
+  auto range      = make_range();
+  auto const data = pattern(1024, 0xabcd);
+  drv().memcpy_htod(range.ptr(), data.data(), data.size() * 4);
+  auto const read = access(CU_MEM_ACCESS_FLAGS_PROT_READ);
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemSetAccess(range.ptr(), range.size(), &read, 1));
+  EXPECT_EQ(read_words(drv(), range.ptr(), data.size()), data);
+}
+
+// ---- cuMemUnmap -----------------------------------------------------------------------
+
+TEST_F(SimVmm, UnmapOfSubRangeFails)
+{
+  // cuda.h: "cuMemUnmap cannot unmap a sub-range of an address range mapped".
+  scoped_reservation reservation(drv(), 2 * gran());
+  scoped_handle handle(drv(), 2 * gran(), device());
+  scoped_mapping mapped(drv(), reservation.ptr(), 2 * gran(), handle.get());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemUnmap(reservation.ptr(), gran()))
+    << "first half";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemUnmap(reservation.ptr() + gran(), gran()))
+    << "second half";
+  EXPECT_CU(CUDA_SUCCESS, mapped.unmap()) << "the whole mapping";
+}
+
+TEST_F(SimVmm, UnmapOfPartialOrGappedRangeFails)
+{
+  scoped_reservation reservation(drv(), 5 * gran());
+  scoped_handle first(drv(), gran(), device());
+  scoped_handle second(drv(), 2 * gran(), device());
+  scoped_mapping a(drv(), reservation.ptr(), gran(), first.get());                // [0, 1)
+  scoped_mapping b(drv(), reservation.ptr() + gran(), 2 * gran(), second.get());  // [1, 3)
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemUnmap(reservation.ptr(), 2 * gran()))
+    << "first mapping whole, second in part";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemUnmap(reservation.ptr(), 4 * gran()))
+    << "both mappings whole, then an unmapped granule";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemUnmap(reservation.ptr() + 3 * gran(), gran()))
+    << "nothing mapped";
+  EXPECT_CU(CUDA_SUCCESS, a.unmap());
+  EXPECT_CU(CUDA_SUCCESS, b.unmap());
+}
+
+TEST_F(SimVmm, UnmapSpanningTwoWholeMappingsWorks)
+{
+  scoped_reservation reservation(drv(), 3 * gran());
+  scoped_handle first(drv(), gran(), device());
+  scoped_handle second(drv(), 2 * gran(), device());
+  scoped_mapping a(drv(), reservation.ptr(), gran(), first.get());
+  scoped_mapping b(drv(), reservation.ptr() + gran(), 2 * gran(), second.get());
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemUnmap(reservation.ptr(), 3 * gran()));
+  a.forget();
+  b.forget();
+  // Both are gone: the range maps again, as one piece.
+  scoped_handle third(drv(), 3 * gran(), device());
+  EXPECT_CU(CUDA_SUCCESS, map_raw(reservation.ptr(), 3 * gran(), 0, third.get()));
+}
+
+TEST_F(SimVmm, UnmappedRangeIsAReservationAgain)
+{
+  scoped_reservation reservation(drv(), gran());
+  scoped_handle first(drv(), gran(), device());
+  scoped_handle second(drv(), gran(), device());
+  {
+    scoped_mapping a(drv(), reservation.ptr(), gran(), first.get());
+    drv().mem_set_access(reservation.ptr(), gran(), device());
+  }
+  scoped_mapping b(drv(), reservation.ptr(), gran(), second.get());
+  // cuda.h (cuMemUnmap): "all mappings start with no accessibility setup".
+  EXPECT_EQ(access_flags(reservation.ptr()),
+            static_cast<unsigned long long>(CU_MEM_ACCESS_FLAGS_PROT_NONE));
+}
+
+// ---- cuMemRelease and when memory is freed --------------------------------------------
+
+TEST_F(SimVmm, ReleaseTwiceIsInvalid)
+{
+  SIM_ONLY(sim(), "cuda.h: releasing an invalid handle is undefined behaviour");
+  CUmemGenericAllocationHandle handle{};
+  auto const prop = driver::device_allocation(device());
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemCreate(&handle, gran(), &prop, 0));
+  EXPECT_CU(CUDA_SUCCESS, table().cuMemRelease(handle));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemRelease(handle));
+}
+
+TEST_F(SimVmm, ReleaseOfUnknownHandleIsInvalid)
+{
+  SIM_ONLY(sim(), "cuda.h: releasing an invalid handle is undefined behaviour");
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemRelease(0xdeadbeefULL));
+}
+
+// Memory counts as freed when free device memory grows by the allocation's size. On a
+// real GPU a mapping may also take page-table memory, so the baseline is taken with the
+// mappings in place, and "not freed" means free memory grew by less than the allocation
+// (other processes may move it a little too). The simulator must match exactly.
+TEST_F(SimVmm, MemoryIsFreedOnlyAfterReleaseAndLastUnmap)
+{
+  std::size_t const before = free_bytes();
+  scoped_reservation reservation(drv(), 4 * gran());
+  scoped_handle handle(drv(), 2 * gran(), device());
+  scoped_mapping a(drv(), reservation.ptr(), 2 * gran(), handle.get());
+  scoped_mapping b(drv(), reservation.ptr() + 2 * gran(), 2 * gran(), handle.get());
+  std::size_t const base = free_bytes();
+  auto const grown       = [&] {
+    return static_cast<long long>(free_bytes()) - static_cast<long long>(base);
+  };
+  auto const allocation = 2 * static_cast<long long>(gran());
+  if (sim().available()) {
+    EXPECT_EQ(before - base, 2 * gran()) << "one handle mapped twice is allocated once";
+  }
+  ASSERT_CU(CUDA_SUCCESS, handle.release()) << "cuMemRelease is legal while mapped";
+  EXPECT_LT(grown(), allocation) << "freed while released but still mapped twice";
+  if (sim().available()) { EXPECT_EQ(grown(), 0); }
+  ASSERT_CU(CUDA_SUCCESS, a.unmap());
+  EXPECT_LT(grown(), allocation) << "freed while released but still mapped once";
+  if (sim().available()) { EXPECT_EQ(grown(), 0); }
+  ASSERT_CU(CUDA_SUCCESS, b.unmap());
+  EXPECT_GE(grown(), allocation) << "released and unmapped, yet not freed";
+  if (sim().available()) { EXPECT_EQ(free_bytes(), before); }
+}
+
+TEST_F(SimVmm, UnmappedMemoryIsFreedOnlyAtRelease)
+{
+  std::size_t const before = free_bytes();
+  scoped_reservation reservation(drv(), gran());
+  scoped_handle handle(drv(), gran(), device());
+  {
+    scoped_mapping mapped(drv(), reservation.ptr(), gran(), handle.get());
+  }
+  std::size_t const base = free_bytes();
+  EXPECT_GE(static_cast<long long>(before) - static_cast<long long>(base),
+            static_cast<long long>(gran()))
+    << "unmapped but not released, yet freed";
+  if (sim().available()) { EXPECT_EQ(before - base, gran()); }
+  ASSERT_CU(CUDA_SUCCESS, handle.release());
+  EXPECT_GE(static_cast<long long>(free_bytes()) - static_cast<long long>(base),
+            static_cast<long long>(gran()))
+    << "released and unmapped, yet not freed";
+  if (sim().available()) { EXPECT_EQ(free_bytes(), before); }
+}
+
+TEST_F(SimVmm, ReleasedHandleStillBacksItsMapping)
+{
+  auto range      = make_range();
+  auto const data = pattern(4096, 0x77);
+  drv().memcpy_htod(range.ptr(), data.data(), data.size() * 4);
+  ASSERT_CU(CUDA_SUCCESS, range.physical().release());
+  EXPECT_EQ(read_words(drv(), range.ptr(), data.size()), data);
+  drv().memset_d32(range.ptr(), 0x0f0f0f0f, 16);
+  EXPECT_EQ(first_not(read_words(drv(), range.ptr(), 16), 0x0f0f0f0f), 16u);
+}
+
+// ---- Data lives in the handle, not the address ----------------------------------------
+
+TEST_F(SimVmm, DataSurvivesUnmapAndRemapElsewhere)
+{
+  std::size_t const words = 2 * gran() / 4;
+  auto const data         = pattern(words, 0xc0ffee);
+  scoped_handle handle(drv(), 2 * gran(), device());
+  scoped_reservation first(drv(), 2 * gran());
+  scoped_reservation second(drv(), 2 * gran());
+  {
+    scoped_mapping mapped(drv(), first.ptr(), 2 * gran(), handle.get());
+    drv().mem_set_access(first.ptr(), 2 * gran(), device());
+    drv().memset_d32(first.ptr(), 0xffffffff, words);
+    drv().memcpy_htod(first.ptr(), data.data(), words * 4);
+    drv().synchronize_context();
+  }
+  ASSERT_NE(first.ptr(), second.ptr());
+  scoped_mapping remapped(drv(), second.ptr(), 2 * gran(), handle.get());
+  drv().mem_set_access(second.ptr(), 2 * gran(), device());
+  EXPECT_EQ(read_words(drv(), second.ptr(), words), data);
+}
+
+TEST_F(SimVmm, HandleMappedTwiceAliases)
+{
+  scoped_handle handle(drv(), gran(), device());
+  scoped_reservation first(drv(), gran());
+  scoped_reservation second(drv(), gran());
+  scoped_mapping a(drv(), first.ptr(), gran(), handle.get());
+  scoped_mapping b(drv(), second.ptr(), gran(), handle.get());
+  drv().mem_set_access(first.ptr(), gran(), device());
+  drv().mem_set_access(second.ptr(), gran(), device());
+  auto const data = pattern(1024, 0xa11a5);
+  drv().memcpy_htod(first.ptr(), data.data(), data.size() * 4);
+  EXPECT_EQ(read_words(drv(), second.ptr(), data.size()), data);
+}
+
+}  // namespace
+}  // namespace swapalloc::testing

@@ -1,0 +1,243 @@
+/**
+ * @file copy.cpp
+ * @brief Copies and memsets: pointer checks at the call, the device access when the
+ *        stream runs it, and the synchronization that host memory implies.
+ *
+ * At the call, a device range must lie in one reservation and be mapped, and a host
+ * range must not touch a reservation; else the driver cannot resolve the pointer and
+ * the call fails with CUDA_ERROR_INVALID_VALUE. When the stream runs the operation, the
+ * device range must still be mapped and accessible (write for a destination, read for a
+ * source), else it faults like a kernel on a GPU: CUDA_ERROR_ILLEGAL_ADDRESS, sticky.
+ * The operation holds the mapping table shared while it moves bytes, so the mapping it
+ * checked stays until it is done; an unmap waits for at most the copies in flight.
+ *
+ * Synchronization ("API synchronization behavior" in the CUDA docs):
+ *  - cuMemcpyHtoDAsync from pageable memory stages the source before returning;
+ *  - cuMemcpyDtoHAsync to pageable memory returns once the copy is complete;
+ *  - with pinned memory both are fully asynchronous;
+ *  - cuMemcpyHtoD/DtoH run on the legacy stream and return once complete;
+ *  - cuMemcpyDtoD and the memsets of device memory are asynchronous (legacy stream).
+ */
+#include "state.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <thread>
+
+namespace cudasim {
+namespace {
+
+enum class call_kind : bool { asynchronous, synchronous };
+
+[[nodiscard]] bool wraps(std::uintptr_t ptr, std::size_t bytes) noexcept
+{
+  return ptr + bytes < ptr;
+}
+
+/// A device range the driver can resolve: in one reservation, mapped now.
+[[nodiscard]] bool resolvable(std::uintptr_t ptr, std::size_t bytes)
+{
+  vmm_table const& vmm = simulator::get().vmm();
+  auto const hold      = vmm.hold();
+  return !wraps(ptr, bytes) && vmm.mapped(ptr, bytes);
+}
+
+/// A host range: not null, and not device memory.
+[[nodiscard]] bool host_range(std::uintptr_t ptr, std::size_t bytes)
+{
+  vmm_table const& vmm = simulator::get().vmm();
+  auto const hold      = vmm.hold();
+  return ptr != 0 && !wraps(ptr, bytes) && !vmm.overlaps_reservation(ptr, bytes);
+}
+
+/// Checks, queues and (when the rules say so) waits for a copy.
+[[nodiscard]] CUresult start_copy(CUstream handle, copy_op&& op, call_kind call)
+{
+  CUctx_st* current = nullptr;
+  if (CUresult const bad = use_current_context(current); bad != CUDA_SUCCESS) { return bad; }
+  std::shared_ptr<CUstream_st> stream;
+  if (CUresult const bad = resolve_stream(handle, stream); bad != CUDA_SUCCESS) { return bad; }
+  if (op.bytes == 0) { return CUDA_SUCCESS; }
+  bool const to_device   = op.kind != copy_kind::device_to_host;
+  bool const from_device = op.kind != copy_kind::host_to_device;
+  if ((to_device ? !resolvable(op.dst, op.bytes) : !host_range(op.dst, op.bytes)) ||
+      (from_device ? !resolvable(op.src, op.bytes) : !host_range(op.src, op.bytes))) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  bool wait = call == call_kind::synchronous;
+  if (op.kind != copy_kind::device_to_device && !wait) {
+    std::uintptr_t const host = op.kind == copy_kind::host_to_device ? op.src : op.dst;
+    if (!simulator::get().host().pinned(host, op.bytes)) {
+      if (op.kind == copy_kind::device_to_host) {
+        wait = true;  // to pageable memory: returns once the copy is complete
+      } else {        // from pageable memory: the source is staged before returning
+        op.staging = std::make_unique_for_overwrite<std::byte[]>(op.bytes);
+        std::memcpy(op.staging.get(), reinterpret_cast<void const*>(op.src), op.bytes);
+      }
+    }
+  }
+  std::uint64_t const sequence = submit(*stream, std::move(op));
+  if (!wait) { return CUDA_SUCCESS; }
+  stream->wait(sequence);
+  return stream->context().sticky_error();
+}
+
+/// Checks and queues a memset of `count` elements of `width` bytes.
+[[nodiscard]] CUresult start_memset(CUstream handle, std::uintptr_t dst, std::uint32_t value,
+                                    std::size_t count, std::uint8_t width)
+{
+  CUctx_st* current = nullptr;
+  if (CUresult const bad = use_current_context(current); bad != CUDA_SUCCESS) { return bad; }
+  std::shared_ptr<CUstream_st> stream;
+  if (CUresult const bad = resolve_stream(handle, stream); bad != CUDA_SUCCESS) { return bad; }
+  if (dst % width != 0 || count > SIZE_MAX / width) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }  // D32: 4-byte aligned
+  if (count == 0) { return CUDA_SUCCESS; }
+  if (!resolvable(dst, count * width)) { return CUDA_ERROR_INVALID_VALUE; }
+  submit(*stream, memset_op{dst, count, value, width});
+  return CUDA_SUCCESS;
+}
+
+}  // namespace
+
+CUresult execute(copy_op& op, CUctx_st& context)
+{
+  device& dev          = device_of(context);
+  double const gbps    = link_bandwidth();
+  bool const throttled = gbps > 0 && op.kind != copy_kind::device_to_device;
+  std::optional<link_throttle::slot> slot;
+  if (throttled) {
+    slot = dev.links[op.kind == copy_kind::host_to_device ? 0 : 1].reserve(op.bytes, gbps);
+    std::this_thread::sleep_until(slot->start);
+  }
+  {
+    vmm_table const& vmm = simulator::get().vmm();
+    auto const hold      = vmm.hold();
+    bool const dst_ok =
+      op.kind == copy_kind::device_to_host || vmm.accessible(op.dst, op.bytes, dev.ordinal, true);
+    bool const src_ok =
+      op.kind == copy_kind::host_to_device || vmm.accessible(op.src, op.bytes, dev.ordinal, false);
+    if (!dst_ok || !src_ok) { return CUDA_ERROR_ILLEGAL_ADDRESS; }
+    void const* const source =
+      op.staging ? op.staging.get() : reinterpret_cast<void const*>(op.src);
+    std::memmove(reinterpret_cast<void*>(op.dst), source, op.bytes);
+  }
+  if (slot) { std::this_thread::sleep_until(slot->end); }  // no lock held while the link is busy
+  return CUDA_SUCCESS;
+}
+
+CUresult execute(memset_op& op, CUctx_st& context)
+{
+  vmm_table const& vmm = simulator::get().vmm();
+  auto const hold      = vmm.hold();
+  if (!vmm.accessible(op.dst, op.count * op.width, device_of(context).ordinal, true)) {
+    return CUDA_ERROR_ILLEGAL_ADDRESS;
+  }
+  if (op.width == 1) {
+    std::memset(reinterpret_cast<void*>(op.dst), static_cast<int>(op.value & 0xffU), op.count);
+  } else {
+    std::fill_n(reinterpret_cast<std::uint32_t*>(op.dst), op.count, op.value);
+  }
+  return CUDA_SUCCESS;
+}
+
+}  // namespace cudasim
+
+using cudasim::api;
+using cudasim::call_kind;
+using cudasim::copy_kind;
+using cudasim::copy_op;
+using cudasim::entry;
+
+namespace {
+
+[[nodiscard]] std::uintptr_t host(void const* pointer) noexcept
+{
+  return reinterpret_cast<std::uintptr_t>(pointer);
+}
+
+}  // namespace
+
+CUresult CUDAAPI cuMemcpyHtoD(CUdeviceptr dstDevice, void const* srcHost, size_t ByteCount)
+{
+  return api(entry::memcpy_htod, [&] {
+    return cudasim::start_copy(
+      nullptr, copy_op{dstDevice, host(srcHost), ByteCount, copy_kind::host_to_device, {}},
+      call_kind::synchronous);
+  });
+}
+
+CUresult CUDAAPI cuMemcpyDtoH(void* dstHost, CUdeviceptr srcDevice, size_t ByteCount)
+{
+  return api(entry::memcpy_dtoh, [&] {
+    return cudasim::start_copy(
+      nullptr, copy_op{host(dstHost), srcDevice, ByteCount, copy_kind::device_to_host, {}},
+      call_kind::synchronous);
+  });
+}
+
+CUresult CUDAAPI cuMemcpyDtoD(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t ByteCount)
+{
+  return api(entry::memcpy_dtod, [&] {
+    return cudasim::start_copy(
+      nullptr, copy_op{dstDevice, srcDevice, ByteCount, copy_kind::device_to_device, {}},
+      call_kind::asynchronous);
+  });
+}
+
+CUresult CUDAAPI cuMemcpyHtoDAsync(CUdeviceptr dstDevice, void const* srcHost, size_t ByteCount,
+                                   CUstream hStream)
+{
+  return api(entry::memcpy_htod_async, [&] {
+    return cudasim::start_copy(
+      hStream, copy_op{dstDevice, host(srcHost), ByteCount, copy_kind::host_to_device, {}},
+      call_kind::asynchronous);
+  });
+}
+
+CUresult CUDAAPI cuMemcpyDtoHAsync(void* dstHost, CUdeviceptr srcDevice, size_t ByteCount,
+                                   CUstream hStream)
+{
+  return api(entry::memcpy_dtoh_async, [&] {
+    return cudasim::start_copy(
+      hStream, copy_op{host(dstHost), srcDevice, ByteCount, copy_kind::device_to_host, {}},
+      call_kind::asynchronous);
+  });
+}
+
+CUresult CUDAAPI cuMemcpyDtoDAsync(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t ByteCount,
+                                   CUstream hStream)
+{
+  return api(entry::memcpy_dtod_async, [&] {
+    return cudasim::start_copy(
+      hStream, copy_op{dstDevice, srcDevice, ByteCount, copy_kind::device_to_device, {}},
+      call_kind::asynchronous);
+  });
+}
+
+CUresult CUDAAPI cuMemsetD8(CUdeviceptr dstDevice, unsigned char uc, size_t N)
+{
+  return api(entry::memset_d8, [&] { return cudasim::start_memset(nullptr, dstDevice, uc, N, 1); });
+}
+
+CUresult CUDAAPI cuMemsetD32(CUdeviceptr dstDevice, unsigned int ui, size_t N)
+{
+  return api(entry::memset_d32,
+             [&] { return cudasim::start_memset(nullptr, dstDevice, ui, N, 4); });
+}
+
+CUresult CUDAAPI cuMemsetD8Async(CUdeviceptr dstDevice, unsigned char uc, size_t N,
+                                 CUstream hStream)
+{
+  return api(entry::memset_d8_async,
+             [&] { return cudasim::start_memset(hStream, dstDevice, uc, N, 1); });
+}
+
+CUresult CUDAAPI cuMemsetD32Async(CUdeviceptr dstDevice, unsigned int ui, size_t N,
+                                  CUstream hStream)
+{
+  return api(entry::memset_d32_async,
+             [&] { return cudasim::start_memset(hStream, dstDevice, ui, N, 4); });
+}

@@ -1,0 +1,127 @@
+/**
+ * @file host_memory.cpp
+ * @brief Pinned host blocks (see host_memory.hpp) and their entry points.
+ *
+ * A block is an anonymous mmap, so it is page aligned as the driver's are. It is not
+ * mlock()ed: the simulator has no DMA engine that needs it, and locked-memory limits
+ * would make large host stores fail for no reason the real driver has.
+ */
+#include "host_memory.hpp"
+
+#include "state.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <vector>
+
+namespace cudasim {
+namespace {
+
+[[nodiscard]] std::size_t page_rounded(std::size_t bytes) noexcept
+{
+  auto const page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return (bytes + page - 1) / page * page;
+}
+
+}  // namespace
+
+CUresult host_registry::allocate(void** out, std::size_t bytes)
+{
+  if (out == nullptr || bytes == 0 || bytes > SIZE_MAX / 2) { return CUDA_ERROR_INVALID_VALUE; }
+  void* const block = ::mmap(nullptr, page_rounded(bytes), PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (block == MAP_FAILED) { return CUDA_ERROR_OUT_OF_MEMORY; }
+  try {
+    std::unique_lock lock(mutex_);
+    blocks_.emplace(reinterpret_cast<std::uintptr_t>(block), bytes);
+  } catch (...) {
+    ::munmap(block, page_rounded(bytes));
+    throw;
+  }
+  *out = block;
+  return CUDA_SUCCESS;
+}
+
+CUresult host_registry::free(void* pointer)
+{
+  std::size_t bytes = 0;
+  {
+    std::unique_lock lock(mutex_);
+    auto const found = blocks_.find(reinterpret_cast<std::uintptr_t>(pointer));
+    if (found == blocks_.end()) { return CUDA_ERROR_INVALID_VALUE; }
+    bytes = found->second;
+    blocks_.erase(found);
+  }
+  ::munmap(pointer, page_rounded(bytes));
+  return CUDA_SUCCESS;
+}
+
+bool host_registry::pinned(std::uintptr_t ptr, std::size_t bytes) const
+{
+  std::shared_lock lock(mutex_);
+  auto found = blocks_.upper_bound(ptr);
+  if (found == blocks_.begin()) { return false; }
+  --found;
+  return ptr - found->first <= found->second && bytes <= found->second - (ptr - found->first);
+}
+
+held host_registry::census() const
+{
+  std::shared_lock lock(mutex_);
+  held blocks;
+  for (auto const& [base, bytes] : blocks_) {
+    blocks.add(base, bytes);
+  }
+  return blocks;
+}
+
+}  // namespace cudasim
+
+using cudasim::api;
+using cudasim::entry;
+
+CUresult CUDAAPI cuMemHostAlloc(void** pp, size_t bytesize, unsigned int Flags)
+{
+  return api(entry::mem_host_alloc, [&] {
+    CUctx_st* context = nullptr;
+    if (CUresult const bad = cudasim::use_current_context(context); bad != CUDA_SUCCESS) {
+      return bad;
+    }
+    constexpr unsigned known =
+      CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED;
+    if ((Flags & ~known) != 0) { return CUDA_ERROR_INVALID_VALUE; }
+    return cudasim::simulator::get().host().allocate(pp, bytesize);
+  });
+}
+
+CUresult CUDAAPI cuMemAllocHost(void** pp, size_t bytesize)
+{
+  return api(entry::mem_alloc_host, [&] {
+    CUctx_st* context = nullptr;
+    if (CUresult const bad = cudasim::use_current_context(context); bad != CUDA_SUCCESS) {
+      return bad;
+    }
+    return cudasim::simulator::get().host().allocate(pp, bytesize);
+  });
+}
+
+CUresult CUDAAPI cuMemFreeHost(void* p)
+{
+  return api(entry::mem_free_host, [&] {
+    CUctx_st* context = nullptr;
+    if (CUresult const bad = cudasim::use_current_context(context); bad != CUDA_SUCCESS) {
+      return bad;
+    }
+    cudasim::simulator& sim = cudasim::simulator::get();
+    if (!sim.host().pinned(reinterpret_cast<std::uintptr_t>(p), 0)) {
+      return CUDA_ERROR_INVALID_VALUE;
+    }
+    // Freeing pinned memory synchronizes, as cudaFreeHost does: no queued copy may
+    // still read or write the block once it is unmapped.
+    for (int ordinal = 0; ordinal < sim.device_count(); ++ordinal) {
+      cudasim::synchronize_context(sim.find_device(ordinal)->context);
+    }
+    return sim.host().free(p);
+  });
+}

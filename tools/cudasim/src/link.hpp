@@ -1,0 +1,43 @@
+/**
+ * @file link.hpp
+ * @brief The host<->device link model (SWAPALLOC_SIM_LINK_GBPS, cudasimSetLinkBandwidth).
+ *
+ * Each device has one link per direction, like a GPU's copy engines: copies in one
+ * direction are serialized and each takes bytes / bandwidth. A copy reserves the next
+ * free time slot on its link, waits for the slot, moves its bytes at memcpy speed, and
+ * sleeps out the rest of the slot. The sleeping happens with no lock held (least of all
+ * the mapping table's), so unmaps and other streams are not held up by the model.
+ */
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <mutex>
+
+namespace cudasim {
+
+/// Sets the bandwidth of every link, in 10^9 bytes per second; 0 (or less): unthrottled.
+void set_link_bandwidth(double gigabytes_per_second) noexcept;
+/// The current bandwidth; 0: unthrottled.
+[[nodiscard]] double link_bandwidth() noexcept;
+
+/// One direction of one device's link.
+class link_throttle {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  /// The time a transfer owns the link: it may start at `start` and ends at `end`.
+  struct slot {
+    clock::time_point start;
+    clock::time_point end;
+  };
+
+  /// Reserves the link for `bytes` at `gigabytes_per_second` after every earlier slot.
+  [[nodiscard]] slot reserve(std::size_t bytes, double gigabytes_per_second);
+
+ private:
+  std::mutex mutex_;
+  clock::time_point busy_until_{};  // guarded by mutex_
+};
+
+}  // namespace cudasim

@@ -1,0 +1,64 @@
+/**
+ * @file operation.hpp
+ * @brief The work a stream runs: the device side of copies, memsets, host functions,
+ *        event records and event waits.
+ *
+ * An operation is a small value queued on a stream; its worker runs it in order. The
+ * only per-operation allocation is the queue node (and, for a copy from pageable
+ * memory, the staging buffer the CUDA docs require).
+ */
+#pragma once
+
+#include "cuda_api.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <variant>
+
+namespace cudasim {
+
+enum class copy_kind : std::uint8_t { host_to_device, device_to_host, device_to_device };
+
+struct copy_op {
+  std::uintptr_t dst;
+  std::uintptr_t src;
+  std::size_t bytes;
+  copy_kind kind;
+  /// The source bytes of a cuMemcpyHtoDAsync from pageable memory, staged at the call.
+  std::unique_ptr<std::byte[]> staging;
+};
+
+struct memset_op {
+  std::uintptr_t dst;
+  std::size_t count;  ///< elements of `width` bytes
+  std::uint32_t value;
+  std::uint8_t width;  ///< 1 (cuMemsetD8) or 4 (cuMemsetD32)
+};
+
+struct host_function_op {
+  CUhostFn function;
+  void* user_data;
+};
+
+/// Completes record `generation` of `event` (its timestamp).
+struct record_op {
+  std::shared_ptr<CUevent_st> event;
+  std::uint64_t generation;
+};
+
+/// Blocks the stream until `stream` has completed `sequence` operations.
+struct wait_op {
+  std::shared_ptr<CUstream_st> stream;
+  std::uint64_t sequence;
+};
+
+using operation = std::variant<copy_op, memset_op, host_function_op, record_op, wait_op>;
+
+// Executors, each next to the state it touches. Called on the stream's worker; a result
+// other than CUDA_SUCCESS is a device fault, which the worker makes sticky.
+[[nodiscard]] CUresult execute(copy_op& op, CUctx_st& context);    // copy.cpp
+[[nodiscard]] CUresult execute(memset_op& op, CUctx_st& context);  // copy.cpp
+[[nodiscard]] CUresult execute(record_op& op, CUctx_st& context);  // event.cpp
+
+}  // namespace cudasim

@@ -1,0 +1,127 @@
+/**
+ * @file vmm.hpp
+ * @brief Virtual memory management on host memory: reservations, physical handles,
+ *        mappings and access, with the rules of cuda.h's VMM calls (DESIGN §4).
+ *
+ * A reservation is a PROT_NONE, MAP_NORESERVE anonymous mapping; physical memory is a
+ * memfd; cuMemMap is an mmap(MAP_FIXED | MAP_SHARED) of the memfd, PROT_NONE until
+ * cuMemSetAccess, whose flags become the host protection. So a stray host access to
+ * device memory faults, as it does on a GPU system.
+ *
+ * Locking: the table of reservations and mappings is a std::shared_mutex. A copy holds
+ * it shared while it moves bytes, so the mapping it checked cannot disappear under it;
+ * map, unmap, set-access and address-free hold it exclusive. Handles have their own
+ * mutex, so cuMemCreate never waits for a copy.
+ */
+#pragma once
+
+#include "census.hpp"
+#include "cuda_api.hpp"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace cudasim {
+
+/// cuMemGetAllocationGranularity, minimum and recommended.
+inline constexpr std::size_t granularity = std::size_t{2} << 20;
+
+/// The memory of one cuMemCreate. Owned by its handle and by each of its mappings; the
+/// last owner to go frees it (cuda.h, cuMemRelease: "The memory allocation will be freed
+/// when all outstanding mappings to the memory are unmapped and when all outstanding
+/// references to the handle ... are also released").
+class physical_memory {
+ public:
+  /// Takes ownership of `fd`, whose `size` bytes are counted in `used`.
+  physical_memory(int fd, std::size_t size, std::atomic<std::size_t>& used) noexcept
+    : fd_(fd), size_(size), used_(used)
+  {
+  }
+  ~physical_memory();
+  physical_memory(physical_memory const&)            = delete;
+  physical_memory& operator=(physical_memory const&) = delete;
+
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+ private:
+  int const fd_;
+  std::size_t const size_;
+  std::atomic<std::size_t>& used_;
+};
+
+/// What the exit report and cudasimGetCensus count.
+struct vmm_census {
+  held handles;       ///< cuMemCreate handles not released, by handle
+  held reservations;  ///< by base address
+  held mappings;      ///< by base address
+};
+
+class vmm_table {
+ public:
+  /// A shared hold on the mapping table, for the duration of a copy.
+  using shared_hold = std::shared_lock<std::shared_mutex>;
+
+  [[nodiscard]] CUresult reserve(CUdeviceptr* out, std::size_t size, std::size_t alignment,
+                                 CUdeviceptr hint);
+  [[nodiscard]] CUresult free_reservation(CUdeviceptr ptr, std::size_t size);
+  /// Creates `size` bytes on a device whose counters are `used` and free bytes `available`.
+  [[nodiscard]] CUresult create(CUmemGenericAllocationHandle* out, std::size_t size,
+                                std::atomic<std::size_t>& used, std::size_t available);
+  [[nodiscard]] CUresult release(CUmemGenericAllocationHandle handle);
+  [[nodiscard]] CUresult map(CUdeviceptr ptr, std::size_t size,
+                             CUmemGenericAllocationHandle handle);
+  [[nodiscard]] CUresult unmap(CUdeviceptr ptr, std::size_t size);
+  /// Sets device `device`'s access to [ptr, ptr + size) for each descriptor.
+  [[nodiscard]] CUresult set_access(CUdeviceptr ptr, std::size_t size, CUmemAccessDesc const* desc,
+                                    std::size_t count);
+  [[nodiscard]] CUresult get_access(unsigned long long* flags, int device, CUdeviceptr ptr) const;
+
+  /// Holds the mapping table shared (see the file comment).
+  [[nodiscard]] shared_hold hold() const { return shared_hold(mutex_); }
+  /// With the table held: [ptr, ptr + bytes) lies in one reservation and is mapped.
+  [[nodiscard]] bool mapped(std::uintptr_t ptr, std::size_t bytes) const;
+  /// With the table held: `device` may read (or, with `write`, write) every byte.
+  [[nodiscard]] bool accessible(std::uintptr_t ptr, std::size_t bytes, int device,
+                                bool write) const;
+  /// With the table held: [ptr, ptr + bytes) overlaps a reservation.
+  [[nodiscard]] bool overlaps_reservation(std::uintptr_t ptr, std::size_t bytes) const;
+
+  [[nodiscard]] vmm_census census() const;
+
+ private:
+  struct mapping {
+    std::size_t size;
+    std::shared_ptr<physical_memory> memory;
+    // Per granule, one bit per device: which devices may read, which may write.
+    std::vector<std::uint32_t> readers;
+    std::vector<std::uint32_t> writers;
+  };
+  using mapping_map = std::map<std::uintptr_t, mapping>;
+
+  /// The mapping containing `address`, or end().
+  [[nodiscard]] mapping_map::const_iterator mapping_at(std::uintptr_t address) const;
+  mapping_map::iterator mapping_at(std::uintptr_t address);
+  /// The reservation containing [ptr, ptr + bytes) entirely, or end().
+  [[nodiscard]] std::map<std::uintptr_t, std::size_t>::const_iterator reservation_of(
+    std::uintptr_t ptr, std::size_t bytes) const;
+  /// Makes the host protection of `m` follow its access bits, granule run by granule run.
+  static void apply_protection(std::uintptr_t base, mapping const& m);
+
+  mutable std::shared_mutex mutex_;
+  std::map<std::uintptr_t, std::size_t> reservations_;  // base -> size; guarded by mutex_
+  mapping_map mappings_;                                // base -> mapping; guarded by mutex_
+
+  mutable std::mutex handles_mutex_;
+  std::unordered_map<CUmemGenericAllocationHandle, std::shared_ptr<physical_memory>> handles_;
+  CUmemGenericAllocationHandle next_handle_ = 1;  // never reused
+};
+
+}  // namespace cudasim
