@@ -175,10 +175,10 @@ class driver {
       resolve_all();
       CUresult const result = table_.cuInit(0);
       if (result != CUDA_SUCCESS) {
-        throw driver_unavailable("swapalloc: cuInit(0) failed in \"" + library_ +
-                                 "\": " + describe(result) +
-                                 ". Is an NVIDIA GPU present and its kernel module loaded? Set " +
-                                 path_variable + " to build/lib/libcudasim.so to use the simulator.");
+        throw driver_unavailable(
+          "swapalloc: cuInit(0) failed in \"" + library_ + "\": " + describe(result) +
+          ". Is an NVIDIA GPU present and its kernel module loaded? Set " + path_variable +
+          " to build/lib/libcudasim.so to use the simulator.");
       }
     } catch (...) {
       ::dlclose(handle_);
@@ -281,11 +281,10 @@ class driver {
   [[nodiscard]] int device_attribute(CUdevice device, CUdevice_attribute attribute) const
   {
     int value = 0;
-    check(table_.cuDeviceGetAttribute(&value, attribute, device), "cuDeviceGetAttribute",
-          [&] {
-            return "attribute=" + std::to_string(static_cast<int>(attribute)) +
-                   ", device=" + std::to_string(device);
-          });
+    check(table_.cuDeviceGetAttribute(&value, attribute, device), "cuDeviceGetAttribute", [&] {
+      return "attribute=" + std::to_string(static_cast<int>(attribute)) +
+             ", device=" + std::to_string(device);
+    });
     return value;
   }
 
@@ -340,7 +339,8 @@ class driver {
 
   /// The minimum (or recommended) granularity of VMM allocations on `device`.
   [[nodiscard]] std::size_t allocation_granularity(
-    CUdevice device, CUmemAllocationGranularity_flags option = CU_MEM_ALLOC_GRANULARITY_MINIMUM) const
+    CUdevice device,
+    CUmemAllocationGranularity_flags option = CU_MEM_ALLOC_GRANULARITY_MINIMUM) const
   {
     std::size_t granularity = 0;
     auto const prop         = device_allocation(device);
@@ -353,8 +353,9 @@ class driver {
   [[nodiscard]] CUdeviceptr address_reserve(std::size_t size, std::size_t alignment = 0) const
   {
     CUdeviceptr address{};
-    check(table_.cuMemAddressReserve(&address, size, alignment, 0, 0), "cuMemAddressReserve",
-          [&] { return "size=" + std::to_string(size) + ", alignment=" + std::to_string(alignment); });
+    check(table_.cuMemAddressReserve(&address, size, alignment, 0, 0), "cuMemAddressReserve", [&] {
+      return "size=" + std::to_string(size) + ", alignment=" + std::to_string(alignment);
+    });
     return address;
   }
 
@@ -376,8 +377,7 @@ class driver {
 
   void mem_release(CUmemGenericAllocationHandle handle) const
   {
-    check(table_.cuMemRelease(handle), "cuMemRelease",
-          [&] { return "handle=" + hex(handle); });
+    check(table_.cuMemRelease(handle), "cuMemRelease", [&] { return "handle=" + hex(handle); });
   }
 
   void mem_map(CUdeviceptr address, std::size_t size, CUmemGenericAllocationHandle handle) const
@@ -473,13 +473,15 @@ class driver {
           [&] { return memset_arguments(dst, value, count); });
   }
 
-  void memset_d8_async(CUdeviceptr dst, unsigned char value, std::size_t count, CUstream stream) const
+  void memset_d8_async(CUdeviceptr dst, unsigned char value, std::size_t count,
+                       CUstream stream) const
   {
     check(table_.cuMemsetD8Async(dst, value, count, stream), "cuMemsetD8Async",
           [&] { return memset_arguments(dst, value, count) + stream_argument(stream); });
   }
 
-  void memset_d32_async(CUdeviceptr dst, unsigned int value, std::size_t count, CUstream stream) const
+  void memset_d32_async(CUdeviceptr dst, unsigned int value, std::size_t count,
+                        CUstream stream) const
   {
     check(table_.cuMemsetD32Async(dst, value, count, stream), "cuMemsetD32Async",
           [&] { return memset_arguments(dst, value, count) + stream_argument(stream); });
@@ -594,14 +596,21 @@ class driver {
     return ", stream=" + hex(reinterpret_cast<std::uintptr_t>(stream));
   }
 
+  /// Resolves `symbol`; where `fallback` is given and `symbol` is absent, resolves
+  /// `fallback` instead (an older ABI of the same prototype, for drivers that predate it).
   template <class Function>
-  void resolve(Function& slot, char const* symbol)
+  void resolve(Function& slot, char const* symbol, char const* fallback = nullptr)
   {
     void* address = ::dlsym(handle_, symbol);
+    if (address == nullptr && fallback != nullptr) { address = ::dlsym(handle_, fallback); }
     if (address == nullptr) {
-      throw driver_unavailable("swapalloc: the CUDA driver \"" + library_ +
-                               "\" does not export " + symbol +
-                               ", which swapalloc needs (a CUDA 12.0 or newer driver exports it).");
+      // Versioned symbols appear with the driver release that introduced them, so an old
+      // driver lacks some: name the CUDA version whose cuda.h this binary was built with.
+      throw driver_unavailable(
+        "swapalloc: the CUDA driver \"" + library_ + "\" does not export " + symbol +
+        ", which swapalloc needs: it was built against the cuda.h of CUDA " +
+        std::to_string(CUDA_VERSION / 1000) + "." + std::to_string(CUDA_VERSION % 1000 / 10) +
+        "; update the NVIDIA driver to one that supports that CUDA version.");
     }
     slot = reinterpret_cast<Function>(address);
   }
@@ -658,7 +667,9 @@ class driver {
     resolve(t.cuEventRecord, "cuEventRecord");
     resolve(t.cuEventQuery, "cuEventQuery");
     resolve(t.cuEventSynchronize, "cuEventSynchronize");
-    resolve(t.cuEventElapsedTime, "cuEventElapsedTime_v2");
+    // cuEventElapsedTime_v2 arrived with CUDA 12.8 (R570 drivers); the bare symbol has the
+    // same prototype, so R535/R550 drivers keep working.
+    resolve(t.cuEventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime");
     resolve(t.cuLaunchHostFunc, "cuLaunchHostFunc");
   }
 

@@ -126,6 +126,10 @@ TEST(SimDriver, LibraryWithoutDriverSymbolsThrowsDriverUnavailable)
     std::string const what = error.what();
     EXPECT_NE(what.find("libc.so.6"), std::string::npos) << what;
     EXPECT_NE(what.find("cuInit"), std::string::npos) << what;
+    // ... and the CUDA version a driver must support: the one of the cuda.h built with.
+    std::string const built_with = "CUDA " + std::to_string(CUDA_VERSION / 1000) + "." +
+                                   std::to_string(CUDA_VERSION % 1000 / 10);
+    EXPECT_NE(what.find(built_with), std::string::npos) << what;
   }
 }
 

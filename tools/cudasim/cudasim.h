@@ -61,14 +61,14 @@ void cudasimSetLinkBandwidth(double gigabytes_per_second);
 
 /* What the simulator holds now, the figures of the exit report. */
 typedef struct cudasim_census {
-  size_t handles;            /* cuMemCreate handles not yet released */
-  size_t physical_bytes;     /* device bytes still allocated (all devices) */
-  size_t reservations;       /* cuMemAddressReserve ranges not freed */
-  size_t mappings;           /* live cuMemMap mappings */
-  size_t host_allocations;   /* cuMemHostAlloc / cuMemAllocHost blocks not freed */
+  size_t handles;          /* cuMemCreate handles not yet released */
+  size_t physical_bytes;   /* device bytes still allocated (all devices) */
+  size_t reservations;     /* cuMemAddressReserve ranges not freed */
+  size_t mappings;         /* live cuMemMap mappings */
+  size_t host_allocations; /* cuMemHostAlloc / cuMemAllocHost blocks not freed */
   size_t host_bytes;
-  size_t streams;            /* streams created and not destroyed */
-  size_t events;             /* events created and not destroyed */
+  size_t streams; /* streams created and not destroyed */
+  size_t events;  /* events created and not destroyed */
 } cudasim_census;
 void cudasimGetCensus(cudasim_census* out);
 

@@ -528,6 +528,9 @@ outcome run(driver const& cuda, options const& opts)
 
 int main(int argc, char** argv)
 {
+  // Line-buffered even into a pipe or a CI log, so each step shows when it happens and in
+  // order with the simulator's messages on stderr.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
     options const opts = parse_options(argc, argv);
     std::printf(
