@@ -393,16 +393,19 @@ class driver {
           [&] { return "ptr=" + hex(address) + ", size=" + std::to_string(size); });
   }
 
-  /// Grants `device` read-write access to the mapped range [address, address + size).
-  void mem_set_access(CUdeviceptr address, std::size_t size, CUdevice device) const
+  /// Sets `device`'s access to the mapped range [address, address + size): read-write by
+  /// default, CU_MEM_ACCESS_FLAGS_PROT_READ for read-only, _PROT_NONE to revoke access.
+  void mem_set_access(CUdeviceptr address, std::size_t size, CUdevice device,
+                      CUmemAccess_flags flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE) const
   {
     CUmemAccessDesc access{};
     access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
     access.location.id   = device;
-    access.flags         = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    access.flags         = flags;
     check(table_.cuMemSetAccess(address, size, &access, 1), "cuMemSetAccess", [&] {
       return "ptr=" + hex(address) + ", size=" + std::to_string(size) +
-             ", device=" + std::to_string(device);
+             ", device=" + std::to_string(device) +
+             ", flags=" + std::to_string(static_cast<int>(flags));
     });
   }
 

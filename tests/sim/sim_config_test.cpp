@@ -81,7 +81,7 @@ class SimConfig : public ::testing::Test {
   {
     GTEST_FLAG_SET(death_test_style, "threadsafe");
     if (!simulator_library_present()) {
-      GTEST_SKIP() << "simulator only: SWAPALLOC_SIM_* configure the simulator";
+      GTEST_SKIP() << "simulator only: its configuration variables and its exit check";
     }
   }
 };
@@ -243,44 +243,37 @@ TEST_F(SimConfig, LinkBandwidthFromEnvironment)
 
 // ---- The exit-time leak check -----------------------------------------------------------
 
-TEST(SimLeakCheck, StrictModeFailsTheProcessOnALeak)
+/// The leak check runs in children, like the configuration tests.
+class SimLeakCheck : public SimConfig {};
+
+/// In a child: strict, quiet leak checking, the driver loaded and device 0's primary
+/// context current; runs `body(drv, device)`, then exits normally (std::exit), so that the
+/// simulator's exit report and strict check run.
+template <class Body>
+[[noreturn]] void strict_child(Body&& body)
 {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  if (!simulator_library_present()) {
-    GTEST_SKIP() << "simulator only: the leak check is the simulator's";
-  }
-  auto const child = [] {
-    configure({});
-    ::setenv("SWAPALLOC_SIM_STRICT", "1", 1);
-    ::setenv("SWAPALLOC_SIM_QUIET", "1", 1);
-    driver drv(driver_library_path());
-    drv.set_current_context(drv.retain_primary_context(drv.device(0)));
-    CUstream leaked = drv.stream_create();
-    (void)leaked;
-    std::exit(0);  // normal exit: the simulator's report and strict check run
-  };
-  EXPECT_EXIT(child(), ::testing::ExitedWithCode(3), "stream");
+  configure({{"SWAPALLOC_SIM_STRICT", "1"}, {"SWAPALLOC_SIM_QUIET", "1"}});
+  driver drv(driver_library_path());
+  CUdevice const device = drv.device(0);
+  drv.set_current_context(drv.retain_primary_context(device));
+  body(drv, device);
+  std::exit(0);
 }
 
-TEST(SimLeakCheck, StrictModePassesWhenEverythingIsGivenBack)
+TEST_F(SimLeakCheck, StrictModeFailsTheProcessOnALeak)
 {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  if (!simulator_library_present()) {
-    GTEST_SKIP() << "simulator only: the leak check is the simulator's";
-  }
-  auto const child = [] {
-    configure({});
-    ::setenv("SWAPALLOC_SIM_STRICT", "1", 1);
-    ::setenv("SWAPALLOC_SIM_QUIET", "1", 1);
-    driver drv(driver_library_path());
-    CUdevice const device = drv.device(0);
-    drv.set_current_context(drv.retain_primary_context(device));
-    drv.stream_destroy(drv.stream_create());
-    drv.host_free(drv.host_alloc(4096));
-    drv.release_primary_context(device);
-    std::exit(0);
-  };
-  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(strict_child([](driver const& drv, CUdevice) { (void)drv.stream_create(); }),
+              ::testing::ExitedWithCode(3), "stream");
+}
+
+TEST_F(SimLeakCheck, StrictModePassesWhenEverythingIsGivenBack)
+{
+  EXPECT_EXIT(strict_child([](driver const& drv, CUdevice device) {
+                drv.stream_destroy(drv.stream_create());
+                drv.host_free(drv.host_alloc(4096));
+                drv.release_primary_context(device);
+              }),
+              ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

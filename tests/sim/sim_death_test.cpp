@@ -98,12 +98,7 @@ TEST_F(SimDeathTest, WriteIntoReadOnlyRangeFaults)
   EXPECT_EXIT(
     {
       auto range = make_range();
-      CUmemAccessDesc read_only{};
-      read_only.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-      read_only.location.id   = device();
-      read_only.flags         = CU_MEM_ACCESS_FLAGS_PROT_READ;
-      drv().check(table().cuMemSetAccess(range.ptr(), range.size(), &read_only, 1),
-                  "cuMemSetAccess", [] { return std::string("PROT_READ"); });
+      drv().mem_set_access(range.ptr(), range.size(), device(), CU_MEM_ACCESS_FLAGS_PROT_READ);
       (void)read_words(drv(), range.ptr(), 64);  // reading is allowed (throws if not)
       CUstream const stream = drv().stream_create();
       drv().memset_d32_async(range.ptr(), 0, 64, stream);
@@ -118,12 +113,7 @@ TEST_F(SimDeathTest, ReadAfterAccessIsRevokedFaults)
   EXPECT_EXIT(
     {
       auto range = make_range();
-      CUmemAccessDesc none{};
-      none.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-      none.location.id   = device();
-      none.flags         = CU_MEM_ACCESS_FLAGS_PROT_NONE;
-      drv().check(table().cuMemSetAccess(range.ptr(), range.size(), &none, 1), "cuMemSetAccess",
-                  [] { return std::string("PROT_NONE"); });
+      drv().mem_set_access(range.ptr(), range.size(), device(), CU_MEM_ACCESS_FLAGS_PROT_NONE);
       std::vector<std::uint32_t> host(64);
       child_exit_with(table().cuMemcpyDtoH(host.data(), range.ptr(), host.size() * 4),
                       "cuMemcpyDtoH_v2");

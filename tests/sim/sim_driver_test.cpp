@@ -116,6 +116,35 @@ TEST(SimDriver, MissingLibraryThrowsDriverUnavailable)
   }
 }
 
+TEST(SimDriver, ElapsedTimeFallsBackToTheBareSymbolOfOlderDrivers)
+{
+  // Drivers before CUDA 12.8 (R535, R550) lack cuEventElapsedTime_v2 and export the bare
+  // cuEventElapsedTime, of the same prototype; libcudasim_r550.so is such a driver.
+  if (!simulator_library_present()) {
+    GTEST_SKIP() << "simulator only: libcudasim_r550.so stands in for an older driver";
+  }
+  driver older(SWAPALLOC_CUDASIM_R550_PATH);
+  EXPECT_EQ(older.find_symbol("cuEventElapsedTime_v2"), nullptr);
+  void* const bare = older.find_symbol("cuEventElapsedTime");
+  ASSERT_NE(bare, nullptr);
+  EXPECT_EQ(reinterpret_cast<void*>(older.table().cuEventElapsedTime), bare);
+
+  // ... and the entry point it fell back to measures time.
+  CUdevice const device = older.device(0);
+  older.set_current_context(older.retain_primary_context(device));
+  CUevent const start = older.event_create(CU_EVENT_DEFAULT);
+  CUevent const stop  = older.event_create(CU_EVENT_DEFAULT);
+  older.event_record(start, nullptr);
+  older.event_record(stop, nullptr);
+  older.event_synchronize(stop);
+  float milliseconds = -1.0F;
+  EXPECT_EQ(older.table().cuEventElapsedTime(&milliseconds, start, stop), CUDA_SUCCESS);
+  EXPECT_GE(milliseconds, 0.0F);
+  older.event_destroy(start);
+  older.event_destroy(stop);
+  older.release_primary_context(device);
+}
+
 TEST(SimDriver, LibraryWithoutDriverSymbolsThrowsDriverUnavailable)
 {
   // libc opens fine but exports no CUDA entry point: the error names the symbol.
