@@ -1,0 +1,223 @@
+// Tests of include/swapalloc/vmm.hpp: address_reservation, map_pages, unmap_pages.
+// Device memory is read and written only through driver calls. The DriverTest fixture
+// fails a test that leaves a handle, mapping or reservation behind (on the simulator).
+#include <swapalloc/vmm.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "driver_fixture.hpp"
+#include "sim_control.hpp"
+
+namespace swapalloc::testing {
+namespace {
+
+class VmmReservation : public DriverTest {};
+class VmmPages : public DriverTest {};
+
+/// Runs `body` and returns the message of the exception of type `Error` it throws.
+template <class Error, class Body>
+[[nodiscard]] std::string message_of(Body&& body)
+{
+  try {
+    body();
+  } catch (Error const& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "no exception thrown";
+  return {};
+}
+
+TEST_F(VmmReservation, ReservesAnAlignedRangeAndFreesItOnDestruction)
+{
+  std::size_t reservations_before = 0;
+  if (sim().available()) { reservations_before = sim().census().reservations; }
+  {
+    address_reservation range(drv(), 8 * gran());
+    EXPECT_NE(range.base(), 0U);
+    EXPECT_EQ(range.base() % gran(), 0U);
+    EXPECT_EQ(range.size(), 8 * gran());
+    EXPECT_TRUE(range.contains(range.base(), 8 * gran()));
+    EXPECT_TRUE(range.contains(range.base() + 7 * gran(), gran()));
+    EXPECT_FALSE(range.contains(range.base() + 7 * gran(), gran() + 1));
+    EXPECT_FALSE(range.contains(range.base() - 1, 1));
+    if (sim().available()) { EXPECT_EQ(sim().census().reservations, reservations_before + 1); }
+  }
+  if (sim().available()) { EXPECT_EQ(sim().census().reservations, reservations_before); }
+}
+
+TEST_F(VmmReservation, MovedFromReservationFreesNothing)
+{
+  address_reservation first(drv(), gran());
+  CUdeviceptr const base = first.base();
+  address_reservation second(std::move(first));
+  EXPECT_EQ(second.base(), base);
+  EXPECT_EQ(first.base(), 0U);  // NOLINT(bugprone-use-after-move): the moved-from state
+  EXPECT_EQ(first.size(), 0U);  // NOLINT(bugprone-use-after-move)
+}
+
+TEST_F(VmmReservation, ZeroSizeIsRejectedWithTheArgumentNamed)
+{
+  auto const what = message_of<std::invalid_argument>([&] { address_reservation(drv(), 0); });
+  EXPECT_NE(what.find("size=0"), std::string::npos) << what;
+}
+
+TEST_F(VmmPages, MappedPagesHoldDataAcrossPageBoundaries)
+{
+  address_reservation range(drv(), 4 * gran());
+  std::size_t const free_before = free_bytes();
+  map_pages(drv(), range.base(), gran(), 4, device());
+  EXPECT_EQ(free_before - free_bytes(), 4 * gran()) << "four pages of device memory";
+
+  // A pattern written across all four pages through one copy reads back whole.
+  std::size_t const words = 4 * gran() / 4;
+  auto const data         = pattern(words, 0x5a17);
+  drv().memcpy_htod(range.base(), data.data(), words * 4);
+  EXPECT_EQ(read_words(drv(), range.base(), words), data);
+
+  unmap_pages(drv(), range.base(), gran(), 4, device());
+  EXPECT_EQ(free_bytes(), free_before) << "unmapping frees the pages: their handles are released";
+}
+
+TEST_F(VmmPages, PagesCanBeMappedAgainAtTheSameAddress)
+{
+  // The evict/restore cycle at page level: copy out, unmap, map fresh pages, copy back.
+  address_reservation range(drv(), 2 * gran());
+  map_pages(drv(), range.base(), gran(), 2, device());
+  std::size_t const words = 2 * gran() / 4;
+  auto const data         = pattern(words, 0xbeef);
+  drv().memcpy_htod(range.base(), data.data(), words * 4);
+  auto const saved = read_words(drv(), range.base(), words);
+  unmap_pages(drv(), range.base(), gran(), 2, device());
+
+  map_pages(drv(), range.base(), gran(), 2, device());
+  drv().memcpy_htod(range.base(), saved.data(), words * 4);
+  EXPECT_EQ(read_words(drv(), range.base(), words), data);
+  unmap_pages(drv(), range.base(), gran(), 2, device());
+}
+
+TEST_F(VmmPages, MultiGranulePagesAndPartialRunsUnmapIndependently)
+{
+  // Pages of two granules; unmapping the second page leaves the first one intact.
+  std::size_t const page = 2 * gran();
+  address_reservation range(drv(), 2 * page);
+  map_pages(drv(), range.base(), page, 2, device());
+  auto const data = pattern(page / 4, 0x1234);
+  drv().memcpy_htod(range.base(), data.data(), page);
+  unmap_pages(drv(), range.base() + page, page, 1, device());
+  EXPECT_EQ(read_words(drv(), range.base(), page / 4), data);
+  unmap_pages(drv(), range.base(), page, 1, device());
+}
+
+TEST_F(VmmPages, ArgumentsAreCheckedWithTheVariableNamed)
+{
+  address_reservation range(drv(), 2 * gran());
+  auto const misaligned_size = message_of<std::invalid_argument>(
+    [&] { map_pages(drv(), range.base(), gran() + 4096, 1, device()); });
+  EXPECT_NE(misaligned_size.find("page_size=" + std::to_string(gran() + 4096)), std::string::npos)
+    << misaligned_size;
+  auto const misaligned_address = message_of<std::invalid_argument>(
+    [&] { map_pages(drv(), range.base() + 4096, gran(), 1, device()); });
+  EXPECT_NE(misaligned_address.find("address="), std::string::npos) << misaligned_address;
+  auto const no_pages = message_of<std::invalid_argument>(
+    [&] { unmap_pages(drv(), range.base(), gran(), 0, device()); });
+  EXPECT_NE(no_pages.find("count=0"), std::string::npos) << no_pages;
+}
+
+TEST_F(VmmPages, MappingOverMappedPagesFailsAndLeavesThemIntact)
+{
+  address_reservation range(drv(), 2 * gran());
+  map_pages(drv(), range.base(), gran(), 1, device());
+  auto const data = pattern(gran() / 4, 0x77);
+  drv().memcpy_htod(range.base(), data.data(), gran());
+  std::size_t const free_before = free_bytes();
+  // The second page of the run overlaps nothing, the first overlaps the mapped page.
+  EXPECT_THROW(map_pages(drv(), range.base(), gran(), 2, device()), cuda_error);
+  EXPECT_EQ(free_bytes(), free_before) << "the failed run's pages were freed";
+  EXPECT_EQ(read_words(drv(), range.base(), gran() / 4), data);
+  unmap_pages(drv(), range.base(), gran(), 1, device());
+}
+
+// ---- Every driver call inside map_pages and unmap_pages can fail -------------------------
+
+struct injected_fault {
+  char const* entry;
+  unsigned long long nth;  // which call of `entry` within one map_pages of 3 pages
+  CUresult error;
+};
+
+class VmmPagesFault : public VmmPages, public ::testing::WithParamInterface<injected_fault> {};
+
+TEST_P(VmmPagesFault, MapFailureLeavesNothingBehindAndTheRangeUsable)
+{
+  SIM_ONLY(sim(), "fault injection");
+  injected_fault const fault = GetParam();
+  address_reservation range(drv(), 3 * gran());
+  std::size_t const free_before = free_bytes();
+  auto const census_before      = sim().census();
+
+  ASSERT_EQ(sim().fail_call(fault.entry, fault.nth, fault.error), CUDA_SUCCESS);
+  try {
+    map_pages(drv(), range.base(), gran(), 3, device());
+    FAIL() << "map_pages succeeded despite the fault in " << fault.entry;
+  } catch (cuda_error const& error) {
+    EXPECT_EQ(error.code(), fault.error);
+    EXPECT_EQ(error.call(), fault.entry);
+  }
+  EXPECT_EQ(free_bytes(), free_before) << "every page created was freed";
+  EXPECT_EQ(sim().census().handles, census_before.handles);
+  EXPECT_EQ(sim().census().mappings, census_before.mappings);
+
+  // Nothing is left mapped, so the same run maps now.
+  map_pages(drv(), range.base(), gran(), 3, device());
+  auto const data = pattern(3 * gran() / 4, 0x9);
+  drv().memcpy_htod(range.base(), data.data(), 3 * gran());
+  EXPECT_EQ(read_words(drv(), range.base(), data.size()), data);
+  unmap_pages(drv(), range.base(), gran(), 3, device());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+  EveryCall, VmmPagesFault,
+  ::testing::Values(injected_fault{"cuMemCreate", 1, CUDA_ERROR_OUT_OF_MEMORY},
+                    injected_fault{"cuMemCreate", 3, CUDA_ERROR_OUT_OF_MEMORY},
+                    injected_fault{"cuMemMap", 1, CUDA_ERROR_INVALID_VALUE},
+                    injected_fault{"cuMemMap", 2, CUDA_ERROR_OUT_OF_MEMORY},
+                    injected_fault{"cuMemRelease", 2, CUDA_ERROR_INVALID_VALUE},
+                    injected_fault{"cuMemSetAccess", 1, CUDA_ERROR_INVALID_DEVICE}),
+  [](auto const& info) {
+    return std::string(info.param.entry) + "_call" + std::to_string(info.param.nth);
+  });
+
+TEST_F(VmmPages, UnmapFailureUnmapsTheOtherPagesAndNamesTheFirstFailure)
+{
+  SIM_ONLY(sim(), "fault injection");
+  address_reservation range(drv(), 4 * gran());
+  map_pages(drv(), range.base(), gran(), 4, device());
+  std::size_t const mappings_before = sim().census().mappings;
+
+  ASSERT_EQ(sim().fail_call("cuMemUnmap", 2, CUDA_ERROR_INVALID_VALUE), CUDA_SUCCESS);
+  try {
+    unmap_pages(drv(), range.base(), gran(), 4, device());
+    FAIL() << "unmap_pages succeeded despite the fault";
+  } catch (cuda_error const& error) {
+    EXPECT_EQ(error.code(), CUDA_ERROR_INVALID_VALUE);
+    std::string const what = error.what();
+    EXPECT_NE(what.find(hex(range.base() + gran())), std::string::npos) << what;
+    EXPECT_NE(what.find("1 of 4 pages stay mapped"), std::string::npos) << what;
+  }
+  EXPECT_EQ(sim().census().mappings, mappings_before - 3);
+
+  // The page whose unmap failed is still mapped and usable, and unmaps on a retry.
+  auto const data = pattern(gran() / 4, 0x42);
+  drv().memcpy_htod(range.base() + gran(), data.data(), gran());
+  EXPECT_EQ(read_words(drv(), range.base() + gran(), gran() / 4), data);
+  unmap_pages(drv(), range.base() + gran(), gran(), 1, device());
+}
+
+}  // namespace
+}  // namespace swapalloc::testing
