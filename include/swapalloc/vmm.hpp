@@ -146,11 +146,13 @@ inline void map_pages(driver const& drv, CUdeviceptr address, std::size_t page_s
         (void)table.cuMemRelease(handle);
         throw;
       }
-      if (CUresult const result = table.cuMemRelease(handle); result != CUDA_SUCCESS) {
+      try {
+        drv.mem_release(handle);
+      } catch (...) {
         // The page is mapped and its handle still held: unmap it, then release again.
         (void)table.cuMemUnmap(page_address, page_size);
         (void)table.cuMemRelease(handle);
-        drv.check(result, "cuMemRelease", [&] { return "handle=" + hex(handle); });
+        throw;
       }
     }
     drv.mem_set_access(address, count * page_size, device);
