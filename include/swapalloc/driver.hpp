@@ -288,6 +288,15 @@ class driver {
     return value;
   }
 
+  /// Bytes of memory on `device`.
+  [[nodiscard]] std::size_t device_total_memory(CUdevice device) const
+  {
+    std::size_t bytes = 0;
+    check(table_.cuDeviceTotalMem(&bytes, device), "cuDeviceTotalMem",
+          [&] { return "device=" + std::to_string(device); });
+    return bytes;
+  }
+
   /// Retains the device's primary context; pair with `release_primary_context`.
   [[nodiscard]] CUcontext retain_primary_context(CUdevice device) const
   {
@@ -301,6 +310,14 @@ class driver {
   {
     check(table_.cuDevicePrimaryCtxRelease(device), "cuDevicePrimaryCtxRelease",
           [&] { return "device=" + std::to_string(device); });
+  }
+
+  /// The calling thread's current context, or nullptr if it has none.
+  [[nodiscard]] CUcontext current_context() const
+  {
+    CUcontext context{};
+    check(table_.cuCtxGetCurrent(&context), "cuCtxGetCurrent", [] { return std::string(); });
+    return context;
   }
 
   void set_current_context(CUcontext context) const

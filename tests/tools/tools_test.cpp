@@ -28,6 +28,12 @@ using swapalloc::testing::run_child;
 constexpr char const* demo_path      = SWAPALLOC_DEMO_PATH;
 constexpr char const* leaker_path    = SWAPALLOC_LEAKER_PATH;
 constexpr char const* bench_sim_path = SWAPALLOC_BENCH_SIM_PATH;  // "" without benchmarks
+// bench/CMakeLists.txt defines it when the benchmarks are built.
+#ifdef SWAPALLOC_BENCH_ALLOC_PATH
+constexpr char const* bench_alloc_path = SWAPALLOC_BENCH_ALLOC_PATH;
+#else
+constexpr char const* bench_alloc_path = "";
+#endif
 
 constexpr char const* missing_driver = "/nonexistent/libcuda.so.1";
 
@@ -106,6 +112,20 @@ TEST(ToolsBench, ShortRunCompletes)
   ASSERT_EQ(result.exit_status, 0) << result.describe();
   for (char const* name : {"BM_MapUnmap/2097152", "BM_CopyHtoD/65536", "BM_CopyDtoHAsync/65536",
                            "BM_Memcpy/65536", "vs_memcpy"}) {
+    EXPECT_TRUE(contains(result.out, name)) << name << ": " << result.describe();
+  }
+}
+
+TEST(ToolsBench, AllocShortRunCompletes)
+{
+  if (*bench_alloc_path == '\0') {
+    GTEST_SKIP() << "benchmarks not built (SWAPALLOC_BUILD_BENCHMARKS=OFF)";
+  }
+  child_result const result = run_child(
+    bench_alloc_path,
+    {"--benchmark_filter=^BM_HotPath/4096$|^BM_Replay/cnn_infer$", "--benchmark_min_time=0.01"});
+  ASSERT_EQ(result.exit_status, 0) << result.describe();
+  for (char const* name : {"BM_HotPath/4096", "BM_Replay/cnn_infer", "reserved_over_live"}) {
     EXPECT_TRUE(contains(result.out, name)) << name << ": " << result.describe();
   }
 }

@@ -1,0 +1,833 @@
+/**
+ * @file block_cache.hpp
+ * @brief Best-fit blocks inside one pool's address range: split, coalesce, stream-ordered
+ *        reuse, and the residency of the pages under them. Bookkeeping only: no driver call.
+ *
+ * The range [0, capacity) is one linear address space (offsets; the pool adds its base).
+ * It is covered, from 0 to a high-water mark `end()`, by blocks in address order; above
+ * `end()` the range is untouched. Pages of `page_size` bytes are the unit of residency.
+ *
+ * - **Small and large kept apart.** Requests of at most 1 MiB are *small*; they are carved
+ *   only from *small pages*, single pages set aside for them, so small blocks never split
+ *   a large one. Large blocks lie anywhere else, contiguous across page boundaries. When a
+ *   small page becomes wholly free it returns to the large space as an ordinary free
+ *   page, without any driver call: that is what keeps reserved bytes close to live bytes.
+ *   On the recorded traces (tests/data/traces) peak reserved / peak live is 1.04, 1.06
+ *   and 1.13 (bench_alloc's BM_Replay); a model of PyTorch-style separate small and large
+ *   segments per stream gave 1.05, 1.14 and 1.51 on the same traces.
+ * - **Streams.** A block freed on its allocation stream is reusable at once on that
+ *   stream only: every free block carries its stream's tag. Untagged free blocks (never
+ *   used, or untagged after a device synchronization by `forget_streams`) serve any stream.
+ * - **Two levels of caching.** A freed block goes first into an exact-size *bin* of its
+ *   stream (the hot path, O(1)); bins are flushed into the coalescing best-fit index only
+ *   when a request misses both the bin and the index, so the address space is coalesced
+ *   before it is ever extended.
+ *
+ * Block states: `free` (in the best-fit index), `cached` (in a bin), `allocated` (the
+ * caller's), `awaiting_events` (freed, waiting for events on other streams; the owner
+ * then passes it to `cache`). Page *users* count the non-free blocks touching a page: a
+ * resident page with no users holds no data and may be released.
+ *
+ * Thread safety: none. The pool's owner (one device's allocator state) serializes calls.
+ */
+#pragma once
+
+#include <cuda.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace swapalloc {
+
+/// Requests of at most this many bytes are small (DESIGN §5; PyTorch's kSmallSize).
+inline constexpr std::size_t small_request_limit = std::size_t{1} << 20;
+/// Every block size and offset is a multiple of this (PyTorch's kMinBlockSize).
+inline constexpr std::size_t block_granule = 512;
+
+/// The block size serving a request of `bytes`: at least 512, rounded up to 512.
+/// @pre bytes <= SIZE_MAX - 511 (callers reject requests beyond a pool's capacity first).
+[[nodiscard]] constexpr std::size_t round_request(std::size_t bytes) noexcept
+{
+  return bytes <= block_granule ? block_granule
+                                : (bytes + block_granule - 1) & ~(block_granule - 1);
+}
+
+/// Residency of one page (DESIGN §4). `evicted` and `in_transition` belong to the swap tier.
+enum class page_state : std::uint8_t { unmapped, resident, evicted, in_transition };
+
+enum class block_kind : std::uint8_t { small, large };
+enum class block_state : std::uint8_t { free, cached, allocated, awaiting_events };
+
+/// Which stream's order makes a free block safe to reuse. `any_stream`: every stream.
+using stream_tag                       = std::uintptr_t;
+inline constexpr stream_tag any_stream = 0;
+/// The tag of `stream` (the legacy default stream, 0, is a stream like the others).
+[[nodiscard]] inline stream_tag tag_of(CUstream stream) noexcept
+{
+  return reinterpret_cast<std::uintptr_t>(stream) + 1;
+}
+/// The stream of a tag other than `any_stream`.
+[[nodiscard]] inline CUstream stream_of(stream_tag tag) noexcept
+{
+  return reinterpret_cast<CUstream>(tag - 1);  // NOLINT(performance-no-int-to-ptr)
+}
+
+/// One block of a pool's address space. Owned by its `block_cache`.
+struct block {
+  std::size_t offset{0};     ///< first byte, from the pool's base
+  std::size_t size{0};       ///< bytes; a multiple of block_granule
+  std::size_t requested{0};  ///< bytes asked for, while allocated
+  block* prev{nullptr};      ///< address-order neighbours (every state)
+  block* next{nullptr};
+  block* bin_next{nullptr};  ///< next block of the same bin, while cached
+  stream_tag tag{any_stream};
+  block_kind kind{block_kind::large};
+  block_state state{block_state::free};
+  std::uint32_t pending_events{0};  ///< events still to complete, while awaiting_events
+  std::vector<CUstream> used_by;    ///< streams added by record_stream, while allocated
+
+  [[nodiscard]] std::size_t end() const noexcept { return offset + size; }
+};
+
+namespace detail {
+
+/**
+ * @brief The bins of cached blocks: (stream tag, size) → head of a list of blocks.
+ *
+ * Open addressing, linear probing, power-of-two table, multiplicative hashing: a lookup
+ * is a multiply, a shift and (almost always) one probe, where std::unordered_map's
+ * modulo costs a 64-bit division on every call. Keys are never removed (a bin emptied
+ * stays for the next block of its size), so the table only grows, at half full.
+ */
+class bin_table {
+ public:
+  /// The head of the bin for (tag, size), or nullptr if that bin never existed.
+  /// Cost: one hash and a short probe; no allocation.
+  [[nodiscard]] block** find(stream_tag tag, std::size_t size) noexcept
+  {
+    if (slots_.empty()) { return nullptr; }
+    std::size_t const mask = slots_.size() - 1;
+    for (std::size_t index = home(tag, size);; index = (index + 1) & mask) {
+      slot& candidate = slots_[index];
+      if (candidate.size == size && candidate.tag == tag) { return &candidate.head; }
+      if (candidate.size == 0) { return nullptr; }
+    }
+  }
+
+  /// The head of the bin for (tag, size), created empty if needed (allocates only when
+  /// the table grows). @pre size > 0.
+  block*& at(stream_tag tag, std::size_t size)
+  {
+    if (block** const head = find(tag, size); head != nullptr) { return *head; }
+    if ((used_ + 1) * 2 > slots_.size()) { grow(); }
+    ++used_;
+    return place(tag, size, nullptr);
+  }
+
+  /// Calls `visit(tag, size, head)` for every bin; `visit` may change `head`.
+  template <typename Visitor>
+  void for_each(Visitor&& visit)
+  {
+    for (slot& entry : slots_) {
+      if (entry.size != 0) { visit(entry.tag, entry.size, entry.head); }
+    }
+  }
+  template <typename Visitor>
+  void for_each(Visitor&& visit) const
+  {
+    for (slot const& entry : slots_) {
+      if (entry.size != 0) { visit(entry.tag, entry.size, entry.head); }
+    }
+  }
+
+ private:
+  struct slot {
+    stream_tag tag{any_stream};
+    std::size_t size{0};  // 0: empty slot
+    block* head{nullptr};
+  };
+
+  [[nodiscard]] std::size_t home(stream_tag tag, std::size_t size) const noexcept
+  {
+    std::uint64_t const mixed = (static_cast<std::uint64_t>(tag) * 0x9E3779B97F4A7C15ULL) ^ size;
+    return static_cast<std::size_t>((mixed * 0xD6E8FEB86659FD93ULL) >> (64 - bits_));
+  }
+
+  block*& place(stream_tag tag, std::size_t size, block* head) noexcept
+  {
+    std::size_t const mask = slots_.size() - 1;
+    std::size_t index      = home(tag, size);
+    while (slots_[index].size != 0) {
+      index = (index + 1) & mask;
+    }
+    slots_[index] = slot{tag, size, head};
+    return slots_[index].head;
+  }
+
+  void grow()
+  {
+    std::vector<slot> old(slots_.empty() ? 64 : slots_.size() * 2);
+    old.swap(slots_);
+    bits_ = 0;
+    while ((std::size_t{1} << bits_) < slots_.size()) {
+      ++bits_;
+    }
+    for (slot const& entry : old) {
+      if (entry.size != 0) { (void)place(entry.tag, entry.size, entry.head); }
+    }
+  }
+
+  std::vector<slot> slots_;
+  std::size_t used_{0};
+  unsigned bits_{0};  // slots_.size() == 2^bits_
+};
+
+}  // namespace detail
+
+/// The blocks and page residency of one pool's range. See the file comment.
+class block_cache {
+ public:
+  /**
+   * @param capacity bytes of the range; a positive multiple of `page_size`.
+   * @param page_size bytes per page: a multiple of block_granule of at least
+   *        small_request_limit, so that every small request fits in one small page.
+   * @throws std::invalid_argument naming the bad value.
+   */
+  block_cache(std::size_t capacity, std::size_t page_size)
+    : capacity_(capacity), page_size_(page_size)
+  {
+    if (page_size < small_request_limit || page_size % block_granule != 0) {
+      throw std::invalid_argument("swapalloc: block_cache page_size=" + std::to_string(page_size) +
+                                  ": expected a multiple of 512 of at least 1 MiB");
+    }
+    if (capacity == 0 || capacity % page_size != 0) {
+      throw std::invalid_argument(
+        "swapalloc: block_cache capacity=" + std::to_string(capacity) +
+        ": expected a positive multiple of page_size=" + std::to_string(page_size));
+    }
+    pages_.resize(capacity / page_size);
+  }
+
+  block_cache(block_cache const&)            = delete;
+  block_cache& operator=(block_cache const&) = delete;
+
+  [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+  [[nodiscard]] std::size_t page_size() const noexcept { return page_size_; }
+  [[nodiscard]] std::size_t page_count() const noexcept { return pages_.size(); }
+  /// High-water mark: blocks cover [0, end()).
+  [[nodiscard]] std::size_t end() const noexcept { return end_; }
+  [[nodiscard]] page_state page(std::size_t index) const noexcept { return pages_[index].state; }
+  /// Non-free blocks touching page `index`.
+  [[nodiscard]] std::uint32_t page_users(std::size_t index) const noexcept
+  {
+    return pages_[index].users;
+  }
+  /// Pages in state `resident`.
+  [[nodiscard]] std::size_t resident_pages() const noexcept { return resident_pages_; }
+  /// Blocks in bins.
+  [[nodiscard]] std::size_t cached_blocks() const noexcept { return cached_blocks_; }
+
+  /**
+   * @brief Hot path: pops a cached block of exactly `rounded` bytes for `tag`, or nullptr.
+   * Cost: one hash lookup and two pointer writes; no allocation.
+   * @pre `rounded` == round_request(n) for some n.
+   */
+  [[nodiscard]] block* take_cached(std::size_t rounded, stream_tag tag) noexcept
+  {
+    block** const head = bins_.find(tag, rounded);
+    if (head == nullptr || *head == nullptr) { return nullptr; }
+    block* const found = *head;
+    *head              = found->bin_next;
+    found->bin_next    = nullptr;
+    found->state       = block_state::allocated;
+    --cached_blocks_;
+    return found;
+  }
+
+  /**
+   * @brief Hot path: puts a freed block into its bin, reusable at once on its stream.
+   * Cost: one hash lookup and two pointer writes; allocates only the first time a
+   * (stream, size) pair is cached.
+   * @pre `freed` is allocated or awaiting_events.
+   */
+  void cache(block* freed)
+  {
+    block*& head     = bins_.at(freed->tag, freed->size);
+    freed->bin_next  = head;
+    freed->state     = block_state::cached;
+    freed->requested = 0;
+    head             = freed;
+    ++cached_blocks_;
+  }
+
+  /// Marks an allocated block as freed but waiting for `events` events.
+  void hold(block* freed, std::uint32_t events) noexcept
+  {
+    freed->state          = block_state::awaiting_events;
+    freed->pending_events = events;
+  }
+
+  /**
+   * @brief Slow path: a block of exactly `rounded` bytes for `tag` from the best-fit index,
+   *        flushing the bins first if needed, else by extending the used range.
+   * @return the block (state allocated; its pages may need mapping: see
+   *         `for_each_missing_run`), or nullptr if the range has no room for it.
+   */
+  [[nodiscard]] block* take(std::size_t rounded, stream_tag tag)
+  {
+    block_kind const kind = rounded <= small_request_limit ? block_kind::small : block_kind::large;
+    block* found          = best_fit(kind, tag, rounded);
+    if (found == nullptr && cached_blocks_ > 0) {
+      flush_bins();
+      found = best_fit(kind, tag, rounded);
+    }
+    if (found == nullptr) {
+      found = kind == block_kind::small ? small_page(tag) : grow(rounded, tag);
+      if (found == nullptr) { return nullptr; }
+    } else {
+      index_.erase(found);
+    }
+    return claim(found, rounded, tag);
+  }
+
+  /**
+   * @brief Returns a block to the best-fit index, coalescing it with free neighbours.
+   * Used to undo a `take` whose pages could not be mapped, and by `flush_bins`.
+   */
+  void release(block* freed)
+  {
+    if (freed->state == block_state::allocated || freed->state == block_state::awaiting_events) {
+      change_users(*freed, -1);
+    }
+    freed->state     = block_state::free;
+    freed->requested = 0;
+    freed->used_by.clear();
+    insert_coalesced(freed);
+  }
+
+  /// Moves every cached block into the best-fit index, coalescing.
+  void flush_bins()
+  {
+    bins_.for_each([&](stream_tag, std::size_t, block*& head) {
+      while (head != nullptr) {
+        block* const next = head->bin_next;
+        head->bin_next    = nullptr;
+        change_users(*head, -1);
+        head->state = block_state::free;
+        insert_coalesced(head);
+        head = next;
+      }
+    });
+    cached_blocks_ = 0;
+  }
+
+  /**
+   * @brief Makes every free block reusable by any stream and coalesces across the former
+   *        stream boundaries. @pre all work on the device has completed (the caller has
+   *        synchronized it), and the bins are flushed.
+   */
+  void forget_streams()
+  {
+    for (block* current = first_; current != nullptr; current = current->next) {
+      if (current->state != block_state::free || current->tag == any_stream) { continue; }
+      index_.erase(current);
+      current->tag = any_stream;
+      index_.insert(current);
+    }
+    for (block* current = first_; current != nullptr; current = current->next) {
+      if (current->state != block_state::free) { continue; }
+      index_.erase(current);
+      current = insert_coalesced(current);
+    }
+  }
+
+  /// Calls `visit(first_page, count)` for each run of pages of `b` that are not resident.
+  template <typename Visitor>
+  void for_each_missing_run(block const& b, Visitor&& visit) const
+  {
+    for_each_run(
+      b.offset / page_size_, (b.end() - 1) / page_size_ + 1,
+      [&](page_info const& p) { return p.state != page_state::resident; }, visit);
+  }
+
+  /// Calls `visit(first_page, count)` for each run of resident pages without users.
+  template <typename Visitor>
+  void for_each_idle_run(Visitor&& visit) const
+  {
+    for_each_run(
+      0, pages_.size(),
+      [](page_info const& p) { return p.state == page_state::resident && p.users == 0; }, visit);
+  }
+
+  /// Sets the state of pages [first, first + count).
+  void set_pages(std::size_t first, std::size_t count, page_state state) noexcept
+  {
+    for (std::size_t index = first; index < first + count; ++index) {
+      if (pages_[index].state == page_state::resident) { --resident_pages_; }
+      if (state == page_state::resident) { ++resident_pages_; }
+      pages_[index].state = state;
+    }
+  }
+
+  /// Gives back the untouched tail: if the last block is free and none of the pages it
+  /// alone covers is resident, the high-water mark drops to its start.
+  void trim_end()
+  {
+    while (last_ != nullptr && last_->state == block_state::free &&
+           last_->kind == block_kind::large) {
+      std::size_t const first_whole = (last_->offset + page_size_ - 1) / page_size_;
+      for (std::size_t index = first_whole; index < (end_ + page_size_ - 1) / page_size_; ++index) {
+        if (pages_[index].state != page_state::unmapped) { return; }
+      }
+      block* const tail = last_;
+      index_.erase(tail);
+      end_  = tail->offset;
+      last_ = tail->prev;
+      if (last_ != nullptr) {
+        last_->next = nullptr;
+      } else {
+        first_ = nullptr;
+      }
+      recycle(tail);
+    }
+  }
+
+  /// Largest run of free bytes on resident pages that one request could get after a
+  /// flush: adjacent free and cached blocks count together when they would coalesce.
+  [[nodiscard]] std::size_t largest_free_resident() const noexcept
+  {
+    std::size_t largest        = 0;
+    std::size_t run            = 0;  // free resident bytes ending where `previous` ends
+    block const* previous_free = nullptr;
+    for (block const* current = first_; current != nullptr; current = current->next) {
+      bool const is_free =
+        current->state == block_state::free || current->state == block_state::cached;
+      if (!is_free) {
+        previous_free = nullptr;
+        run           = 0;
+        continue;
+      }
+      if (previous_free == nullptr || !compatible(*previous_free, *current)) { run = 0; }
+      // Walk the block page by page: a page that is not resident breaks the run.
+      std::size_t position = current->offset;
+      while (position < current->end()) {
+        std::size_t const page_end = (position / page_size_ + 1) * page_size_;
+        std::size_t const stop     = page_end < current->end() ? page_end : current->end();
+        if (pages_[position / page_size_].state == page_state::resident) {
+          run += stop - position;
+          largest = run > largest ? run : largest;
+        } else {
+          run = 0;
+        }
+        position = stop;
+      }
+      previous_free = current;
+    }
+    return largest;
+  }
+
+  /// Calls `visit(block const&)` for every block in address order.
+  template <typename Visitor>
+  void for_each_block(Visitor&& visit) const
+  {
+    for (block const* current = first_; current != nullptr; current = current->next) {
+      visit(*current);
+    }
+  }
+
+  /// The block that starts at `offset`, or nullptr. Cost: a walk over the blocks (used on
+  /// error paths only, to name what a bad pointer is).
+  [[nodiscard]] block const* block_at(std::size_t offset) const noexcept
+  {
+    for (block const* current = first_; current != nullptr; current = current->next) {
+      if (current->offset <= offset && offset < current->end()) { return current; }
+    }
+    return nullptr;
+  }
+
+  /**
+   * @brief Checks every structural invariant; returns a description of the first broken
+   *        one, or an empty string. Cost: a walk over blocks, bins and pages (tests only).
+   */
+  [[nodiscard]] std::string check() const
+  {
+    std::vector<std::uint32_t> users(pages_.size(), 0);
+    std::vector<std::uint8_t> kinds(pages_.size(), 0);  // bit 0: small blocks, bit 1: large
+    std::size_t expected_offset = 0;
+    std::size_t indexed         = 0;
+    block const* previous       = nullptr;
+    for (block const* current = first_; current != nullptr; current = current->next) {
+      std::string const where = " at offset " + std::to_string(current->offset);
+      if (current->prev != previous) { return "broken prev link" + where; }
+      if (current->offset != expected_offset) { return "gap or overlap" + where; }
+      if (current->size == 0 || current->size % block_granule != 0) { return "bad size" + where; }
+      if (current->kind == block_kind::small &&
+          current->offset / page_size_ != (current->end() - 1) / page_size_) {
+        return "small block crosses a page" + where;
+      }
+      for (std::size_t p = current->offset / page_size_; p <= (current->end() - 1) / page_size_;
+           ++p) {
+        kinds[p] |= current->kind == block_kind::small ? 1U : 2U;
+        if (kinds[p] == 3U) {
+          return "small and large blocks share page " + std::to_string(p) + where;
+        }
+      }
+      bool const in_index = index_.count(const_cast<block*>(current)) != 0;
+      if (in_index != (current->state == block_state::free)) { return "index membership" + where; }
+      indexed += in_index ? 1 : 0;
+      if (current->state == block_state::free && previous != nullptr &&
+          mergeable(*previous, *current)) {
+        return "uncoalesced free neighbours" + where;
+      }
+      if (current->state != block_state::free) {
+        for (std::size_t p = current->offset / page_size_; p <= (current->end() - 1) / page_size_;
+             ++p) {
+          ++users[p];
+        }
+        if (current->state != block_state::cached) {
+          for (std::size_t p = current->offset / page_size_; p <= (current->end() - 1) / page_size_;
+               ++p) {
+            if (pages_[p].state != page_state::resident) {
+              return "block on a non-resident page" + where;
+            }
+          }
+        }
+      }
+      expected_offset = current->end();
+      previous        = current;
+    }
+    if (previous != last_) { return "last block pointer"; }
+    if (expected_offset != end_) { return "blocks do not end at end()"; }
+    if (indexed != index_.size()) { return "index holds blocks that are not in the list"; }
+    std::size_t binned = 0;
+    std::string wrong;
+    bins_.for_each([&](stream_tag tag, std::size_t size, block* const& head) {
+      for (block const* entry = head; entry != nullptr; entry = entry->bin_next) {
+        if (entry->state != block_state::cached || entry->size != size || entry->tag != tag) {
+          wrong = "bin holds a wrong block at offset " + std::to_string(entry->offset);
+        }
+        ++binned;
+      }
+    });
+    if (!wrong.empty()) { return wrong; }
+    if (binned != cached_blocks_) { return "cached block count"; }
+    std::size_t resident = 0;
+    for (std::size_t p = 0; p < pages_.size(); ++p) {
+      if (users[p] != pages_[p].users) { return "user count of page " + std::to_string(p); }
+      resident += pages_[p].state == page_state::resident ? 1 : 0;
+    }
+    if (resident != resident_pages_) { return "resident page count"; }
+    return {};
+  }
+
+ private:
+  struct page_info {
+    page_state state{page_state::unmapped};
+    std::uint32_t users{0};
+  };
+
+  /// Best-fit order: kind, then stream, then size, then address (lowest first).
+  struct fit_key {
+    block_kind kind;
+    stream_tag tag;
+    std::size_t size;
+    std::size_t offset;
+  };
+  struct by_fit {
+    using is_transparent = void;
+    static fit_key key(block const* b) noexcept { return {b->kind, b->tag, b->size, b->offset}; }
+    static fit_key key(fit_key const& k) noexcept { return k; }
+    template <typename A, typename B>
+    bool operator()(A const& a, B const& b) const noexcept
+    {
+      fit_key const x = key(a);
+      fit_key const y = key(b);
+      if (x.kind != y.kind) { return x.kind < y.kind; }
+      if (x.tag != y.tag) { return x.tag < y.tag; }
+      if (x.size != y.size) { return x.size < y.size; }
+      return x.offset < y.offset;
+    }
+  };
+
+  /// The smallest indexed block of `kind` with at least `size` bytes, for `tag` or any.
+  [[nodiscard]] block* best_fit(block_kind kind, stream_tag tag, std::size_t size) const
+  {
+    block* best = lowest_fit(kind, tag, size);
+    if (tag != any_stream) {
+      block* const shared = lowest_fit(kind, any_stream, size);
+      if (shared != nullptr && (best == nullptr || shared->size < best->size)) { best = shared; }
+    }
+    return best;
+  }
+
+  [[nodiscard]] block* lowest_fit(block_kind kind, stream_tag tag, std::size_t size) const
+  {
+    auto const found = index_.lower_bound(fit_key{kind, tag, size, 0});
+    if (found == index_.end() || (*found)->kind != kind || (*found)->tag != tag) { return nullptr; }
+    return *found;
+  }
+
+  /// Turns an unindexed free block of at least `rounded` bytes into an allocated block of
+  /// exactly `rounded` bytes at its start; the rest goes back to the index.
+  block* claim(block* found, std::size_t rounded, stream_tag tag)
+  {
+    if (found->size > rounded) {
+      block* const rest = new_block();
+      rest->offset      = found->offset + rounded;
+      rest->size        = found->size - rounded;
+      rest->kind        = found->kind;
+      rest->tag         = found->tag;
+      link_after(found, rest);
+      found->size = rounded;
+      index_.insert(rest);
+    }
+    found->tag   = tag;
+    found->state = block_state::allocated;
+    change_users(*found, +1);
+    return found;
+  }
+
+  /// A free small block of one whole page for `tag`: a page inside a free large block
+  /// (resident pages first), else a new page above the high-water mark. Unindexed.
+  block* small_page(stream_tag tag)
+  {
+    block* host             = nullptr;
+    std::size_t host_page   = 0;
+    bool host_resident      = false;
+    auto const consider_tag = [&](stream_tag candidate_tag) {
+      for (auto it = index_.lower_bound(fit_key{block_kind::large, candidate_tag, page_size_, 0});
+           it != index_.end() && (*it)->kind == block_kind::large && (*it)->tag == candidate_tag;
+           ++it) {
+        block* const candidate = *it;
+        for (std::size_t p = (candidate->offset + page_size_ - 1) / page_size_;
+             (p + 1) * page_size_ <= candidate->end(); ++p) {
+          bool const resident = pages_[p].state == page_state::resident;
+          if (host == nullptr || (resident && !host_resident)) {
+            host          = candidate;
+            host_page     = p;
+            host_resident = resident;
+          }
+          if (host_resident) { return; }
+        }
+      }
+    };
+    consider_tag(tag);
+    if (!host_resident && tag != any_stream) { consider_tag(any_stream); }
+    if (host != nullptr) {
+      index_.erase(host);
+      std::size_t const start = host_page * page_size_;
+      if (host->end() > start + page_size_) {  // the part above the page stays free
+        block* const above = new_block();
+        above->offset      = start + page_size_;
+        above->size        = host->end() - above->offset;
+        above->kind        = block_kind::large;
+        above->tag         = host->tag;
+        link_after(host, above);
+        host->size = above->offset - host->offset;
+        index_.insert(above);
+      }
+      if (host->offset < start) {  // so does the part below
+        block* const page = new_block();
+        page->offset      = start;
+        page->size        = page_size_;
+        link_after(host, page);
+        host->size = start - host->offset;
+        index_.insert(host);
+        host = page;
+      }
+      host->kind = block_kind::small;
+      host->tag  = tag;
+      return host;
+    }
+    // Above the high-water mark, page-aligned.
+    std::size_t const start = (end_ + page_size_ - 1) / page_size_ * page_size_;
+    if (start + page_size_ > capacity_) { return nullptr; }
+    if (start > end_) { pad_end_to(start, tag); }
+    block* const page = append(page_size_, tag);
+    page->kind        = block_kind::small;
+    return page;
+  }
+
+  /// A free large block of exactly `rounded` bytes at the high-water mark, extending the
+  /// last block if it is free and usable by `tag`. Unindexed. nullptr if out of range.
+  block* grow(std::size_t rounded, stream_tag tag)
+  {
+    if (last_ != nullptr && extendable_by(*last_, tag)) {
+      if (rounded - last_->size > capacity_ - end_) { return nullptr; }
+      index_.erase(last_);
+      end_ += rounded - last_->size;
+      last_->size = rounded;
+      last_->tag  = tag;
+      return last_;
+    }
+    if (rounded > capacity_ - end_) { return nullptr; }
+    return append(rounded, tag);
+  }
+
+  [[nodiscard]] static bool extendable_by(block const& b, stream_tag tag) noexcept
+  {
+    return b.state == block_state::free && b.kind == block_kind::large &&
+           (b.tag == tag || b.tag == any_stream);
+  }
+
+  /// Covers [end_, start) with free large space for `tag`.
+  void pad_end_to(std::size_t start, stream_tag tag)
+  {
+    if (last_ != nullptr && extendable_by(*last_, tag)) {
+      index_.erase(last_);
+      last_->size += start - end_;
+      end_ = start;
+      index_.insert(last_);
+      return;
+    }
+    block* const pad = append(start - end_, tag);
+    index_.insert(pad);
+  }
+
+  /// A new free, unindexed large block of `size` bytes at end_.
+  block* append(std::size_t size, stream_tag tag)
+  {
+    block* const added = new_block();
+    added->offset      = end_;
+    added->size        = size;
+    added->tag         = tag;
+    added->prev        = last_;
+    if (last_ != nullptr) {
+      last_->next = added;
+    } else {
+      first_ = added;
+    }
+    last_ = added;
+    end_ += size;
+    return added;
+  }
+
+  [[nodiscard]] bool mergeable(block const& a, block const& b) const noexcept
+  {
+    if (a.state != block_state::free || b.state != block_state::free) { return false; }
+    return compatible(a, b);
+  }
+
+  /// True when free neighbours `a` and `b` coalesce (once both are in the index).
+  [[nodiscard]] bool compatible(block const& a, block const& b) const noexcept
+  {
+    if (a.kind != b.kind || a.tag != b.tag) { return false; }
+    return a.kind == block_kind::large || a.offset / page_size_ == b.offset / page_size_;
+  }
+
+  /// Inserts an unindexed free block into the index after merging it with its free
+  /// neighbours; a small block that grows to its whole page becomes large space again.
+  block* insert_coalesced(block* freed)
+  {
+    for (;;) {
+      if (freed->prev != nullptr && mergeable(*freed->prev, *freed)) {
+        block* const lower = freed->prev;
+        index_.erase(lower);
+        lower->size += freed->size;
+        unlink(freed);
+        freed = lower;
+      }
+      if (freed->next != nullptr && mergeable(*freed, *freed->next)) {
+        block* const upper = freed->next;
+        index_.erase(upper);
+        freed->size += upper->size;
+        unlink(upper);
+      }
+      if (freed->kind == block_kind::small && freed->size == page_size_) {
+        freed->kind = block_kind::large;  // merge again, now with large neighbours
+        continue;
+      }
+      break;
+    }
+    index_.insert(freed);
+    return freed;
+  }
+
+  void change_users(block const& b, int delta) noexcept
+  {
+    for (std::size_t p = b.offset / page_size_; p <= (b.end() - 1) / page_size_; ++p) {
+      pages_[p].users = static_cast<std::uint32_t>(static_cast<int>(pages_[p].users) + delta);
+    }
+  }
+
+  template <typename Predicate, typename Visitor>
+  void for_each_run(std::size_t first, std::size_t stop, Predicate&& wanted, Visitor&& visit) const
+  {
+    std::size_t index = first;
+    while (index < stop) {
+      if (!wanted(pages_[index])) {
+        ++index;
+        continue;
+      }
+      std::size_t const run_start = index;
+      while (index < stop && wanted(pages_[index])) {
+        ++index;
+      }
+      visit(run_start, index - run_start);
+    }
+  }
+
+  void link_after(block* anchor, block* added) noexcept
+  {
+    added->prev = anchor;
+    added->next = anchor->next;
+    if (anchor->next != nullptr) {
+      anchor->next->prev = added;
+    } else {
+      last_ = added;
+    }
+    anchor->next = added;
+  }
+
+  void unlink(block* removed) noexcept
+  {
+    if (removed->prev != nullptr) {
+      removed->prev->next = removed->next;
+    } else {
+      first_ = removed->next;
+    }
+    if (removed->next != nullptr) {
+      removed->next->prev = removed->prev;
+    } else {
+      last_ = removed->prev;
+    }
+    recycle(removed);
+  }
+
+  block* new_block()
+  {
+    if (spare_.empty()) { return &storage_.emplace_back(); }
+    block* const reused = spare_.back();
+    spare_.pop_back();
+    return reused;
+  }
+
+  void recycle(block* unused)
+  {
+    unused->used_by.clear();
+    std::vector<CUstream> keep = std::move(unused->used_by);
+    *unused                    = block{};
+    unused->used_by            = std::move(keep);
+    spare_.push_back(unused);
+  }
+
+  std::size_t capacity_;
+  std::size_t page_size_;
+  std::vector<page_info> pages_;
+  std::size_t resident_pages_{0};
+  std::size_t end_{0};
+  block* first_{nullptr};
+  block* last_{nullptr};
+  std::set<block*, by_fit> index_;
+  detail::bin_table bins_;
+  std::size_t cached_blocks_{0};
+  std::deque<block> storage_;  // stable addresses; descriptors are recycled, never freed
+  std::vector<block*> spare_;
+};
+
+}  // namespace swapalloc
