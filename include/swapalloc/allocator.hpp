@@ -629,7 +629,8 @@ class allocator {
                       " (its reserved address range); nothing can be freed to make it fit"),
         bytes, state.ordinal);
     }
-    block* found = try_allocate(pool, rounded, bytes, tag);
+    bool device_full = false;
+    block* found     = try_allocate(pool, rounded, bytes, tag, device_full);
     if (found == nullptr) {  // release every pool's cached pages on this device, retry once
       std::size_t released = 0;
       try {
@@ -637,12 +638,14 @@ class allocator {
       } catch (
         cuda_error const&) {  // NOLINT(bugprone-empty-catch): pages that stay are still cached
       }
-      found = try_allocate(pool, rounded, bytes, tag);
+      found = try_allocate(pool, rounded, bytes, tag, device_full);
       if (found == nullptr) {
-        throw out_of_memory(
-          oom_message(state, pool, bytes,
-                      "released " + detail::bytes_text(released) + " of cached pages and retried"),
-          bytes, state.ordinal);
+        std::string why = device_full
+                            ? "the device has no memory left"
+                            : "the pool's address range of " + detail::bytes_text(pool.capacity()) +
+                                " has no free run that large";
+        why += "; released " + detail::bytes_text(released) + " of cached pages and retried";
+        throw out_of_memory(oom_message(state, pool, bytes, why), bytes, state.ordinal);
       }
     }
     CUdeviceptr const address = pool.address(*found);
@@ -650,15 +653,18 @@ class allocator {
     return address;
   }
 
-  /// A block, or nullptr when the device or the pool's range is out of memory.
+  /// A block, or nullptr when the device (`device_full` set) or the pool's range (not
+  /// set) is out of memory.
   static block* try_allocate(device_pool& pool, std::size_t rounded, std::size_t bytes,
-                             stream_tag tag)
+                             stream_tag tag, bool& device_full)
   {
     try {
+      device_full = false;
       return pool.allocate(rounded, bytes, tag);
     } catch (cuda_error const& error) {
-      if (error.code() == CUDA_ERROR_OUT_OF_MEMORY) { return nullptr; }
-      throw;
+      if (error.code() != CUDA_ERROR_OUT_OF_MEMORY) { throw; }
+      device_full = true;
+      return nullptr;
     }
   }
 
