@@ -32,6 +32,9 @@
  */
 #pragma once
 
+#include <swapalloc/bin_table.hpp>
+#include <swapalloc/block.hpp>
+
 #include <cuda.h>
 
 #include <cstddef>
@@ -43,151 +46,6 @@
 #include <vector>
 
 namespace swapalloc {
-
-/// Requests of at most this many bytes are small (DESIGN §5; PyTorch's kSmallSize).
-inline constexpr std::size_t small_request_limit = std::size_t{1} << 20;
-/// Every block size and offset is a multiple of this (PyTorch's kMinBlockSize).
-inline constexpr std::size_t block_granule = 512;
-
-/// The block size serving a request of `bytes`: at least 512, rounded up to 512.
-/// @pre bytes <= SIZE_MAX - 511 (callers reject requests beyond a pool's capacity first).
-[[nodiscard]] constexpr std::size_t round_request(std::size_t bytes) noexcept
-{
-  return bytes <= block_granule ? block_granule
-                                : (bytes + block_granule - 1) & ~(block_granule - 1);
-}
-
-/// Residency of one page (DESIGN §4). `evicted` and `in_transition` belong to the swap tier.
-enum class page_state : std::uint8_t { unmapped, resident, evicted, in_transition };
-
-enum class block_kind : std::uint8_t { small, large };
-enum class block_state : std::uint8_t { free, cached, allocated, awaiting_events };
-
-/// Which stream's order makes a free block safe to reuse. `any_stream`: every stream.
-using stream_tag                       = std::uintptr_t;
-inline constexpr stream_tag any_stream = 0;
-/// The tag of `stream` (the legacy default stream, 0, is a stream like the others).
-[[nodiscard]] inline stream_tag tag_of(CUstream stream) noexcept
-{
-  return reinterpret_cast<std::uintptr_t>(stream) + 1;
-}
-/// The stream of a tag other than `any_stream`.
-[[nodiscard]] inline CUstream stream_of(stream_tag tag) noexcept
-{
-  return reinterpret_cast<CUstream>(tag - 1);  // NOLINT(performance-no-int-to-ptr)
-}
-
-/// One block of a pool's address space. Owned by its `block_cache`.
-struct block {
-  std::size_t offset{0};     ///< first byte, from the pool's base
-  std::size_t size{0};       ///< bytes; a multiple of block_granule
-  std::size_t requested{0};  ///< bytes asked for, while allocated
-  block* prev{nullptr};      ///< address-order neighbours (every state)
-  block* next{nullptr};
-  block* bin_next{nullptr};  ///< next block of the same bin, while cached
-  stream_tag tag{any_stream};
-  block_kind kind{block_kind::large};
-  block_state state{block_state::free};
-  std::uint32_t pending_events{0};  ///< events still to complete, while awaiting_events
-  std::vector<CUstream> used_by;    ///< streams added by record_stream, while allocated
-
-  [[nodiscard]] std::size_t end() const noexcept { return offset + size; }
-};
-
-namespace detail {
-
-/**
- * @brief The bins of cached blocks: (stream tag, size) → head of a list of blocks.
- *
- * Open addressing, linear probing, power-of-two table, multiplicative hashing: a lookup
- * is a multiply, a shift and (almost always) one probe, where std::unordered_map's
- * modulo costs a 64-bit division on every call. Keys are never removed (a bin emptied
- * stays for the next block of its size), so the table only grows, at half full.
- */
-class bin_table {
- public:
-  /// The head of the bin for (tag, size), or nullptr if that bin never existed.
-  /// Cost: one hash and a short probe; no allocation.
-  [[nodiscard]] block** find(stream_tag tag, std::size_t size) noexcept
-  {
-    if (slots_.empty()) { return nullptr; }
-    std::size_t const mask = slots_.size() - 1;
-    for (std::size_t index = home(tag, size);; index = (index + 1) & mask) {
-      slot& candidate = slots_[index];
-      if (candidate.size == size && candidate.tag == tag) { return &candidate.head; }
-      if (candidate.size == 0) { return nullptr; }
-    }
-  }
-
-  /// The head of the bin for (tag, size), created empty if needed (allocates only when
-  /// the table grows). @pre size > 0.
-  block*& at(stream_tag tag, std::size_t size)
-  {
-    if (block** const head = find(tag, size); head != nullptr) { return *head; }
-    if ((used_ + 1) * 2 > slots_.size()) { grow(); }
-    ++used_;
-    return place(tag, size, nullptr);
-  }
-
-  /// Calls `visit(tag, size, head)` for every bin; `visit` may change `head`.
-  template <typename Visitor>
-  void for_each(Visitor&& visit)
-  {
-    for (slot& entry : slots_) {
-      if (entry.size != 0) { visit(entry.tag, entry.size, entry.head); }
-    }
-  }
-  template <typename Visitor>
-  void for_each(Visitor&& visit) const
-  {
-    for (slot const& entry : slots_) {
-      if (entry.size != 0) { visit(entry.tag, entry.size, entry.head); }
-    }
-  }
-
- private:
-  struct slot {
-    stream_tag tag{any_stream};
-    std::size_t size{0};  // 0: empty slot
-    block* head{nullptr};
-  };
-
-  [[nodiscard]] std::size_t home(stream_tag tag, std::size_t size) const noexcept
-  {
-    std::uint64_t const mixed = (static_cast<std::uint64_t>(tag) * 0x9E3779B97F4A7C15ULL) ^ size;
-    return static_cast<std::size_t>((mixed * 0xD6E8FEB86659FD93ULL) >> (64 - bits_));
-  }
-
-  block*& place(stream_tag tag, std::size_t size, block* head) noexcept
-  {
-    std::size_t const mask = slots_.size() - 1;
-    std::size_t index      = home(tag, size);
-    while (slots_[index].size != 0) {
-      index = (index + 1) & mask;
-    }
-    slots_[index] = slot{tag, size, head};
-    return slots_[index].head;
-  }
-
-  void grow()
-  {
-    std::vector<slot> old(slots_.empty() ? 64 : slots_.size() * 2);
-    old.swap(slots_);
-    bits_ = 0;
-    while ((std::size_t{1} << bits_) < slots_.size()) {
-      ++bits_;
-    }
-    for (slot const& entry : old) {
-      if (entry.size != 0) { (void)place(entry.tag, entry.size, entry.head); }
-    }
-  }
-
-  std::vector<slot> slots_;
-  std::size_t used_{0};
-  unsigned bits_{0};  // slots_.size() == 2^bits_
-};
-
-}  // namespace detail
 
 /// The blocks and page residency of one pool's range. See the file comment.
 class block_cache {
