@@ -200,7 +200,6 @@ class device_pool {
         released += blocks_.page_size();
       }
     }
-    stats_.reserved_bytes = blocks_.resident_pages() * blocks_.page_size();
     blocks_.trim_end();
     driver_->check(first_error, "cuMemUnmap", [&] {
       return "ptr=" + hex(failed) + ", size=" + std::to_string(blocks_.page_size()) + " (pool '" +
@@ -213,17 +212,14 @@ class device_pool {
   [[nodiscard]] pool_stats stats() const
   {
     pool_stats out         = stats_;
+    out.reserved_bytes     = reserved_bytes();
     out.cached_free_bytes  = out.reserved_bytes - std::min(out.reserved_bytes, out.allocated_bytes);
     out.largest_free_block = blocks_.largest_free_resident();
     return out;
   }
 
-  /// Resets the peaks to the current values.
-  void reset_peaks() noexcept
-  {
-    stats_.peak_allocated_bytes = stats_.allocated_bytes;
-    stats_.peak_reserved_bytes  = stats_.reserved_bytes;
-  }
+  /// Blocks allocated and not yet reusable (held ones included). Cost: a load.
+  [[nodiscard]] std::size_t live_blocks() const noexcept { return stats_.live_blocks; }
 
   /// Structural check of the blocks (tests): empty string when consistent.
   [[nodiscard]] std::string check() const { return blocks_.check(); }
@@ -269,10 +265,14 @@ class device_pool {
     ++stats_.frees;
   }
 
+  [[nodiscard]] std::size_t reserved_bytes() const noexcept
+  {
+    return blocks_.resident_pages() * blocks_.page_size();
+  }
+
   void note_reserved() noexcept
   {
-    stats_.reserved_bytes      = blocks_.resident_pages() * blocks_.page_size();
-    stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+    stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, reserved_bytes());
   }
 
   driver const* driver_;
@@ -280,7 +280,7 @@ class device_pool {
   std::string name_;
   block_cache blocks_;
   address_reservation range_;
-  pool_stats stats_;
+  pool_stats stats_;  // reserved_bytes, cached_free_bytes, largest_free_block: derived
   std::vector<std::pair<std::size_t, std::size_t>> runs_;  // scratch: page runs
 };
 
