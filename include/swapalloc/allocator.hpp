@@ -219,7 +219,7 @@ class allocator {
       if (pool == nullptr) { continue; }
       detail::context_scope const current(*driver_, state->context);
       wait_for_events(*state);
-      if (std::size_t const live = pool->stats().live_blocks; live != 0) {
+      if (std::size_t const live = pool->live_blocks(); live != 0) {
         throw misuse(usage_error_kind::bad_pool,
                      "destroy_pool('" + name + "'): " + std::to_string(live) +
                        " blocks are still allocated on device " + std::to_string(state->ordinal));
@@ -240,10 +240,7 @@ class allocator {
   /// @throws usage_error (bad_pool) for an unknown id; std::length_error past 64 levels.
   void push_pool(pool_id id)
   {
-    {
-      std::lock_guard const lock(registry_mutex_);
-      (void)live_entry_of(id, "push_pool");
-    }
+    require_pool(id, "push_pool");
     scopes_.push(id);
   }
   /// Ends the calling thread's innermost pool scope. @throws std::logic_error if none.
@@ -296,15 +293,12 @@ class allocator {
     if (ptr == 0) { return; }
     device_state& state = state_of(device, "deallocate");
     std::unique_lock lock(state.mutex);
-    live_block const* const found = state.live.find(ptr);
-    if (found == nullptr) {
-      lock.unlock();
-      throw diagnose(ptr, device,
-                     "deallocate(ptr=" + hex(ptr) + ", bytes=" + std::to_string(bytes) +
-                       ", device=" + std::to_string(device) + ")");
-    }
-    block* const freed  = found->freed;
-    pool_id const owner = found->pool;
+    live_block const found = live_or_throw(state, lock, ptr, device, [&] {
+      return "deallocate(ptr=" + hex(ptr) + ", bytes=" + std::to_string(bytes) +
+             ", device=" + std::to_string(device) + ")";
+    });
+    block* const freed     = found.freed;
+    pool_id const owner    = found.pool;
     if (freed->requested != bytes) {
       throw misuse(usage_error_kind::wrong_size,
                    "deallocate(ptr=" + hex(ptr) + ", bytes=" + std::to_string(bytes) +
@@ -335,13 +329,10 @@ class allocator {
   {
     device_state& state = state_of(device, "record_stream");
     std::unique_lock lock(state.mutex);
-    live_block const* const found = state.live.find(ptr);
-    if (found == nullptr) {
-      lock.unlock();
-      throw diagnose(ptr, device,
-                     "record_stream(ptr=" + hex(ptr) + ", device=" + std::to_string(device) + ")");
-    }
-    block* const used = found->freed;
+    block* const used =
+      live_or_throw(state, lock, ptr, device, [&] {
+        return "record_stream(ptr=" + hex(ptr) + ", device=" + std::to_string(device) + ")";
+      }).freed;
     if (tag_of(stream) == used->tag) { return; }  // its own stream orders it already
     for (CUstream known : used->used_by) {
       if (known == stream) { return; }
@@ -360,10 +351,7 @@ class allocator {
   /// As `empty_cache()`, for the pages of pool `id` only.
   std::size_t empty_cache(pool_id id)
   {
-    {
-      std::lock_guard const lock(registry_mutex_);
-      (void)live_entry_of(id, "empty_cache");
-    }
+    require_pool(id, "empty_cache");
     return release_cached(&id);
   }
 
@@ -372,10 +360,7 @@ class allocator {
   /// Counters of pool `id` on `device`. @throws usage_error for a bad id or device.
   [[nodiscard]] pool_stats stats(pool_id id, int device) const
   {
-    {
-      std::lock_guard const lock(registry_mutex_);
-      (void)live_entry_of(id, "stats");
-    }
+    require_pool(id, "stats");
     device_state& state = state_of(device, "stats");
     std::lock_guard const lock(state.mutex);
     device_pool const* const pool = state.pool(id);
@@ -407,13 +392,6 @@ class allocator {
    */
   [[nodiscard]] nlohmann::json stats_json() const
   {
-    std::vector<std::string> names;
-    {
-      std::lock_guard const lock(registry_mutex_);
-      for (pool_entry const& entry : pools_) {
-        names.push_back(entry.name);
-      }
-    }
     nlohmann::json out{{"devices", nlohmann::json::array()}};
     pool_stats everything;
     for (auto const& state : devices_) {
@@ -425,7 +403,7 @@ class allocator {
         pool_stats const counters = state->pools[id]->stats();
         nlohmann::json entry      = to_json(counters);
         entry["id"]               = id;
-        entry["name"]             = names[id];
+        entry["name"]             = state->pools[id]->name();
         pools.push_back(std::move(entry));
         total += counters;
       }
@@ -434,7 +412,7 @@ class allocator {
         {{"device", state->ordinal}, {"pools", std::move(pools)}, {"total", to_json(total)}});
     }
     out["total"]           = to_json(everything);
-    nlohmann::json errors  = {{"total", 0}};
+    nlohmann::json errors  = nlohmann::json::object();
     std::size_t all_errors = 0;
     for (std::size_t kind = 0; kind < usage_error_kinds; ++kind) {
       std::size_t const count = usage_errors_[kind].load(std::memory_order_relaxed);
@@ -518,6 +496,13 @@ class allocator {
                  std::string(function) + "(device=" + std::to_string(device) + "): expected 0 to " +
                    std::to_string(devices_.size()) +
                    " (exclusive), the devices the driver reports");
+  }
+
+  /// Throws usage_error (bad_pool) unless pool `id` exists; `function` names the caller.
+  void require_pool(pool_id id, char const* function) const
+  {
+    std::lock_guard const lock(registry_mutex_);
+    (void)live_entry_of(id, function);
   }
 
   /// @pre registry_mutex_ is held.
@@ -623,29 +608,18 @@ class allocator {
   [[nodiscard]] std::string oom_message(device_state& state, device_pool const& pool,
                                         std::size_t bytes, std::string const& detail_text) const
   {
-    std::vector<std::string> names;
-    {
-      std::lock_guard const lock(registry_mutex_);
-      for (pool_entry const& entry : pools_) {
-        names.push_back(entry.name);
-      }
-    }
     std::string message = "swapalloc: out of memory on device " + std::to_string(state.ordinal) +
                           ": allocating " + detail::bytes_text(bytes) + " (" +
                           std::to_string(bytes) + " bytes) in pool '" + pool.name() + "'; " +
                           detail_text + ".\n";
-    CUresult const info_result = [&] {
-      std::size_t free_bytes  = 0;
-      std::size_t total_bytes = 0;
-      CUresult const result   = driver_->table().cuMemGetInfo(&free_bytes, &total_bytes);
-      if (result == CUDA_SUCCESS) {
-        message += "  device memory: total " + detail::bytes_text(total_bytes) + ", free " +
-                   detail::bytes_text(free_bytes) + "\n";
-      }
-      return result;
-    }();
-    if (info_result != CUDA_SUCCESS) {
-      message += "  device memory: unknown (" + driver_->describe(info_result) + ")\n";
+    std::size_t free_bytes  = 0;
+    std::size_t total_bytes = 0;
+    if (CUresult const info = driver_->table().cuMemGetInfo(&free_bytes, &total_bytes);
+        info == CUDA_SUCCESS) {
+      message += "  device memory: total " + detail::bytes_text(total_bytes) + ", free " +
+                 detail::bytes_text(free_bytes) + "\n";
+    } else {
+      message += "  device memory: unknown (" + driver_->describe(info) + ")\n";
     }
     std::array<char, 160> line{};
     std::snprintf(line.data(), line.size(), "  %-20s %14s %14s %14s %14s\n", "pool", "allocated",
@@ -654,7 +628,8 @@ class allocator {
     for (std::size_t id = 0; id < state.pools.size(); ++id) {
       if (state.pools[id] == nullptr) { continue; }
       pool_stats const counters = state.pools[id]->stats();
-      std::snprintf(line.data(), line.size(), "  %-20s %14s %14s %14s %14s\n", names[id].c_str(),
+      std::snprintf(line.data(), line.size(), "  %-20s %14s %14s %14s %14s\n",
+                    state.pools[id]->name().c_str(),
                     detail::bytes_text(counters.allocated_bytes).c_str(),
                     detail::bytes_text(counters.reserved_bytes).c_str(),
                     detail::bytes_text(counters.cached_free_bytes).c_str(),
@@ -713,9 +688,13 @@ class allocator {
   void finish_event(device_state& state, waiting_event const& done)
   {
     state.idle_events.push_back(done.event);
-    if (--done.waiting->pending_events == 0) {
-      state.pools[done.pool]->finish_waiting(done.waiting);
-    }
+    finish_one_wait(state, done.waiting, done.pool);
+  }
+
+  /// One of a held block's waits is over; the last one makes it reusable.
+  static void finish_one_wait(device_state& state, block* held, pool_id owner)
+  {
+    if (--held->pending_events == 0) { state.pools[owner]->finish_waiting(held); }
   }
 
   /// Waits for every pending event of the device. @pre state.mutex is held, context current.
@@ -747,9 +726,7 @@ class allocator {
     wait_for_events(state);
     driver_->synchronize_context();
     for (live_block const& parked : state.unsynced) {
-      if (--parked.freed->pending_events == 0) {
-        state.pools[parked.pool]->finish_waiting(parked.freed);
-      }
+      finish_one_wait(state, parked.freed, parked.pool);
     }
     state.unsynced.clear();
     std::size_t released = 0;
@@ -764,6 +741,17 @@ class allocator {
     }
     if (first_error) { std::rethrow_exception(first_error); }
     return released;
+  }
+
+  /// The live block at `ptr`. If there is none, unlocks `lock` (the diagnosis locks every
+  /// device in turn) and throws the usage error that explains why; `call` names the call.
+  template <typename CallText>
+  [[nodiscard]] live_block live_or_throw(device_state& state, std::unique_lock<std::mutex>& lock,
+                                         CUdeviceptr ptr, int device, CallText&& call) const
+  {
+    if (live_block const* const found = state.live.find(ptr); found != nullptr) { return *found; }
+    lock.unlock();
+    throw diagnose(ptr, device, call());
   }
 
   /// Explains why `ptr` is not a live block on `device`, counts it, returns the error.
