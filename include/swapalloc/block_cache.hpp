@@ -156,12 +156,11 @@ class block_cache {
   /**
    * @brief Returns a block to the best-fit index, coalescing it with free neighbours.
    * Used to undo a `take` whose pages could not be mapped, and by `flush_bins`.
+   * @pre `freed` is not free and not in a bin (a cached block is unlinked from it first).
    */
   void release(block* freed)
   {
-    if (freed->state == block_state::allocated || freed->state == block_state::awaiting_events) {
-      change_users(*freed, -1);
-    }
+    change_users(*freed, -1);  // every state but free counts as a user of its pages
     freed->state     = block_state::free;
     freed->requested = 0;
     freed->used_by.clear();
@@ -175,9 +174,7 @@ class block_cache {
       while (head != nullptr) {
         block* const next = head->bin_next;
         head->bin_next    = nullptr;
-        change_users(*head, -1);
-        head->state = block_state::free;
-        insert_coalesced(head);
+        release(head);
         head = next;
       }
     });
@@ -191,16 +188,13 @@ class block_cache {
    */
   void forget_streams()
   {
-    for (block* current = first_; current != nullptr; current = current->next) {
-      if (current->state != block_state::free || current->tag == any_stream) { continue; }
-      index_.erase(current);
-      current->tag = any_stream;
-      index_.insert(current);
-    }
+    // In address order: each free block, untagged, merges with the untagged free block
+    // before it (already processed); the one after it merges in on its own turn.
     for (block* current = first_; current != nullptr; current = current->next) {
       if (current->state != block_state::free) { continue; }
       index_.erase(current);
-      current = insert_coalesced(current);
+      current->tag = any_stream;
+      current      = insert_coalesced(current);
     }
   }
 
@@ -209,7 +203,7 @@ class block_cache {
   void for_each_missing_run(block const& b, Visitor&& visit) const
   {
     for_each_run(
-      b.offset / page_size_, (b.end() - 1) / page_size_ + 1,
+      first_page(b), last_page(b) + 1,
       [&](page_info const& p) { return p.state != page_state::resident; }, visit);
   }
 
@@ -324,12 +318,10 @@ class block_cache {
       if (current->prev != previous) { return "broken prev link" + where; }
       if (current->offset != expected_offset) { return "gap or overlap" + where; }
       if (current->size == 0 || current->size % block_granule != 0) { return "bad size" + where; }
-      if (current->kind == block_kind::small &&
-          current->offset / page_size_ != (current->end() - 1) / page_size_) {
+      if (current->kind == block_kind::small && first_page(*current) != last_page(*current)) {
         return "small block crosses a page" + where;
       }
-      for (std::size_t p = current->offset / page_size_; p <= (current->end() - 1) / page_size_;
-           ++p) {
+      for (std::size_t p = first_page(*current); p <= last_page(*current); ++p) {
         kinds[p] |= current->kind == block_kind::small ? 1U : 2U;
         if (kinds[p] == 3U) {
           return "small and large blocks share page " + std::to_string(p) + where;
@@ -343,16 +335,10 @@ class block_cache {
         return "uncoalesced free neighbours" + where;
       }
       if (current->state != block_state::free) {
-        for (std::size_t p = current->offset / page_size_; p <= (current->end() - 1) / page_size_;
-             ++p) {
+        for (std::size_t p = first_page(*current); p <= last_page(*current); ++p) {
           ++users[p];
-        }
-        if (current->state != block_state::cached) {
-          for (std::size_t p = current->offset / page_size_; p <= (current->end() - 1) / page_size_;
-               ++p) {
-            if (pages_[p].state != page_state::resident) {
-              return "block on a non-resident page" + where;
-            }
+          if (current->state != block_state::cached && pages_[p].state != page_state::resident) {
+            return "block on a non-resident page" + where;
           }
         }
       }
@@ -606,9 +592,19 @@ class block_cache {
     return freed;
   }
 
+  /// The pages a block touches: [first_page, last_page].
+  [[nodiscard]] std::size_t first_page(block const& b) const noexcept
+  {
+    return b.offset / page_size_;
+  }
+  [[nodiscard]] std::size_t last_page(block const& b) const noexcept
+  {
+    return (b.end() - 1) / page_size_;
+  }
+
   void change_users(block const& b, int delta) noexcept
   {
-    for (std::size_t p = b.offset / page_size_; p <= (b.end() - 1) / page_size_; ++p) {
+    for (std::size_t p = first_page(b); p <= last_page(b); ++p) {
       pages_[p].users = static_cast<std::uint32_t>(static_cast<int>(pages_[p].users) + delta);
     }
   }
