@@ -31,6 +31,8 @@
 
 #include <replay/alloc_trace.hpp>
 
+#include "bench_main.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
@@ -209,32 +211,18 @@ BENCHMARK_CAPTURE(BM_Replay, gpt_train_step, "gpt_train_step")->Unit(benchmark::
 BENCHMARK_CAPTURE(BM_Replay, gpt_generate, "gpt_generate")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Replay, cnn_infer, "cnn_infer")->Unit(benchmark::kMillisecond);
 
-/// Context lines at the top of the report: which driver and device.
-void add_context(bench_device const& device)
-{
-  benchmark::AddCustomContext("driver", device.cuda.library());
-  bool const simulated = device.cuda.find_symbol("cudasimGetCensus") != nullptr;
-  benchmark::AddCustomContext("driver_kind", simulated ? "cudasim simulator" : "CUDA driver");
-  benchmark::AddCustomContext("device", device.cuda.device_name(device.device));
-  benchmark::AddCustomContext("granularity", std::to_string(device.granularity));
-}
-
 }  // namespace
 
-// A custom main: the driver is loaded before any benchmark runs, so a machine without one
-// gets the seam's clear message and exit status 2 instead of a crash.
+// A custom main (bench_main.hpp): the driver is loaded before any benchmark runs.
 int main(int argc, char** argv)
 {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) { return 1; }
-  try {
-    driver const cuda;
+  return swapalloc::bench::run_main("bench_alloc", argc, argv, [](driver const& cuda) {
     CUdevice const device   = cuda.device(0);
     CUcontext const context = cuda.retain_primary_context(device);
     try {
       cuda.set_current_context(context);
       bench_device const loaded{cuda, device, context, cuda.allocation_granularity(device)};
-      add_context(loaded);
+      swapalloc::bench::add_driver_context(cuda, device, loaded.granularity);
       shared = &loaded;
       benchmark::RunSpecifiedBenchmarks();
       shared = nullptr;
@@ -246,13 +234,5 @@ int main(int argc, char** argv)
       throw;
     }
     cuda.release_primary_context(device);
-  } catch (swapalloc::driver_unavailable const& error) {
-    std::fprintf(stderr, "bench_alloc: %s\n", error.what());
-    return 2;
-  } catch (std::exception const& error) {
-    std::fprintf(stderr, "bench_alloc: %s\n", error.what());
-    return 1;
-  }
-  benchmark::Shutdown();
-  return 0;
+  });
 }

@@ -22,6 +22,8 @@
  */
 #include <swapalloc/driver.hpp>
 
+#include "bench_main.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -259,11 +261,8 @@ BENCHMARK(BM_Memcpy)->RangeMultiplier(16)->Range(64 << 10, max_bytes)->UseRealTi
 /// Context lines at the top of the report: which driver and device, which link.
 void add_context(bench_device const& device)
 {
-  benchmark::AddCustomContext("driver", device.cuda.library());
-  bool const simulated = device.cuda.find_symbol("cudasimGetCensus") != nullptr;
-  benchmark::AddCustomContext("driver_kind", simulated ? "cudasim simulator" : "CUDA driver");
-  benchmark::AddCustomContext("device", device.cuda.device_name(device.device));
-  benchmark::AddCustomContext("granularity", std::to_string(device.granularity));
+  bool const simulated =
+    swapalloc::bench::add_driver_context(device.cuda, device.device, device.granularity);
   if (simulated) {
     char const* link = std::getenv("SWAPALLOC_SIM_LINK_GBPS");
     benchmark::AddCustomContext("sim_link_gbps",
@@ -273,26 +272,14 @@ void add_context(bench_device const& device)
 
 }  // namespace
 
-// A custom main: the driver is loaded before any benchmark runs, so a machine without one
-// gets the seam's clear message and exit status 2 instead of a crash.
+// A custom main (bench_main.hpp): the driver is loaded before any benchmark runs.
 int main(int argc, char** argv)
 {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) { return 1; }
-  try {
-    driver const cuda;
+  return swapalloc::bench::run_main("bench_sim", argc, argv, [](driver const& cuda) {
     bench_device device(cuda);
     add_context(device);
     shared = &device;
     benchmark::RunSpecifiedBenchmarks();
     shared = nullptr;
-  } catch (swapalloc::driver_unavailable const& error) {
-    std::fprintf(stderr, "bench_sim: %s\n", error.what());
-    return 2;
-  } catch (std::exception const& error) {
-    std::fprintf(stderr, "bench_sim: %s\n", error.what());
-    return 1;
-  }
-  benchmark::Shutdown();
-  return 0;
+  });
 }

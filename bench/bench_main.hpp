@@ -1,0 +1,58 @@
+/**
+ * @file bench_main.hpp
+ * @brief What every bench_* program does around its benchmarks: load the driver before any
+ *        benchmark runs (so a machine without one gets the seam's message and exit status
+ *        2, not a crash), name the driver and device at the top of the report, and map
+ *        failures to exit statuses (0 done, 1 a CUDA call failed outside a benchmark,
+ *        2 no usable driver, 1 an unrecognized option).
+ */
+#pragma once
+
+#include <swapalloc/driver.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <cstddef>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+namespace swapalloc::bench {
+
+/// Context lines at the top of the report: which driver and device. Returns whether the
+/// loaded driver is the simulator (its control API is present).
+inline bool add_driver_context(driver const& cuda, CUdevice device, std::size_t granularity)
+{
+  benchmark::AddCustomContext("driver", cuda.library());
+  bool const simulated = cuda.find_symbol("cudasimGetCensus") != nullptr;
+  benchmark::AddCustomContext("driver_kind", simulated ? "cudasim simulator" : "CUDA driver");
+  benchmark::AddCustomContext("device", cuda.device_name(device));
+  benchmark::AddCustomContext("granularity", std::to_string(granularity));
+  return simulated;
+}
+
+/**
+ * @brief The body of a bench program's main: parses the options, loads the driver, calls
+ *        `run(cuda)` (which sets up what the benchmarks share and runs them), and reports a
+ *        failure on stderr under `program`'s name. @return the exit status.
+ */
+template <typename Run>
+int run_main(char const* program, int argc, char** argv, Run&& run)
+{
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) { return 1; }
+  try {
+    driver const cuda;
+    run(cuda);
+  } catch (driver_unavailable const& error) {
+    std::fprintf(stderr, "%s: %s\n", program, error.what());
+    return 2;
+  } catch (std::exception const& error) {
+    std::fprintf(stderr, "%s: %s\n", program, error.what());
+    return 1;
+  }
+  benchmark::Shutdown();
+  return 0;
+}
+
+}  // namespace swapalloc::bench
