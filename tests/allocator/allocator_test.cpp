@@ -2,6 +2,7 @@
 // caching without driver calls, empty_cache, statistics as JSON, several devices.
 #include "allocator_fixture.hpp"
 
+#include <array>
 #include <string>
 #include <thread>
 
@@ -109,16 +110,74 @@ TEST_F(AllocatorTest, HotPathReusesTheBlockWithoutDriverCalls)
   SIM_ONLY(sim(), "counts driver calls");
   CUdeviceptr const first = alloc().allocate(300 * KiB, 0, nullptr);
   alloc().deallocate(first, 300 * KiB, 0, nullptr);
+  // Every entry point the driver seam resolves (driver.hpp, resolve_all): none may be
+  // called on the hot path. The simulator rejects a fault for a name it does not know,
+  // which checks the list itself (the far-off fault is cleared at teardown).
+  static constexpr std::array entry_points =
+    std::to_array<char const*>({"cuInit",
+                                "cuDriverGetVersion",
+                                "cuGetErrorName",
+                                "cuGetErrorString",
+                                "cuDeviceGetCount",
+                                "cuDeviceGet",
+                                "cuDeviceGetName",
+                                "cuDeviceGetAttribute",
+                                "cuDeviceTotalMem",
+                                "cuDevicePrimaryCtxRetain",
+                                "cuDevicePrimaryCtxRelease",
+                                "cuDevicePrimaryCtxReset",
+                                "cuCtxGetCurrent",
+                                "cuCtxSetCurrent",
+                                "cuCtxGetDevice",
+                                "cuCtxSynchronize",
+                                "cuMemGetInfo",
+                                "cuMemGetAllocationGranularity",
+                                "cuMemAddressReserve",
+                                "cuMemAddressFree",
+                                "cuMemCreate",
+                                "cuMemRelease",
+                                "cuMemMap",
+                                "cuMemUnmap",
+                                "cuMemSetAccess",
+                                "cuMemGetAccess",
+                                "cuMemHostAlloc",
+                                "cuMemAllocHost",
+                                "cuMemFreeHost",
+                                "cuMemcpyHtoD",
+                                "cuMemcpyDtoH",
+                                "cuMemcpyDtoD",
+                                "cuMemcpyHtoDAsync",
+                                "cuMemcpyDtoHAsync",
+                                "cuMemcpyDtoDAsync",
+                                "cuMemsetD8",
+                                "cuMemsetD32",
+                                "cuMemsetD8Async",
+                                "cuMemsetD32Async",
+                                "cuStreamCreate",
+                                "cuStreamDestroy",
+                                "cuStreamSynchronize",
+                                "cuStreamQuery",
+                                "cuStreamWaitEvent",
+                                "cuEventCreate",
+                                "cuEventDestroy",
+                                "cuEventRecord",
+                                "cuEventQuery",
+                                "cuEventSynchronize",
+                                "cuEventElapsedTime",
+                                "cuLaunchHostFunc"});
+  for (char const* entry : entry_points) {
+    ASSERT_EQ(sim().fail_call(entry, ~0ULL, CUDA_SUCCESS), CUDA_SUCCESS)
+      << "unknown entry " << entry;
+  }
   auto const calls_before = [&] {
     unsigned long long total = 0;
-    for (char const* entry :
-         {"cuMemCreate", "cuMemMap", "cuMemSetAccess", "cuEventQuery", "cuEventRecord",
-          "cuCtxGetCurrent", "cuMemGetAllocationGranularity"}) {
+    for (char const* entry : entry_points) {
       total += sim().call_count(entry);
     }
     return total;
   };
   unsigned long long const before = calls_before();
+  EXPECT_GT(before, 0U) << "the call counts are not being read";
   for (int i = 0; i < 1000; ++i) {
     CUdeviceptr const again = alloc().allocate(300 * KiB, 0, nullptr);
     ASSERT_EQ(again, first);
