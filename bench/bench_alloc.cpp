@@ -159,7 +159,9 @@ void BM_VmmPerAllocation(benchmark::State& state)
 }
 
 /// The trace `name` of tests/data/traces, loaded once per process.
-swapalloc::replay::trace const& recorded_trace(std::string const& name)
+/// Takes `char const*` so that no temporary string is bound at the call: GCC 13's
+/// -Wdangling-reference would flag one.
+swapalloc::replay::trace const& recorded_trace(char const* name)
 {
   static std::map<std::string, swapalloc::replay::trace> loaded;
   auto found = loaded.find(name);
