@@ -1,0 +1,613 @@
+/**
+ * @file host_store.hpp
+ * @brief The host tier's memory (DESIGN §7): a budgeted arena of pinned host slabs, cut
+ *        into 256-byte-aligned extents for evicted pages and their compressed chunks.
+ *
+ * A `host_store` takes host memory from the driver in slabs (`cuMemHostAlloc`, flags 0:
+ * one store serves one device, so CU_MEMHOSTALLOC_PORTABLE is not needed), or from the
+ * C++ heap when `pinned` is false, and hands out extents inside them. Pinning is slow
+ * (the driver locks and maps every page) and pinned memory is taken from the host's
+ * pageable pool, so a slab is large (64 MiB by default) and is given back the moment
+ * its last extent is: pinned memory the store no longer needs returns to the system
+ * (torch_memory_saver issue 90 is what happens when it does not).
+ *
+ * The budget: `limit_bytes` bounds the memory the store *holds* (slabs), not only what
+ * it hands out, because held pinned memory is what hurts the host. So the invariant is
+ *   used_bytes() <= slab_bytes_held() <= limit_bytes()
+ * and a request that fits in no slab gets a new slab only if the slab fits under the
+ * limit. A new slab is `slab_bytes` (a request larger than that: its size rounded up to
+ * 2 MiB), trimmed to what the limit has left but never below the request; past that the
+ * request is refused: `allocate` returns an empty extent and counts a refusal. Refusing
+ * is not an error: at the budget, eviction is refused and nothing stored is dropped.
+ *
+ * Contexts: the real driver needs a current context for cuMemHostAlloc/cuMemFreeHost.
+ * In pinned mode the constructing thread must have the device's context current; the
+ * store remembers it and makes it current around its own driver calls on threads that
+ * have another or none (compression workers free extents, and the last free of a slab
+ * calls cuMemFreeHost), restoring the thread's previous context afterwards.
+ *
+ * Costs: allocate is first-fit over the slabs in slab order, each a free list ordered by
+ * offset (std::map<offset, size>, coalesced): O(free ranges) per call, plus a driver
+ * call when a slab is created. First fit at the lowest address keeps later slabs empty,
+ * so they can be given back. deallocate and shrink are O(log free ranges), plus a
+ * cuMemFreeHost when a slab empties (it synchronizes the device, as cudaFreeHost does).
+ * Driver calls run under the store's mutex: they happen once per slab, and a caller
+ * waiting for its slab could do nothing sooner anyway.
+ *
+ * Thread safety: every member may be called from any thread concurrently (one mutex).
+ */
+#pragma once
+
+#include <swapalloc/driver.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace swapalloc {
+
+/// Bytes of physical RAM (sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGE_SIZE)); 0 when the
+/// OS does not say. Thread safety: any thread.
+[[nodiscard]] inline std::size_t physical_memory_bytes()
+{
+  long const pages     = ::sysconf(_SC_PHYS_PAGES);
+  long const page_size = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page_size <= 0) { return 0; }
+  return static_cast<std::size_t>(pages) * static_cast<std::size_t>(page_size);
+}
+
+namespace detail {
+
+[[noreturn]] inline void bad_host_limit(std::string_view text, std::string_view what,
+                                        std::string_view problem)
+{
+  throw std::invalid_argument(
+    "swapalloc: " + std::string(what) + "=\"" + std::string(text) + "\" " + std::string(problem) +
+    ": accepted are a byte count with an optional K, M, G or T suffix (powers of 1024, e.g. "
+    "1073741824, 512M, 8G), a fraction of physical RAM in (0, 1] (e.g. 0.5), a percentage in "
+    "(0, 100] (e.g. 50%), or 0 or empty for the default (half of physical RAM)");
+}
+
+}  // namespace detail
+
+/**
+ * @brief Parses a host memory budget.
+ *
+ * "0" or "" give 0 (the caller's default). A whole number with an optional suffix K, M,
+ * G or T (either case; powers of 1024) is bytes; a number with a decimal point is a
+ * fraction of `ram_bytes` in (0, 1]; a number followed by '%' is a percentage of
+ * `ram_bytes` in (0, 100]. Fractions are rounded down to whole bytes. No spaces.
+ *
+ * @throws std::invalid_argument naming the variable `what`, the text, and what is accepted.
+ * Thread safety: any thread (pure function).
+ */
+[[nodiscard]] inline std::size_t parse_host_limit(std::string_view text, std::size_t ram_bytes,
+                                                  std::string_view what = "SWAPALLOC_HOST_LIMIT")
+{
+  if (text.empty()) { return 0; }
+  char const* const first = text.data();
+  char const* const last  = text.data() + text.size();
+  bool const percent      = text.back() == '%';
+  bool const fraction     = !percent && text.find('.') != std::string_view::npos;
+  if (percent || fraction) {
+    // std::from_chars takes a leading '-', "inf" and "nan": requiring a digit first
+    // rejects them, and ".5" too (the documented form is 0.5).
+    double value      = 0.0;
+    auto const end    = percent ? last - 1 : last;
+    auto const [p, e] = std::from_chars(first, end, value, std::chars_format::fixed);
+    if (e != std::errc() || p != end || first == end || !(first[0] >= '0' && first[0] <= '9')) {
+      detail::bad_host_limit(text, what, "is not a number");
+    }
+    double const share = percent ? value / 100.0 : value;
+    if (!(share > 0.0 && share <= 1.0)) {
+      detail::bad_host_limit(
+        text, what, percent ? "is not a percentage in (0, 100]" : "is not a fraction in (0, 1]");
+    }
+    return static_cast<std::size_t>(static_cast<double>(ram_bytes) * share);
+  }
+  unsigned shift = 0;
+  auto end       = last;
+  switch (text.back()) {
+    case 'K':
+    case 'k':
+      shift = 10;
+      break;
+    case 'M':
+    case 'm':
+      shift = 20;
+      break;
+    case 'G':
+    case 'g':
+      shift = 30;
+      break;
+    case 'T':
+    case 't':
+      shift = 40;
+      break;
+    default:
+      break;
+  }
+  if (shift != 0) { --end; }
+  std::size_t value = 0;
+  auto const [p, e] = std::from_chars(first, end, value, 10);
+  if (e == std::errc::result_out_of_range) { detail::bad_host_limit(text, what, "is too large"); }
+  if (e != std::errc() || p != end || first == end) {
+    detail::bad_host_limit(text, what, "is not a byte count");
+  }
+  if (value > (std::numeric_limits<std::size_t>::max() >> shift)) {
+    detail::bad_host_limit(text, what, "is too large");
+  }
+  return value << shift;
+}
+
+/// How a `host_store` is set up.
+struct host_store_options {
+  /// 0: SWAPALLOC_HOST_LIMIT if set and not 0, else half of physical RAM.
+  std::size_t limit_bytes{0};
+  /// Slab size (rounded up to 256 bytes); a request larger than a slab gets a slab of its
+  /// own, its size rounded up to 2 MiB.
+  std::size_t slab_bytes{std::size_t{64} << 20};
+  /// false: pageable memory from the C++ heap (page-aligned operator new), no driver call.
+  bool pinned{true};
+};
+
+/// A piece of host memory handed out by the store. A plain value; the store owns the
+/// memory. `bytes` is the size asked for (the store holds it rounded up to 256).
+struct host_extent {
+  std::byte* data{nullptr};
+  std::size_t bytes{0};
+  std::uint32_t slab{0};  ///< internal: which slab (for deallocate)
+  [[nodiscard]] explicit operator bool() const noexcept { return data != nullptr; }
+};
+
+/**
+ * @brief A budgeted arena of pinned (or pageable) host memory for one device.
+ *
+ * See the file comment for the budget, the slab rule, costs and contexts.
+ */
+class host_store {
+ public:
+  /// The variable read when `host_store_options::limit_bytes` is 0.
+  static constexpr char const* limit_variable = "SWAPALLOC_HOST_LIMIT";
+  /// Every extent starts at a multiple of this, and is held rounded up to it.
+  static constexpr std::size_t alignment = 256;
+  /// A request larger than a slab gets a slab of its size rounded up to this.
+  static constexpr std::size_t oversize_granularity = std::size_t{2} << 20;
+
+  /**
+   * @brief Sets up an empty store; no memory is taken until the first allocate.
+   * @pre pinned mode: the device's context is current on the calling thread.
+   * @throws std::invalid_argument for a bad SWAPALLOC_HOST_LIMIT (read once, here) or a
+   *         slab_bytes of 0; std::logic_error in pinned mode when no context is current;
+   *         cuda_error if the current context cannot be read.
+   */
+  explicit host_store(driver const& drv, host_store_options options = {})
+    : drv_(&drv), pinned_(options.pinned)
+  {
+    if (options.slab_bytes == 0) {
+      throw std::invalid_argument("swapalloc: host_store slab_bytes=0: a slab must hold bytes");
+    }
+    slab_bytes_ = round_up(options.slab_bytes, alignment);
+    limit_      = options.limit_bytes;
+    if (limit_ == 0) {
+      std::size_t const ram = physical_memory_bytes();
+      char const* value     = std::getenv(limit_variable);
+      if (value != nullptr) { limit_ = parse_host_limit(value, ram, limit_variable); }
+      if (limit_ == 0) { limit_ = ram / 2; }
+    }
+    if (pinned_) {
+      context_ = drv_->current_context();
+      if (context_ == nullptr) {
+        throw std::logic_error(
+          "swapalloc: host_store(pinned) needs the device's context current on the constructing "
+          "thread: pinned memory belongs to a context (cuMemHostAlloc)");
+      }
+    }
+  }
+
+  host_store(host_store const&)            = delete;
+  host_store& operator=(host_store const&) = delete;
+  host_store(host_store&&)                 = delete;
+  host_store& operator=(host_store&&)      = delete;
+
+  /// Frees every slab, best effort (a failing free is ignored: nothing else can be done).
+  /// @pre no extent is still used by a pending copy; no other thread uses the store.
+  ~host_store()
+  {
+    for (slab_record& s : slabs_) {
+      if (s.base != nullptr) { (void)free_slab(s.base); }
+    }
+    for (held_slab const& h : pending_frees_) {
+      (void)free_slab(h.base);
+    }
+  }
+
+  /**
+   * @brief `bytes` (> 0) of host memory, 256-byte aligned, counted against the budget by
+   *        its rounded size.
+   *
+   * Returns an empty extent, and counts a refusal, when the budget cannot hold it, when
+   * the driver reports CUDA_ERROR_OUT_OF_MEMORY, or (pageable mode) when the heap is out
+   * of memory: the caller decides (eviction is refused, not failed).
+   * @pre pinned mode: none about contexts (the store's own is made current if needed).
+   * @throws std::invalid_argument for 0 bytes; cuda_error if cuMemHostAlloc fails for
+   *         another reason (the store is unchanged and usable); std::bad_alloc.
+   */
+  [[nodiscard]] host_extent allocate(std::size_t bytes)
+  {
+    if (bytes == 0) {
+      throw std::invalid_argument("swapalloc: host_store::allocate(0): an extent holds bytes");
+    }
+    std::lock_guard lock(mutex_);
+    retry_pending_frees();
+    if (bytes > limit_ - used_) { return refuse(); }
+    std::size_t const rounded = round_up(bytes, alignment);  // <= limit_ - used_ + 255: no wrap
+    if (rounded > limit_ - used_) { return refuse(); }
+    for (std::size_t index = 0; index < slabs_.size(); ++index) {
+      slab_record& s = slabs_[index];
+      if (s.base == nullptr) { continue; }
+      for (auto it = s.free.begin(); it != s.free.end(); ++it) {
+        if (it->second < rounded) { continue; }
+        std::size_t const offset = it->first;
+        if (it->second == rounded) {
+          s.free.erase(it);
+        } else {
+          // Re-key the node rather than erase and insert: no allocation, nothing can throw.
+          auto node = s.free.extract(it);
+          node.key() += rounded;
+          node.mapped() -= rounded;
+          s.free.insert(std::move(node));
+        }
+        return hand_out(s, index, offset, bytes, rounded);
+      }
+    }
+    return allocate_in_new_slab(bytes, rounded);
+  }
+
+  /**
+   * @brief Gives `extent` back. A slab that becomes empty is freed at once, so its pinned
+   *        memory returns to the system.
+   *
+   * A failing cuMemFreeHost is remembered (the bytes stay counted as held) and retried at
+   * the next allocate, deallocate or shrink and at destruction; it is never thrown. An
+   * empty extent is ignored.
+   * @pre `extent` came from this store's allocate or shrink and is live. A foreign or
+   *      already freed extent is reported on stderr and aborts the process: the free
+   *      lists would otherwise hand the same memory out twice.
+   * @note Out of memory for a free-list node (only when the range has no free neighbour)
+   *       terminates the process (noexcept).
+   */
+  void deallocate(host_extent extent) noexcept
+  {
+    if (!extent) { return; }
+    std::lock_guard lock(mutex_);
+    retry_pending_frees();
+    std::size_t const rounded = round_up(extent.bytes, alignment);
+    slab_record& s            = live_slab(extent, rounded, "deallocate");
+    release_range(s.free, offset_in(s, extent), rounded);
+    s.used -= rounded;
+    used_ -= rounded;
+    if (s.used == 0) { retire(s); }
+  }
+
+  /**
+   * @brief Shrinks a live extent in place to `bytes` (<= extent.bytes), returning its
+   *        rounded tail to the store. `bytes` 0 frees the extent and returns an empty one.
+   * @pre as for deallocate; `bytes` <= extent.bytes (else reported, and the process aborts).
+   */
+  [[nodiscard]] host_extent shrink(host_extent extent, std::size_t bytes) noexcept
+  {
+    if (!extent) { return extent; }
+    if (bytes == 0) {
+      deallocate(extent);
+      return {};
+    }
+    std::lock_guard lock(mutex_);
+    retry_pending_frees();
+    std::size_t const old_rounded = round_up(extent.bytes, alignment);
+    slab_record& s                = live_slab(extent, old_rounded, "shrink");
+    if (bytes > extent.bytes) {
+      contract_violation("shrink", extent,
+                         "asks to grow it to " + std::to_string(bytes) + " bytes");
+    }
+    std::size_t const new_rounded = round_up(bytes, alignment);
+    std::size_t const tail        = old_rounded - new_rounded;
+    if (tail != 0) {
+      release_range(s.free, offset_in(s, extent) + new_rounded, tail);
+      s.used -= tail;
+      used_ -= tail;
+    }
+    extent.bytes = bytes;
+    return extent;
+  }
+
+  /// The budget: bytes of slabs the store may hold.
+  [[nodiscard]] std::size_t limit_bytes() const noexcept { return limit_; }
+
+  /// Bytes handed out, by their rounded sizes.
+  [[nodiscard]] std::size_t used_bytes() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return used_;
+  }
+
+  /// Bytes of slabs held from the driver or the heap, including slabs whose free failed
+  /// and is still to be retried.
+  [[nodiscard]] std::size_t slab_bytes_held() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return held_;
+  }
+
+  /// The most bytes ever handed out at once.
+  [[nodiscard]] std::size_t peak_used_bytes() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return peak_used_;
+  }
+
+  /// Allocate calls refused (budget, or out of memory in the driver or heap).
+  [[nodiscard]] std::size_t refusals() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return refusals_;
+  }
+
+  /// True when slabs are pinned (cuMemHostAlloc), false when pageable.
+  [[nodiscard]] bool pinned() const noexcept { return pinned_; }
+
+  /// limit - used: an upper bound of what allocate can still give (slab trimming and
+  /// fragmentation may give less).
+  [[nodiscard]] std::size_t available_bytes() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return limit_ - used_;
+  }
+
+ private:
+  // One slab. State per slab: a pointer, three sizes and one map node per free range.
+  struct slab_record {
+    std::byte* base{nullptr};  // nullptr: a vacant slot, reused by the next new slab
+    std::size_t bytes{0};
+    std::size_t used{0};                      // rounded bytes handed out from here
+    std::map<std::size_t, std::size_t> free;  // offset -> size, coalesced, ordered by offset
+  };
+  struct held_slab {
+    std::byte* base{nullptr};
+    std::size_t bytes{0};
+  };
+
+  // Makes the store's context current for the scope when the thread has another one, and
+  // puts the thread's own back afterwards. Failures are left to the driver call it guards.
+  class context_scope {
+   public:
+    context_scope(driver const& drv, CUcontext wanted) noexcept : drv_(&drv)
+    {
+      if (wanted == nullptr) { return; }
+      CUcontext current = nullptr;
+      if (drv.table().cuCtxGetCurrent(&current) != CUDA_SUCCESS || current == wanted) { return; }
+      if (drv.table().cuCtxSetCurrent(wanted) == CUDA_SUCCESS) {
+        previous_ = current;
+        switched_ = true;
+      }
+    }
+    context_scope(context_scope const&)            = delete;
+    context_scope& operator=(context_scope const&) = delete;
+    ~context_scope()
+    {
+      if (switched_) { (void)drv_->table().cuCtxSetCurrent(previous_); }
+    }
+
+   private:
+    driver const* drv_;
+    CUcontext previous_{nullptr};
+    bool switched_{false};
+  };
+
+  [[nodiscard]] static constexpr std::size_t round_up(std::size_t value,
+                                                      std::size_t multiple) noexcept
+  {
+    std::size_t const max = std::numeric_limits<std::size_t>::max() / multiple * multiple;
+    return value > max ? max : (value + multiple - 1) / multiple * multiple;
+  }
+
+  host_extent refuse() noexcept
+  {
+    ++refusals_;
+    return {};
+  }
+
+  host_extent hand_out(slab_record& s, std::size_t index, std::size_t offset, std::size_t bytes,
+                       std::size_t rounded) noexcept
+  {
+    s.used += rounded;
+    used_ += rounded;
+    peak_used_ = std::max(peak_used_, used_);
+    return {s.base + offset, bytes, static_cast<std::uint32_t>(index)};
+  }
+
+  // Called with the lock held, when no slab has room for `rounded`.
+  host_extent allocate_in_new_slab(std::size_t bytes, std::size_t rounded)
+  {
+    std::size_t const room = (limit_ - held_) / alignment * alignment;
+    std::size_t const desired =
+      rounded > slab_bytes_ ? round_up(rounded, oversize_granularity) : slab_bytes_;
+    std::size_t const size = std::min(desired, room);
+    if (size < rounded) { return refuse(); }
+
+    // Everything that can throw std::bad_alloc happens before memory is taken, so a
+    // failure leaves nothing behind: the slot, the free-list node, and a place in
+    // pending_frees_ for this slab should its free ever fail (deallocate is noexcept).
+    std::size_t index = 0;
+    while (index < slabs_.size() && slabs_[index].base != nullptr) {
+      ++index;
+    }
+    if (index > std::numeric_limits<std::uint32_t>::max()) { return refuse(); }
+    if (index == slabs_.size()) { slabs_.emplace_back(); }
+    std::map<std::size_t, std::size_t> free;
+    if (size > rounded) { free.emplace(rounded, size - rounded); }
+    pending_frees_.reserve(pending_frees_.size() + live_slabs_ + 1);
+
+    std::byte* base = nullptr;
+    if (pinned_) {
+      context_scope scope(*drv_, context_);
+      try {
+        base = static_cast<std::byte*>(drv_->host_alloc(size, 0));
+      } catch (cuda_error const& error) {
+        if (error.code() == CUDA_ERROR_OUT_OF_MEMORY) { return refuse(); }
+        throw;
+      }
+    } else {
+      base = static_cast<std::byte*>(
+        ::operator new (size, std::align_val_t{page_alignment}, std::nothrow));
+      if (base == nullptr) { return refuse(); }
+    }
+    slab_record& s = slabs_[index];
+    s.base         = base;
+    s.bytes        = size;
+    s.used         = 0;
+    s.free         = std::move(free);
+    held_ += size;
+    ++live_slabs_;
+    return hand_out(s, index, 0, bytes, rounded);
+  }
+
+  // Frees one slab's memory; false if the driver refused.
+  [[nodiscard]] bool free_slab(std::byte* base) const noexcept
+  {
+    if (!pinned_) {
+      ::operator delete (base, std::align_val_t{page_alignment});
+      return true;
+    }
+    context_scope scope(*drv_, context_);
+    return drv_->table().cuMemFreeHost(base) == CUDA_SUCCESS;
+  }
+
+  // Gives an empty slab's memory back, or queues it for a retry. Lock held.
+  void retire(slab_record& s) noexcept
+  {
+    std::byte* const base   = std::exchange(s.base, nullptr);
+    std::size_t const bytes = std::exchange(s.bytes, 0);
+    s.free.clear();
+    --live_slabs_;
+    if (free_slab(base)) {
+      held_ -= bytes;
+    } else {
+      pending_frees_.push_back({base, bytes});  // capacity reserved when the slab was made
+    }
+  }
+
+  // Retries frees that failed before. Lock held.
+  void retry_pending_frees() noexcept
+  {
+    if (pending_frees_.empty()) [[likely]] { return; }
+    auto const kept =
+      std::remove_if(pending_frees_.begin(), pending_frees_.end(), [&](held_slab const& h) {
+        if (!free_slab(h.base)) { return false; }
+        held_ -= h.bytes;
+        return true;
+      });
+    pending_frees_.erase(kept, pending_frees_.end());
+  }
+
+  [[nodiscard]] static std::size_t offset_in(slab_record const& s, host_extent extent) noexcept
+  {
+    return static_cast<std::size_t>(extent.data - s.base);
+  }
+
+  // The slab of `extent`, after checking that the extent is one the store handed out and
+  // has not taken back: inside a live slab, aligned, and overlapping no free range.
+  slab_record& live_slab(host_extent extent, std::size_t rounded, char const* call) noexcept
+  {
+    if (extent.slab >= slabs_.size() || slabs_[extent.slab].base == nullptr) {
+      contract_violation(call, extent, "names no live slab");
+    }
+    slab_record& s     = slabs_[extent.slab];
+    auto const address = reinterpret_cast<std::uintptr_t>(extent.data);
+    auto const base    = reinterpret_cast<std::uintptr_t>(s.base);
+    if (address < base || address - base >= s.bytes || (address - base) % alignment != 0 ||
+        rounded > s.bytes - (address - base)) {
+      contract_violation(call, extent, "is not inside its slab");
+    }
+    std::size_t const offset = address - base;
+    auto next                = s.free.lower_bound(offset);
+    bool const overlaps_next = next != s.free.end() && next->first < offset + rounded;
+    bool const overlaps_prev =
+      next != s.free.begin() && std::prev(next)->first + std::prev(next)->second > offset;
+    if (overlaps_next || overlaps_prev) {
+      contract_violation(call, extent, "is (partly) free already: a double free?");
+    }
+    return s;
+  }
+
+  [[noreturn]] static void contract_violation(char const* call, host_extent extent,
+                                              std::string const& problem) noexcept
+  {
+    std::fprintf(stderr, "swapalloc: host_store::%s: extent {data=%s, bytes=%zu, slab=%u} %s\n",
+                 call, hex(reinterpret_cast<std::uintptr_t>(extent.data)).c_str(), extent.bytes,
+                 static_cast<unsigned>(extent.slab), problem.c_str());
+    std::abort();
+  }
+
+  // Returns [offset, offset + size) to `free`, merging it with free neighbours. Allocates a
+  // node only when it has none (and then may throw std::bad_alloc).
+  static void release_range(std::map<std::size_t, std::size_t>& free, std::size_t offset,
+                            std::size_t size)
+  {
+    auto next = free.lower_bound(offset);
+    if (next != free.begin()) {
+      auto prev = std::prev(next);
+      if (prev->first + prev->second == offset) {
+        prev->second += size;
+        if (next != free.end() && prev->first + prev->second == next->first) {
+          prev->second += next->second;
+          free.erase(next);
+        }
+        return;
+      }
+    }
+    if (next != free.end() && offset + size == next->first) {
+      auto node  = free.extract(next);
+      node.key() = offset;
+      node.mapped() += size;
+      free.insert(std::move(node));
+      return;
+    }
+    free.emplace(offset, size);
+  }
+
+  static constexpr std::size_t page_alignment = 4096;  // pageable slabs: whole pages
+
+  driver const* drv_;
+  bool pinned_;
+  CUcontext context_{nullptr};
+  std::size_t slab_bytes_{0};
+  std::size_t limit_{0};
+
+  mutable std::mutex mutex_;  // guards everything below
+  std::vector<slab_record> slabs_;
+  std::vector<held_slab> pending_frees_;  // emptied slabs whose free failed, to retry
+  std::size_t live_slabs_{0};
+  std::size_t used_{0};
+  std::size_t held_{0};
+  std::size_t peak_used_{0};
+  std::size_t refusals_{0};
+};
+
+}  // namespace swapalloc

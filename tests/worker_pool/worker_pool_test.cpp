@@ -1,0 +1,269 @@
+// Tests of include/swapalloc/worker_pool.hpp: every task runs, in FIFO order on one
+// thread; wait() rethrows the first exception only after every task finished; flow
+// control bounds the pending count; destruction drains the queue; SWAPALLOC_WORKERS is
+// parsed strictly. CPU only: no driver is loaded.
+#include <swapalloc/worker_pool.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdlib>
+#include <mutex>
+#include <optional>
+#include <semaphore>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace swapalloc::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+/// Sets an environment variable for the scope, restoring the previous value after.
+class scoped_env {
+ public:
+  scoped_env(char const* name, char const* value) : name_(name)
+  {
+    if (char const* old = std::getenv(name)) { old_ = old; }
+    if (value != nullptr) {
+      ::setenv(name, value, 1);
+    } else {
+      ::unsetenv(name);
+    }
+  }
+  scoped_env(scoped_env const&)            = delete;
+  scoped_env& operator=(scoped_env const&) = delete;
+  ~scoped_env()
+  {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+
+ private:
+  char const* name_;
+  std::optional<std::string> old_;
+};
+
+TEST(WorkerPool, RunsEveryTask)
+{
+  worker_pool pool(4);
+  EXPECT_EQ(pool.size(), 4U);
+  task_group group;
+  std::atomic<int> ran{0};
+  std::vector<std::atomic<int>> hits(10000);
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    pool.submit(group, [&, i] {
+      hits[i].fetch_add(1);
+      ran.fetch_add(1);
+    });
+  }
+  group.wait();
+  EXPECT_EQ(ran.load(), 10000);
+  EXPECT_EQ(group.pending(), 0U);
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    ASSERT_EQ(hits[i].load(), 1) << "task " << i;
+  }
+}
+
+TEST(WorkerPool, OneThreadRunsTasksInSubmissionOrder)
+{
+  worker_pool pool(1);
+  task_group group;
+  std::vector<int> order;  // one worker: no lock needed, and TSan would say otherwise
+  for (int i = 0; i < 200; ++i) {
+    pool.submit(group, [&order, i] { order.push_back(i); });
+  }
+  group.wait();
+  ASSERT_EQ(order.size(), 200U);
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_EQ(order[static_cast<std::size_t>(i)], i);
+  }
+}
+
+TEST(WorkerPool, WaitRethrowsTheFirstExceptionAfterEveryTaskRan)
+{
+  worker_pool pool(1);  // FIFO on one thread makes "first" well defined
+  task_group group;
+  std::atomic<int> ran{0};
+  pool.submit(group, [] { throw std::runtime_error("first"); });
+  pool.submit(group, [] { throw std::logic_error("second"); });
+  for (int i = 0; i < 100; ++i) {
+    pool.submit(group, [&] {
+      std::this_thread::sleep_for(10us);
+      ran.fetch_add(1);
+    });
+  }
+  try {
+    group.wait();
+    ADD_FAILURE() << "wait() did not rethrow";
+  } catch (std::runtime_error const& error) {
+    EXPECT_STREQ(error.what(), "first");
+  }
+  EXPECT_EQ(ran.load(), 100) << "wait() rethrows only after every task finished";
+  EXPECT_EQ(group.pending(), 0U);
+
+  // The group is reusable, and the exception was reported once.
+  pool.submit(group, [&] { ran.fetch_add(1); });
+  EXPECT_NO_THROW(group.wait());
+  EXPECT_EQ(ran.load(), 101);
+}
+
+TEST(WorkerPool, ExceptionsOfSeveralThreadsReachWait)
+{
+  worker_pool pool(4);
+  task_group group;
+  for (int i = 0; i < 64; ++i) {
+    pool.submit(group, [i] {
+      if (i % 2 == 0) { throw std::runtime_error("task " + std::to_string(i)); }
+    });
+  }
+  EXPECT_THROW(group.wait(), std::runtime_error);
+  EXPECT_NO_THROW(group.wait()) << "the exception is reported once";
+}
+
+TEST(WorkerPool, WaitUntilAtMostBoundsThePendingCount)
+{
+  worker_pool pool(2);
+  task_group group;
+  std::counting_semaphore<64> gate(0);
+  for (int i = 0; i < 10; ++i) {
+    pool.submit(group, [&] { gate.acquire(); });
+  }
+  EXPECT_EQ(group.pending(), 10U) << "every task is blocked at the gate";
+  gate.release(7);
+  group.wait_until_at_most(3);
+  EXPECT_LE(group.pending(), 3U);
+  EXPECT_GE(group.pending(), 3U) << "three tasks are still at the gate";
+  gate.release(3);
+  group.wait();
+  EXPECT_EQ(group.pending(), 0U);
+
+  // As flow control: never more than 4 queued or running.
+  std::atomic<std::size_t> most{0};
+  for (int i = 0; i < 500; ++i) {
+    group.wait_until_at_most(3);
+    ASSERT_LE(group.pending(), 3U);
+    pool.submit(group, [&] {
+      std::size_t const now = group.pending();
+      std::size_t seen      = most.load();
+      while (now > seen && !most.compare_exchange_weak(seen, now)) {}
+    });
+  }
+  group.wait();
+  EXPECT_LE(most.load(), 4U);
+}
+
+TEST(WorkerPool, WaitUntilAtMostDoesNotRethrow)
+{
+  worker_pool pool(1);
+  task_group group;
+  pool.submit(group, [] { throw std::runtime_error("kept for wait"); });
+  EXPECT_NO_THROW(group.wait_until_at_most(0));
+  EXPECT_THROW(group.wait(), std::runtime_error);
+}
+
+TEST(WorkerPool, DestructionDrainsTheQueue)
+{
+  task_group group;  // outlives the pool
+  std::atomic<int> ran{0};
+  {
+    worker_pool pool(1);
+    for (int i = 0; i < 100; ++i) {
+      pool.submit(group, [&] {
+        std::this_thread::sleep_for(100us);
+        ran.fetch_add(1);
+      });
+    }
+    EXPECT_GT(group.pending(), 0U) << "work is still queued when the pool goes";
+  }
+  EXPECT_EQ(ran.load(), 100);
+  EXPECT_EQ(group.pending(), 0U);
+  group.wait();
+}
+
+TEST(WorkerPool, TasksMaySubmitMoreWork)
+{
+  worker_pool pool(2);
+  task_group group;
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 10; ++i) {
+    pool.submit(group, [&] {
+      ran.fetch_add(1);
+      pool.submit(group, [&] { ran.fetch_add(1); });
+    });
+  }
+  // A child is counted before its parent finishes, so wait() sees it.
+  group.wait();
+  EXPECT_EQ(ran.load(), 20);
+}
+
+TEST(WorkerPool, GroupDestructionWaitsForItsTasks)
+{
+  worker_pool pool(2);
+  std::atomic<int> ran{0};
+  {
+    task_group group;
+    for (int i = 0; i < 20; ++i) {
+      pool.submit(group, [&] {
+        std::this_thread::sleep_for(200us);
+        ran.fetch_add(1);
+      });
+    }
+  }
+  EXPECT_EQ(ran.load(), 20);
+}
+
+TEST(WorkerPool, RejectsZeroThreadsAndEmptyTasks)
+{
+  EXPECT_THROW(worker_pool(0), std::invalid_argument);
+  worker_pool pool(1);
+  task_group group;
+  EXPECT_THROW(pool.submit(group, std::function<void()>{}), std::invalid_argument);
+  EXPECT_EQ(group.pending(), 0U);
+}
+
+TEST(WorkerCount, ComesFromSwapallocWorkersOrTheCores)
+{
+  {
+    scoped_env env(workers_variable, "3");
+    EXPECT_EQ(default_worker_count(), 3U);
+  }
+  {
+    scoped_env env(workers_variable, "256");
+    EXPECT_EQ(default_worker_count(), 256U);
+  }
+  {
+    scoped_env env(workers_variable, nullptr);
+    std::size_t const n     = default_worker_count();
+    std::size_t const cores = std::thread::hardware_concurrency();
+    EXPECT_GE(n, 1U);
+    EXPECT_LE(n, 8U);
+    if (cores > 1 && cores <= 9) { EXPECT_EQ(n, cores - 1); }
+  }
+  {
+    scoped_env env(workers_variable, "");
+    EXPECT_GE(default_worker_count(), 1U) << "empty means unset";
+  }
+  for (char const* bad : {"0", "257", "-1", "x", "4x", " 4", "1.5", "99999999999999999999999"}) {
+    scoped_env env(workers_variable, bad);
+    try {
+      (void)default_worker_count();
+      ADD_FAILURE() << "accepted SWAPALLOC_WORKERS=\"" << bad << "\"";
+    } catch (std::invalid_argument const& error) {
+      std::string const message = error.what();
+      EXPECT_NE(message.find("SWAPALLOC_WORKERS=\"" + std::string(bad) + "\""), std::string::npos)
+        << message;
+      EXPECT_NE(message.find("1 to 256"), std::string::npos) << message;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace swapalloc::testing
