@@ -17,6 +17,11 @@
  *   with the device's memory and a table of its pools.
  * - **Misuse** (unknown pointer, double free, wrong size, device or stream) throws
  *   `usage_error` naming the pointer and what it is, counts it, and changes nothing.
+ * - **Swap tier.** `evict(pool, device)` moves a pool's live bytes to the host store
+ *   (transfer.hpp) and frees its device pages; `restore` brings them back at the same
+ *   addresses. An evicted pool stays usable: a free drops the host copy of pages left
+ *   without data, an allocation maps fresh pages, destroying it frees its host memory.
+ *   GPU work must not touch a pool while it is evicted (DESIGN §6).
  *
  * Costs: the hot path — `allocate` of a size freed before on the same stream and pool,
  * and `deallocate` of a block without `record_stream` — makes no driver call and no
@@ -33,7 +38,9 @@
 #include <swapalloc/block_cache.hpp>
 #include <swapalloc/driver.hpp>
 #include <swapalloc/pool.hpp>
+#include <swapalloc/pool_image.hpp>
 #include <swapalloc/scope_stack.hpp>
+#include <swapalloc/transfer.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -47,6 +54,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -57,14 +65,38 @@ namespace swapalloc {
 
 /// Per-pool settings; 0 takes the allocator's default.
 struct pool_options {
-  std::size_t capacity{0};   ///< bytes of addresses reserved per device
-  std::size_t page_size{0};  ///< bytes per page: a multiple of the allocation granularity
+  std::size_t capacity{0};             ///< bytes of addresses reserved per device
+  std::size_t page_size{0};            ///< bytes per page: a multiple of the allocation granularity
+  bool evictable{true};                ///< false: evict refuses it (the default pool never is)
+  dtype_hint dtype{dtype_hint::none};  ///< picks the codec; none: sampled at first eviction
+  std::optional<codec_id> codec;       ///< forces a codec (tests, benchmarks)
+  bool read_only{false};               ///< see allocator::set_read_only
 };
 
 /// Allocator-wide defaults; 0: capacity = the device's memory, page size = granularity.
 struct allocator_options {
   std::size_t capacity{0};
   std::size_t page_size{0};
+  host_store_options host;  ///< the host store of each device (SWAPALLOC_HOST_LIMIT)
+  std::size_t workers{0};   ///< compression threads; 0: default_worker_count()
+  transfer_options transfer;
+};
+
+/// What `allocator::evict` did.
+struct evict_result {
+  std::size_t released_bytes{0};  ///< device memory given back (whole pages)
+  std::size_t pages_copied{0};    ///< pages whose live bytes went to the host store
+  std::size_t pages_unmapped{0};  ///< pages released without a copy
+  std::size_t pages_kept{0};      ///< pages left resident: the host budget was short
+  std::size_t live_bytes{0};      ///< live bytes copied out
+  std::size_t bytes_copied{0};    ///< bytes moved over the link (live bytes, small gaps)
+  std::string refused;            ///< why pages were kept; empty when none were
+};
+
+/// What `allocator::restore` did.
+struct restore_result {
+  std::size_t pages{0};
+  std::size_t bytes_copied{0};
 };
 
 namespace detail {
@@ -125,7 +157,9 @@ class allocator {
     for (int ordinal = 0; ordinal < count; ++ordinal) {
       devices_.push_back(std::make_unique<device_state>(ordinal, drv.device(ordinal)));
     }
-    pools_.push_back(pool_entry{"default", {}, true});
+    pool_options never_evicted;
+    never_evicted.evictable = false;  // DESIGN §6: the default pool is not evictable
+    pools_.push_back(pool_entry{"default", never_evicted, true});
   }
 
   allocator(allocator const&)            = delete;
@@ -146,6 +180,9 @@ class allocator {
         for (CUevent event : state->idle_events) {
           (void)driver_->table().cuEventDestroy(event);
         }
+        state->images.clear();  // waits for compression jobs, gives host memory back
+        state->engine.reset();
+        state->store.reset();
         state->pools.clear();
       } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports nothing
       }
@@ -230,6 +267,7 @@ class allocator {
       if (state->pool(id) == nullptr) { continue; }
       detail::context_scope const current(*driver_, state->context);
       driver_->synchronize_context();
+      if (id < state->images.size()) { state->images[id].reset(); }  // its host memory too
       state->pools[id].reset();
     }
     std::lock_guard const lock(registry_mutex_);
@@ -313,6 +351,10 @@ class allocator {
     }
     state.live.erase(ptr);
     device_pool& pool = *state.pools[owner];
+    if (pool.evicted_pages() != 0 && pool.touches_evicted(*freed)) [[unlikely]] {
+      deallocate_evicted(state, pool, owner, freed);
+      return;
+    }
     if (freed->used_by.empty()) {  // hot path
       pool.deallocate(freed);
       return;
@@ -355,6 +397,132 @@ class allocator {
     return release_cached(&id);
   }
 
+  // ---------------------------------------------------------------- swap tier
+
+  /**
+   * @brief Evicts pool `id` on `device`: waits for the device's work, copies the live
+   *        bytes of its pages to the host store, and unmaps them. Pages without live bytes
+   *        are only unmapped. Page by page, from the pages without data, until at least
+   *        `bytes` are released (default: every page).
+   * @return what was done. Pages the host budget cannot hold stay resident; `refused`
+   *         says so (also logged to stderr), and nothing already stored is dropped.
+   * @throws usage_error (not_evictable) for the default pool, a pool created with
+   *         `evictable = false`, or a pinned pool; (bad_pool, bad_device) for bad ids.
+   * @throws cuda_error from a failing driver call: pages not yet released stay resident
+   *         and usable, the released ones are evicted and restorable.
+   * @pre no GPU work will touch the pool until it is restored (DESIGN §6).
+   */
+  evict_result evict(pool_id id, int device, std::size_t bytes = SIZE_MAX)
+  {
+    pool_entry const entry = entry_of(id, "evict");
+    std::string const why =
+      id == default_pool         ? "it is the default pool"
+      : !entry.options.evictable ? "it was created with evictable = false"
+      : entry.pins != 0 ? "it is pinned (" + std::to_string(entry.pins) + " pins: it is in use)"
+                        : std::string();
+    if (!why.empty()) {
+      throw misuse(usage_error_kind::not_evictable,
+                   "evict(pool '" + entry.name + "'): refused, " + why);
+    }
+    device_state& state = state_of(device, "evict");
+    std::lock_guard const lock(state.mutex);
+    device_pool* const pool = state.pool(id);
+    if (pool == nullptr || state.context == nullptr) { return {}; }
+    detail::context_scope const current(*driver_, state.context);
+    synchronize_device(state);
+    pool_image& image = image_for(state, id, *pool);
+    drop_stale_copies(*pool, image);
+    pool->prepare_swap();
+    std::vector<std::size_t> pages;
+    for (int pass = 0; pass < 2; ++pass) {  // pages without data first: no copy to make
+      for (std::size_t page = 0; page < pool->page_count(); ++page) {
+        if (pool->page(page) == page_state::resident &&
+            (pool->page_users(page) == 0) == (pass == 0)) {
+          pages.push_back(page);
+        }
+      }
+    }
+    std::size_t const wanted = (bytes / pool->page_size()) + (bytes % pool->page_size() != 0);
+    if (pages.size() > wanted) { pages.resize(wanted); }
+    evict_outcome const done = state.engine->evict(
+      *pool, image, pages, codec_choice{entry.options.dtype, entry.options.codec});
+    return evict_result{(done.pages_copied + done.pages_unmapped) * pool->page_size(),
+                        done.pages_copied,
+                        done.pages_unmapped,
+                        done.pages_kept,
+                        done.live_bytes,
+                        done.bytes_copied,
+                        done.refused};
+  }
+
+  /**
+   * @brief Restores every evicted page of pool `id` on `device` at its address, verifying
+   *        each chunk's checksum, and makes `stream` (if not null) wait for the copies.
+   *        The copies are complete when it returns. A read-only pool keeps its host copy.
+   * @throws usage_error (bad_pool, bad_device) for bad ids.
+   * @throws cuda_error (e.g. out of memory mapping a page) or restore_error (a checksum
+   *         mismatch, naming the pool and chunk): the pool stays evicted, every host copy
+   *         intact, and a later restore can succeed.
+   */
+  restore_result restore(pool_id id, int device, CUstream stream = nullptr)
+  {
+    pool_entry const entry = entry_of(id, "restore");
+    device_state& state    = state_of(device, "restore");
+    std::lock_guard const lock(state.mutex);
+    device_pool* const pool = state.pool(id);
+    if (pool == nullptr || pool->evicted_pages() == 0) { return {}; }
+    detail::context_scope const current(*driver_, state.context);
+    std::vector<std::size_t> pages;
+    for (std::size_t page = 0; page < pool->page_count(); ++page) {
+      if (pool->page(page) == page_state::evicted) { pages.push_back(page); }
+    }
+    restore_outcome const done =
+      state.engine->restore(*pool, *state.images[id], pages, entry.options.read_only, stream);
+    return restore_result{done.pages, done.bytes_copied};
+  }
+
+  /**
+   * @brief Declares pool `id`'s data read-only (weights after loading) or not. A read-only
+   *        pool keeps its host copy after a restore, so evicting an unchanged page again is
+   *        an unmap only; an allocation on a page ends that for the page.
+   * @pre while read-only, no GPU work writes into the pool's live blocks.
+   */
+  void set_read_only(pool_id id, bool read_only)
+  {
+    std::lock_guard const lock(registry_mutex_);
+    pools_[live_index(id, "set_read_only")].options.read_only = read_only;
+  }
+
+  /// Pins pool `id`: evict refuses it until as many `unpin_pool` calls (DESIGN §6).
+  void pin_pool(pool_id id)
+  {
+    std::lock_guard const lock(registry_mutex_);
+    ++pools_[live_index(id, "pin_pool")].pins;
+  }
+  /// Undoes one `pin_pool`. @throws usage_error (bad_pool) if the pool is not pinned.
+  void unpin_pool(pool_id id)
+  {
+    std::lock_guard const lock(registry_mutex_);
+    pool_entry& entry = pools_[live_index(id, "unpin_pool")];
+    if (entry.pins == 0) {
+      throw misuse(usage_error_kind::bad_pool, "unpin_pool('" + entry.name + "'): not pinned");
+    }
+    --entry.pins;
+  }
+
+  /// Waits until the compression behind the evictions of pool `id` has finished (the
+  /// statistics' host bytes are then final). Thread safety: any thread.
+  void wait_for_compression(pool_id id)
+  {
+    require_pool(id, "wait_for_compression");
+    for (auto& state : devices_) {
+      std::lock_guard const lock(state->mutex);
+      if (id < state->images.size() && state->images[id] != nullptr) {
+        state->images[id]->jobs().wait();
+      }
+    }
+  }
+
   // ---------------------------------------------------------------- statistics
 
   /// Counters of pool `id` on `device`. @throws usage_error for a bad id or device.
@@ -363,8 +531,7 @@ class allocator {
     require_pool(id, "stats");
     device_state& state = state_of(device, "stats");
     std::lock_guard const lock(state.mutex);
-    device_pool const* const pool = state.pool(id);
-    return pool == nullptr ? pool_stats{} : pool->stats();
+    return counters_of(state, id);
   }
 
   /// Counters of every pool on `device`, summed.
@@ -373,8 +540,8 @@ class allocator {
     device_state& state = state_of(device, "device_stats");
     std::lock_guard const lock(state.mutex);
     pool_stats total;
-    for (auto const& pool : state.pools) {
-      if (pool != nullptr) { total += pool->stats(); }
+    for (std::size_t id = 0; id < state.pools.size(); ++id) {
+      if (state.pools[id] != nullptr) { total += counters_of(state, static_cast<pool_id>(id)); }
     }
     return total;
   }
@@ -400,7 +567,7 @@ class allocator {
       pool_stats total;
       for (std::size_t id = 0; id < state->pools.size(); ++id) {
         if (state->pools[id] == nullptr) { continue; }
-        pool_stats const counters = state->pools[id]->stats();
+        pool_stats const counters = counters_of(*state, static_cast<pool_id>(id));
         nlohmann::json entry      = to_json(counters);
         entry["id"]               = id;
         entry["name"]             = state->pools[id]->name();
@@ -451,6 +618,7 @@ class allocator {
     std::string name;
     pool_options options;
     bool alive;
+    std::size_t pins{0};
   };
   struct live_block {
     block* freed{nullptr};  // the block, named for its use at free
@@ -478,6 +646,10 @@ class allocator {
     std::vector<CUevent> idle_events;
     std::deque<waiting_event> pending;  // in record order
     std::vector<live_block> unsynced;   // freed blocks waiting for a synchronization
+    // The swap tier, created at the device's first eviction.
+    std::unique_ptr<host_store> store;
+    std::unique_ptr<transfer_engine> engine;
+    std::vector<std::unique_ptr<pool_image>> images;  // by pool_id
   };
 
   /// Hot path: one compare (a negative ordinal wraps to a huge index) and a load.
@@ -496,6 +668,87 @@ class allocator {
                  std::string(function) + "(device=" + std::to_string(device) + "): expected 0 to " +
                    std::to_string(devices_.size()) +
                    " (exclusive), the devices the driver reports");
+  }
+
+  /// A copy of pool `id`'s registry entry. @throws usage_error (bad_pool) if none.
+  [[nodiscard]] pool_entry entry_of(pool_id id, char const* function) const
+  {
+    std::lock_guard const lock(registry_mutex_);
+    return live_entry_of(id, function);
+  }
+
+  /// `id` as an index of a live pool. @pre registry_mutex_ is held.
+  [[nodiscard]] std::size_t live_index(pool_id id, char const* function) const
+  {
+    (void)live_entry_of(id, function);
+    return id;
+  }
+
+  /// Pool `id`'s counters on a device, with its host bytes. @pre state.mutex is held.
+  [[nodiscard]] static pool_stats counters_of(device_state const& state, pool_id id)
+  {
+    device_pool const* const pool = state.pool(id);
+    if (pool == nullptr) { return {}; }
+    pool_stats counters = pool->stats();
+    if (id < state.images.size() && state.images[id] != nullptr) {
+      counters.host_bytes = state.images[id]->host_bytes();
+    }
+    return counters;
+  }
+
+  /// The image of pool `id`, creating the device's swap machinery at first use.
+  /// @pre state.mutex is held, the context current.
+  pool_image& image_for(device_state& state, pool_id id, device_pool const& pool)
+  {
+    if (state.store == nullptr) {
+      {
+        std::lock_guard const lock(registry_mutex_);
+        if (workers_ == nullptr) {
+          workers_ = std::make_unique<worker_pool>(options_.workers != 0 ? options_.workers
+                                                                         : default_worker_count());
+        }
+      }
+      auto store = std::make_unique<host_store>(*driver_, options_.host);
+      state.engine =
+        std::make_unique<transfer_engine>(*driver_, *store, *workers_, options_.transfer);
+      state.store = std::move(store);
+    }
+    if (state.images.size() <= id) { state.images.resize(id + 1); }
+    if (state.images[id] == nullptr) {
+      state.images[id] = std::make_unique<pool_image>(*state.store, pool.page_count());
+    }
+    return *state.images[id];
+  }
+
+  /// Drops the host copies that no longer match their pages: pages that took new data
+  /// since a read-only restore, and pages unmapped since (released as idle).
+  /// @pre state.mutex is held.
+  static void drop_stale_copies(device_pool& pool, pool_image& image)
+  {
+    image.jobs().wait();
+    for (std::size_t const page : pool.take_dirtied()) {
+      image.drop(page);
+    }
+    if (image.copies() == 0) { return; }
+    for (std::size_t page = 0; page < pool.page_count(); ++page) {
+      if (pool.page(page) == page_state::unmapped && image.find(page) != nullptr) {
+        pool.clear_clean(page);
+        image.drop(page);
+      }
+    }
+  }
+
+  /// Frees a block that lies on an evicted page: no restore; a page left without data
+  /// loses its host copy. @pre state.mutex is held.
+  void deallocate_evicted(device_state& state, device_pool& pool, pool_id owner, block* freed)
+  {
+    pool_image& image = *state.images[owner];
+    image.jobs().wait();  // a dropped copy must have no compression job left
+    std::vector<std::size_t> dropped;
+    pool.deallocate_evicted(freed, dropped);
+    for (std::size_t const page : dropped) {
+      image.drop(page);
+    }
   }
 
   /// Throws usage_error (bad_pool) unless pool `id` exists; `function` names the caller.
@@ -723,12 +976,7 @@ class allocator {
   /// @pre state.mutex is held and the device's context is current.
   std::size_t release_device_cache(device_state& state, pool_id const* only)
   {
-    wait_for_events(state);
-    driver_->synchronize_context();
-    for (live_block const& parked : state.unsynced) {
-      finish_one_wait(state, parked.freed, parked.pool);
-    }
-    state.unsynced.clear();
+    synchronize_device(state);
     std::size_t released = 0;
     std::exception_ptr first_error;
     for (std::size_t id = 0; id < state.pools.size(); ++id) {
@@ -739,8 +987,25 @@ class allocator {
         if (!first_error) { first_error = std::current_exception(); }
       }
     }
+    for (std::size_t id = 0; id < state.images.size(); ++id) {  // copies of released pages
+      if (state.images[id] != nullptr && state.pools[id] != nullptr) {
+        drop_stale_copies(*state.pools[id], *state.images[id]);
+      }
+    }
     if (first_error) { std::rethrow_exception(first_error); }
     return released;
+  }
+
+  /// Waits for the pending events and the device's work; held blocks become reusable.
+  /// @pre state.mutex is held and the device's context is current.
+  void synchronize_device(device_state& state)
+  {
+    wait_for_events(state);
+    driver_->synchronize_context();
+    for (live_block const& parked : state.unsynced) {
+      finish_one_wait(state, parked.freed, parked.pool);
+    }
+    state.unsynced.clear();
   }
 
   /// The live block at `ptr`. If there is none, unlocks `lock` (the diagnosis locks every
@@ -805,11 +1070,16 @@ class allocator {
             {"allocations", s.allocations},
             {"frees", s.frees},
             {"cached_free_bytes", s.cached_free_bytes},
-            {"largest_free_block", s.largest_free_block}};
+            {"largest_free_block", s.largest_free_block},
+            {"evicted_bytes", s.evicted_bytes},
+            {"host_bytes", s.host_bytes},
+            {"evictions", s.evictions},
+            {"restores", s.restores}};
   }
 
   driver const* driver_;
   allocator_options options_;
+  std::unique_ptr<worker_pool> workers_;  // created at the first eviction; outlives devices_
   std::vector<std::unique_ptr<device_state>> devices_;
   mutable std::mutex registry_mutex_;
   std::vector<pool_entry> pools_;  // by pool_id; guarded by registry_mutex_

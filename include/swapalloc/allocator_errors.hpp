@@ -42,14 +42,15 @@ enum class usage_error_kind : std::uint8_t {
   wrong_stream,      ///< freed with a stream other than its allocation stream
   bad_device,        ///< a device ordinal out of range
   bad_pool,          ///< a pool id or name that does not exist, or a pool still in use
+  not_evictable,     ///< evict of the default pool, a non-evictable pool, or a pinned one
 };
-inline constexpr std::size_t usage_error_kinds = 8;
+inline constexpr std::size_t usage_error_kinds = 9;
 
 [[nodiscard]] constexpr char const* to_string(usage_error_kind kind) noexcept
 {
   constexpr std::array<char const*, usage_error_kinds> names{
-    "unknown_pointer", "double_free",  "interior_pointer", "wrong_size",
-    "wrong_device",    "wrong_stream", "bad_device",       "bad_pool"};
+    "unknown_pointer", "double_free", "interior_pointer", "wrong_size",   "wrong_device",
+    "wrong_stream",    "bad_device",  "bad_pool",         "not_evictable"};
   return names[static_cast<std::size_t>(kind)];
 }
 

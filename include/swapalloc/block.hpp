@@ -42,7 +42,11 @@ inline constexpr stream_tag any_stream = 0;
 {
   return reinterpret_cast<std::uintptr_t>(stream) + 1;
 }
-/// The stream of a tag other than `any_stream`.
+/// The tag of free blocks on evicted pages: no request carries it, so they are never handed
+/// out. An evicted page's free bytes wait for its restore, and allocating in an evicted
+/// pool maps fresh pages instead (DESIGN §6). No stream has this address plus one.
+inline constexpr stream_tag parked_tag = ~stream_tag{0};
+/// The stream of a tag other than `any_stream` and `parked_tag`.
 [[nodiscard]] inline CUstream stream_of(stream_tag tag) noexcept
 {
   return reinterpret_cast<CUstream>(tag - 1);  // NOLINT(performance-no-int-to-ptr)

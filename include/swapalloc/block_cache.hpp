@@ -28,6 +28,10 @@
  * then passes it to `cache`). Page *users* count the non-free blocks touching a page: a
  * resident page with no users holds no data and may be released.
  *
+ * - **Evicted pages** (the swap tier) keep their allocated blocks; the free space on them
+ *   is *parked* (`parked_tag`, split at page boundaries by `repark`), so no request lands
+ *   on a page whose other bytes live in host memory.
+ *
  * Thread safety: none. The pool's owner (one device's allocator state) serializes calls.
  */
 #pragma once
@@ -87,6 +91,8 @@ class block_cache {
   }
   /// Pages in state `resident`.
   [[nodiscard]] std::size_t resident_pages() const noexcept { return resident_pages_; }
+  /// Pages in state `evicted`.
+  [[nodiscard]] std::size_t evicted_pages() const noexcept { return evicted_pages_; }
   /// Blocks in bins.
   [[nodiscard]] std::size_t cached_blocks() const noexcept { return cached_blocks_; }
 
@@ -191,7 +197,7 @@ class block_cache {
     // In address order: each free block, untagged, merges with the untagged free block
     // before it (already processed); the one after it merges in on its own turn.
     for (block* current = first_; current != nullptr; current = current->next) {
-      if (current->state != block_state::free) { continue; }
+      if (current->state != block_state::free || current->tag == parked_tag) { continue; }
       index_.erase(current);
       current->tag = any_stream;
       current      = insert_coalesced(current);
@@ -216,13 +222,94 @@ class block_cache {
       [](page_info const& p) { return p.state == page_state::resident && p.users == 0; }, visit);
   }
 
-  /// Sets the state of pages [first, first + count).
+  /// Sets the state of pages [first, first + count). A change to or from `evicted` must be
+  /// followed by `repark` before the next `take`.
   void set_pages(std::size_t first, std::size_t count, page_state state) noexcept
   {
     for (std::size_t index = first; index < first + count; ++index) {
-      if (pages_[index].state == page_state::resident) { --resident_pages_; }
-      if (state == page_state::resident) { ++resident_pages_; }
+      resident_pages_ -= pages_[index].state == page_state::resident ? 1 : 0;
+      evicted_pages_ -= pages_[index].state == page_state::evicted ? 1 : 0;
+      resident_pages_ += state == page_state::resident ? 1 : 0;
+      evicted_pages_ += state == page_state::evicted ? 1 : 0;
       pages_[index].state = state;
+    }
+  }
+
+  /**
+   * @brief Parks the free space on evicted pages and frees the parked space on pages that
+   *        are no longer evicted, splitting free blocks where a page boundary separates
+   *        the two. Un-parked space serves any stream (@pre the device was synchronized
+   *        since the page was evicted: it was, for the copies). Cost: a walk over blocks.
+   * A cached block is never on an evicted page (eviction flushes the bins first), so the
+   * bins need no change.
+   */
+  void repark()
+  {
+    // A changed block is examined again: coalescing may have merged in a neighbour that
+    // still needs a split. It ends: a block is passed over once uniform and tagged.
+    for (block* current = first_; current != nullptr;) {
+      if (current->state != block_state::free) {
+        current = current->next;
+        continue;
+      }
+      bool const was_parked = current->tag == parked_tag;
+      auto const tag_for    = [&](bool evicted) {
+        return evicted ? parked_tag : (was_parked ? any_stream : current->tag);
+      };
+      bool const evicted_first = pages_[first_page(*current)].state == page_state::evicted;
+      std::size_t split        = first_page(*current) + 1;
+      while (split <= last_page(*current) &&
+             (pages_[split].state == page_state::evicted) == evicted_first) {
+        ++split;
+      }
+      stream_tag const wanted = tag_for(evicted_first);
+      if (split > last_page(*current) && wanted == current->tag) {
+        current = current->next;
+        continue;
+      }
+      index_.erase(current);
+      if (split <= last_page(*current)) {  // the rest differs: it gets the other tag now,
+        block* const rest = new_block();   // so the merge below cannot undo the split
+        rest->offset      = split * page_size_;
+        rest->size        = current->end() - rest->offset;
+        rest->kind        = current->kind;
+        rest->tag         = tag_for(!evicted_first);
+        link_after(current, rest);
+        current->size = rest->offset - current->offset;
+        index_.insert(rest);
+      }
+      current->tag = wanted;
+      current      = insert_coalesced(current);
+    }
+    // New blocks grow from end(): if it lies inside an evicted page, the rest of that page
+    // is parked too, so growth starts on a fresh page. (A small page always ends on a page
+    // boundary, so the pad, large, shares its page with large blocks only.)
+    if (end_ % page_size_ != 0 && pages_[end_ / page_size_].state == page_state::evicted) {
+      block* const pad = append((end_ / page_size_ + 1) * page_size_ - end_, parked_tag);
+      insert_coalesced(pad);
+    }
+  }
+
+  /// Calls `visit(page, offset, bytes)` for each part of an allocated block's requested
+  /// bytes on pages [first, first + count), in address order: the bytes that are data
+  /// (the rounding at a block's end is not).
+  template <typename Visitor>
+  void for_each_live_range(std::size_t first, std::size_t count, Visitor&& visit) const
+  {
+    std::size_t const start = first * page_size_;
+    std::size_t const stop  = (first + count) * page_size_;
+    for (block const* current = first_; current != nullptr && current->offset < stop;
+         current              = current->next) {
+      std::size_t const data_end = current->offset + current->requested;
+      if (data_end <= start || current->state != block_state::allocated) { continue; }
+      std::size_t position  = current->offset > start ? current->offset : start;
+      std::size_t const end = data_end < stop ? data_end : stop;
+      while (position < end) {
+        std::size_t const page_end = (position / page_size_ + 1) * page_size_;
+        std::size_t const piece    = (page_end < end ? page_end : end) - position;
+        visit(position / page_size_, position, piece);
+        position += piece;
+      }
     }
   }
 
@@ -334,11 +421,27 @@ class block_cache {
           mergeable(*previous, *current)) {
         return "uncoalesced free neighbours" + where;
       }
+      if (current->state == block_state::free) {
+        for (std::size_t p = first_page(*current); p <= last_page(*current); ++p) {
+          if ((pages_[p].state == page_state::evicted) != (current->tag == parked_tag)) {
+            return "free block parked on a page that is not evicted, or not parked on an "
+                   "evicted one" +
+                   where;
+          }
+        }
+      }
       if (current->state != block_state::free) {
         for (std::size_t p = first_page(*current); p <= last_page(*current); ++p) {
           ++users[p];
-          if (current->state != block_state::cached && pages_[p].state != page_state::resident) {
+          page_state const state = pages_[p].state;
+          bool const usable =
+            state == page_state::resident ||
+            (state == page_state::evicted && current->state == block_state::allocated);
+          if (current->state != block_state::cached && !usable) {
             return "block on a non-resident page" + where;
+          }
+          if (current->state == block_state::cached && state == page_state::evicted) {
+            return "cached block on an evicted page" + where;
           }
         }
       }
@@ -361,11 +464,14 @@ class block_cache {
     if (!wrong.empty()) { return wrong; }
     if (binned != cached_blocks_) { return "cached block count"; }
     std::size_t resident = 0;
+    std::size_t evicted  = 0;
     for (std::size_t p = 0; p < pages_.size(); ++p) {
       if (users[p] != pages_[p].users) { return "user count of page " + std::to_string(p); }
       resident += pages_[p].state == page_state::resident ? 1 : 0;
+      evicted += pages_[p].state == page_state::evicted ? 1 : 0;
     }
     if (resident != resident_pages_) { return "resident page count"; }
+    if (evicted != evicted_pages_) { return "evicted page count"; }
     return {};
   }
 
@@ -674,6 +780,7 @@ class block_cache {
   std::size_t page_size_;
   std::vector<page_info> pages_;
   std::size_t resident_pages_{0};
+  std::size_t evicted_pages_{0};
   std::size_t end_{0};
   block* first_{nullptr};
   block* last_{nullptr};

@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +43,10 @@ struct pool_stats {
   std::size_t frees{0};
   std::size_t cached_free_bytes{0};   ///< reserved but not allocated
   std::size_t largest_free_block{0};  ///< largest free run on resident pages
+  std::size_t evicted_bytes{0};       ///< pages whose live bytes are in host memory
+  std::size_t host_bytes{0};          ///< host memory holding the pool's pages (stored)
+  std::size_t evictions{0};           ///< pages evicted (copied out, or unmapped only)
+  std::size_t restores{0};            ///< pages restored
 
   /// Adds `other` field by field (peaks add too: a bound for the total).
   pool_stats& operator+=(pool_stats const& other) noexcept
@@ -56,6 +61,10 @@ struct pool_stats {
     frees += other.frees;
     cached_free_bytes += other.cached_free_bytes;
     largest_free_block = std::max(largest_free_block, other.largest_free_block);
+    evicted_bytes += other.evicted_bytes;
+    host_bytes += other.host_bytes;
+    evictions += other.evictions;
+    restores += other.restores;
     return *this;
   }
 };
@@ -208,6 +217,129 @@ class device_pool {
     return released;
   }
 
+  // ------------------------------------------------------------ swap tier (transfer.hpp)
+
+  /// Pages in state `evicted`. Cost: a load (the deallocate path tests it).
+  [[nodiscard]] std::size_t evicted_pages() const noexcept { return blocks_.evicted_pages(); }
+  [[nodiscard]] std::size_t page_count() const noexcept { return blocks_.page_count(); }
+  [[nodiscard]] page_state page(std::size_t index) const noexcept { return blocks_.page(index); }
+  [[nodiscard]] std::uint32_t page_users(std::size_t index) const noexcept
+  {
+    return blocks_.page_users(index);
+  }
+  /// The device address of page `index`.
+  [[nodiscard]] CUdeviceptr page_address(std::size_t index) const noexcept
+  {
+    return range_.base() + index * blocks_.page_size();
+  }
+
+  /// Makes every free block reusable by any stream and coalesces, so that the free space
+  /// of the pages about to be evicted can be parked. @pre the device was synchronized.
+  void prepare_swap()
+  {
+    blocks_.flush_bins();
+    blocks_.forget_streams();
+  }
+
+  /// Calls `visit(page, offset, bytes)` for each live byte range on pages [first, first +
+  /// count): the parts of allocated blocks, in address order, split at page boundaries.
+  template <typename Visitor>
+  void for_each_live_range(std::size_t first, std::size_t count, Visitor&& visit) const
+  {
+    blocks_.for_each_live_range(first, count, std::forward<Visitor>(visit));
+  }
+
+  /**
+   * @brief Maps a fresh page at page `index` (state `unmapped` or `evicted`) and makes it
+   *        resident. Follow with `repark` once the pages of an operation are done.
+   * @throws cuda_error from map_pages; the page keeps its state then.
+   */
+  void map_page(std::size_t index)
+  {
+    map_pages(*driver_, page_address(index), blocks_.page_size(), 1, device_);
+    blocks_.set_pages(index, 1, page_state::resident);
+    note_reserved();
+  }
+
+  /**
+   * @brief Unmaps resident page `index` (freeing its memory) and gives it state `after`
+   *        (`evicted` when its live bytes are in host memory, else `unmapped`). Follow with
+   *        `repark`. @pre the work that used the page has completed.
+   * @throws cuda_error if cuMemUnmap fails; the page stays resident then.
+   */
+  void unmap_page(std::size_t index, page_state after)
+  {
+    driver_->check(
+      driver_->table().cuMemUnmap(page_address(index), blocks_.page_size()), "cuMemUnmap", [&] {
+        return "ptr=" + hex(page_address(index)) + ", size=" + std::to_string(blocks_.page_size()) +
+               " (pool '" + name_ + "'); that page stays resident";
+      });
+    blocks_.set_pages(index, 1, after);
+  }
+
+  /// Parks the free space of evicted pages, un-parks the rest (block_cache::repark).
+  void repark() { blocks_.repark(); }
+
+  /**
+   * @brief Frees a block of which some page is evicted: it becomes free space there (parked
+   *        until the page is restored). An evicted page left without any live block holds
+   *        no data any more: it becomes `unmapped` and its index is appended to `dropped`,
+   *        so that the caller frees its host copy. No driver call.
+   */
+  void deallocate_evicted(block* freed, std::vector<std::size_t>& dropped)
+  {
+    count_free(*freed);
+    std::size_t const first = freed->offset / blocks_.page_size();
+    std::size_t const last  = (freed->end() - 1) / blocks_.page_size();
+    blocks_.release(freed);
+    for (std::size_t index = first; index <= last; ++index) {
+      if (blocks_.page(index) == page_state::evicted && blocks_.page_users(index) == 0) {
+        blocks_.set_pages(index, 1, page_state::unmapped);
+        dropped.push_back(index);
+      }
+    }
+    blocks_.repark();
+    blocks_.trim_end();
+  }
+
+  /// True when `b` touches an evicted page. Cost: a division and a loop over its pages.
+  [[nodiscard]] bool touches_evicted(block const& b) const noexcept
+  {
+    for (std::size_t index = b.offset / blocks_.page_size();
+         index <= (b.end() - 1) / blocks_.page_size(); ++index) {
+      if (blocks_.page(index) == page_state::evicted) { return true; }
+    }
+    return false;
+  }
+
+  /// Marks resident page `index` as equal to its host copy (a read-only pool keeps the
+  /// copy after a restore): evicting it again is an unmap only. An allocation on the page
+  /// (new data) ends that; see `take_dirtied`.
+  void mark_clean(std::size_t index)
+  {
+    if (clean_.empty()) { clean_.assign(blocks_.page_count(), 0); }
+    clean_pages_ += clean_[index] == 0 ? 1 : 0;
+    clean_[index] = 1;
+  }
+  /// Forgets that page `index` equals its host copy (the copy is being dropped, or used).
+  void clear_clean(std::size_t index) noexcept
+  {
+    if (clean_.empty() || clean_[index] == 0) { return; }
+    clean_[index] = 0;
+    --clean_pages_;
+  }
+  [[nodiscard]] bool clean(std::size_t index) const noexcept
+  {
+    return !clean_.empty() && clean_[index] != 0;
+  }
+  /// Pages that stopped being clean since the last call: their host copies are stale.
+  [[nodiscard]] std::vector<std::size_t> take_dirtied() { return std::exchange(dirtied_, {}); }
+  [[nodiscard]] bool has_dirtied() const noexcept { return !dirtied_.empty(); }
+
+  /// Counts `pages` evicted, or restored. Cost: an add.
+  void count_evictions(std::size_t pages) noexcept { stats_.evictions += pages; }
+  void count_restores(std::size_t pages) noexcept { stats_.restores += pages; }
+
   /// The pool's counters, with the derived fields filled in. Cost: a walk over its blocks.
   [[nodiscard]] pool_stats stats() const
   {
@@ -215,6 +347,7 @@ class device_pool {
     out.reserved_bytes     = reserved_bytes();
     out.cached_free_bytes  = out.reserved_bytes - std::min(out.reserved_bytes, out.allocated_bytes);
     out.largest_free_block = blocks_.largest_free_resident();
+    out.evicted_bytes      = blocks_.evicted_pages() * blocks_.page_size();
     return out;
   }
 
@@ -242,19 +375,32 @@ class device_pool {
     return capacity;
   }
 
-  [[nodiscard]] CUdeviceptr page_address(std::size_t page) const noexcept
-  {
-    return range_.base() + page * blocks_.page_size();
-  }
-
   void count_allocation(block& b, std::size_t requested) noexcept
   {
+    if (clean_pages_ != 0) [[unlikely]] { dirty(b); }
     b.requested = requested;
     stats_.allocated_bytes += b.size;
     stats_.requested_bytes += requested;
     stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
     ++stats_.live_blocks;
     ++stats_.allocations;
+  }
+
+  /// An allocation lands on clean pages: they hold new data now. Off the hot path: only
+  /// while a read-only pool keeps host copies of resident pages. May allocate.
+  void dirty(block const& b) noexcept
+  {
+    for (std::size_t index = b.offset / blocks_.page_size();
+         index <= (b.end() - 1) / blocks_.page_size(); ++index) {
+      if (clean_[index] == 0) { continue; }
+      clear_clean(index);
+      try {
+        dirtied_.push_back(index);
+      } catch (...) {  // NOLINT(bugprone-empty-catch): see below
+        // Out of host memory: the copy stays, but it is no longer clean, so the next
+        // eviction copies the page again and replaces it. Nothing is lost.
+      }
+    }
   }
 
   void count_free(block const& b) noexcept
@@ -282,6 +428,9 @@ class device_pool {
   address_reservation range_;
   pool_stats stats_;  // reserved_bytes, cached_free_bytes, largest_free_block: derived
   std::vector<std::pair<std::size_t, std::size_t>> runs_;  // scratch: page runs
+  std::vector<std::uint8_t> clean_;  // per page, sized at the first mark_clean
+  std::size_t clean_pages_{0};       // tested on every allocation: one load
+  std::vector<std::size_t> dirtied_;
 };
 
 }  // namespace swapalloc

@@ -1,6 +1,7 @@
 // Tests of include/swapalloc/allocator.hpp (and scope_stack.hpp): pools and scopes,
 // caching without driver calls, empty_cache, statistics as JSON, several devices.
 #include "allocator_fixture.hpp"
+#include "entry_points.hpp"
 
 #include <array>
 #include <string>
@@ -113,58 +114,7 @@ TEST_F(AllocatorTest, HotPathReusesTheBlockWithoutDriverCalls)
   // Every entry point the driver seam resolves (driver.hpp, resolve_all): none may be
   // called on the hot path. The simulator rejects a fault for a name it does not know,
   // which checks the list itself (the far-off fault is cleared at teardown).
-  static constexpr std::array entry_points =
-    std::to_array<char const*>({"cuInit",
-                                "cuDriverGetVersion",
-                                "cuGetErrorName",
-                                "cuGetErrorString",
-                                "cuDeviceGetCount",
-                                "cuDeviceGet",
-                                "cuDeviceGetName",
-                                "cuDeviceGetAttribute",
-                                "cuDeviceTotalMem",
-                                "cuDevicePrimaryCtxRetain",
-                                "cuDevicePrimaryCtxRelease",
-                                "cuDevicePrimaryCtxReset",
-                                "cuCtxGetCurrent",
-                                "cuCtxSetCurrent",
-                                "cuCtxGetDevice",
-                                "cuCtxSynchronize",
-                                "cuMemGetInfo",
-                                "cuMemGetAllocationGranularity",
-                                "cuMemAddressReserve",
-                                "cuMemAddressFree",
-                                "cuMemCreate",
-                                "cuMemRelease",
-                                "cuMemMap",
-                                "cuMemUnmap",
-                                "cuMemSetAccess",
-                                "cuMemGetAccess",
-                                "cuMemHostAlloc",
-                                "cuMemAllocHost",
-                                "cuMemFreeHost",
-                                "cuMemcpyHtoD",
-                                "cuMemcpyDtoH",
-                                "cuMemcpyDtoD",
-                                "cuMemcpyHtoDAsync",
-                                "cuMemcpyDtoHAsync",
-                                "cuMemcpyDtoDAsync",
-                                "cuMemsetD8",
-                                "cuMemsetD32",
-                                "cuMemsetD8Async",
-                                "cuMemsetD32Async",
-                                "cuStreamCreate",
-                                "cuStreamDestroy",
-                                "cuStreamSynchronize",
-                                "cuStreamQuery",
-                                "cuStreamWaitEvent",
-                                "cuEventCreate",
-                                "cuEventDestroy",
-                                "cuEventRecord",
-                                "cuEventQuery",
-                                "cuEventSynchronize",
-                                "cuEventElapsedTime",
-                                "cuLaunchHostFunc"});
+  auto const& entry_points = driver_entry_points;
   for (char const* entry : entry_points) {
     ASSERT_EQ(sim().fail_call(entry, ~0ULL, CUDA_SUCCESS), CUDA_SUCCESS)
       << "unknown entry " << entry;

@@ -336,5 +336,48 @@ TEST(BlockCacheRandom, RandomOperationsKeepEveryInvariant)
   ASSERT_EQ(cache.check(), "");
 }
 
+// The swap tier: free space on evicted pages is parked, so no request lands there, and it
+// serves requests again once the page is resident. Random liveness, random evicted pages.
+TEST_F(BlockCacheTest, FreeSpaceOnEvictedPagesIsParkedAndNeverHandedOut)
+{
+  std::mt19937 random(5);
+  std::vector<block*> live;
+  for (int i = 0; i < 200; ++i) {
+    std::size_t const bytes =
+      random() % 4 == 0 ? (1 + random() % 6) * MiB : 512 + random() % 200000;
+    if (block* const b = take(bytes); b != nullptr) { live.push_back(b); }
+  }
+  for (std::size_t i = 0; i < live.size(); i += 3) {
+    cache_.release(live[i]);
+  }  // gaps
+  cache_.flush_bins();
+  std::vector<bool> evicted(cache_.page_count(), false);
+  for (std::size_t p = 0; p < cache_.page_count(); ++p) {
+    if (cache_.page(p) == page_state::resident && cache_.page_users(p) != 0 && random() % 2 == 0) {
+      cache_.set_pages(p, 1, page_state::evicted);
+      evicted[p] = true;
+    }
+  }
+  cache_.repark();
+  expect_consistent();
+  ASSERT_GT(cache_.evicted_pages(), 0U);
+  for (int i = 0; i < 300; ++i) {  // nothing new may touch an evicted page
+    std::size_t const bytes =
+      random() % 4 == 0 ? (1 + random() % 3) * MiB : 512 + random() % 100000;
+    block* const b = take(bytes);
+    if (b == nullptr) { break; }
+    for (std::size_t p = b->offset / page; p <= (b->end() - 1) / page; ++p) {
+      ASSERT_FALSE(evicted[p]) << "a new block of " << bytes << " bytes lies on evicted page " << p;
+    }
+  }
+  expect_consistent();
+  for (std::size_t p = 0; p < cache_.page_count(); ++p) {  // restored: parking ends
+    if (evicted[p]) { cache_.set_pages(p, 1, page_state::resident); }
+  }
+  cache_.repark();
+  expect_consistent();
+  EXPECT_EQ(cache_.evicted_pages(), 0U);
+}
+
 }  // namespace
 }  // namespace swapalloc

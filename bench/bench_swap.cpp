@@ -1,0 +1,268 @@
+// bench_swap: the swap tier's eviction and restore of a pool of 256 MiB of live data,
+// through swapalloc::driver (the simulator, or a GPU under tools/gpu-check).
+//
+//   BM_Evict/<kind>/<codec>    evict(pool): copy the live bytes out, unmap. Timed until
+//                              evict returns (device memory free); compression runs behind
+//                              it and is awaited untimed, before `ratio` is read.
+//   BM_Restore/<kind>/<codec>  restore(pool): map, decompress, verify, copy back.
+//
+// Counters: link_fraction (bytes moved over the link per second / the link's bytes per
+// second, measured by a plain pinned async copy of 64 MiB in the same direction, in the
+// same process), moved_over_live (bytes moved / live bytes), ratio (live bytes / host
+// bytes once compressed).
+//
+// On the simulator the link is throttled (cudasimSetLinkBandwidth) to SWAPALLOC_BENCH_LINK_GBPS
+// (10^9 bytes/s, default 1.0: what a 2-core machine sustains beside one compression
+// worker and the simulator's copy thread). SWAPALLOC_BENCH_SWAP_MIB sets the live data
+// (default 256).
+#include "bench_main.hpp"
+#include "data_kinds.hpp"
+
+#include <swapalloc/allocator.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+using swapalloc::driver;
+using swapalloc::testing::data_kind;
+constexpr std::size_t MiB = std::size_t{1} << 20;
+
+struct bench_device {
+  driver const& cuda;
+  CUdevice device;
+  std::size_t live_bytes;
+  double to_host_bytes_per_second;
+  double to_device_bytes_per_second;
+};
+bench_device const* shared = nullptr;
+
+template <class Body>
+void guarded(benchmark::State& state, Body&& body)
+{
+  try {
+    std::forward<Body>(body)();
+  } catch (std::exception const& error) {
+    state.SkipWithError(error.what());
+  }
+}
+
+/// Bytes per second of one 64 MiB pinned async copy in each direction (best of 3).
+std::pair<double, double> measure_link(driver const& cuda)
+{
+  std::size_t const bytes = 64 * MiB;
+  void* const host        = cuda.host_alloc(bytes);
+  swapalloc::allocator scratch(cuda);
+  CUdeviceptr const device = scratch.allocate(bytes, 0, nullptr);
+  CUstream const stream    = cuda.stream_create();
+  double best_out          = 0;
+  double best_in           = 0;
+  for (int round = 0; round < 3; ++round) {
+    auto start = std::chrono::steady_clock::now();
+    cuda.memcpy_dtoh_async(host, device, bytes, stream);
+    cuda.stream_synchronize(stream);
+    std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    best_out = std::max(best_out, static_cast<double>(bytes) / took.count());
+    start    = std::chrono::steady_clock::now();
+    cuda.memcpy_htod_async(device, host, bytes, stream);
+    cuda.stream_synchronize(stream);
+    took    = std::chrono::steady_clock::now() - start;
+    best_in = std::max(best_in, static_cast<double>(bytes) / took.count());
+  }
+  cuda.stream_destroy(stream);
+  scratch.deallocate(device, bytes, 0, nullptr);
+  cuda.host_free(host);
+  return {best_out, best_in};
+}
+
+/// An allocator holding `live_bytes` of `kind` data in pool "model", in blocks of 1 to 16
+/// MiB and some small ones (a model's tensors), written from the host.
+struct filled_pool {
+  filled_pool(data_kind kind, swapalloc::codec_id codec) : cache(shared->cuda)
+  {
+    swapalloc::pool_options options;
+    options.codec                     = codec;
+    pool                              = cache.create_pool("model", options);
+    std::vector<std::byte> const data = swapalloc::testing::make_data(kind, 16 * MiB, 1);
+    swapalloc::pool_scope const scope(cache, pool);
+    std::vector<std::size_t> const sizes{16 * MiB, 4 * MiB, 64 * 1024, 9 * MiB, 1 * MiB, 3000};
+    std::size_t filled = 0;
+    for (std::size_t i = 0; filled < shared->live_bytes; ++i) {
+      std::size_t const bytes = std::min(sizes[i % sizes.size()], shared->live_bytes - filled);
+      CUdeviceptr const ptr   = cache.allocate(bytes, 0, nullptr);
+      shared->cuda.memcpy_htod(ptr, data.data() + (i * 4096) % (data.size() - bytes + 1), bytes);
+      blocks.emplace_back(ptr, bytes);
+      filled += bytes;
+    }
+  }
+  ~filled_pool()
+  {
+    try {
+      (void)cache.restore(pool, 0);
+      for (auto const& [ptr, bytes] : blocks) {
+        cache.deallocate(ptr, bytes, 0, nullptr);
+      }
+    } catch (...) {  // NOLINT(bugprone-empty-catch): the allocator's destructor frees the rest
+    }
+  }
+  filled_pool(filled_pool const&)            = delete;
+  filled_pool& operator=(filled_pool const&) = delete;
+
+  swapalloc::allocator cache;
+  swapalloc::pool_id pool{};
+  std::vector<std::pair<CUdeviceptr, std::size_t>> blocks;
+};
+
+void report(benchmark::State& state, std::size_t moved, std::size_t live, std::size_t host,
+            double seconds, double link)
+{
+  state.counters["link_fraction"]   = static_cast<double>(moved) / seconds / link;
+  state.counters["moved_over_live"] = static_cast<double>(moved) / static_cast<double>(live);
+  state.counters["ratio"] = host == 0 ? 0.0 : static_cast<double>(live) / static_cast<double>(host);
+  state.counters["link_GBps"] = link / 1e9;
+  state.SetBytesProcessed(static_cast<std::int64_t>(live) * state.iterations());
+}
+
+void BM_Evict(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
+{
+  guarded(state, [&] {
+    if (!swapalloc::codec_available(codec)) {
+      state.SkipWithError("codec not built in");
+      return;
+    }
+    filled_pool filled(kind, codec);
+    std::size_t moved = 0;
+    std::size_t live  = 0;
+    std::size_t host  = 0;
+    double seconds    = 0;
+    for (auto _ : state) {
+      auto const start                         = std::chrono::steady_clock::now();
+      swapalloc::evict_result const out        = filled.cache.evict(filled.pool, 0);
+      std::chrono::duration<double> const took = std::chrono::steady_clock::now() - start;
+      state.SetIterationTime(took.count());
+      seconds += took.count();
+      moved += out.bytes_copied;
+      live += out.live_bytes;
+      filled.cache.wait_for_compression(filled.pool);
+      host += filled.cache.stats(filled.pool, 0).host_bytes;
+      (void)filled.cache.restore(filled.pool, 0);
+    }
+    report(state, moved, live, host, seconds, shared->to_host_bytes_per_second);
+  });
+}
+
+void BM_Restore(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
+{
+  guarded(state, [&] {
+    if (!swapalloc::codec_available(codec)) {
+      state.SkipWithError("codec not built in");
+      return;
+    }
+    filled_pool filled(kind, codec);
+    std::size_t moved = 0;
+    std::size_t live  = 0;
+    std::size_t host  = 0;
+    double seconds    = 0;
+    for (auto _ : state) {
+      swapalloc::evict_result const out = filled.cache.evict(filled.pool, 0);
+      filled.cache.wait_for_compression(filled.pool);
+      host += filled.cache.stats(filled.pool, 0).host_bytes;
+      live += out.live_bytes;
+      auto const start                         = std::chrono::steady_clock::now();
+      swapalloc::restore_result const back     = filled.cache.restore(filled.pool, 0);
+      std::chrono::duration<double> const took = std::chrono::steady_clock::now() - start;
+      state.SetIterationTime(took.count());
+      seconds += took.count();
+      moved += back.bytes_copied;
+    }
+    report(state, moved, live, host, seconds, shared->to_device_bytes_per_second);
+  });
+}
+
+void register_all()
+{
+  using swapalloc::codec_id;
+  struct combination {
+    data_kind kind;
+    std::vector<codec_id> codecs;
+  };
+  std::vector<combination> const matrix{
+    {data_kind::bf16_weights,
+     {codec_id::raw, codec_id::lz4, codec_id::shuffle2_lz4, codec_id::zstd,
+      codec_id::shuffle2_zstd}},
+    {data_kind::fp32_weights, {codec_id::shuffle4_lz4, codec_id::shuffle4_zstd}},
+    {data_kind::bf16_activations, {codec_id::lz4, codec_id::shuffle2_lz4}},
+    {data_kind::zeros, {codec_id::lz4}},
+    {data_kind::random_bytes, {codec_id::lz4}},
+  };
+  for (auto const& [kind, codecs] : matrix) {
+    for (codec_id codec : codecs) {
+      std::string const suffix =
+        std::string(swapalloc::testing::to_string(kind)) + "/" + std::string(to_string(codec));
+      benchmark::RegisterBenchmark(("BM_Evict/" + suffix).c_str(), BM_Evict, kind, codec)
+        ->UseManualTime()
+        ->Iterations(3)
+        ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("BM_Restore/" + suffix).c_str(), BM_Restore, kind, codec)
+        ->UseManualTime()
+        ->Iterations(3)
+        ->Unit(benchmark::kMillisecond);
+    }
+  }
+}
+
+double env_number(char const* name, double fallback)
+{
+  char const* const text = std::getenv(name);
+  if (text == nullptr || *text == '\0') { return fallback; }
+  char* end          = nullptr;
+  double const value = std::strtod(text, &end);
+  if (end == text || *end != '\0' || value <= 0) {
+    throw std::invalid_argument(std::string(name) + "='" + text + "': expected a positive number");
+  }
+  return value;
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+  register_all();
+  return swapalloc::bench::run_main("bench_swap", argc, argv, [](driver const& cuda) {
+    CUdevice const device   = cuda.device(0);
+    CUcontext const context = cuda.retain_primary_context(device);
+    try {
+      cuda.set_current_context(context);
+      bool const simulated =
+        swapalloc::bench::add_driver_context(cuda, device, cuda.allocation_granularity(device));
+      if (simulated) {
+        double const gbps = env_number("SWAPALLOC_BENCH_LINK_GBPS", 1.0);
+        using set_link    = void (*)(double);
+        reinterpret_cast<set_link>(cuda.find_symbol("cudasimSetLinkBandwidth"))(gbps);
+      }
+      std::size_t const live =
+        static_cast<std::size_t>(env_number("SWAPALLOC_BENCH_SWAP_MIB", 256)) * MiB;
+      auto const [out, in] = measure_link(cuda);
+      benchmark::AddCustomContext("link_to_host_GBps", std::to_string(out / 1e9));
+      benchmark::AddCustomContext("link_to_device_GBps", std::to_string(in / 1e9));
+      benchmark::AddCustomContext("live_MiB", std::to_string(live / MiB));
+      bench_device const loaded{cuda, device, live, out, in};
+      shared = &loaded;
+      benchmark::RunSpecifiedBenchmarks();
+      shared = nullptr;
+      cuda.set_current_context(nullptr);
+    } catch (...) {
+      shared = nullptr;
+      (void)cuda.table().cuCtxSetCurrent(nullptr);
+      (void)cuda.table().cuDevicePrimaryCtxRelease(device);
+      throw;
+    }
+    cuda.release_primary_context(device);
+  });
+}

@@ -1,0 +1,765 @@
+/**
+ * @file transfer.hpp
+ * @brief Moves a pool's pages between the device and the host store, pipelined: evict
+ *        (copy live bytes out, unmap) and restore (map, copy back, verify).
+ *
+ * One `transfer_engine` per device owns two copy streams (device-to-host, host-to-device,
+ * both non-blocking so that they never wait for the legacy stream), a ring of pinned
+ * staging buffers of one chunk each, and a pool of reusable events; compression and
+ * decompression run on a shared `worker_pool`. Workers never call the driver: the calling
+ * thread issues every copy and map, so no worker needs a context.
+ *
+ * - **Evict.** For each page: the live byte ranges (parts of allocated blocks; free gaps
+ *   of at most `gap_bytes` between them are copied along, which costs less than another
+ *   copy call) are copied raw into one host extent at link speed, up to `window_pages`
+ *   pages in flight. A page whose copy has completed is unmapped at once, and a worker
+ *   then compresses its chunks behind the copies (`pool_image::publish`). So device memory
+ *   is freed at link speed, and compression costs host time only. When the host budget
+ *   cannot hold the raw copy, the engine first waits for this pool's compression jobs
+ *   (which give raw bytes back) and then compresses synchronously through a staging
+ *   buffer; if even the compressed page does not fit, the page and those after it stay
+ *   resident and the outcome says why.
+ * - **Restore.** For each chunk of each page, in order: a worker decompresses it into a
+ *   staging buffer and verifies its XXH64 (a chunk stored raw is verified in place and
+ *   copied straight from the store; a zero chunk becomes a device memset), while the
+ *   calling thread maps the page at its old address and copies the previous chunks in.
+ *   The ring of staging buffers bounds how far decompression runs ahead.
+ *
+ * Failures lose nothing (DESIGN §6): an evict that fails leaves every page it had not yet
+ * unmapped resident, with its copy dropped, and the pages it unmapped evicted with their
+ * copies; a restore that fails unmaps the pages it mapped, so the pool stays evicted with
+ * every copy intact, and a later restore can succeed.
+ *
+ * Preconditions of `evict` and `restore`: the device's context is current; the caller
+ * holds the device's lock, has synchronized the device and called
+ * `device_pool::prepare_swap` (evict), and no GPU work uses the pool meanwhile.
+ * Thread safety: one caller at a time per engine (the device's lock).
+ */
+#pragma once
+
+#include <swapalloc/codec.hpp>
+#include <swapalloc/driver.hpp>
+#include <swapalloc/host_store.hpp>
+#include <swapalloc/pool.hpp>
+#include <swapalloc/pool_image.hpp>
+#include <swapalloc/worker_pool.hpp>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace swapalloc {
+
+/// Settings of a transfer engine.
+struct transfer_options {
+  std::size_t staging_slots{8};  ///< pinned staging buffers of max_chunk_bytes each
+  std::size_t window_pages{16};  ///< eviction: pages with copies in flight
+  std::size_t gap_bytes{4096};   ///< free gaps up to this size are copied with live bytes
+};
+
+/// How a pool's chunks are encoded: a forced codec, else its dtype hint, else sampled.
+struct codec_choice {
+  dtype_hint hint{dtype_hint::none};
+  std::optional<codec_id> forced;
+};
+
+/// What one eviction did.
+struct evict_outcome {
+  std::size_t pages_copied{0};    ///< pages whose live bytes were copied out and unmapped
+  std::size_t pages_unmapped{0};  ///< pages unmapped without a copy (no live bytes, or clean)
+  std::size_t pages_kept{0};      ///< pages left resident because the host budget was short
+  std::size_t live_bytes{0};      ///< live bytes of the copied pages
+  std::size_t bytes_copied{0};    ///< bytes moved over the link (live bytes and small gaps)
+  std::string refused;            ///< why pages were kept, or empty
+};
+
+/// What one restore did.
+struct restore_outcome {
+  std::size_t pages{0};         ///< pages mapped and filled again
+  std::size_t bytes_copied{0};  ///< bytes moved over the link
+};
+
+/// A restore that found a chunk it cannot trust (checksum mismatch, malformed data): names
+/// the pool, page and chunk. The pool stays evicted with its copies.
+class restore_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Per-device transfer machinery. See the file comment.
+class transfer_engine {
+ public:
+  /// Creates nothing on the device until the first evict or restore.
+  transfer_engine(driver const& drv, host_store& store, worker_pool& workers,
+                  transfer_options options = {})
+    : driver_(&drv), store_(&store), workers_(&workers), options_(options)
+  {
+    if (options_.staging_slots == 0 || options_.window_pages == 0) {
+      throw std::invalid_argument(
+        "swapalloc: transfer_options: staging_slots=" + std::to_string(options_.staging_slots) +
+        ", window_pages=" + std::to_string(options_.window_pages) + ": both must be at least 1");
+    }
+  }
+
+  transfer_engine(transfer_engine const&)            = delete;
+  transfer_engine& operator=(transfer_engine const&) = delete;
+
+  /// Frees the streams, events and staging buffers, best effort.
+  /// @pre the device's context is current and no transfer is running.
+  ~transfer_engine()
+  {
+    driver_table const& table = driver_->table();
+    if (to_host_ != nullptr) { (void)table.cuStreamSynchronize(to_host_); }
+    if (to_device_ != nullptr) { (void)table.cuStreamSynchronize(to_device_); }
+    for (CUevent event : events_) {
+      (void)table.cuEventDestroy(event);
+    }
+    for (CUevent event : slot_events_) {
+      (void)table.cuEventDestroy(event);
+    }
+    if (staging_ != nullptr) { (void)table.cuMemFreeHost(staging_); }
+    if (to_host_ != nullptr) { (void)table.cuStreamDestroy(to_host_); }
+    if (to_device_ != nullptr) { (void)table.cuStreamDestroy(to_device_); }
+  }
+
+  /// The stream restores copy on (a user stream can wait for an event recorded on it).
+  [[nodiscard]] CUstream to_device_stream() const noexcept { return to_device_; }
+
+  /**
+   * @brief Evicts `pages` (resident pages of `pool`, ascending) into `image`.
+   * @return what was done; pages kept for the host budget are named in `refused`.
+   * @throws cuda_error from the first failing driver call, after the rollback described in
+   *         the file comment; the pool is usable and consistent.
+   */
+  evict_outcome evict(device_pool& pool, pool_image& image, std::vector<std::size_t> const& pages,
+                      codec_choice const& choice)
+  {
+    ensure_ready();
+    evict_outcome out;
+    std::deque<in_flight> window;
+    std::exception_ptr unmap_error;
+    auto const retire = [&] {
+      in_flight done = std::move(window.front());
+      window.pop_front();
+      finish_eviction(pool, image, std::move(done), choice, out, unmap_error);
+    };
+    try {
+      for (std::size_t i = 0; i < pages.size(); ++i) {
+        std::size_t const page = pages[i];
+        auto copy              = std::make_unique<page_copy>();
+        copy->ranges           = live_ranges(pool, page, copy->data_bytes);
+        if (copy->ranges.empty()) {  // free bytes only: nothing to keep
+          image.drop(page);
+          pool.clear_clean(page);
+          pool.unmap_page(page, page_state::unmapped);
+          ++out.pages_unmapped;
+          continue;
+        }
+        if (pool.clean(page) && image.find(page) != nullptr) {  // the copy is current
+          pool.unmap_page(page, page_state::evicted);
+          pool.clear_clean(page);
+          ++out.pages_unmapped;
+          continue;
+        }
+        image.drop(page);  // stale: the page changed since it was restored
+        pool.clear_clean(page);
+        for (live_range const& range : copy->ranges) {
+          copy->live_bytes += range.bytes;
+        }
+        copy->packed = allocate_waiting(image, copy->live_bytes);
+        if (!copy->packed) {
+          while (!window.empty()) {
+            retire();
+          }  // their raw bytes may yet be compressed
+          image.jobs().wait_until_at_most(0);
+          copy->packed = store_->allocate(copy->live_bytes);
+        }
+        if (!copy->packed) {
+          if (!evict_compressed_now(pool, image, page, std::move(copy), choice, out)) {
+            out.pages_kept = pages.size() - i;
+            out.refused    = refusal(pool, pages.size() - i);
+            break;
+          }
+          continue;
+        }
+        std::size_t packed_at = 0;
+        for (live_range const& range : copy->ranges) {
+          driver_->memcpy_dtoh_async(copy->packed.data + packed_at, pool.base() + range.offset,
+                                     range.bytes, to_host_);
+          packed_at += range.bytes;
+        }
+        window.push_back(in_flight{page, std::move(copy), take_event()});
+        driver_->event_record(window.back().event, to_host_);
+        while (!window.empty() && (window.size() >= options_.window_pages ||
+                                   driver_->event_query(window.front().event))) {
+          retire();
+        }
+      }
+      while (!window.empty()) {
+        retire();
+      }
+    } catch (...) {
+      // Copies may still be writing into the extents: wait before giving them back.
+      (void)driver_->table().cuStreamSynchronize(to_host_);
+      for (in_flight& pending : window) {
+        store_->deallocate(pending.copy->packed);
+        events_.push_back(pending.event);
+      }
+      pool.repark();
+      throw;
+    }
+    pool.repark();
+    if (unmap_error) { std::rethrow_exception(unmap_error); }
+    return out;
+  }
+
+  /**
+   * @brief Restores `pages` (evicted pages of `pool`, ascending) from `image` at their
+   *        addresses, then makes `stream` wait for the copies.
+   * @param keep_host_copy keep the copies (read-only pool): the pages become clean, and
+   *        evicting them unchanged is an unmap only.
+   * @throws cuda_error from a failing driver call, restore_error for a chunk that fails
+   *         its checksum or does not decode; the pages stay evicted with their copies.
+   */
+  restore_outcome restore(device_pool& pool, pool_image& image,
+                          std::vector<std::size_t> const& pages, bool keep_host_copy,
+                          CUstream stream)
+  {
+    ensure_ready();
+    image.jobs().wait();  // every copy's chunks are published
+    std::vector<piece> pieces;
+    for (std::size_t i = 0; i < pages.size(); ++i) {
+      page_copy const* const copy = image.find(pages[i]);
+      if (copy == nullptr) {
+        throw std::logic_error("swapalloc: restore: evicted page " + std::to_string(pages[i]) +
+                               " of pool '" + pool.name() + "' has no host copy");
+      }
+      std::size_t covered = 0;
+      for (std::size_t c = 0; c < copy->chunks.size(); ++c) {
+        if (copy->chunks[c].packed_offset != covered) { break; }
+        covered += copy->chunks[c].header.raw_bytes;
+        pieces.push_back(piece{i, c, copy, &copy->chunks[c]});
+      }
+      if (covered != copy->live_bytes) {
+        throw restore_error(
+          "swapalloc: restore(pool '" + pool.name() + "'): page " + std::to_string(pages[i]) +
+          " has chunks for " + std::to_string(covered) + " of its " +
+          std::to_string(copy->live_bytes) + " bytes; the pool stays evicted with its host copies");
+      }
+    }
+    restore_outcome out;
+    std::vector<std::uint8_t> mapped(pages.size(), 0);
+    run_state run(pieces.size());
+    std::size_t submitted = 0;
+    auto const submit     = [&] {
+      std::size_t const index = submitted++;
+      std::size_t const slot  = index % options_.staging_slots;
+      if (slot_busy_[slot]) {  // the copy out of this buffer must be done before reuse
+        driver_->event_synchronize(slot_events_[slot]);
+        slot_busy_[slot] = false;
+      }
+      workers_->submit(run.group, [this, &run, &pieces, index, slot] {
+        decode_piece(pieces[index], staging_slot(slot), run, index);
+      });
+    };
+    try {
+      while (submitted < std::min(pieces.size(), options_.staging_slots)) {
+        submit();
+      }
+      for (std::size_t i = 0; i < pieces.size(); ++i) {
+        run.wait_for(i);
+        piece const& current = pieces[i];
+        if (run.errors[i]) { throw_chunk_error(pool, pages[current.page], current, run.errors[i]); }
+        if (mapped[current.page] == 0) {
+          pool.map_page(pages[current.page]);
+          mapped[current.page] = 1;
+        }
+        out.bytes_copied += copy_piece(pool, current, staging_slot(i % options_.staging_slots));
+        std::size_t const slot = i % options_.staging_slots;
+        driver_->event_record(slot_events_[slot], to_device_);
+        slot_busy_[slot] = true;
+        if (submitted < pieces.size()) { submit(); }
+      }
+      CUevent const done = take_event();
+      events_.push_back(done);  // back in the pool either way; recorded below
+      driver_->event_record(done, to_device_);
+      if (stream != nullptr) { driver_->stream_wait_event(stream, done); }
+      driver_->event_synchronize(done);  // the copies are in: their sources may be freed
+      run.group.wait();                  // no worker touches `run` any more
+    } catch (...) {
+      try {
+        run.group.wait();
+      } catch (...) {  // NOLINT(bugprone-empty-catch): the first error is the one rethrown
+      }
+      (void)driver_->table().cuStreamSynchronize(to_device_);
+      std::fill(slot_busy_.begin(), slot_busy_.end(), false);
+      for (std::size_t i = 0; i < pages.size(); ++i) {
+        if (mapped[i] == 0) { continue; }
+        try {
+          pool.unmap_page(pages[i], page_state::evicted);
+        } catch (...) {  // NOLINT(bugprone-empty-catch): the first error is the one rethrown
+        }
+      }
+      pool.repark();
+      throw;
+    }
+    std::fill(slot_busy_.begin(), slot_busy_.end(), false);
+    for (std::size_t const page : pages) {
+      if (keep_host_copy) {
+        pool.mark_clean(page);
+      } else {
+        image.drop(page);
+      }
+    }
+    pool.count_restores(pages.size());
+    pool.repark();
+    out.pages = pages.size();
+    return out;
+  }
+
+ private:
+  struct in_flight {
+    std::size_t page;
+    std::unique_ptr<page_copy> copy;
+    CUevent event;
+  };
+
+  /// One chunk of one page's copy, in restore order.
+  struct piece {
+    std::size_t page;  // index into the restored pages
+    std::size_t chunk;
+    page_copy const* copy;
+    stored_chunk const* stored;
+  };
+
+  /// Completion of one restore's decode jobs (workers set, the caller waits).
+  struct run_state {
+    explicit run_state(std::size_t pieces) : done(pieces, 0), errors(pieces) {}
+    void finish(std::size_t index, std::exception_ptr error)
+    {
+      {
+        std::lock_guard const lock(mutex);
+        errors[index] = std::move(error);
+        done[index]   = 1;
+      }
+      changed.notify_all();
+    }
+    void wait_for(std::size_t index)
+    {
+      std::unique_lock lock(mutex);
+      changed.wait(lock, [&] { return done[index] != 0; });
+    }
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::vector<std::uint8_t> done;
+    std::vector<std::exception_ptr> errors;
+    task_group group;
+  };
+
+  /// Scratch of one compression or decompression job, reused across jobs.
+  struct job_scratch {
+    codec_scratch codec;
+    std::vector<std::byte> out;
+  };
+
+  void ensure_ready()
+  {
+    if (to_host_ != nullptr) { return; }
+    CUstream const to_host = driver_->stream_create(CU_STREAM_NON_BLOCKING);
+    CUstream to_device     = nullptr;
+    try {
+      to_device = driver_->stream_create(CU_STREAM_NON_BLOCKING);
+      staging_  = driver_->host_alloc(options_.staging_slots * max_chunk_bytes);
+      while (slot_events_.size() < options_.staging_slots) {
+        slot_events_.push_back(driver_->event_create());
+      }
+    } catch (...) {
+      for (CUevent event : slot_events_) {
+        (void)driver_->table().cuEventDestroy(event);
+      }
+      slot_events_.clear();
+      if (staging_ != nullptr) { (void)driver_->table().cuMemFreeHost(staging_); }
+      staging_ = nullptr;
+      if (to_device != nullptr) { (void)driver_->table().cuStreamDestroy(to_device); }
+      (void)driver_->table().cuStreamDestroy(to_host);
+      throw;
+    }
+    slot_busy_.assign(options_.staging_slots, false);
+    to_host_   = to_host;
+    to_device_ = to_device;
+  }
+
+  [[nodiscard]] std::byte* staging_slot(std::size_t slot) const noexcept
+  {
+    return static_cast<std::byte*>(staging_) + slot * max_chunk_bytes;
+  }
+
+  [[nodiscard]] CUevent take_event()
+  {
+    if (events_.empty()) { return driver_->event_create(); }
+    CUevent const event = events_.back();
+    events_.pop_back();
+    return event;
+  }
+
+  [[nodiscard]] std::unique_ptr<job_scratch> take_scratch()
+  {
+    {
+      std::lock_guard const lock(scratch_mutex_);
+      if (!scratch_.empty()) {
+        auto reused = std::move(scratch_.back());
+        scratch_.pop_back();
+        return reused;
+      }
+    }
+    auto fresh = std::make_unique<job_scratch>();
+    fresh->out.resize(max_stored_bytes(max_chunk_bytes));
+    return fresh;
+  }
+
+  void give_scratch(std::unique_ptr<job_scratch> used) noexcept
+  {
+    std::lock_guard const lock(scratch_mutex_);
+    try {
+      scratch_.push_back(std::move(used));
+    } catch (...) {  // NOLINT(bugprone-empty-catch): dropping a scratch loses nothing
+    }
+  }
+
+  /// The live ranges of `page`, with free gaps of at most gap_bytes merged in; `data`
+  /// gets the live bytes proper.
+  [[nodiscard]] std::vector<live_range> live_ranges(device_pool const& pool, std::size_t page,
+                                                    std::size_t& data) const
+  {
+    std::vector<live_range> ranges;
+    pool.for_each_live_range(page, 1, [&](std::size_t, std::size_t offset, std::size_t bytes) {
+      data += bytes;
+      if (!ranges.empty() &&
+          offset - (ranges.back().offset + ranges.back().bytes) <= options_.gap_bytes) {
+        ranges.back().bytes = offset + bytes - ranges.back().offset;
+        return;
+      }
+      ranges.push_back(live_range{offset, bytes});
+    });
+    return ranges;
+  }
+
+  /// An extent of `bytes`, waiting for this image's compression jobs (which give raw bytes
+  /// back) while the budget is short. Empty when it cannot be had.
+  [[nodiscard]] host_extent allocate_waiting(pool_image& image, std::size_t bytes)
+  {
+    for (;;) {
+      host_extent extent = store_->allocate(bytes);
+      if (extent) { return extent; }
+      std::size_t const pending = image.jobs().pending();
+      if (pending == 0) { return {}; }
+      image.jobs().wait_until_at_most(pending - 1);
+    }
+  }
+
+  /// The copy of `done.page` is complete: unmap the page, keep the copy, compress behind.
+  /// An unmap failure keeps the page resident (its copy dropped) and is reported at the end.
+  void finish_eviction(device_pool& pool, pool_image& image, in_flight done,
+                       codec_choice const& choice, evict_outcome& out,
+                       std::exception_ptr& unmap_error)
+  {
+    events_.push_back(done.event);  // idle again once synchronized; no one takes it sooner
+    try {
+      driver_->event_synchronize(done.event);
+    } catch (...) {
+      store_->deallocate(done.copy->packed);
+      throw;
+    }
+    try {
+      pool.unmap_page(done.page, page_state::evicted);
+    } catch (...) {
+      store_->deallocate(done.copy->packed);
+      if (!unmap_error) { unmap_error = std::current_exception(); }
+      return;
+    }
+    ++out.pages_copied;
+    out.live_bytes += done.copy->data_bytes;
+    out.bytes_copied += done.copy->live_bytes;
+    pool.count_evictions(1);
+    if (!image.codec_chosen()) { image.choose(pick_codec(*done.copy, choice)); }
+    page_copy& installed = image.install(done.page, std::move(done.copy));
+    codec_id const codec = image.codec();
+    workers_->submit(image.jobs(),
+                     [this, &image, &installed, codec] { compress(image, installed, codec); });
+  }
+
+  /// The pool's codec, from the choice or by sampling `copy`'s packed bytes.
+  [[nodiscard]] codec_id pick_codec(page_copy const& copy, codec_choice const& choice)
+  {
+    if (choice.forced) { return *choice.forced; }
+    std::vector<std::span<std::byte const>> samples;
+    for (std::size_t at = 0; at < copy.live_bytes && samples.size() < 4; at += max_chunk_bytes) {
+      samples.emplace_back(copy.packed.data + at, std::min(max_chunk_bytes, copy.live_bytes - at));
+    }
+    auto scratch       = take_scratch();
+    codec_id const won = choose_codec(choice.hint, samples, scratch->codec);
+    give_scratch(std::move(scratch));
+    return won;
+  }
+
+  /// Worker: compresses `copy`'s packed bytes chunk by chunk into their own extents. A
+  /// chunk that does not gain, or does not fit in the budget, stays raw inside `packed`.
+  void compress(pool_image& image, page_copy& copy, codec_id codec) noexcept
+  {
+    auto scratch = take_scratch_noexcept();
+    std::vector<stored_chunk> chunks;
+    bool packed_needed = false;
+    try {
+      for (std::size_t at = 0; at < copy.live_bytes; at += max_chunk_bytes) {
+        std::span<std::byte const> const raw(copy.packed.data + at,
+                                             std::min(max_chunk_bytes, copy.live_bytes - at));
+        stored_chunk chunk;
+        chunk.packed_offset = at;
+        if (scratch != nullptr) {
+          chunk.header = encode_chunk(codec, raw, scratch->out, scratch->codec);
+        } else {
+          chunk.header = raw_header(raw);
+        }
+        if (chunk.header.codec != codec_id::zero && chunk.header.codec != codec_id::raw) {
+          chunk.owned = store_->allocate(chunk.header.stored_bytes);
+          if (chunk.owned) {
+            std::memcpy(chunk.owned.data, scratch->out.data(), chunk.header.stored_bytes);
+            chunk.data = chunk.owned.data;
+          } else {  // the budget is short: keep it raw where it already is
+            chunk.header = raw_header(raw, chunk.header.checksum);
+          }
+        }
+        if (chunk.header.codec == codec_id::raw) {
+          chunk.data    = raw.data();
+          packed_needed = true;
+        }
+        chunks.push_back(chunk);
+      }
+    } catch (...) {
+      // Out of host memory for the chunk list: every chunk raw, with its checksum.
+      for (stored_chunk const& chunk : chunks) {
+        if (chunk.owned) { store_->deallocate(chunk.owned); }
+      }
+      chunks.clear();
+      packed_needed = true;
+      try {
+        for (std::size_t at = 0; at < copy.live_bytes; at += max_chunk_bytes) {
+          std::span<std::byte const> const raw(copy.packed.data + at,
+                                               std::min(max_chunk_bytes, copy.live_bytes - at));
+          chunks.push_back(stored_chunk{raw_header(raw), at, raw.data(), {}});
+        }
+      } catch (...) {  // NOLINT(bugprone-empty-catch): restore refuses a copy without chunks
+        chunks.clear();
+      }
+    }
+    if (scratch != nullptr) { give_scratch(std::move(scratch)); }
+    image.publish(copy, std::move(chunks), packed_needed);
+  }
+
+  [[nodiscard]] std::unique_ptr<job_scratch> take_scratch_noexcept() noexcept
+  {
+    try {
+      return take_scratch();
+    } catch (...) {
+      return nullptr;
+    }
+  }
+
+  [[nodiscard]] static chunk_header raw_header(std::span<std::byte const> raw)
+  {
+    return raw_header(raw, checksum(raw));
+  }
+  [[nodiscard]] static chunk_header raw_header(std::span<std::byte const> raw, std::uint64_t sum)
+  {
+    return chunk_header{codec_id::raw, static_cast<std::uint32_t>(raw.size()),
+                        static_cast<std::uint32_t>(raw.size()), sum};
+  }
+
+  /**
+   * The host budget cannot hold `copy`'s raw bytes: copies them chunk by chunk through a
+   * staging buffer and compresses each at once. Returns false (the page stays resident,
+   * nothing stored) if the compressed page does not fit either.
+   */
+  bool evict_compressed_now(device_pool& pool, pool_image& image, std::size_t page,
+                            std::unique_ptr<page_copy> copy, codec_choice const& choice,
+                            evict_outcome& out)
+  {
+    auto scratch    = take_scratch();
+    bool stored_all = true;
+    try {
+      for (std::size_t at = 0; at < copy->live_bytes && stored_all; at += max_chunk_bytes) {
+        std::size_t const length = std::min(max_chunk_bytes, copy->live_bytes - at);
+        for_each_part(*copy, at, length,
+                      [&](std::size_t offset, std::size_t into, std::size_t bytes) {
+                        driver_->memcpy_dtoh_async(staging_slot(0) + into, pool.base() + offset,
+                                                   bytes, to_host_);
+                      });
+        driver_->stream_synchronize(to_host_);
+        std::span<std::byte const> const raw(staging_slot(0), length);
+        if (!image.codec_chosen()) {
+          codec_id const codec = choice.forced
+                                   ? *choice.forced
+                                   : choose_codec(choice.hint, std::span(&raw, 1), scratch->codec);
+          image.choose(codec);
+        }
+        stored_chunk chunk;
+        chunk.packed_offset = at;
+        chunk.header        = encode_chunk(image.codec(), raw, scratch->out, scratch->codec);
+        std::byte const* source =
+          chunk.header.codec == codec_id::raw ? raw.data() : scratch->out.data();
+        if (chunk.header.codec != codec_id::zero) {
+          chunk.owned = store_->allocate(chunk.header.stored_bytes);
+          if (!chunk.owned) {
+            stored_all = false;
+            break;
+          }
+          std::memcpy(chunk.owned.data, source, chunk.header.stored_bytes);
+          chunk.data = chunk.owned.data;
+        }
+        copy->chunks.push_back(chunk);
+      }
+    } catch (...) {
+      release_chunks(*copy);
+      throw;
+    }
+    give_scratch(std::move(scratch));
+    if (stored_all) {
+      try {
+        pool.unmap_page(page, page_state::evicted);
+      } catch (...) {
+        release_chunks(*copy);
+        throw;
+      }
+      out.live_bytes += copy->data_bytes;
+      out.bytes_copied += copy->live_bytes;
+      ++out.pages_copied;
+      pool.count_evictions(1);
+      image.install(page, std::move(copy));
+      return true;
+    }
+    release_chunks(*copy);
+    return false;
+  }
+
+  void release_chunks(page_copy& copy) noexcept
+  {
+    for (stored_chunk const& chunk : copy.chunks) {
+      if (chunk.owned) { store_->deallocate(chunk.owned); }
+    }
+    copy.chunks.clear();
+  }
+
+  [[nodiscard]] std::string refusal(device_pool const& pool, std::size_t kept) const
+  {
+    std::string const text =
+      "swapalloc: evict(pool '" + pool.name() + "'): the host budget of " +
+      std::to_string(store_->limit_bytes()) + " bytes is exhausted (" +
+      std::to_string(store_->used_bytes()) + " in use); " + std::to_string(kept) +
+      " pages stay resident, nothing stored was dropped (raise SWAPALLOC_HOST_LIMIT)";
+    std::fprintf(stderr, "%s\n", text.c_str());
+    return text;
+  }
+
+  /// Calls `visit(pool_offset, packed_into_chunk, bytes)` for each part of the live ranges
+  /// of `copy` that falls in the packed bytes [at, at + length).
+  template <typename Visitor>
+  static void for_each_part(page_copy const& copy, std::size_t at, std::size_t length,
+                            Visitor&& visit)
+  {
+    std::size_t packed = 0;
+    for (live_range const& range : copy.ranges) {
+      std::size_t const start = std::max(packed, at);
+      std::size_t const stop  = std::min(packed + range.bytes, at + length);
+      if (start < stop) { visit(range.offset + (start - packed), start - at, stop - start); }
+      packed += range.bytes;
+      if (packed >= at + length) { return; }
+    }
+  }
+
+  /// Worker: decodes one piece into `slot` (or verifies a raw chunk in place).
+  void decode_piece(piece const& work, std::byte* slot, run_state& run, std::size_t index) noexcept
+  {
+    std::exception_ptr error;
+    auto scratch = take_scratch_noexcept();
+    try {
+      stored_chunk const& chunk = *work.stored;
+      if (scratch == nullptr) { throw std::bad_alloc(); }
+      if (chunk.header.codec == codec_id::raw) {
+        std::span<std::byte const> const stored(chunk.data, chunk.header.raw_bytes);
+        if (checksum(stored) != chunk.header.checksum) {
+          throw codec_error("raw chunk: checksum mismatch (the stored bytes changed)");
+        }
+      } else {
+        std::span<std::byte const> const stored(chunk.data, chunk.header.stored_bytes);
+        decode_chunk(chunk.header, stored, std::span(slot, max_chunk_bytes), scratch->codec);
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+    if (scratch != nullptr) { give_scratch(std::move(scratch)); }
+    run.finish(index, error);
+  }
+
+  /// Enqueues the device writes of one decoded piece; returns the bytes moved over the link.
+  std::size_t copy_piece(device_pool& pool, piece const& work, std::byte const* slot)
+  {
+    stored_chunk const& chunk = *work.stored;
+    std::size_t moved         = 0;
+    for_each_part(*work.copy, chunk.packed_offset, chunk.header.raw_bytes,
+                  [&](std::size_t offset, std::size_t into, std::size_t bytes) {
+                    CUdeviceptr const target = pool.base() + offset;
+                    if (chunk.header.codec == codec_id::zero) {
+                      driver_->memset_d8_async(target, 0, bytes, to_device_);
+                      return;
+                    }
+                    std::byte const* const source =
+                      chunk.header.codec == codec_id::raw ? chunk.data + into : slot + into;
+                    driver_->memcpy_htod_async(target, source, bytes, to_device_);
+                    moved += bytes;
+                  });
+    return moved;
+  }
+
+  [[noreturn]] static void throw_chunk_error(device_pool const& pool, std::size_t page,
+                                             piece const& work, std::exception_ptr const& error)
+  {
+    std::string why;
+    try {
+      std::rethrow_exception(error);
+    } catch (std::exception const& caught) {
+      why = caught.what();
+    } catch (...) {
+      why = "unknown error";
+    }
+    throw restore_error("swapalloc: restore(pool '" + pool.name() + "'): page " +
+                        std::to_string(page) + " (address " + hex(pool.page_address(page)) +
+                        "), chunk " + std::to_string(work.chunk) + " (" +
+                        std::string(to_string(work.stored->header.codec)) + ", " +
+                        std::to_string(work.stored->header.raw_bytes) + " raw bytes): " + why +
+                        "; the page stays evicted with its host copy");
+  }
+
+  driver const* driver_;
+  host_store* store_;
+  worker_pool* workers_;
+  transfer_options options_;
+  CUstream to_host_{nullptr};
+  CUstream to_device_{nullptr};
+  void* staging_{nullptr};
+  std::vector<CUevent> slot_events_;
+  std::vector<bool> slot_busy_;
+  std::vector<CUevent> events_;  // idle events
+  std::mutex scratch_mutex_;
+  std::vector<std::unique_ptr<job_scratch>> scratch_;
+};
+
+}  // namespace swapalloc

@@ -1,0 +1,119 @@
+// Fault injection into every driver call that evict and restore make (transfer.hpp): the
+// calls are counted in a clean run, then each call of each entry point is made to fail in
+// turn. Whatever fails, no live byte is lost and the allocator stays usable: a failed
+// evict leaves the rest resident, a failed restore leaves the pool evicted, and the next
+// evict or restore succeeds. A chunk whose bytes changed in host memory fails its
+// checksum with an error naming the pool and the chunk.
+#include "entry_points.hpp"
+#include "swap_fixture.hpp"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace swapalloc::testing {
+namespace {
+
+/// Calls of each entry point made by `action`, counted through the simulator.
+template <typename Action>
+std::vector<std::pair<char const*, unsigned long long>> calls_made(sim_control const& sim,
+                                                                   Action&& action)
+{
+  std::vector<unsigned long long> before;
+  for (char const* entry : driver_entry_points) {
+    before.push_back(sim.call_count(entry));
+  }
+  action();
+  std::vector<std::pair<char const*, unsigned long long>> made;
+  for (std::size_t i = 0; i < driver_entry_points.size(); ++i) {
+    unsigned long long const count = sim.call_count(driver_entry_points[i]) - before[i];
+    if (count != 0) { made.emplace_back(driver_entry_points[i], count); }
+  }
+  return made;
+}
+
+/// The calls to fail: the first, the second and the last of each entry point.
+std::vector<std::pair<char const*, unsigned long long>> faults_for(
+  std::vector<std::pair<char const*, unsigned long long>> const& made)
+{
+  std::vector<std::pair<char const*, unsigned long long>> faults;
+  for (auto const& [entry, count] : made) {
+    for (unsigned long long nth : {1ULL, 2ULL, count}) {
+      if (nth <= count && (faults.empty() || faults.back() != std::pair{entry, nth})) {
+        faults.emplace_back(entry, nth);
+      }
+    }
+  }
+  return faults;
+}
+
+TEST_F(SwapTest, AFaultAtAnyDriverCallOfEvictLosesNothing)
+{
+  SIM_ONLY(sim(), "injects driver failures");
+  pool_id const pool = make_pool("model", codec_id::shuffle2_lz4);
+  auto blocks        = populate(pool, data_kind::bf16_weights, 12 * MiB, 41, 0.8);
+  auto const made    = calls_made(sim(), [&] { (void)alloc().evict(pool, 0); });
+  ASSERT_FALSE(made.empty());
+  (void)alloc().restore(pool, 0);
+  std::size_t injected = 0;
+  for (auto const& [entry, nth] : faults_for(made)) {
+    SCOPED_TRACE(std::string(entry) + " call " + std::to_string(nth));
+    ASSERT_EQ(sim().fail_call(entry, nth, CUDA_SUCCESS), CUDA_SUCCESS);
+    try {
+      (void)alloc().evict(pool, 0);
+    } catch (std::exception const&) {  // cuda_error, or out_of_memory-like failures
+    }
+    sim().clear_faults();
+    ++injected;
+    ASSERT_EQ(alloc().check(), "");
+    (void)alloc().restore(pool, 0);  // whatever was evicted comes back
+    ASSERT_EQ(alloc().stats(pool, 0).evicted_bytes, 0U);
+    expect_intact(blocks, "after the failed evict and a restore");
+    ASSERT_FALSE(HasFatalFailure());
+  }
+  EXPECT_GT(injected, 10U);
+  evict_result const clean = alloc().evict(pool, 0);  // usable after all of them
+  EXPECT_GT(clean.pages_copied, 0U);
+  (void)alloc().restore(pool, 0);
+  expect_intact(blocks, "after the last clean cycle");
+  free_all(blocks);
+}
+
+TEST_F(SwapTest, AFaultAtAnyDriverCallOfRestoreLeavesThePoolEvictedAndRestorable)
+{
+  SIM_ONLY(sim(), "injects driver failures");
+  pool_id const pool = make_pool("model", codec_id::lz4);
+  auto blocks        = populate(pool, data_kind::fp32_weights, 12 * MiB, 43, 0.8);
+  (void)alloc().evict(pool, 0);
+  auto const made = calls_made(sim(), [&] { (void)alloc().restore(pool, 0); });
+  ASSERT_FALSE(made.empty());
+  std::size_t failed = 0;
+  for (auto const& [entry, nth] : faults_for(made)) {
+    SCOPED_TRACE(std::string(entry) + " call " + std::to_string(nth));
+    (void)alloc().evict(pool, 0);
+    std::size_t const evicted = alloc().stats(pool, 0).evicted_bytes;
+    ASSERT_GT(evicted, 0U);
+    ASSERT_EQ(sim().fail_call(entry, nth, CUDA_SUCCESS), CUDA_SUCCESS);
+    bool threw = false;
+    try {
+      (void)alloc().restore(pool, 0);
+    } catch (std::exception const&) {
+      threw = true;
+    }
+    sim().clear_faults();
+    ASSERT_EQ(alloc().check(), "");
+    if (threw) {
+      ++failed;
+      EXPECT_EQ(alloc().stats(pool, 0).evicted_bytes, evicted) << "a failed restore stays evicted";
+      (void)alloc().restore(pool, 0);
+    }
+    ASSERT_EQ(alloc().stats(pool, 0).evicted_bytes, 0U);
+    expect_intact(blocks, "after the failed restore and a retry");
+    ASSERT_FALSE(HasFatalFailure());
+  }
+  EXPECT_GT(failed, 5U) << "most injected faults must make restore fail";
+  free_all(blocks);
+}
+
+}  // namespace
+}  // namespace swapalloc::testing
