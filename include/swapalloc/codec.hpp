@@ -91,27 +91,21 @@ inline constexpr std::size_t max_chunk_bytes = std::size_t{1} << 20;
   return std::nullopt;
 }
 
+/// Whether this build has libzstd (the zstd codecs).
+#if defined(SWAPALLOC_HAVE_ZSTD)
+inline constexpr bool have_zstd = true;
+#else
+inline constexpr bool have_zstd = false;
+#endif
+
 /// Whether this build can encode and decode `codec`: the zstd codecs only with
 /// SWAPALLOC_HAVE_ZSTD; false for a value outside the enumeration. Thread safety: pure.
 [[nodiscard]] constexpr bool codec_available(codec_id codec) noexcept
 {
-  switch (codec) {
-    case codec_id::zero:
-    case codec_id::raw:
-    case codec_id::lz4:
-    case codec_id::shuffle2_lz4:
-    case codec_id::shuffle4_lz4:
-      return true;
-    case codec_id::zstd:
-    case codec_id::shuffle2_zstd:
-    case codec_id::shuffle4_zstd:
-#if defined(SWAPALLOC_HAVE_ZSTD)
-      return true;
-#else
-      return false;
-#endif
-  }
-  return false;
+  if (static_cast<std::size_t>(codec) >= all_codecs.size()) { return false; }
+  bool const zstd =
+    codec == codec_id::zstd || codec == codec_id::shuffle2_zstd || codec == codec_id::shuffle4_zstd;
+  return !zstd || have_zstd;
 }
 
 /// What a pool says its memory holds, when it knows (the codec follows from it).

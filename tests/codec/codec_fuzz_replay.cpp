@@ -5,7 +5,9 @@
 //                                     libFuzzer corpus or a crash reproducer;
 //   codec_fuzz_replay                 feeds a built-in corpus: valid frames of every
 //                                     available codec and data kind, then 20000 mutations
-//                                     of them from a fixed seed (the same run every time).
+//                                     of them from a fixed seed (the same run every time);
+//   codec_fuzz_replay --write-seeds DIR  writes the built-in valid frames to DIR, a seed
+//                                     corpus for the libFuzzer target (codec_fuzz).
 // Exit status: 0 when every input passed; the harness traps on a failed round trip, and a
 // crash is a crash. 2 for a file that cannot be read.
 #include <swapalloc/codec.hpp>
@@ -120,6 +122,22 @@ bool feed_path(std::filesystem::path const& path, std::size_t& fed)
 int main(int argc, char** argv)
 {
   std::size_t fed = 0;
+  if (argc == 3 && std::string(argv[1]) == "--write-seeds") {
+    std::filesystem::create_directories(argv[2]);
+    std::vector<std::vector<std::byte>> const seeds = seed_frames();
+    for (std::size_t i = 0; i < seeds.size(); ++i) {
+      std::ofstream file(std::filesystem::path(argv[2]) / ("seed-" + std::to_string(i)),
+                         std::ios::binary);
+      file.write(reinterpret_cast<char const*>(seeds[i].data()),
+                 static_cast<std::streamsize>(seeds[i].size()));
+      if (!file) {
+        std::fprintf(stderr, "codec_fuzz_replay: cannot write to %s\n", argv[2]);
+        return 2;
+      }
+    }
+    std::printf("codec_fuzz_replay: wrote %zu seed frames to %s\n", seeds.size(), argv[2]);
+    return 0;
+  }
   if (argc > 1) {
     for (int i = 1; i < argc; ++i) {
       if (!feed_path(argv[i], fed)) { return 2; }
