@@ -12,7 +12,7 @@
 // bytes once compressed).
 //
 // On the simulator the link is throttled (cudasimSetLinkBandwidth) to SWAPALLOC_BENCH_LINK_GBPS
-// (10^9 bytes/s, default 1.0: what a 2-core machine sustains beside one compression
+// (10^9 bytes/s, default 0.5: what a 2-core machine sustains beside one compression
 // worker and the simulator's copy thread). SWAPALLOC_BENCH_SWAP_MIB sets the live data
 // (default 256).
 #include "bench_main.hpp"
@@ -242,7 +242,7 @@ int main(int argc, char** argv)
       bool const simulated =
         swapalloc::bench::add_driver_context(cuda, device, cuda.allocation_granularity(device));
       if (simulated) {
-        double const gbps = env_number("SWAPALLOC_BENCH_LINK_GBPS", 1.0);
+        double const gbps = env_number("SWAPALLOC_BENCH_LINK_GBPS", 0.5);
         using set_link    = void (*)(double);
         reinterpret_cast<set_link>(cuda.find_symbol("cudasimSetLinkBandwidth"))(gbps);
       }

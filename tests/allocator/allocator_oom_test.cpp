@@ -78,8 +78,9 @@ TEST_F(AllocatorOomTest, CachedPagesOfEveryPoolAreReleasedBeforeGivingUp)
 
 TEST_F(AllocatorOomTest, RequestBeyondThePoolsCapacityFailsClearly)
 {
-  pool_id const tiny =
-    alloc().create_pool("tiny", pool_options{.capacity = 16 * MiB, .page_size = 0});
+  pool_options small_range;
+  small_range.capacity = 16 * MiB;
+  pool_id const tiny   = alloc().create_pool("tiny", small_range);
   pool_scope const scope(alloc(), tiny);
   try {
     (void)alloc().allocate(17 * MiB, 0, nullptr);
