@@ -103,6 +103,74 @@ TEST_F(SimCopy, DeviceRangeMustBeMappedAtTheCall)
     << "rejected calls leave no sticky error";
 }
 
+// The access of a device range is checked at the call, like its mapping: the driver
+// refuses the call and queues nothing, so nothing faults and no sticky error follows.
+// (Only an access that becomes invalid while the work is pending faults the context:
+// SimDeathTest.UnmapWhileWorkIsPendingFaultsTheStream.)
+
+TEST_F(SimCopy, CopyIntoMappingWithoutAccessIsInvalidValue)
+{
+  // cuda.h (cuMemMap): "calling cuMemMap does not make the address accessible".
+  // H100, driver 580.159.04: cuMemcpyHtoD_v2 returns CUDA_ERROR_INVALID_VALUE (no fault).
+  std::vector<std::uint32_t> host(64, 7);
+  pinned_buffer pinned(drv(), host.size() * 4);
+  auto range = make_range(1, /*accessible=*/false);
+  scoped_stream stream(drv());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            table().cuMemcpyHtoD(range.ptr(), host.data(), host.size() * 4));
+  // The asynchronous forms are checked the same way (as cuMemsetD32Async is, below).
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            table().cuMemcpyHtoDAsync(range.ptr(), pinned.data(), pinned.bytes(), stream))
+    << "from pinned memory";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            table().cuMemcpyHtoDAsync(range.ptr(), host.data(), host.size() * 4, stream))
+    << "from pageable memory";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemsetD8Async(range.ptr(), 0, 64, stream));
+  EXPECT_CU(CUDA_SUCCESS, table().cuStreamSynchronize(stream))
+    << "rejected calls leave no sticky error";
+  // Once access is granted the same copy works.
+  drv().mem_set_access(range.ptr(), range.size(), device());
+  drv().memcpy_htod(range.ptr(), host.data(), host.size() * 4);
+  EXPECT_EQ(read_words(drv(), range.ptr(), host.size()), host);
+}
+
+TEST_F(SimCopy, WriteIntoReadOnlyRangeIsInvalidValueAtTheCall)
+{
+  // H100, driver 580.159.04: cuMemsetD32Async into a range set PROT_READ returns
+  // CUDA_ERROR_INVALID_VALUE when it is queued, not an error at cuStreamSynchronize.
+  auto range      = make_range();
+  auto source     = make_range();
+  auto const data = pattern(64, 0x3);
+  drv().memcpy_htod(range.ptr(), data.data(), data.size() * 4);
+  drv().mem_set_access(range.ptr(), range.size(), device(), CU_MEM_ACCESS_FLAGS_PROT_READ);
+  EXPECT_EQ(read_words(drv(), range.ptr(), data.size()), data) << "reading is allowed";
+  scoped_stream stream(drv());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemsetD32Async(range.ptr(), 0, 64, stream));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            table().cuMemcpyDtoDAsync(range.ptr(), source.ptr(), 64, stream))
+    << "a read-only destination of a device-to-device copy";
+  EXPECT_CU(CUDA_SUCCESS, table().cuStreamSynchronize(stream))
+    << "rejected calls leave no sticky error";
+  EXPECT_EQ(read_words(drv(), range.ptr(), data.size()), data) << "nothing was written";
+}
+
+TEST_F(SimCopy, ReadAfterAccessIsRevokedIsInvalidValue)
+{
+  // cuMemSetAccess with CU_MEM_ACCESS_FLAGS_PROT_NONE makes the range inaccessible again.
+  // H100, driver 580.159.04: cuMemcpyDtoH_v2 from it returns CUDA_ERROR_INVALID_VALUE.
+  auto range = make_range();
+  drv().memset_d32(range.ptr(), 0x44, 64);
+  drv().synchronize_context();  // the memset is asynchronous: done before access goes
+  drv().mem_set_access(range.ptr(), range.size(), device(), CU_MEM_ACCESS_FLAGS_PROT_NONE);
+  std::vector<std::uint32_t> host(64, 0);
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            table().cuMemcpyDtoH(host.data(), range.ptr(), host.size() * 4));
+  EXPECT_EQ(first_not(host, 0), host.size()) << "the refused copy wrote the target";
+  EXPECT_CU(CUDA_SUCCESS, table().cuCtxSynchronize()) << "no sticky error";
+  drv().mem_set_access(range.ptr(), range.size(), device());
+  EXPECT_EQ(first_not(read_words(drv(), range.ptr(), 64), 0x44), 64u);
+}
+
 TEST_F(SimCopy, DeviceRangeMustLieInOneReservation)
 {
   SIM_ONLY(sim(), "needs two adjacent reservations, which only a hint the simulator honours gives");

@@ -3,6 +3,12 @@
 // cuStreamCreate, cuStreamQuery, cuStreamSynchronize, cuStreamWaitEvent, cuEventRecord
 // (what a wait captures), cuStreamDestroy, cuLaunchHostFunc, cuCtxSynchronize, and the
 // CUDA Programming Guide's "Default Stream" / "Implicit Synchronization" sections.
+//
+// A host_gate blocks its stream with a host function, and the host functions of one
+// context run one at a time (SimHostFunc.HostFunctionsOfAContextRunOneAtATime), so while
+// a gate is closed no other stream's host function runs either. Tests that show another
+// stream making progress past a closed gate therefore use memsets and copies on it and
+// poll cuStreamQuery (idle_within), never a host function.
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -265,8 +271,11 @@ TEST_F(SimStream, BlockingStreamWaitsForLegacyStream)
 
 TEST_F(SimStream, NonBlockingStreamIgnoresLegacyStream)
 {
-  std::atomic<bool> done{false};
+  // H100, driver 580.159.04: a host function on the non-blocking stream waited for the
+  // gate on the legacy stream (host functions are serialized), so the independence of
+  // the streams is shown with a memset and a copy, which did not have to wait.
   pinned_buffer seen(drv(), kWords * 4);
+  std::memset(seen.data(), 0xee, seen.bytes());
   auto range = make_range();
   context_drain drain(drv());
   scoped_stream independent(drv(), CU_STREAM_NON_BLOCKING);
@@ -274,27 +283,33 @@ TEST_F(SimStream, NonBlockingStreamIgnoresLegacyStream)
   gate.enqueue(drv(), nullptr);
   drv().memset_d32_async(range.ptr(), 0x31, kWords, independent);
   drv().memcpy_dtoh_async(seen.data(), range.ptr(), seen.bytes(), independent);
-  drv().launch_host_func(independent, set_flag, &done);
-  drv().stream_synchronize(independent);
-  EXPECT_FALSE(gate.opened_by_watchdog())
+  EXPECT_TRUE(idle_within(independent, 2s))
     << "the non-blocking stream waited for the blocked legacy stream";
-  EXPECT_TRUE(done.load());
+  EXPECT_FALSE(gate.is_open());
   EXPECT_EQ(first_not(words_of(seen), 0x31), kWords);
   EXPECT_CU(CUDA_ERROR_NOT_READY, table().cuStreamQuery(nullptr));
+  gate.open();
 }
 
 TEST_F(SimStream, LegacyStreamIgnoresNonBlockingStreams)
 {
-  std::atomic<bool> done{false};
+  // H100, driver 580.159.04: a host function on the legacy stream waited for the gate on
+  // the non-blocking stream (host functions are serialized); a memset and a copy do not.
+  pinned_buffer seen(drv(), kWords * 4);
+  std::memset(seen.data(), 0xee, seen.bytes());
+  auto range = make_range();
   context_drain drain(drv());
   scoped_stream independent(drv(), CU_STREAM_NON_BLOCKING);
   host_gate gate(5s);
   gate.enqueue(drv(), independent);
-  drv().launch_host_func(nullptr, set_flag, &done);
-  drv().stream_synchronize(nullptr);
-  EXPECT_FALSE(gate.opened_by_watchdog())
+  drv().memset_d32_async(range.ptr(), 0x32, kWords, nullptr);
+  drv().memcpy_dtoh_async(seen.data(), range.ptr(), seen.bytes(), nullptr);
+  EXPECT_TRUE(idle_within(nullptr, 2s))
     << "the legacy stream waited for a blocked non-blocking stream";
-  EXPECT_TRUE(done.load());
+  EXPECT_FALSE(gate.is_open());
+  EXPECT_EQ(first_not(words_of(seen), 0x32), kWords);
+  EXPECT_CU(CUDA_ERROR_NOT_READY, table().cuStreamQuery(independent));
+  gate.open();
 }
 
 TEST_F(SimStream, EventOnTheLegacyStreamWaitsForBlockingStreams)
@@ -334,18 +349,26 @@ TEST_F(SimStream, LegacyStreamCanWaitForAnEvent)
 TEST_F(SimStream, StreamsRunConcurrently)
 {
   // Created streams do not wait for one another, blocking (CU_STREAM_DEFAULT) ones
-  // included: only the legacy stream synchronizes with those.
+  // included: only the legacy stream synchronizes with those. H100, driver 580.159.04:
+  // a host function on the other stream waited for the gate (host functions are
+  // serialized), so the other stream's progress is a memset and a copy.
   for (unsigned int const flags : {CU_STREAM_NON_BLOCKING, CU_STREAM_DEFAULT}) {
-    std::atomic<bool> done{false};
+    std::uint32_t const value = 0x50 + flags;
+    pinned_buffer seen(drv(), kWords * 4);
+    std::memset(seen.data(), 0xee, seen.bytes());
+    auto range = make_range();
     scoped_stream blocked(drv(), flags);
     scoped_stream other(drv(), flags);
     host_gate gate(5s);
     gate.enqueue(drv(), blocked);
-    drv().launch_host_func(other, set_flag, &done);
-    drv().stream_synchronize(other);
-    EXPECT_TRUE(done.load());
-    EXPECT_FALSE(gate.opened_by_watchdog())
+    drv().memset_d32_async(range.ptr(), value, kWords, other);
+    drv().memcpy_dtoh_async(seen.data(), range.ptr(), seen.bytes(), other);
+    EXPECT_TRUE(idle_within(other, 2s))
       << "a stream waited for another blocked stream (flags " << flags << ")";
+    EXPECT_FALSE(gate.is_open());
+    EXPECT_EQ(first_not(words_of(seen), value), kWords) << "flags " << flags;
+    EXPECT_CU(CUDA_ERROR_NOT_READY, table().cuStreamQuery(blocked)) << "flags " << flags;
+    gate.open();
   }
 }
 
@@ -420,6 +443,32 @@ TEST_F(SimHostFunc, RunInOrderEachAfterTheLastReturned)
   }
   std::lock_guard lock(log.mutex);
   EXPECT_EQ(log.ids, expected);
+}
+
+TEST_F(SimHostFunc, HostFunctionsOfAContextRunOneAtATime)
+{
+  // cuda.h (cuLaunchHostFunc): "Host functions without a mandated order (such as in
+  // independent streams) execute in undefined order and may be serialized." The real
+  // driver serializes them: H100, driver 580.159.04, a host function on one stream did
+  // not run while a host function on another stream was blocked, for non-blocking and
+  // for blocking streams and the legacy stream, until the blocked one returned.
+  for (unsigned int const flags : {CU_STREAM_NON_BLOCKING, CU_STREAM_DEFAULT}) {
+    std::atomic<bool> done{false};
+    scoped_stream blocked(drv(), flags);
+    scoped_stream other(drv(), flags);
+    host_gate gate(300ms);  // opens by itself
+    gate.enqueue(drv(), blocked);
+    ASSERT_TRUE(wait_until([&] { return gate.entered() == 1; })) << "the gate never ran";
+    drv().launch_host_func(other, set_flag, &done);
+    std::this_thread::sleep_for(50ms);
+    EXPECT_FALSE(done.load()) << "a host function ran while another one was blocked (flags "
+                              << flags << ")";
+    EXPECT_CU(CUDA_ERROR_NOT_READY, table().cuStreamQuery(other)) << "flags " << flags;
+    drv().stream_synchronize(other);
+    EXPECT_TRUE(done.load());
+    EXPECT_EQ(gate.passed(), 1) << "the second host function ran before the first returned";
+    EXPECT_TRUE(gate.opened_by_watchdog());
+  }
 }
 
 struct api_probe {

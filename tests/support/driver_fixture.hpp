@@ -141,6 +141,14 @@ class DriverTest : public ::testing::Test {
     return probe.ptr();
   }
 
+  /// Polls cuStreamQuery until `stream` has no pending work; false if it still has some
+  /// after `timeout`. Shows a stream's progress without a host function, which would
+  /// wait for any closed host_gate of the context (see host_gate.hpp).
+  [[nodiscard]] bool idle_within(CUstream stream, std::chrono::milliseconds timeout) const
+  {
+    return wait_until([&] { return drv_->table().cuStreamQuery(stream) == CUDA_SUCCESS; }, timeout);
+  }
+
   /// A range of `granules` granules, mapped and (unless told otherwise) accessible.
   [[nodiscard]] device_range make_range(std::size_t granules = 1, bool accessible = true) const
   {

@@ -27,6 +27,13 @@ namespace swapalloc::testing {
  * it waits, everything behind it on that stream (and what is ordered after it) waits
  * too, which is how the tests observe asynchrony and ordering without kernels.
  *
+ * A closed gate also holds back the host functions of *every* stream of the context:
+ * the driver calls a context's host functions one at a time, from one thread (cuda.h:
+ * host functions of independent streams "may be serialized"; the real driver does, H100,
+ * driver 580.159.04, and so does cudasim). So a test that shows another stream making
+ * progress while a gate is closed must use memsets, copies or event records on it and
+ * poll cuStreamQuery or cuEventQuery (DriverTest::idle_within), not a host function.
+ *
  * A watchdog opens the gate after `auto_open` so that a driver that wrongly blocks the
  * caller cannot hang the suite; `opened_by_watchdog()` tells a test that happened (a
  * short `auto_open` is also the way to open a gate "later", from another thread). The

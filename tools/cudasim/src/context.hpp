@@ -1,6 +1,7 @@
 /**
  * @file context.hpp
- * @brief A device's primary context: retain count, sticky error, and its streams.
+ * @brief A device's primary context: retain count, sticky error, its streams, and the
+ *        one-at-a-time order of its host functions.
  *
  * The simulator has primary contexts only, one per device, as the CUDA runtime and
  * PyTorch use them. A CUcontext is a pointer to one of these; they live as long as
@@ -12,6 +13,7 @@
 #include "operation.hpp"
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -63,6 +65,15 @@ struct CUctx_st {
   /// every blocking stream; returns its sequence number on the legacy stream.
   std::uint64_t submit_legacy(cudasim::operation&& work);
 
+  /// Calls a cuLaunchHostFunc function on the calling stream worker once every host
+  /// function of this context that a stream reached earlier has returned: host functions
+  /// of one context run one at a time, in the order their streams reach them, as on the
+  /// real driver, which calls them from one thread per context (cuda.h: "Host functions
+  /// without a mandated order (such as in independent streams) execute in undefined
+  /// order and may be serialized"). Not called when the context has a sticky error by
+  /// the time its turn comes (cuda.h: "will not be called in the event of an error").
+  void run_host_function(cudasim::host_function_op const& op);
+
  private:
   int const device_;
   std::atomic<int> retained_{0};
@@ -70,4 +81,9 @@ struct CUctx_st {
   std::mutex mutex_;                                   // guards the two below
   std::shared_ptr<CUstream_st> legacy_;                // started on first use
   std::vector<std::shared_ptr<CUstream_st>> streams_;  // created, not destroyed
+
+  std::mutex host_function_mutex_;              // guards the two counters below
+  std::condition_variable host_function_done_;  // host_functions_done_ advanced
+  std::uint64_t host_functions_reached_ = 0;    // turns handed out, in order of arrival
+  std::uint64_t host_functions_done_    = 0;    // turns finished
 };

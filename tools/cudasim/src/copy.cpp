@@ -3,11 +3,15 @@
  * @brief Copies and memsets: pointer checks at the call, the device access when the
  *        stream runs it, and the synchronization that host memory implies.
  *
- * At the call, a device range must lie in one reservation and be mapped, and a host
- * range must not touch a reservation; else the driver cannot resolve the pointer and
- * the call fails with CUDA_ERROR_INVALID_VALUE. When the stream runs the operation, the
- * device range must still be mapped and accessible (write for a destination, read for a
- * source), else it faults like a kernel on a GPU: CUDA_ERROR_ILLEGAL_ADDRESS, sticky.
+ * At the call, a device range must lie in one reservation, be mapped and be accessible
+ * to the stream's device (write for a destination, read for a source), and a host range
+ * must not touch a reservation; else the call fails with CUDA_ERROR_INVALID_VALUE and
+ * nothing is queued (no fault, no sticky error). The real driver does the same (H100,
+ * driver 580.159.04): cuMemcpyHtoD into a mapping with no access, cuMemcpyDtoH from a
+ * PROT_NONE range and cuMemsetD32Async into a PROT_READ range all returned
+ * CUDA_ERROR_INVALID_VALUE from the call. When the stream runs the operation, the device
+ * range must still be mapped and accessible, else it faults like a kernel on a GPU:
+ * CUDA_ERROR_ILLEGAL_ADDRESS, sticky (an unmap while the work is pending, as on a GPU).
  * The operation holds the mapping table shared while it moves bytes, so the mapping it
  * checked stays until it is done; an unmap waits for at most the copies in flight.
  *
@@ -35,12 +39,13 @@ enum class call_kind : bool { asynchronous, synchronous };
   return ptr + bytes < ptr;
 }
 
-/// A device range the driver can resolve: in one reservation, mapped now.
-[[nodiscard]] bool resolvable(std::uintptr_t ptr, std::size_t bytes)
+/// A device range the driver accepts at the call: in one reservation, mapped now, and
+/// readable (with `write`, writable) by `device` now.
+[[nodiscard]] bool resolvable(std::uintptr_t ptr, std::size_t bytes, int device, bool write)
 {
   vmm_table const& vmm = simulator::get().vmm();
   auto const hold      = vmm.hold();
-  return !wraps(ptr, bytes) && vmm.mapped(ptr, bytes);
+  return !wraps(ptr, bytes) && vmm.mapped(ptr, bytes) && vmm.accessible(ptr, bytes, device, write);
 }
 
 /// A host range: not null, and not device memory.
@@ -59,10 +64,12 @@ enum class call_kind : bool { asynchronous, synchronous };
   std::shared_ptr<CUstream_st> stream;
   if (CUresult const bad = resolve_stream(handle, stream); bad != CUDA_SUCCESS) { return bad; }
   if (op.bytes == 0) { return CUDA_SUCCESS; }
+  int const ordinal      = device_of(stream->context()).ordinal;
   bool const to_device   = op.kind != copy_kind::device_to_host;
   bool const from_device = op.kind != copy_kind::host_to_device;
-  if ((to_device ? !resolvable(op.dst, op.bytes) : !host_range(op.dst, op.bytes)) ||
-      (from_device ? !resolvable(op.src, op.bytes) : !host_range(op.src, op.bytes))) {
+  if ((to_device ? !resolvable(op.dst, op.bytes, ordinal, true) : !host_range(op.dst, op.bytes)) ||
+      (from_device ? !resolvable(op.src, op.bytes, ordinal, false)
+                   : !host_range(op.src, op.bytes))) {
     return CUDA_ERROR_INVALID_VALUE;
   }
   bool wait = call == call_kind::synchronous;
@@ -95,7 +102,9 @@ enum class call_kind : bool { asynchronous, synchronous };
     return CUDA_ERROR_INVALID_VALUE;
   }  // D32: 4-byte aligned
   if (count == 0) { return CUDA_SUCCESS; }
-  if (!resolvable(dst, count * width)) { return CUDA_ERROR_INVALID_VALUE; }
+  if (!resolvable(dst, count * width, device_of(stream->context()).ordinal, true)) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
   submit(*stream, memset_op{dst, count, value, width});
   return CUDA_SUCCESS;
 }

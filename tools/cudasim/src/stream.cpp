@@ -135,9 +135,7 @@ void CUstream_st::execute(cudasim::operation& work)
         op.stream->wait(op.sequence);
         return CUDA_SUCCESS;
       } else if constexpr (std::is_same_v<op_type, cudasim::host_function_op>) {
-        cudasim::in_host_function = true;
-        op.function(op.user_data);
-        cudasim::in_host_function = false;
+        context_.run_host_function(op);
         return CUDA_SUCCESS;
       } else {
         return cudasim::execute(op, context_);
@@ -215,6 +213,22 @@ std::uint64_t CUctx_st::submit_legacy(cudasim::operation&& work)
     }
   }
   return legacy->push(std::move(work));
+}
+
+void CUctx_st::run_host_function(cudasim::host_function_op const& op)
+{
+  std::unique_lock lock(host_function_mutex_);
+  std::uint64_t const turn = host_functions_reached_++;
+  host_function_done_.wait(lock, [&] { return host_functions_done_ == turn; });
+  lock.unlock();
+  if (sticky_error() == CUDA_SUCCESS) {  // a fault while it waited: not called
+    cudasim::in_host_function = true;
+    op.function(op.user_data);
+    cudasim::in_host_function = false;
+  }
+  lock.lock();
+  ++host_functions_done_;
+  host_function_done_.notify_all();
 }
 
 // ---- Submission, resolution, synchronization, graveyard -------------------------------

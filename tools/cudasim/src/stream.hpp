@@ -7,6 +7,12 @@
  * event record or a stream wait needs to capture, as on a GPU where an event captures
  * "the contents of hStream at the time of this call" (cuda.h, cuEventRecord).
  *
+ * Copies, memsets, event records and waits of different streams run concurrently. Host
+ * functions do not: the worker that reaches one waits for its context's turn
+ * (CUctx_st::run_host_function), so the host functions of one context run one at a time,
+ * as on the real driver, and a blocked host function holds back every other stream's
+ * host functions (but not their other work).
+ *
  * Once the stream's context has a sticky error, the worker skips its work (cuda.h,
  * cuLaunchHostFunc: "the function will not be called in the event of an error in the
  * CUDA context") but still counts it complete, so nothing waits forever.

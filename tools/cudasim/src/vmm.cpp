@@ -6,6 +6,12 @@
  * The property swapalloc passes, and the only one modelled, is pinned device memory:
  * CU_MEM_ALLOCATION_TYPE_PINNED on CU_MEM_LOCATION_TYPE_DEVICE. Requested shareable
  * handle types are accepted and ignored (no export entry point is modelled).
+ *
+ * Error codes follow what a real driver returned (H100, driver 580.159.04, CUDA 13.0)
+ * where cuda.h is silent or lists several: cuMemGetAllocationGranularity does not check
+ * the allocation or location type; cuMemMap answers CUDA_ERROR_NOT_SUPPORTED for a
+ * non-zero offset or a size other than the handle's; cuMemSetAccess answers
+ * CUDA_ERROR_INVALID_VALUE (not _INVALID_DEVICE) for a descriptor naming no device.
  */
 #include "state.hpp"
 
@@ -23,14 +29,16 @@ namespace {
   return out == nullptr ? CUDA_ERROR_INVALID_DEVICE : CUDA_SUCCESS;
 }
 
-/// Checks access descriptors: a valid device each, and a flag cuda.h defines.
+/// Checks access descriptors: a valid device each, and a flag cuda.h defines. A device
+/// that does not exist is CUDA_ERROR_INVALID_VALUE, as on the real driver (H100, driver
+/// 580.159.04), although cuda.h also lists CUDA_ERROR_INVALID_DEVICE.
 [[nodiscard]] CUresult check_access(CUmemAccessDesc const* desc, std::size_t count) noexcept
 {
   if (desc == nullptr || count == 0) { return CUDA_ERROR_INVALID_VALUE; }
   for (std::size_t i = 0; i < count; ++i) {
-    if (desc[i].location.type != CU_MEM_LOCATION_TYPE_DEVICE) { return CUDA_ERROR_INVALID_VALUE; }
-    if (simulator::get().find_device(desc[i].location.id) == nullptr) {
-      return CUDA_ERROR_INVALID_DEVICE;
+    if (desc[i].location.type != CU_MEM_LOCATION_TYPE_DEVICE ||
+        simulator::get().find_device(desc[i].location.id) == nullptr) {
+      return CUDA_ERROR_INVALID_VALUE;
     }
     if (desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_NONE &&
         desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_READ &&
@@ -54,14 +62,18 @@ CUresult CUDAAPI cuMemGetAllocationGranularity(size_t* granularity, CUmemAllocat
 {
   return api(entry::mem_get_allocation_granularity, [&] {
     auto const choice = cudasim::enum_value(option);
-    if (granularity == nullptr ||
+    if (granularity == nullptr || prop == nullptr ||
         (choice != cudasim::enum_value(CU_MEM_ALLOC_GRANULARITY_MINIMUM) &&
          choice != cudasim::enum_value(CU_MEM_ALLOC_GRANULARITY_RECOMMENDED))) {
       return CUDA_ERROR_INVALID_VALUE;
     }
-    cudasim::device* device = nullptr;
-    if (CUresult const bad = cudasim::check_property(prop, device); bad != CUDA_SUCCESS) {
-      return bad;
+    // Lenient like the real driver (H100, driver 580.159.04 returned CUDA_SUCCESS for
+    // CU_MEM_ALLOCATION_TYPE_INVALID and for CU_MEM_LOCATION_TYPE_INVALID): the type and
+    // the location type are not checked; cuMemCreate checks them. A device location
+    // must still name a device (the simulator's choice; cuda.h does not say).
+    if (prop->location.type == CU_MEM_LOCATION_TYPE_DEVICE &&
+        cudasim::simulator::get().find_device(prop->location.id) == nullptr) {
+      return CUDA_ERROR_INVALID_DEVICE;
     }
     *granularity = cudasim::granularity;
     return CUDA_SUCCESS;
@@ -108,9 +120,10 @@ CUresult CUDAAPI cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
                           CUmemGenericAllocationHandle handle, unsigned long long flags)
 {
   return api(entry::mem_map, [&] {
-    // offset: "Note: currently must be zero."; flags: "must be zero now".
-    if (offset != 0 || flags != 0) { return CUDA_ERROR_INVALID_VALUE; }
-    return cudasim::vmm().map(ptr, size, handle);
+    if (flags != 0) { return CUDA_ERROR_INVALID_VALUE; }  // "must be zero now"
+    // offset: "Note: currently must be zero" -- CUDA_ERROR_NOT_SUPPORTED on the real
+    // driver (H100, driver 580.159.04), checked with the size in vmm_table::map.
+    return cudasim::vmm().map(ptr, size, offset, handle);
   });
 }
 

@@ -76,10 +76,13 @@ class vmm_table {
   [[nodiscard]] CUresult create(CUmemGenericAllocationHandle* out, std::size_t size,
                                 std::atomic<std::size_t>& used, std::size_t available);
   [[nodiscard]] CUresult release(CUmemGenericAllocationHandle handle);
-  [[nodiscard]] CUresult map(CUdeviceptr ptr, std::size_t size,
+  /// Maps the whole of `handle` (offset 0, size its size) at [ptr, ptr + size).
+  [[nodiscard]] CUresult map(CUdeviceptr ptr, std::size_t size, std::size_t offset,
                              CUmemGenericAllocationHandle handle);
+  /// Unmaps every mapping in [ptr, ptr + size); each must lie wholly inside it.
   [[nodiscard]] CUresult unmap(CUdeviceptr ptr, std::size_t size);
-  /// Sets device `device`'s access to [ptr, ptr + size) for each descriptor.
+  /// Sets device `device`'s access to the mapped granules of [ptr, ptr + size) for each
+  /// descriptor; the first and the last granule must be mapped.
   [[nodiscard]] CUresult set_access(CUdeviceptr ptr, std::size_t size, CUmemAccessDesc const* desc,
                                     std::size_t count);
   [[nodiscard]] CUresult get_access(unsigned long long* flags, int device, CUdeviceptr ptr) const;

@@ -151,11 +151,12 @@ CUresult vmm_table::release(CUmemGenericAllocationHandle handle)
   return CUDA_SUCCESS;
 }
 
-CUresult vmm_table::map(CUdeviceptr ptr, std::size_t size, CUmemGenericAllocationHandle handle)
+CUresult vmm_table::map(CUdeviceptr ptr, std::size_t size, std::size_t offset,
+                        CUmemGenericAllocationHandle handle)
 {
   // cuda.h: "Both ptr, size, and offset must be a multiple of the value given via
   // cuMemGetAllocationGranularity with the CU_MEM_ALLOC_GRANULARITY_MINIMUM flag."
-  if (size == 0 || !aligned(ptr, granularity) || !aligned(size, granularity) || ptr + size < ptr) {
+  if (size == 0 || !aligned(ptr, granularity) || ptr + size < ptr) {
     return CUDA_ERROR_INVALID_VALUE;
   }
   std::shared_ptr<physical_memory> memory;
@@ -165,13 +166,21 @@ CUresult vmm_table::map(CUdeviceptr ptr, std::size_t size, CUmemGenericAllocatio
     if (found == handles_.end()) { return CUDA_ERROR_INVALID_VALUE; }
     memory = found->second;
   }
-  if (size > memory->size()) { return CUDA_ERROR_INVALID_VALUE; }  // "offset + size must be less"
+  // cuda.h: offset "currently must be zero", "offset + size must be less than the size of
+  // the memory allocation". The real driver (H100, driver 580.159.04) maps whole handles
+  // only: a non-zero offset, a size that is not a multiple of the granularity, a size
+  // beyond the handle and a size smaller than the handle are CUDA_ERROR_NOT_SUPPORTED.
+  if (offset != 0 || size != memory->size()) { return CUDA_ERROR_NOT_SUPPORTED; }
   mapping entry{size, memory, std::vector<std::uint32_t>(size / granularity),
                 std::vector<std::uint32_t>(size / granularity)};
   std::unique_lock lock(mutex_);
-  // "This range must be an address reservation previously reserved with cuMemAddressReserve"
+  // "This range must be an address reservation previously reserved with
+  // cuMemAddressReserve". Stricter: the range lies inside one reservation. (On the real
+  // driver a map that ran one granule past the end of a reservation succeeded; what lay
+  // there is not known, so the simulator does not allow it.)
   if (reservation_of(ptr, size) == reservations_.end()) { return CUDA_ERROR_INVALID_VALUE; }
-  // "cuMemMap can only create mappings on VA range reservations that are not currently mapped."
+  // "cuMemMap can only create mappings on VA range reservations that are not currently
+  // mapped": CUDA_ERROR_INVALID_VALUE, as on the real driver.
   auto const next = mappings_.lower_bound(ptr);
   if ((next != mappings_.end() && next->first < ptr + size) ||
       mapping_at(ptr) != mappings_.cend()) {
@@ -189,25 +198,27 @@ CUresult vmm_table::map(CUdeviceptr ptr, std::size_t size, CUmemGenericAllocatio
 CUresult vmm_table::unmap(CUdeviceptr ptr, std::size_t size)
 {
   if (size == 0 || ptr + size < ptr) { return CUDA_ERROR_INVALID_VALUE; }
+  std::uintptr_t const end = ptr + size;
   std::unique_lock lock(mutex_);
-  // cuda.h: "The range must be the entire contiguous address range that was mapped to ...
-  // cuMemUnmap cannot unmap a sub-range". Several whole, adjacent mappings are accepted.
-  std::uintptr_t cursor = ptr;
-  while (cursor < ptr + size) {
-    auto const found = mappings_.find(cursor);
-    if (found == mappings_.end()) { return CUDA_ERROR_INVALID_VALUE; }
-    cursor += found->second.size;
+  // Stricter (the real driver was not tried outside a reservation): inside one reservation.
+  if (reservation_of(ptr, size) == reservations_.end()) { return CUDA_ERROR_INVALID_VALUE; }
+  // cuda.h: "cuMemUnmap cannot unmap a sub-range of an address range mapped": a mapping
+  // that begins before the range or ends after it is CUDA_ERROR_INVALID_VALUE. Unmapped
+  // granules in the range are no error: the real driver (H100, driver 580.159.04) returned
+  // CUDA_SUCCESS for two whole mappings followed by an unmapped granule, and for a range
+  // with nothing mapped at all.
+  auto const first = mapping_at(ptr);
+  auto const last  = mapping_at(end - 1);
+  if ((first != mappings_.end() && first->first < ptr) ||
+      (last != mappings_.end() && last->first + last->second.size > end)) {
+    return CUDA_ERROR_INVALID_VALUE;
   }
-  if (cursor != ptr + size) { return CUDA_ERROR_INVALID_VALUE; }
-  for (cursor = ptr; cursor < ptr + size;) {
-    auto const found         = mappings_.find(cursor);
-    std::size_t const length = found->second.size;
+  for (auto found = mappings_.lower_bound(ptr); found != mappings_.end() && found->first < end;) {
     // "the address range is converted to an address reservation"
-    if (reservation_pages(address(cursor), length, MAP_FIXED) == MAP_FAILED) {
+    if (reservation_pages(address(found->first), found->second.size, MAP_FIXED) == MAP_FAILED) {
       return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    mappings_.erase(found);  // frees the memory if its handle is released
-    cursor += length;
+    found = mappings_.erase(found);  // frees the memory if its handle is released
   }
   return CUDA_SUCCESS;
 }
@@ -219,15 +230,24 @@ CUresult vmm_table::set_access(CUdeviceptr ptr, std::size_t size, CUmemAccessDes
   if (size == 0 || !aligned(ptr, granularity) || !aligned(size, granularity) || ptr + size < ptr) {
     return CUDA_ERROR_INVALID_VALUE;
   }
+  std::uintptr_t const end = ptr + size;
   std::unique_lock lock(mutex_);
-  // cuda.h: "The range must be a fully mapped address range".
-  if (!mapped(ptr, size)) { return CUDA_ERROR_INVALID_VALUE; }
-  for (std::uintptr_t cursor = ptr; cursor < ptr + size;) {
-    auto const found        = mapping_at(cursor);
-    mapping& m              = found->second;
-    std::size_t const first = (cursor - found->first) / granularity;
+  // cuda.h: "The range must be a fully mapped address range". The real driver (H100,
+  // driver 580.159.04) is looser: it returned CUDA_SUCCESS for two mappings with an
+  // unmapped granule between them, and CUDA_ERROR_INVALID_VALUE for a range that ends
+  // in an unmapped granule and for one with nothing mapped. Modelled: the range lies in
+  // one reservation and its first and last granules are mapped; unmapped granules in
+  // between are skipped (they get no access; a later mapping there starts with none).
+  if (reservation_of(ptr, size) == reservations_.end() || mapping_at(ptr) == mappings_.end() ||
+      mapping_at(end - 1) == mappings_.end()) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  for (auto found = mapping_at(ptr); found != mappings_.end() && found->first < end; ++found) {
+    mapping& m = found->second;
+    std::size_t const first =
+      (std::max<std::uintptr_t>(ptr, found->first) - found->first) / granularity;
     std::size_t const last =
-      (std::min<std::uintptr_t>(ptr + size, found->first + m.size) - found->first) / granularity;
+      (std::min<std::uintptr_t>(end, found->first + m.size) - found->first) / granularity;
     for (std::size_t g = first; g < last; ++g) {
       for (std::size_t i = 0; i < count; ++i) {
         std::uint32_t const bit = std::uint32_t{1} << desc[i].location.id;
@@ -238,7 +258,6 @@ CUresult vmm_table::set_access(CUdeviceptr ptr, std::size_t size, CUmemAccessDes
       }
     }
     apply_protection(found->first, m);
-    cursor = found->first + m.size;
   }
   return CUDA_SUCCESS;
 }
