@@ -391,13 +391,15 @@ TEST_F(SimVmm, SetAccessNeedsARangeThatBeginsAndEndsMapped)
     << "entirely unmapped";
   scoped_mapping c(drv(), reservation.ptr() + 2 * gran(), gran(), second.get());
   // H100, driver 580.159.04: CUDA_SUCCESS for two mappings with an unmapped granule
-  // between them. Both mappings get the access; the gap stays unmapped.
+  // between them, but only the first mapping gets the access: the second reads back
+  // PROT_NONE (gpu-check, 2026-11-22). The gap stays unmapped.
   ASSERT_CU(CUDA_SUCCESS, table().cuMemSetAccess(reservation.ptr(), 3 * gran(), &rw, 1))
     << "two mappings with a gap between them";
   EXPECT_EQ(access_flags(reservation.ptr()),
             static_cast<unsigned long long>(CU_MEM_ACCESS_FLAGS_PROT_READWRITE));
   EXPECT_EQ(access_flags(reservation.ptr() + 2 * gran()),
-            static_cast<unsigned long long>(CU_MEM_ACCESS_FLAGS_PROT_READWRITE));
+            static_cast<unsigned long long>(CU_MEM_ACCESS_FLAGS_PROT_NONE))
+    << "the mapping after the gap gets no access";
   std::vector<std::uint32_t> host(64, 0);
   EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
             table().cuMemcpyHtoD(reservation.ptr() + gran(), host.data(), host.size() * 4))

@@ -235,14 +235,18 @@ CUresult vmm_table::set_access(CUdeviceptr ptr, std::size_t size, CUmemAccessDes
   // cuda.h: "The range must be a fully mapped address range". The real driver (H100,
   // driver 580.159.04) is looser: it returned CUDA_SUCCESS for two mappings with an
   // unmapped granule between them, and CUDA_ERROR_INVALID_VALUE for a range that ends
-  // in an unmapped granule and for one with nothing mapped. Modelled: the range lies in
-  // one reservation and its first and last granules are mapped; unmapped granules in
-  // between are skipped (they get no access; a later mapping there starts with none).
+  // in an unmapped granule and for one with nothing mapped; and in the first case only
+  // the first mapping got the access (the second read back PROT_NONE). Modelled: the
+  // range lies in one reservation and its first and last granules are mapped; access is
+  // set on the mapped run that starts at `ptr`, up to the first unmapped granule.
   if (reservation_of(ptr, size) == reservations_.end() || mapping_at(ptr) == mappings_.end() ||
       mapping_at(end - 1) == mappings_.end()) {
     return CUDA_ERROR_INVALID_VALUE;
   }
+  std::uintptr_t next = mapping_at(ptr)->first;  // where the contiguous run continues
   for (auto found = mapping_at(ptr); found != mappings_.end() && found->first < end; ++found) {
+    if (found->first != next) { break; }  // a gap: the real driver stops there
+    next       = found->first + found->second.size;
     mapping& m = found->second;
     std::size_t const first =
       (std::max<std::uintptr_t>(ptr, found->first) - found->first) / granularity;
