@@ -116,30 +116,6 @@ namespace detail {
   return text.data();
 }
 
-/// Makes a device's primary context current for a scope, restoring the previous one.
-class context_scope {
- public:
-  context_scope(driver const& drv, CUcontext context) : driver_(&drv)
-  {
-    previous_ = drv.current_context();
-    if (previous_ != context) {
-      drv.set_current_context(context);
-      switched_ = true;
-    }
-  }
-  context_scope(context_scope const&)            = delete;
-  context_scope& operator=(context_scope const&) = delete;
-  ~context_scope()
-  {
-    if (switched_) { (void)driver_->table().cuCtxSetCurrent(previous_); }
-  }
-
- private:
-  driver const* driver_;
-  CUcontext previous_{nullptr};
-  bool switched_{false};
-};
-
 }  // namespace detail
 
 /// The caching allocator. See the file comment.
@@ -172,7 +148,7 @@ class allocator {
     for (auto& state : devices_) {
       if (state->context == nullptr) { continue; }
       try {
-        detail::context_scope const current(*driver_, state->context);
+        context_scope const current(*driver_, state->context);
         (void)driver_->table().cuCtxSynchronize();
         for (auto const& waiting : state->pending) {
           (void)driver_->table().cuEventDestroy(waiting.event);
@@ -254,7 +230,7 @@ class allocator {
       std::lock_guard const lock(state->mutex);
       device_pool const* const pool = state->pool(id);
       if (pool == nullptr) { continue; }
-      detail::context_scope const current(*driver_, state->context);
+      context_scope const current(*driver_, state->context);
       wait_for_events(*state);
       if (std::size_t const live = pool->live_blocks(); live != 0) {
         throw misuse(usage_error_kind::bad_pool,
@@ -265,7 +241,7 @@ class allocator {
     for (auto& state : devices_) {
       std::lock_guard const lock(state->mutex);
       if (state->pool(id) == nullptr) { continue; }
-      detail::context_scope const current(*driver_, state->context);
+      context_scope const current(*driver_, state->context);
       driver_->synchronize_context();
       if (id < state->images.size()) { state->images[id].reset(); }  // its host memory too
       state->pools[id].reset();
@@ -428,7 +404,7 @@ class allocator {
     std::lock_guard const lock(state.mutex);
     device_pool* const pool = state.pool(id);
     if (pool == nullptr || state.context == nullptr) { return {}; }
-    detail::context_scope const current(*driver_, state.context);
+    context_scope const current(*driver_, state.context);
     synchronize_device(state);
     pool_image& image = image_for(state, id, *pool);
     drop_stale_copies(*pool, image);
@@ -471,7 +447,7 @@ class allocator {
     std::lock_guard const lock(state.mutex);
     device_pool* const pool = state.pool(id);
     if (pool == nullptr || pool->evicted_pages() == 0) { return {}; }
-    detail::context_scope const current(*driver_, state.context);
+    context_scope const current(*driver_, state.context);
     std::vector<std::size_t> pages;
     for (std::size_t page = 0; page < pool->page_count(); ++page) {
       if (pool->page(page) == page_state::evicted) { pages.push_back(page); }
@@ -808,7 +784,7 @@ class allocator {
                             stream_tag tag)
   {
     ensure_context(state);
-    detail::context_scope const current(*driver_, state.context);
+    context_scope const current(*driver_, state.context);
     device_pool& pool = pool_for(state, id);
     if (rounded == 0 || rounded > pool.capacity()) {
       throw out_of_memory(
@@ -896,7 +872,7 @@ class allocator {
   void free_after_events(device_state& state, device_pool& pool, pool_id owner, block* freed)
   {
     ensure_context(state);
-    detail::context_scope const current(*driver_, state.context);
+    context_scope const current(*driver_, state.context);
     std::uint32_t recorded = 0;
     try {
       for (CUstream user : freed->used_by) {
@@ -966,7 +942,7 @@ class allocator {
     for (auto& state : devices_) {
       std::lock_guard const lock(state->mutex);
       if (state->context == nullptr) { continue; }
-      detail::context_scope const current(*driver_, state->context);
+      context_scope const current(*driver_, state->context);
       released += release_device_cache(*state, only);
     }
     return released;

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -696,6 +697,50 @@ class driver {
   std::string library_;
   void* handle_{nullptr};
   driver_table table_{};
+};
+
+/**
+ * @brief Makes `context` current on the calling thread for a scope, and puts the thread's
+ *        previous context back at its end. Nothing is switched when `context` is already
+ *        current.
+ *
+ * Two forms. The plain one throws `cuda_error` if the context cannot be read or made
+ * current. The `std::nothrow` one is for noexcept paths (a store freeing memory from a
+ * worker thread): a null `context` or a failure leaves the thread as it was, and the
+ * driver call it guards then reports the problem.
+ * Thread safety: a scope belongs to the thread that made it.
+ */
+class context_scope {
+ public:
+  context_scope(driver const& drv, CUcontext context) : driver_(&drv)
+  {
+    previous_ = drv.current_context();
+    if (previous_ != context) {
+      drv.set_current_context(context);
+      switched_ = true;
+    }
+  }
+  context_scope(driver const& drv, CUcontext context, std::nothrow_t) noexcept : driver_(&drv)
+  {
+    if (context == nullptr) { return; }
+    CUcontext current = nullptr;
+    if (drv.table().cuCtxGetCurrent(&current) != CUDA_SUCCESS || current == context) { return; }
+    if (drv.table().cuCtxSetCurrent(context) == CUDA_SUCCESS) {
+      previous_ = current;
+      switched_ = true;
+    }
+  }
+  context_scope(context_scope const&)            = delete;
+  context_scope& operator=(context_scope const&) = delete;
+  ~context_scope()
+  {
+    if (switched_) { (void)driver_->table().cuCtxSetCurrent(previous_); }
+  }
+
+ private:
+  driver const* driver_;
+  CUcontext previous_{nullptr};
+  bool switched_{false};
 };
 
 }  // namespace swapalloc

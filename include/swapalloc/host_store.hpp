@@ -393,33 +393,6 @@ class host_store {
     std::size_t bytes{0};
   };
 
-  // Makes the store's context current for the scope when the thread has another one, and
-  // puts the thread's own back afterwards. Failures are left to the driver call it guards.
-  class context_scope {
-   public:
-    context_scope(driver const& drv, CUcontext wanted) noexcept : drv_(&drv)
-    {
-      if (wanted == nullptr) { return; }
-      CUcontext current = nullptr;
-      if (drv.table().cuCtxGetCurrent(&current) != CUDA_SUCCESS || current == wanted) { return; }
-      if (drv.table().cuCtxSetCurrent(wanted) == CUDA_SUCCESS) {
-        previous_ = current;
-        switched_ = true;
-      }
-    }
-    context_scope(context_scope const&)            = delete;
-    context_scope& operator=(context_scope const&) = delete;
-    ~context_scope()
-    {
-      if (switched_) { (void)drv_->table().cuCtxSetCurrent(previous_); }
-    }
-
-   private:
-    driver const* drv_;
-    CUcontext previous_{nullptr};
-    bool switched_{false};
-  };
-
   [[nodiscard]] static constexpr std::size_t round_up(std::size_t value,
                                                       std::size_t multiple) noexcept
   {
@@ -466,7 +439,7 @@ class host_store {
 
     std::byte* base = nullptr;
     if (pinned_) {
-      context_scope scope(*drv_, context_);
+      context_scope const scope(*drv_, context_, std::nothrow);
       try {
         base = static_cast<std::byte*>(drv_->host_alloc(size, 0));
       } catch (cuda_error const& error) {
@@ -495,7 +468,7 @@ class host_store {
       ::operator delete (base, std::align_val_t{page_alignment});
       return true;
     }
-    context_scope scope(*drv_, context_);
+    context_scope const scope(*drv_, context_, std::nothrow);
     return drv_->table().cuMemFreeHost(base) == CUDA_SUCCESS;
   }
 
