@@ -59,22 +59,10 @@ struct bench_device {
 };
 bench_device const* shared = nullptr;
 
-/// Runs a benchmark body; an exception ends that benchmark with its message instead of
-/// escaping through Google Benchmark's runner.
-template <class Body>
-void guarded(benchmark::State& state, Body&& body)
-{
-  try {
-    std::forward<Body>(body)();
-  } catch (std::exception const& error) {
-    state.SkipWithError(error.what());
-  }
-}
-
 void BM_HotPath(benchmark::State& state)
 {
   auto const bytes = static_cast<std::size_t>(state.range(0));
-  guarded(state, [&] {
+  swapalloc::bench::guarded(state, [&] {
     swapalloc::allocator cache(shared->cuda);
     cache.deallocate(cache.allocate(bytes, 0, nullptr), bytes, 0, nullptr);  // warm
     for (auto _ : state) {
@@ -117,7 +105,7 @@ void BM_HotPathThreads(benchmark::State& state)
     return;
   }
   auto const bytes = static_cast<std::size_t>(state.range(0));
-  guarded(state, [&] {
+  swapalloc::bench::guarded(state, [&] {
     for (auto _ : state) {
       CUdeviceptr const address = threads_allocator->allocate(bytes, 0, nullptr);
       benchmark::DoNotOptimize(address);
@@ -132,7 +120,7 @@ void BM_VmmPerAllocation(benchmark::State& state)
   auto const granularity = device.granularity;
   auto const bytes =
     (static_cast<std::size_t>(state.range(0)) + granularity - 1) / granularity * granularity;
-  guarded(state, [&] {
+  swapalloc::bench::guarded(state, [&] {
     device.cuda.set_current_context(device.context);
     for (auto _ : state) {
       CUdeviceptr const address = device.cuda.address_reserve(bytes);
@@ -174,7 +162,7 @@ swapalloc::replay::trace const& recorded_trace(char const* name)
 
 void BM_Replay(benchmark::State& state, char const* name)
 {
-  guarded(state, [&] {
+  swapalloc::bench::guarded(state, [&] {
     auto const& recorded = recorded_trace(name);
     std::size_t peak     = 0;
     std::optional<swapalloc::allocator> fresh;

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <utility>
 
 namespace swapalloc::bench {
 
@@ -29,6 +30,18 @@ inline bool add_driver_context(driver const& cuda, CUdevice device, std::size_t 
   benchmark::AddCustomContext("device", cuda.device_name(device));
   benchmark::AddCustomContext("granularity", std::to_string(granularity));
   return simulated;
+}
+
+/// Runs a benchmark body; an exception (a failing driver call, a bad setting) ends that
+/// benchmark with its message instead of escaping through Google Benchmark's runner.
+template <class Body>
+void guarded(benchmark::State& state, Body&& body)
+{
+  try {
+    std::forward<Body>(body)();
+  } catch (std::exception const& error) {
+    state.SkipWithError(error.what());
+  }
 }
 
 /**

@@ -153,18 +153,6 @@ double memcpy_bytes_per_second(std::size_t bytes)
   return rate;
 }
 
-/// Runs a benchmark body; a failing driver call ends that benchmark with its message
-/// instead of escaping through Google Benchmark's runner.
-template <class Body>
-void guarded(benchmark::State& state, Body&& body)
-{
-  try {
-    std::forward<Body>(body)();
-  } catch (swapalloc::cuda_error const& error) {
-    state.SkipWithError(error.what());
-  }
-}
-
 /**
  * Runs `copy(bytes)` once per iteration and reports bytes_per_second and vs_memcpy, the
  * throughput as a multiple of memcpy's for the same size. The loop is also timed here (wall
@@ -176,7 +164,7 @@ void copy_benchmark(benchmark::State& state, Copy&& copy)
   auto const bytes      = static_cast<std::size_t>(state.range(0));
   double const baseline = memcpy_bytes_per_second(bytes);  // measured before the timed loop
   auto const start      = std::chrono::steady_clock::now();
-  guarded(state, [&] {
+  swapalloc::bench::guarded(state, [&] {
     for (auto _ : state) {
       copy(bytes);
     }
@@ -198,7 +186,7 @@ void BM_MapUnmap(benchmark::State& state)
     state.SkipWithError("size is not a multiple of the allocation granularity");
     return;
   }
-  guarded(state, [&] {
+  swapalloc::bench::guarded(state, [&] {
     for (auto _ : state) {
       auto const handle = device.cuda.mem_create(bytes, device.device);
       device.cuda.mem_map(device.map_area(), bytes, handle);

@@ -43,16 +43,6 @@ struct bench_device {
 };
 bench_device const* shared = nullptr;
 
-template <class Body>
-void guarded(benchmark::State& state, Body&& body)
-{
-  try {
-    std::forward<Body>(body)();
-  } catch (std::exception const& error) {
-    state.SkipWithError(error.what());
-  }
-}
-
 /// Bytes per second of one 64 MiB pinned async copy in each direction (best of 3).
 std::pair<double, double> measure_link(driver const& cuda)
 {
@@ -119,70 +109,69 @@ struct filled_pool {
   std::vector<std::pair<CUdeviceptr, std::size_t>> blocks;
 };
 
-void report(benchmark::State& state, std::size_t moved, std::size_t live, std::size_t host,
-            double seconds, double link)
+/// Which half of an evict + restore cycle a benchmark times.
+enum class timed_phase { evict, restore };
+
+/**
+ * Runs evict + restore cycles of a filled pool, timing `phase` only. Compression behind
+ * the eviction is awaited untimed before the host bytes (`ratio`) are read. Counters:
+ * link_fraction (bytes moved in the timed phase per timed second / the link's rate in
+ * that direction), moved_over_live, ratio; bytes_per_second counts live bytes.
+ */
+void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id codec,
+                 timed_phase phase)
 {
-  state.counters["link_fraction"]   = static_cast<double>(moved) / seconds / link;
-  state.counters["moved_over_live"] = static_cast<double>(moved) / static_cast<double>(live);
-  state.counters["ratio"] = host == 0 ? 0.0 : static_cast<double>(live) / static_cast<double>(host);
-  state.counters["link_GBps"] = link / 1e9;
-  state.SetBytesProcessed(static_cast<std::int64_t>(live) * state.iterations());
+  swapalloc::bench::guarded(state, [&] {
+    if (!swapalloc::codec_available(codec)) {
+      state.SkipWithError("codec not built in");
+      return;
+    }
+    filled_pool filled(kind, codec);
+    std::size_t moved = 0;  // over the link, in the timed phase
+    std::size_t live  = 0;
+    std::size_t host  = 0;
+    double seconds    = 0;
+    auto const timed  = [&](auto&& step) {
+      auto const start                         = std::chrono::steady_clock::now();
+      auto const done                          = step();
+      std::chrono::duration<double> const took = std::chrono::steady_clock::now() - start;
+      state.SetIterationTime(took.count());
+      seconds += took.count();
+      moved += done.bytes_copied;
+      return done;
+    };
+    auto const evict   = [&] { return filled.cache.evict(filled.pool, 0); };
+    auto const restore = [&] { return filled.cache.restore(filled.pool, 0); };
+    for (auto _ : state) {
+      swapalloc::evict_result const out = phase == timed_phase::evict ? timed(evict) : evict();
+      live += out.live_bytes;
+      filled.cache.wait_for_compression(filled.pool);
+      host += filled.cache.stats(filled.pool, 0).host_bytes;
+      if (phase == timed_phase::restore) {
+        (void)timed(restore);
+      } else {
+        (void)restore();
+      }
+    }
+    double const link               = phase == timed_phase::evict ? shared->to_host_bytes_per_second
+                                                                  : shared->to_device_bytes_per_second;
+    state.counters["link_fraction"] = static_cast<double>(moved) / seconds / link;
+    state.counters["moved_over_live"] = static_cast<double>(moved) / static_cast<double>(live);
+    state.counters["ratio"] =
+      host == 0 ? 0.0 : static_cast<double>(live) / static_cast<double>(host);
+    state.counters["link_GBps"] = link / 1e9;
+    state.SetBytesProcessed(static_cast<std::int64_t>(live));  // summed over the iterations
+  });
 }
 
 void BM_Evict(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
 {
-  guarded(state, [&] {
-    if (!swapalloc::codec_available(codec)) {
-      state.SkipWithError("codec not built in");
-      return;
-    }
-    filled_pool filled(kind, codec);
-    std::size_t moved = 0;
-    std::size_t live  = 0;
-    std::size_t host  = 0;
-    double seconds    = 0;
-    for (auto _ : state) {
-      auto const start                         = std::chrono::steady_clock::now();
-      swapalloc::evict_result const out        = filled.cache.evict(filled.pool, 0);
-      std::chrono::duration<double> const took = std::chrono::steady_clock::now() - start;
-      state.SetIterationTime(took.count());
-      seconds += took.count();
-      moved += out.bytes_copied;
-      live += out.live_bytes;
-      filled.cache.wait_for_compression(filled.pool);
-      host += filled.cache.stats(filled.pool, 0).host_bytes;
-      (void)filled.cache.restore(filled.pool, 0);
-    }
-    report(state, moved, live, host, seconds, shared->to_host_bytes_per_second);
-  });
+  swap_cycles(state, kind, codec, timed_phase::evict);
 }
 
 void BM_Restore(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
 {
-  guarded(state, [&] {
-    if (!swapalloc::codec_available(codec)) {
-      state.SkipWithError("codec not built in");
-      return;
-    }
-    filled_pool filled(kind, codec);
-    std::size_t moved = 0;
-    std::size_t live  = 0;
-    std::size_t host  = 0;
-    double seconds    = 0;
-    for (auto _ : state) {
-      swapalloc::evict_result const out = filled.cache.evict(filled.pool, 0);
-      filled.cache.wait_for_compression(filled.pool);
-      host += filled.cache.stats(filled.pool, 0).host_bytes;
-      live += out.live_bytes;
-      auto const start                         = std::chrono::steady_clock::now();
-      swapalloc::restore_result const back     = filled.cache.restore(filled.pool, 0);
-      std::chrono::duration<double> const took = std::chrono::steady_clock::now() - start;
-      state.SetIterationTime(took.count());
-      seconds += took.count();
-      moved += back.bytes_copied;
-    }
-    report(state, moved, live, host, seconds, shared->to_device_bytes_per_second);
-  });
+  swap_cycles(state, kind, codec, timed_phase::restore);
 }
 
 void register_all()
