@@ -5,6 +5,7 @@
 #include <swapalloc/host_store.hpp>
 
 #include "driver_fixture.hpp"
+#include "scoped_env.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -43,34 +44,6 @@ void fill(host_extent e, std::uint32_t id)
   auto const value = static_cast<std::byte>(id % 251 + 1);
   return std::all_of(e.data, e.data + e.bytes, [&](std::byte b) { return b == value; });
 }
-
-/// Sets an environment variable for the scope, restoring the previous value after.
-class scoped_env {
- public:
-  scoped_env(char const* name, char const* value) : name_(name)
-  {
-    if (char const* old = std::getenv(name)) { old_ = old; }
-    if (value != nullptr) {
-      ::setenv(name, value, 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  scoped_env(scoped_env const&)            = delete;
-  scoped_env& operator=(scoped_env const&) = delete;
-  ~scoped_env()
-  {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-
- private:
-  char const* name_;
-  std::optional<std::string> old_;
-};
 
 class HostStoreTest : public DriverTest {
  protected:

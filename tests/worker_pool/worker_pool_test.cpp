@@ -4,6 +4,8 @@
 // parsed strictly. CPU only: no driver is loaded.
 #include <swapalloc/worker_pool.hpp>
 
+#include "scoped_env.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -22,34 +24,6 @@ namespace swapalloc::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-/// Sets an environment variable for the scope, restoring the previous value after.
-class scoped_env {
- public:
-  scoped_env(char const* name, char const* value) : name_(name)
-  {
-    if (char const* old = std::getenv(name)) { old_ = old; }
-    if (value != nullptr) {
-      ::setenv(name, value, 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  scoped_env(scoped_env const&)            = delete;
-  scoped_env& operator=(scoped_env const&) = delete;
-  ~scoped_env()
-  {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-
- private:
-  char const* name_;
-  std::optional<std::string> old_;
-};
 
 TEST(WorkerPool, RunsEveryTask)
 {
