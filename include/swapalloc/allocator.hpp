@@ -82,23 +82,6 @@ struct allocator_options {
   transfer_options transfer;
 };
 
-/// What `allocator::evict` did.
-struct evict_result {
-  std::size_t released_bytes{0};  ///< device memory given back (whole pages)
-  std::size_t pages_copied{0};    ///< pages whose live bytes went to the host store
-  std::size_t pages_unmapped{0};  ///< pages released without a copy
-  std::size_t pages_kept{0};      ///< pages left resident: the host budget was short
-  std::size_t live_bytes{0};      ///< live bytes copied out
-  std::size_t bytes_copied{0};    ///< bytes moved over the link (live bytes, small gaps)
-  std::string refused;            ///< why pages were kept; empty when none were
-};
-
-/// What `allocator::restore` did.
-struct restore_result {
-  std::size_t pages{0};
-  std::size_t bytes_copied{0};
-};
-
 namespace detail {
 
 /// "1.50 GiB (1610612736 bytes)"-style text for messages.
@@ -420,15 +403,8 @@ class allocator {
     }
     std::size_t const wanted = (bytes / pool->page_size()) + (bytes % pool->page_size() != 0);
     if (pages.size() > wanted) { pages.resize(wanted); }
-    evict_outcome const done = state.engine->evict(
-      *pool, image, pages, codec_choice{entry.options.dtype, entry.options.codec});
-    return evict_result{(done.pages_copied + done.pages_unmapped) * pool->page_size(),
-                        done.pages_copied,
-                        done.pages_unmapped,
-                        done.pages_kept,
-                        done.live_bytes,
-                        done.bytes_copied,
-                        done.refused};
+    return state.engine->evict(*pool, image, pages,
+                               codec_choice{entry.options.dtype, entry.options.codec});
   }
 
   /**
@@ -452,9 +428,7 @@ class allocator {
     for (std::size_t page = 0; page < pool->page_count(); ++page) {
       if (pool->page(page) == page_state::evicted) { pages.push_back(page); }
     }
-    restore_outcome const done =
-      state.engine->restore(*pool, *state.images[id], pages, entry.options.read_only, stream);
-    return restore_result{done.pages, done.bytes_copied};
+    return state.engine->restore(*pool, *state.images[id], pages, entry.options.read_only, stream);
   }
 
   /**

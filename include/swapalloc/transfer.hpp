@@ -73,7 +73,8 @@ struct codec_choice {
 };
 
 /// What one eviction did.
-struct evict_outcome {
+struct evict_result {
+  std::size_t released_bytes{0};  ///< device memory given back (whole pages)
   std::size_t pages_copied{0};    ///< pages whose live bytes were copied out and unmapped
   std::size_t pages_unmapped{0};  ///< pages unmapped without a copy (no live bytes, or clean)
   std::size_t pages_kept{0};      ///< pages left resident because the host budget was short
@@ -83,7 +84,7 @@ struct evict_outcome {
 };
 
 /// What one restore did.
-struct restore_outcome {
+struct restore_result {
   std::size_t pages{0};         ///< pages mapped and filled again
   std::size_t bytes_copied{0};  ///< bytes moved over the link
 };
@@ -140,11 +141,11 @@ class transfer_engine {
    * @throws cuda_error from the first failing driver call, after the rollback described in
    *         the file comment; the pool is usable and consistent.
    */
-  evict_outcome evict(device_pool& pool, pool_image& image, std::vector<std::size_t> const& pages,
-                      codec_choice const& choice)
+  evict_result evict(device_pool& pool, pool_image& image, std::vector<std::size_t> const& pages,
+                     codec_choice const& choice)
   {
     ensure_ready();
-    evict_outcome out;
+    evict_result out;
     std::deque<in_flight> window;
     std::exception_ptr unmap_error;
     auto const retire = [&] {
@@ -219,6 +220,7 @@ class transfer_engine {
     }
     pool.repark();
     if (unmap_error) { std::rethrow_exception(unmap_error); }
+    out.released_bytes = (out.pages_copied + out.pages_unmapped) * pool.page_size();
     return out;
   }
 
@@ -230,9 +232,9 @@ class transfer_engine {
    * @throws cuda_error from a failing driver call, restore_error for a chunk that fails
    *         its checksum or does not decode; the pages stay evicted with their copies.
    */
-  restore_outcome restore(device_pool& pool, pool_image& image,
-                          std::vector<std::size_t> const& pages, bool keep_host_copy,
-                          CUstream stream)
+  restore_result restore(device_pool& pool, pool_image& image,
+                         std::vector<std::size_t> const& pages, bool keep_host_copy,
+                         CUstream stream)
   {
     ensure_ready();
     image.jobs().wait();  // every copy's chunks are published
@@ -256,7 +258,7 @@ class transfer_engine {
           std::to_string(copy->live_bytes) + " bytes; the pool stays evicted with its host copies");
       }
     }
-    restore_outcome out;
+    restore_result out;
     std::vector<std::uint8_t> mapped(pages.size(), 0);
     run_state run(pieces.size());
     std::size_t submitted = 0;
@@ -469,7 +471,7 @@ class transfer_engine {
   /// The copy of `done.page` is complete: unmap the page, keep the copy, compress behind.
   /// An unmap failure keeps the page resident (its copy dropped) and is reported at the end.
   void finish_eviction(device_pool& pool, pool_image& image, in_flight done,
-                       codec_choice const& choice, evict_outcome& out,
+                       codec_choice const& choice, evict_result& out,
                        std::exception_ptr& unmap_error)
   {
     events_.push_back(done.event);  // idle again once synchronized; no one takes it sooner
@@ -591,7 +593,7 @@ class transfer_engine {
    */
   bool evict_compressed_now(device_pool& pool, pool_image& image, std::size_t page,
                             std::unique_ptr<page_copy> copy, codec_choice const& choice,
-                            evict_outcome& out)
+                            evict_result& out)
   {
     auto scratch    = take_scratch();
     bool stored_all = true;

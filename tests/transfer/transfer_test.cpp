@@ -33,7 +33,7 @@ TEST_F(TransferTest, AChangedStoredChunkFailsItsChecksumAndStaysEvicted)
       transfer_engine engine(drv(), store, workers);
       pool_image image(store, pool.page_count());
       pool.prepare_swap();
-      evict_outcome const out = engine.evict(pool, image, {0}, codec_choice{{}, codec});
+      evict_result const out = engine.evict(pool, image, {0}, codec_choice{{}, codec});
       ASSERT_EQ(out.pages_copied, 1U);
       image.jobs().wait();
       ASSERT_NE(image.find(0), nullptr);
@@ -58,7 +58,7 @@ TEST_F(TransferTest, AChangedStoredChunkFailsItsChecksumAndStaysEvicted)
       EXPECT_NE(image.find(0), nullptr) << "with its copy";
       EXPECT_EQ(pool.check(), "");
       stored[chunk.header.stored_bytes / 2] ^= std::byte{0x10};  // the copy is right again
-      restore_outcome const back = engine.restore(pool, image, {0}, false, nullptr);
+      restore_result const back = engine.restore(pool, image, {0}, false, nullptr);
       EXPECT_EQ(back.pages, 1U);
       std::vector<std::uint32_t> read(words.size());
       drv().memcpy_dtoh(read.data(), pool.address(*b), gran());
@@ -84,7 +84,7 @@ TEST_F(TransferTest, OnlyLiveBytesAreCopiedOutAndFreeGapsAreNot)
   transfer_engine engine(drv(), store, workers);
   pool_image image(store, pool.page_count());
   pool.prepare_swap();
-  evict_outcome const out = engine.evict(pool, image, {0}, codec_choice{{}, codec_id::raw});
+  evict_result const out = engine.evict(pool, image, {0}, codec_choice{{}, codec_id::raw});
   EXPECT_EQ(out.live_bytes, 4U * 100 * 1024) << "the requested bytes of the 4 live blocks";
   EXPECT_EQ(out.bytes_copied, out.live_bytes) << "gaps over 4 KiB are not copied";
   ASSERT_EQ(image.find(0)->ranges.size(), 4U);
