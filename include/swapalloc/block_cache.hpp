@@ -164,13 +164,14 @@ class block_cache {
    * Used to undo a `take` whose pages could not be mapped, and by `flush_bins`.
    * @pre `freed` is not free and not in a bin (a cached block is unlinked from it first).
    */
-  void release(block* freed)
+  /// @return the free block that now holds `freed`'s bytes (after coalescing).
+  block* release(block* freed)
   {
     change_users(*freed, -1);  // every state but free counts as a user of its pages
     freed->state     = block_state::free;
     freed->requested = 0;
     freed->used_by.clear();
-    insert_coalesced(freed);
+    return insert_coalesced(freed);
   }
 
   /// Moves every cached block into the best-fit index, coalescing.
@@ -243,11 +244,27 @@ class block_cache {
    * A cached block is never on an evicted page (eviction flushes the bins first), so the
    * bins need no change.
    */
-  void repark()
+  void repark() { repark_from(first_, end_); }
+
+  /// As `repark`, for the blocks touching pages [first, last] only, found from `near`, a
+  /// block on those pages. Cost: a walk over those blocks (a free in an evicted pool).
+  void repark_pages(block* near, std::size_t first, std::size_t last)
+  {
+    std::size_t const start = first * page_size_;
+    block* from             = near;
+    while (from->prev != nullptr && from->prev->end() > start) {
+      from = from->prev;
+    }
+    repark_from(from, (last + 1) * page_size_);
+  }
+
+ private:
+  /// `repark` for the blocks from `from` up to offset `stop`.
+  void repark_from(block* from, std::size_t stop)
   {
     // A changed block is examined again: coalescing may have merged in a neighbour that
     // still needs a split. It ends: a block is passed over once uniform and tagged.
-    for (block* current = first_; current != nullptr;) {
+    for (block* current = from; current != nullptr && current->offset < stop;) {
       if (current->state != block_state::free) {
         current = current->next;
         continue;
@@ -290,6 +307,7 @@ class block_cache {
     }
   }
 
+ public:
   /// Calls `visit(page, offset, bytes)` for each part of an allocated block's requested
   /// bytes on pages [first, first + count), in address order: the bytes that are data
   /// (the rounding at a block's end is not).

@@ -291,14 +291,14 @@ class device_pool {
     count_free(*freed);
     std::size_t const first = freed->offset / blocks_.page_size();
     std::size_t const last  = (freed->end() - 1) / blocks_.page_size();
-    blocks_.release(freed);
+    block* const merged     = blocks_.release(freed);
     for (std::size_t index = first; index <= last; ++index) {
       if (blocks_.page(index) == page_state::evicted && blocks_.page_users(index) == 0) {
         blocks_.set_pages(index, 1, page_state::unmapped);
         dropped.push_back(index);
       }
     }
-    blocks_.repark();
+    blocks_.repark_pages(merged, first, last);  // only these pages changed
     blocks_.trim_end();
   }
 
