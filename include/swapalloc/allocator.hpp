@@ -440,20 +440,20 @@ class allocator {
   void set_read_only(pool_id id, bool read_only)
   {
     std::lock_guard const lock(registry_mutex_);
-    pools_[live_index(id, "set_read_only")].options.read_only = read_only;
+    live_entry_of(id, "set_read_only").options.read_only = read_only;
   }
 
   /// Pins pool `id`: evict refuses it until as many `unpin_pool` calls (DESIGN §6).
   void pin_pool(pool_id id)
   {
     std::lock_guard const lock(registry_mutex_);
-    ++pools_[live_index(id, "pin_pool")].pins;
+    ++live_entry_of(id, "pin_pool").pins;
   }
   /// Undoes one `pin_pool`. @throws usage_error (bad_pool) if the pool is not pinned.
   void unpin_pool(pool_id id)
   {
     std::lock_guard const lock(registry_mutex_);
-    pool_entry& entry = pools_[live_index(id, "unpin_pool")];
+    pool_entry& entry = live_entry_of(id, "unpin_pool");
     if (entry.pins == 0) {
       throw misuse(usage_error_kind::bad_pool, "unpin_pool('" + entry.name + "'): not pinned");
     }
@@ -627,13 +627,6 @@ class allocator {
     return live_entry_of(id, function);
   }
 
-  /// `id` as an index of a live pool. @pre registry_mutex_ is held.
-  [[nodiscard]] std::size_t live_index(pool_id id, char const* function) const
-  {
-    (void)live_entry_of(id, function);
-    return id;
-  }
-
   /// Pool `id`'s counters on a device, with its host bytes. @pre state.mutex is held.
   [[nodiscard]] static pool_stats counters_of(device_state const& state, pool_id id)
   {
@@ -716,6 +709,12 @@ class allocator {
                                                  "(pool=" + std::to_string(id) +
                                                  "): no such pool (never created, or destroyed)");
     }
+    return pools_[id];
+  }
+  /// @pre registry_mutex_ is held.
+  [[nodiscard]] pool_entry& live_entry_of(pool_id id, char const* function)
+  {
+    (void)std::as_const(*this).live_entry_of(id, function);  // throws for a bad id
     return pools_[id];
   }
 
