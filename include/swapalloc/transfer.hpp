@@ -505,7 +505,7 @@ class transfer_engine {
     if (choice.forced) { return *choice.forced; }
     std::vector<std::span<std::byte const>> samples;
     for (std::size_t at = 0; at < copy.live_bytes && samples.size() < 4; at += max_chunk_bytes) {
-      samples.emplace_back(copy.packed.data + at, std::min(max_chunk_bytes, copy.live_bytes - at));
+      samples.push_back(packed_chunk(copy, at));
     }
     auto scratch       = take_scratch();
     codec_id const won = choose_codec(choice.hint, samples, scratch->codec);
@@ -519,18 +519,39 @@ class transfer_engine {
   {
     auto scratch = take_scratch_noexcept();
     std::vector<stored_chunk> chunks;
-    bool packed_needed = false;
+    try {
+      chunks = chunk_packed(copy, codec, scratch.get());
+    } catch (...) {  // out of host memory for the chunk list: every chunk raw, checksummed
+      release_chunks(chunks);
+      try {
+        chunks = chunk_packed(copy, codec, nullptr);
+      } catch (...) {  // NOLINT(bugprone-empty-catch): restore refuses a copy without chunks
+        chunks.clear();
+      }
+    }
+    if (scratch != nullptr) { give_scratch(std::move(scratch)); }
+    // `packed` stays while a chunk lies in it, or when there are no chunks to replace it.
+    bool const packed_needed =
+      chunks.empty() || std::any_of(chunks.begin(), chunks.end(), [](stored_chunk const& chunk) {
+        return chunk.header.codec == codec_id::raw;
+      });
+    image.publish(copy, std::move(chunks), packed_needed);
+  }
+
+  /// The chunks of `copy`'s packed bytes: encoded with `codec` into extents of their own
+  /// (with `scratch`), or without it, all raw in place. A chunk that does not gain, or does
+  /// not fit in the budget, stays raw inside `packed`. @throws std::bad_alloc.
+  [[nodiscard]] std::vector<stored_chunk> chunk_packed(page_copy const& copy, codec_id codec,
+                                                       job_scratch* scratch)
+  {
+    std::vector<stored_chunk> chunks;
     try {
       for (std::size_t at = 0; at < copy.live_bytes; at += max_chunk_bytes) {
-        std::span<std::byte const> const raw(copy.packed.data + at,
-                                             std::min(max_chunk_bytes, copy.live_bytes - at));
+        std::span<std::byte const> const raw = packed_chunk(copy, at);
         stored_chunk chunk;
         chunk.packed_offset = at;
-        if (scratch != nullptr) {
-          chunk.header = encode_chunk(codec, raw, scratch->out, scratch->codec);
-        } else {
-          chunk.header = raw_header(raw);
-        }
+        chunk.header = scratch != nullptr ? encode_chunk(codec, raw, scratch->out, scratch->codec)
+                                          : raw_header(raw);
         if (chunk.header.codec != codec_id::zero && chunk.header.codec != codec_id::raw) {
           chunk.owned = store_->allocate(chunk.header.stored_bytes);
           if (chunk.owned) {
@@ -540,31 +561,21 @@ class transfer_engine {
             chunk.header = raw_header(raw, chunk.header.checksum);
           }
         }
-        if (chunk.header.codec == codec_id::raw) {
-          chunk.data    = raw.data();
-          packed_needed = true;
-        }
+        if (chunk.header.codec == codec_id::raw) { chunk.data = raw.data(); }
         chunks.push_back(chunk);
       }
     } catch (...) {
-      // Out of host memory for the chunk list: every chunk raw, with its checksum.
-      for (stored_chunk const& chunk : chunks) {
-        if (chunk.owned) { store_->deallocate(chunk.owned); }
-      }
-      chunks.clear();
-      packed_needed = true;
-      try {
-        for (std::size_t at = 0; at < copy.live_bytes; at += max_chunk_bytes) {
-          std::span<std::byte const> const raw(copy.packed.data + at,
-                                               std::min(max_chunk_bytes, copy.live_bytes - at));
-          chunks.push_back(stored_chunk{raw_header(raw), at, raw.data(), {}});
-        }
-      } catch (...) {  // NOLINT(bugprone-empty-catch): restore refuses a copy without chunks
-        chunks.clear();
-      }
+      release_chunks(chunks);
+      throw;
     }
-    if (scratch != nullptr) { give_scratch(std::move(scratch)); }
-    image.publish(copy, std::move(chunks), packed_needed);
+    return chunks;
+  }
+
+  /// The raw bytes of the chunk of `copy` that starts at packed offset `at`.
+  [[nodiscard]] static std::span<std::byte const> packed_chunk(page_copy const& copy,
+                                                               std::size_t at) noexcept
+  {
+    return {copy.packed.data + at, std::min(max_chunk_bytes, copy.live_bytes - at)};
   }
 
   [[nodiscard]] std::unique_ptr<job_scratch> take_scratch_noexcept() noexcept
@@ -630,7 +641,7 @@ class transfer_engine {
         copy->chunks.push_back(chunk);
       }
     } catch (...) {
-      release_chunks(*copy);
+      release_chunks(copy->chunks);
       throw;
     }
     give_scratch(std::move(scratch));
@@ -638,7 +649,7 @@ class transfer_engine {
       try {
         pool.unmap_page(page, page_state::evicted);
       } catch (...) {
-        release_chunks(*copy);
+        release_chunks(copy->chunks);
         throw;
       }
       out.live_bytes += copy->data_bytes;
@@ -648,16 +659,17 @@ class transfer_engine {
       image.install(page, std::move(copy));
       return true;
     }
-    release_chunks(*copy);
+    release_chunks(copy->chunks);
     return false;
   }
 
-  void release_chunks(page_copy& copy) noexcept
+  /// Gives the chunks' own extents back to the store and forgets the chunks.
+  void release_chunks(std::vector<stored_chunk>& chunks) noexcept
   {
-    for (stored_chunk const& chunk : copy.chunks) {
+    for (stored_chunk const& chunk : chunks) {
       if (chunk.owned) { store_->deallocate(chunk.owned); }
     }
-    copy.chunks.clear();
+    chunks.clear();
   }
 
   [[nodiscard]] std::string refusal(device_pool const& pool, std::size_t kept) const
