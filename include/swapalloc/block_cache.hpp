@@ -89,6 +89,15 @@ class block_cache {
   {
     return pages_[index].users;
   }
+  /// The pages a block touches: [first_page, last_page].
+  [[nodiscard]] std::size_t first_page(block const& b) const noexcept
+  {
+    return b.offset / page_size_;
+  }
+  [[nodiscard]] std::size_t last_page(block const& b) const noexcept
+  {
+    return (b.end() - 1) / page_size_;
+  }
   /// Pages in state `resident`.
   [[nodiscard]] std::size_t resident_pages() const noexcept { return resident_pages_; }
   /// Pages in state `evicted`.
@@ -714,16 +723,6 @@ class block_cache {
     }
     index_.insert(freed);
     return freed;
-  }
-
-  /// The pages a block touches: [first_page, last_page].
-  [[nodiscard]] std::size_t first_page(block const& b) const noexcept
-  {
-    return b.offset / page_size_;
-  }
-  [[nodiscard]] std::size_t last_page(block const& b) const noexcept
-  {
-    return (b.end() - 1) / page_size_;
   }
 
   void change_users(block const& b, int delta) noexcept

@@ -289,8 +289,8 @@ class device_pool {
   void deallocate_evicted(block* freed, std::vector<std::size_t>& dropped)
   {
     count_free(*freed);
-    std::size_t const first = freed->offset / blocks_.page_size();
-    std::size_t const last  = (freed->end() - 1) / blocks_.page_size();
+    std::size_t const first = blocks_.first_page(*freed);
+    std::size_t const last  = blocks_.last_page(*freed);
     block* const merged     = blocks_.release(freed);
     for (std::size_t index = first; index <= last; ++index) {
       if (blocks_.page(index) == page_state::evicted && blocks_.page_users(index) == 0) {
@@ -305,8 +305,7 @@ class device_pool {
   /// True when `b` touches an evicted page. Cost: a division and a loop over its pages.
   [[nodiscard]] bool touches_evicted(block const& b) const noexcept
   {
-    for (std::size_t index = b.offset / blocks_.page_size();
-         index <= (b.end() - 1) / blocks_.page_size(); ++index) {
+    for (std::size_t index = blocks_.first_page(b); index <= blocks_.last_page(b); ++index) {
       if (blocks_.page(index) == page_state::evicted) { return true; }
     }
     return false;
@@ -390,8 +389,7 @@ class device_pool {
   /// while a read-only pool keeps host copies of resident pages. May allocate.
   void dirty(block const& b) noexcept
   {
-    for (std::size_t index = b.offset / blocks_.page_size();
-         index <= (b.end() - 1) / blocks_.page_size(); ++index) {
+    for (std::size_t index = blocks_.first_page(b); index <= blocks_.last_page(b); ++index) {
       if (clean_[index] == 0) { continue; }
       clear_clean(index);
       try {
