@@ -81,7 +81,7 @@ struct filled_pool {
     pool                              = cache.create_pool("model", options);
     std::vector<std::byte> const data = swapalloc::testing::make_data(kind, 16 * MiB, 1);
     swapalloc::pool_scope const scope(cache, pool);
-    std::vector<std::size_t> const sizes{16 * MiB, 4 * MiB, 64 * 1024, 9 * MiB, 1 * MiB, 3000};
+    std::vector<std::size_t> const sizes{16 * MiB, 4 * MiB, MiB / 16, 9 * MiB, 1 * MiB, 3000};
     std::size_t filled = 0;
     for (std::size_t i = 0; filled < shared->live_bytes; ++i) {
       std::size_t const bytes = std::min(sizes[i % sizes.size()], shared->live_bytes - filled);
@@ -133,7 +133,7 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
     double seconds    = 0;
     auto const timed  = [&](auto&& step) {
       auto const start                         = std::chrono::steady_clock::now();
-      auto const done                          = step();
+      auto done                                = step();
       std::chrono::duration<double> const took = std::chrono::steady_clock::now() - start;
       state.SetIterationTime(took.count());
       seconds += took.count();

@@ -345,7 +345,7 @@ class transfer_engine {
 
   /// Completion of one restore's decode jobs (workers set, the caller waits).
   struct run_state {
-    explicit run_state(std::size_t pieces) : done(pieces, 0), errors(pieces) {}
+    explicit run_state(std::size_t pieces) : done(pieces, 0) { errors.resize(pieces); }
     void finish(std::size_t index, std::exception_ptr error)
     {
       {
@@ -674,7 +674,7 @@ class transfer_engine {
 
   [[nodiscard]] std::string refusal(device_pool const& pool, std::size_t kept) const
   {
-    std::string const text =
+    std::string text =
       "swapalloc: evict(pool '" + pool.name() + "'): the host budget of " +
       std::to_string(store_->limit_bytes()) + " bytes is exhausted (" +
       std::to_string(store_->used_bytes()) + " in use); " + std::to_string(kept) +

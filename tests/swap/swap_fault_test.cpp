@@ -20,6 +20,7 @@ std::vector<std::pair<char const*, unsigned long long>> calls_made(sim_control c
                                                                    Action&& action)
 {
   std::vector<unsigned long long> before;
+  before.reserve(driver_entry_points.size());
   for (char const* entry : driver_entry_points) {
     before.push_back(sim.call_count(entry));
   }

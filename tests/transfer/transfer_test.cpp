@@ -74,9 +74,12 @@ TEST_F(TransferTest, OnlyLiveBytesAreCopiedOutAndFreeGapsAreNot)
   host_store store(drv());
   worker_pool workers(1);
   device_pool pool(drv(), device(), "gaps", 4 * gran(), gran());
+  std::size_t const block_bytes = 128 * std::size_t{1024};
+  std::size_t const data_bytes  = 100 * std::size_t{1024};
   std::vector<block*> blocks;
+  blocks.reserve(8);
   for (int i = 0; i < 8; ++i) {
-    blocks.push_back(pool.allocate(128 * 1024, 100 * 1024, tag_of(nullptr)));
+    blocks.push_back(pool.allocate(block_bytes, data_bytes, tag_of(nullptr)));
   }
   for (int i = 1; i < 8; i += 2) {
     pool.deallocate(blocks[static_cast<std::size_t>(i)]);
@@ -85,7 +88,7 @@ TEST_F(TransferTest, OnlyLiveBytesAreCopiedOutAndFreeGapsAreNot)
   pool_image image(store, pool.page_count());
   pool.prepare_swap();
   evict_result const out = engine.evict(pool, image, {0}, codec_choice{{}, codec_id::raw});
-  EXPECT_EQ(out.live_bytes, 4U * 100 * 1024) << "the requested bytes of the 4 live blocks";
+  EXPECT_EQ(out.live_bytes, 4 * data_bytes) << "the requested bytes of the 4 live blocks";
   EXPECT_EQ(out.bytes_copied, out.live_bytes) << "gaps over 4 KiB are not copied";
   ASSERT_EQ(image.find(0)->ranges.size(), 4U);
   (void)engine.restore(pool, image, {0}, false, nullptr);
