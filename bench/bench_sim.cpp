@@ -13,6 +13,9 @@
  *                               cuMemRelease of <bytes> (a single handle): the time column.
  *   BM_Copy{HtoD,DtoH}/<bytes>  synchronous copy between pinned host memory and device pages.
  *   BM_Copy{HtoD,DtoH}Async/<bytes>  the same on a stream, plus cuStreamSynchronize.
+ *   BM_CopyDtoHQueued/<bytes>   64 MiB as back-to-back async copies of <bytes>, then one
+ *                               cuStreamSynchronize: what a pipeline of chunk copies gets
+ *                               (per-copy overhead; on the simulator, gaps in the link).
  *   BM_Memcpy/<bytes>           std::memcpy between two pinned host buffers: the baseline.
  *   bytes_per_second            throughput over wall-clock time (copies run off-thread).
  *   vs_memcpy                   throughput / memcpy throughput of the same size, measured in
@@ -227,6 +230,22 @@ void BM_CopyDtoHAsync(benchmark::State& state)
   });
 }
 
+void BM_CopyDtoHQueued(benchmark::State& state)
+{
+  auto const bytes = static_cast<std::size_t>(state.range(0));
+  auto* const host = static_cast<std::byte*>(shared->target);
+  swapalloc::bench::guarded(state, [&] {
+    for (auto _ : state) {
+      for (std::size_t at = 0; at + bytes <= max_bytes; at += bytes) {
+        shared->cuda.memcpy_dtoh_async(host + at, shared->range + at, bytes, shared->stream);
+      }
+      shared->cuda.stream_synchronize(shared->stream);
+    }
+  });
+  state.SetBytesProcessed(static_cast<std::int64_t>(max_bytes / bytes * bytes) *
+                          state.iterations());
+}
+
 void BM_Memcpy(benchmark::State& state)
 {
   auto const bytes = static_cast<std::size_t>(state.range(0));
@@ -244,6 +263,7 @@ BENCHMARK(BM_CopyHtoD)->RangeMultiplier(16)->Range(64 << 10, max_bytes)->UseReal
 BENCHMARK(BM_CopyHtoDAsync)->RangeMultiplier(16)->Range(64 << 10, max_bytes)->UseRealTime();
 BENCHMARK(BM_CopyDtoH)->RangeMultiplier(16)->Range(64 << 10, max_bytes)->UseRealTime();
 BENCHMARK(BM_CopyDtoHAsync)->RangeMultiplier(16)->Range(64 << 10, max_bytes)->UseRealTime();
+BENCHMARK(BM_CopyDtoHQueued)->RangeMultiplier(4)->Range(64 << 10, 4 << 20)->UseRealTime();
 BENCHMARK(BM_Memcpy)->RangeMultiplier(16)->Range(64 << 10, max_bytes)->UseRealTime();
 
 /// Context lines at the top of the report: which driver and device, which link.

@@ -111,14 +111,17 @@ enum class call_kind : bool { asynchronous, synchronous };
 
 }  // namespace
 
-CUresult execute(copy_op& op, CUctx_st& context)
+CUresult execute(copy_op& op, CUctx_st& context, link_throttle::clock::time_point& ready)
 {
   device& dev          = device_of(context);
   double const gbps    = link_bandwidth();
   bool const throttled = gbps > 0 && op.kind != copy_kind::device_to_device;
   std::optional<link_throttle::slot> slot;
   if (throttled) {
-    slot = dev.links[op.kind == copy_kind::host_to_device ? 0 : 1].reserve(op.bytes, gbps);
+    // A copy queued behind another may start when that one ended, however late this
+    // thread woke up: a copy engine does not wait for the host to be scheduled.
+    slot = dev.links[op.kind == copy_kind::host_to_device ? 0 : 1].reserve(
+      op.bytes, gbps, std::max(ready, op.issued));
     std::this_thread::sleep_until(slot->start);
   }
   {
@@ -134,6 +137,7 @@ CUresult execute(copy_op& op, CUctx_st& context)
     std::memmove(reinterpret_cast<void*>(op.dst), source, op.bytes);
   }
   if (slot) { std::this_thread::sleep_until(slot->end); }  // no lock held while the link is busy
+  ready = slot ? slot->end : link_throttle::clock::now();
   return CUDA_SUCCESS;
 }
 

@@ -25,13 +25,14 @@ void set_link_bandwidth(double gigabytes_per_second) noexcept
 
 double link_bandwidth() noexcept { return bandwidth.load(std::memory_order_relaxed); }
 
-link_throttle::slot link_throttle::reserve(std::size_t bytes, double gigabytes_per_second)
+link_throttle::slot link_throttle::reserve(std::size_t bytes, double gigabytes_per_second,
+                                           clock::time_point ready)
 {
   // bytes / (GB/s * 10^9) seconds = bytes / GB/s nanoseconds.
   auto const duration = std::chrono::duration_cast<clock::duration>(
     std::chrono::duration<double, std::nano>(static_cast<double>(bytes) / gigabytes_per_second));
   std::lock_guard lock(mutex_);
-  clock::time_point const start = std::max(clock::now(), busy_until_);
+  clock::time_point const start = std::max(ready, busy_until_);
   busy_until_                   = start + duration;
   return {start, busy_until_};
 }

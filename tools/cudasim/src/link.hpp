@@ -7,6 +7,12 @@
  * free time slot on its link, waits for the slot, moves its bytes at memcpy speed, and
  * sleeps out the rest of the slot. The sleeping happens with no lock held (least of all
  * the mapping table's), so unmaps and other streams are not held up by the model.
+ *
+ * A slot starts at the later of the link's last slot end and the moment the copy was
+ * ready (issued, and the stream's previous operation done), not when the stream's thread
+ * got to it: a thread that wakes late (timer slack, a busy host) must not leave the link
+ * idle, since a copy engine runs queued copies back to back. The link is never faster
+ * than its bandwidth: slots never overlap.
  */
 #pragma once
 
@@ -32,8 +38,10 @@ class link_throttle {
     clock::time_point end;
   };
 
-  /// Reserves the link for `bytes` at `gigabytes_per_second` after every earlier slot.
-  [[nodiscard]] slot reserve(std::size_t bytes, double gigabytes_per_second);
+  /// Reserves the link for `bytes` at `gigabytes_per_second` after every earlier slot,
+  /// starting no sooner than `ready` (which may lie in the past: see the file comment).
+  [[nodiscard]] slot reserve(std::size_t bytes, double gigabytes_per_second,
+                             clock::time_point ready);
 
  private:
   std::mutex mutex_;

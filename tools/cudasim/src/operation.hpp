@@ -11,6 +11,7 @@
 
 #include "cuda_api.hpp"
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -27,6 +28,8 @@ struct copy_op {
   copy_kind kind;
   /// The source bytes of a cuMemcpyHtoDAsync from pageable memory, staged at the call.
   std::unique_ptr<std::byte[]> staging;
+  /// When the copy was issued: it cannot use the link sooner (link.hpp).
+  std::chrono::steady_clock::time_point issued{std::chrono::steady_clock::now()};
 };
 
 struct memset_op {
@@ -57,8 +60,11 @@ using operation = std::variant<copy_op, memset_op, host_function_op, record_op, 
 
 // Executors, each next to the state it touches. Called on the stream's worker; a result
 // other than CUDA_SUCCESS is a device fault, which the worker makes sticky.
-[[nodiscard]] CUresult execute(copy_op& op, CUctx_st& context);    // copy.cpp
-[[nodiscard]] CUresult execute(memset_op& op, CUctx_st& context);  // copy.cpp
-[[nodiscard]] CUresult execute(record_op& op, CUctx_st& context);  // event.cpp
+/// `ready` is when the stream's previous operation ended (on the link's clock, for a
+/// copy); on return it is when this copy ended.
+[[nodiscard]] CUresult execute(copy_op& op, CUctx_st& context,
+                               std::chrono::steady_clock::time_point& ready);  // copy.cpp
+[[nodiscard]] CUresult execute(memset_op& op, CUctx_st& context);              // copy.cpp
+[[nodiscard]] CUresult execute(record_op& op, CUctx_st& context);              // event.cpp
 
 }  // namespace cudasim

@@ -24,6 +24,7 @@
 #include "operation.hpp"
 #include "registry.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -90,6 +91,8 @@ struct CUstream_st {
   bool abandon_                   = false;
   bool finished_                  = false;
   std::thread worker_;
+  // When the last operation ended (a copy: on its link's clock). Worker thread only.
+  std::chrono::steady_clock::time_point ready_{};
 
   // Operations of this (blocking) stream that the legacy stream already waits for.
   // Guarded by the context's mutex, not by mutex_.
