@@ -22,8 +22,11 @@
  * - **Restore.** For each chunk of each page, in order: a worker decompresses it into a
  *   staging buffer and verifies its XXH64 (a chunk stored raw is verified in place and
  *   copied straight from the store; a zero chunk becomes a device memset), while the
- *   calling thread maps the page at its old address and copies the previous chunks in.
- *   The ring of staging buffers bounds how far decompression runs ahead.
+ *   calling thread maps the page at its old address and copies the previous chunks in
+ *   (and, rather than wait for a chunk, decompresses one itself). The ring of staging
+ *   buffers bounds how far decompression runs ahead; a buffer is reused once the copy out
+ *   of it has completed, which the calling thread checks without blocking while copies
+ *   are still queued, so the link stays busy.
  *
  * Failures lose nothing (DESIGN §6): an evict that fails leaves every page it had not yet
  * unmapped resident, with its copy dropped, and the pages it unmapped evicted with their
@@ -61,9 +64,9 @@ namespace swapalloc {
 
 /// Settings of a transfer engine.
 struct transfer_options {
-  std::size_t staging_slots{8};  ///< pinned staging buffers of max_chunk_bytes each
-  std::size_t window_pages{16};  ///< eviction: pages with copies in flight
-  std::size_t gap_bytes{4096};   ///< free gaps up to this size are copied with live bytes
+  std::size_t staging_slots{16};  ///< pinned staging buffers of max_chunk_bytes each
+  std::size_t window_pages{16};   ///< eviction: pages with copies in flight
+  std::size_t gap_bytes{4096};    ///< free gaps up to this size are copied with live bytes
 };
 
 /// How a pool's chunks are encoded: a forced codec, else its dtype hint, else sampled.
@@ -115,11 +118,16 @@ class transfer_engine {
   transfer_engine& operator=(transfer_engine const&) = delete;
 
   /// Frees the streams, events and staging buffers, best effort.
-  /// @pre the device's context is current and no transfer is running.
+  /// @pre the device's context is current, no transfer is running, and the store outlives
+  ///      the engine.
   ~transfer_engine()
   {
     driver_table const& table = driver_->table();
-    if (to_host_ != nullptr) { (void)table.cuStreamSynchronize(to_host_); }
+    if (to_host_ != nullptr && table.cuStreamSynchronize(to_host_) == CUDA_SUCCESS) {
+      for (host_extent const& extent : unsettled_) {
+        store_->deallocate(extent);
+      }
+    }
     if (to_device_ != nullptr) { (void)table.cuStreamSynchronize(to_device_); }
     for (CUevent event : events_) {
       (void)table.cuEventDestroy(event);
@@ -149,6 +157,9 @@ class transfer_engine {
     std::deque<in_flight> window;
     std::exception_ptr unmap_error;
     auto const retire = [&] {
+      // On failure the page stays in the window: the handler below waits for the stream
+      // before giving its extent back, since the copy may still be writing into it.
+      driver_->event_synchronize(window.front().event);
       in_flight done = std::move(window.front());
       window.pop_front();
       finish_eviction(pool, image, std::move(done), choice, out, unmap_error);
@@ -209,12 +220,19 @@ class transfer_engine {
         retire();
       }
     } catch (...) {
-      // Copies may still be writing into the extents: wait before giving them back.
-      (void)driver_->table().cuStreamSynchronize(to_host_);
+      // Copies may still be writing into the extents (and into staging slot 0): they go
+      // back to the store only once the stream is known to be idle, now or, if this wait
+      // fails too, at the start of the next transfer (settle).
+      bool const idle = driver_->table().cuStreamSynchronize(to_host_) == CUDA_SUCCESS;
       for (in_flight& pending : window) {
-        store_->deallocate(pending.copy->packed);
+        if (idle) {
+          store_->deallocate(pending.copy->packed);
+        } else {
+          unsettled_.push_back(pending.copy->packed);  // capacity reserved: no throw
+        }
         events_.push_back(pending.event);
       }
+      to_host_unsettled_ = !idle;
       pool.repark();
       throw;
     }
@@ -262,34 +280,41 @@ class transfer_engine {
     std::vector<std::uint8_t> mapped(pages.size(), 0);
     run_state run(pieces.size());
     std::size_t submitted = 0;
-    auto const submit     = [&] {
-      std::size_t const index = submitted++;
-      std::size_t const slot  = index % options_.staging_slots;
-      if (slot_busy_[slot]) {  // the copy out of this buffer must be done before reuse
-        driver_->event_synchronize(slot_events_[slot]);
-        slot_busy_[slot] = false;
+    // Decodes run up to staging_slots pieces ahead of the copies. A piece's slot is free
+    // again once the copy out of it (staging_slots pieces earlier) has completed: top_up
+    // only queries those events, and blocks on one only when the very piece the copies
+    // need next is still unsubmitted, so copies stay queued back to back on the link.
+    auto const top_up = [&](std::size_t needed) {
+      while (submitted < pieces.size() && submitted < needed + options_.staging_slots) {
+        std::size_t const index = submitted;
+        std::size_t const slot  = index % options_.staging_slots;
+        if (slot_busy_[slot]) {
+          if (index > needed && !driver_->event_query(slot_events_[slot])) { return; }
+          if (index == needed) { driver_->event_synchronize(slot_events_[slot]); }
+          slot_busy_[slot] = false;
+        }
+        workers_->submit(run.group, [this, &run, &pieces, index, slot] {
+          if (run.claim(index)) { decode_piece(pieces[index], staging_slot(slot), run, index); }
+        });
+        ++submitted;
       }
-      workers_->submit(run.group, [this, &run, &pieces, index, slot] {
-        decode_piece(pieces[index], staging_slot(slot), run, index);
-      });
     };
     try {
-      while (submitted < std::min(pieces.size(), options_.staging_slots)) {
-        submit();
-      }
       for (std::size_t i = 0; i < pieces.size(); ++i) {
-        run.wait_for(i);
+        top_up(i);
+        for (std::size_t help = 0; (help = run.claim_or_wait(i, submitted)) != submitted;) {
+          decode_piece(pieces[help], staging_slot(help % options_.staging_slots), run, help);
+        }
         piece const& current = pieces[i];
         if (run.errors[i]) { throw_chunk_error(pool, pages[current.page], current, run.errors[i]); }
         if (mapped[current.page] == 0) {
           pool.map_page(pages[current.page]);
           mapped[current.page] = 1;
         }
-        out.bytes_copied += copy_piece(pool, current, staging_slot(i % options_.staging_slots));
         std::size_t const slot = i % options_.staging_slots;
+        out.bytes_copied += copy_piece(pool, current, staging_slot(slot));
         driver_->event_record(slot_events_[slot], to_device_);
         slot_busy_[slot] = true;
-        if (submitted < pieces.size()) { submit(); }
       }
       CUevent const done = take_event();
       events_.push_back(done);  // back in the pool either way; recorded below
@@ -302,7 +327,10 @@ class transfer_engine {
         run.group.wait();
       } catch (...) {  // NOLINT(bugprone-empty-catch): the first error is the one rethrown
       }
-      (void)driver_->table().cuStreamSynchronize(to_device_);
+      // Staging slots are reused only once their copies are known to be done. (If this
+      // wait fails the pages are unmapped all the same: on a GPU the context is then lost,
+      // and what matters is that the host copies, untouched by restore, stay intact.)
+      to_device_unsettled_ = driver_->table().cuStreamSynchronize(to_device_) != CUDA_SUCCESS;
       std::fill(slot_busy_.begin(), slot_busy_.end(), false);
       for (std::size_t i = 0; i < pages.size(); ++i) {
         if (mapped[i] == 0) { continue; }
@@ -343,9 +371,38 @@ class transfer_engine {
     stored_chunk const* stored;
   };
 
-  /// Completion of one restore's decode jobs (workers set, the caller waits).
+  /// The decoding of one restore's pieces: each is claimed once, by a worker or by the
+  /// calling thread (which decodes instead of idling while it waits), then finished.
   struct run_state {
-    explicit run_state(std::size_t pieces) : done(pieces, 0) { errors.resize(pieces); }
+    explicit run_state(std::size_t pieces) : started(pieces, 0), done(pieces, 0)
+    {
+      errors.resize(pieces);
+    }
+    /// True if `index` was not started yet: the caller of this now decodes it.
+    bool claim(std::size_t index)
+    {
+      std::lock_guard const lock(mutex);
+      if (started[index] != 0) { return false; }
+      started[index] = 1;
+      return true;
+    }
+    /// Blocks until piece `needed` is decoded, returning `submitted`; or claims and returns
+    /// an unstarted piece among the first `submitted` (`needed` first) for the caller to
+    /// decode meanwhile. Cost: a scan of at most staging_slots flags per wake-up.
+    std::size_t claim_or_wait(std::size_t needed, std::size_t submitted)
+    {
+      std::unique_lock lock(mutex);
+      for (;;) {
+        if (done[needed] != 0) { return submitted; }
+        for (std::size_t index = needed; index < submitted; ++index) {
+          if (started[index] == 0) {
+            started[index] = 1;
+            return index;
+          }
+        }
+        changed.wait(lock);
+      }
+    }
     void finish(std::size_t index, std::exception_ptr error)
     {
       {
@@ -355,13 +412,9 @@ class transfer_engine {
       }
       changed.notify_all();
     }
-    void wait_for(std::size_t index)
-    {
-      std::unique_lock lock(mutex);
-      changed.wait(lock, [&] { return done[index] != 0; });
-    }
     std::mutex mutex;
     std::condition_variable changed;
+    std::vector<std::uint8_t> started;
     std::vector<std::uint8_t> done;
     std::vector<std::exception_ptr> errors;
     task_group group;
@@ -373,8 +426,23 @@ class transfer_engine {
     std::vector<std::byte> out;
   };
 
+  /// Makes the engine ready: creates its streams, staging ring and events on first use,
+  /// and waits for copies a failed evict or restore left behind before their memory (store
+  /// extents, staging slots) is reused.
   void ensure_ready()
   {
+    if (to_host_unsettled_) {
+      driver_->stream_synchronize(to_host_);
+      for (host_extent const& extent : unsettled_) {
+        store_->deallocate(extent);
+      }
+      unsettled_.clear();
+      to_host_unsettled_ = false;
+    }
+    if (to_device_unsettled_) {
+      driver_->stream_synchronize(to_device_);
+      to_device_unsettled_ = false;
+    }
     if (to_host_ != nullptr) { return; }
     CUstream const to_host = driver_->stream_create(CU_STREAM_NON_BLOCKING);
     CUstream to_device     = nullptr;
@@ -384,6 +452,7 @@ class transfer_engine {
       while (slot_events_.size() < options_.staging_slots) {
         slot_events_.push_back(driver_->event_create());
       }
+      unsettled_.reserve(options_.window_pages);
     } catch (...) {
       for (CUevent event : slot_events_) {
         (void)driver_->table().cuEventDestroy(event);
@@ -468,19 +537,13 @@ class transfer_engine {
     }
   }
 
-  /// The copy of `done.page` is complete: unmap the page, keep the copy, compress behind.
+  /// The copy of `done.page` has completed: unmap the page, keep the copy, compress behind.
   /// An unmap failure keeps the page resident (its copy dropped) and is reported at the end.
   void finish_eviction(device_pool& pool, pool_image& image, in_flight done,
                        codec_choice const& choice, evict_result& out,
                        std::exception_ptr& unmap_error)
   {
-    events_.push_back(done.event);  // idle again once synchronized; no one takes it sooner
-    try {
-      driver_->event_synchronize(done.event);
-    } catch (...) {
-      store_->deallocate(done.copy->packed);
-      throw;
-    }
+    events_.push_back(done.event);  // idle again
     try {
       pool.unmap_page(done.page, page_state::evicted);
     } catch (...) {
@@ -772,6 +835,10 @@ class transfer_engine {
   std::vector<CUevent> slot_events_;
   std::vector<bool> slot_busy_;
   std::vector<CUevent> events_;  // idle events
+  // Extents of a failed evict whose stream could not be waited for (see ensure_ready).
+  std::vector<host_extent> unsettled_;
+  bool to_host_unsettled_{false};
+  bool to_device_unsettled_{false};  // a failed restore could not wait for its copies
   std::mutex scratch_mutex_;
   std::vector<std::unique_ptr<job_scratch>> scratch_;
 };

@@ -80,6 +80,36 @@ TEST_F(SwapTest, AFaultAtAnyDriverCallOfEvictLosesNothing)
   free_all(blocks);
 }
 
+TEST_F(SwapTest, AnEvictWhoseStreamCannotBeWaitedForKeepsItsExtentsUntilTheNextTransfer)
+{
+  // The evict fails while copies are in flight, and so does its wait for them: those
+  // copies may still be writing into their extents, so the extents must not be handed to
+  // another page (or a compression job) until a later wait has succeeded.
+  SIM_ONLY(sim(), "injects driver failures and reads the census");
+  pool_id const pool              = make_pool("model", codec_id::shuffle2_lz4);
+  auto blocks                     = populate(pool, data_kind::bf16_weights, 12 * MiB, 47, 1.0);
+  std::size_t const host_at_start = sim().census().host_bytes;
+  ASSERT_EQ(sim().fail_call("cuEventSynchronize", 1, CUDA_SUCCESS), CUDA_SUCCESS);
+  ASSERT_EQ(sim().fail_call("cuStreamSynchronize", 1, CUDA_SUCCESS), CUDA_SUCCESS);
+  EXPECT_THROW((void)alloc().evict(pool, 0), cuda_error);
+  sim().clear_faults();
+  EXPECT_EQ(alloc().check(), "");
+  alloc().wait_for_compression(pool);
+  std::size_t const staging = allocator_options{}.transfer.staging_slots * max_chunk_bytes;
+  EXPECT_GT(sim().census().host_bytes, host_at_start + staging)
+    << "the unsettled extents are still held";
+  (void)alloc().restore(pool, 0);  // whatever was unmapped before the failure
+  EXPECT_EQ(alloc().stats(pool, 0).evicted_bytes, 0U);
+  expect_intact(blocks, "after the failed evict and a restore");
+  evict_result const clean = alloc().evict(pool, 0);
+  EXPECT_GT(clean.pages_copied, 0U);
+  (void)alloc().restore(pool, 0);
+  EXPECT_EQ(sim().census().host_bytes, host_at_start + staging)
+    << "a later transfer waited for the stream and gave the extents back";
+  expect_intact(blocks, "after a clean cycle");
+  free_all(blocks);
+}
+
 TEST_F(SwapTest, AFaultAtAnyDriverCallOfRestoreLeavesThePoolEvictedAndRestorable)
 {
   SIM_ONLY(sim(), "injects driver failures");
