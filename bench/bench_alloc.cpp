@@ -207,22 +207,10 @@ BENCHMARK_CAPTURE(BM_Replay, cnn_infer, "cnn_infer")->Unit(benchmark::kMilliseco
 int main(int argc, char** argv)
 {
   return swapalloc::bench::run_main("bench_alloc", argc, argv, [](driver const& cuda) {
-    CUdevice const device   = cuda.device(0);
-    CUcontext const context = cuda.retain_primary_context(device);
-    try {
-      cuda.set_current_context(context);
+    swapalloc::bench::with_primary_context(cuda, [&](CUdevice device, CUcontext context) {
       bench_device const loaded{cuda, device, context, cuda.allocation_granularity(device)};
       swapalloc::bench::add_driver_context(cuda, device, loaded.granularity);
-      shared = &loaded;
-      benchmark::RunSpecifiedBenchmarks();
-      shared = nullptr;
-      cuda.set_current_context(nullptr);
-    } catch (...) {
-      shared = nullptr;
-      (void)cuda.table().cuCtxSetCurrent(nullptr);
-      (void)cuda.table().cuDevicePrimaryCtxRelease(device);
-      throw;
-    }
-    cuda.release_primary_context(device);
+      swapalloc::bench::run_benchmarks_with(shared, loaded);
+    });
   });
 }

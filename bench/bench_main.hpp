@@ -45,6 +45,41 @@ void guarded(benchmark::State& state, Body&& body)
 }
 
 /**
+ * @brief Calls `body(device, context)` with device 0's primary context retained and
+ *        current; afterwards no context is current and the context is released, also
+ *        (best effort) when `body` throws, which is then rethrown.
+ */
+template <typename Body>
+void with_primary_context(driver const& cuda, Body&& body)
+{
+  CUdevice const device   = cuda.device(0);
+  CUcontext const context = cuda.retain_primary_context(device);
+  try {
+    cuda.set_current_context(context);
+    std::forward<Body>(body)(device, context);
+    cuda.set_current_context(nullptr);
+  } catch (...) {
+    (void)cuda.table().cuCtxSetCurrent(nullptr);
+    (void)cuda.table().cuDevicePrimaryCtxRelease(device);
+    throw;
+  }
+  cuda.release_primary_context(device);
+}
+
+/// Runs the specified benchmarks with `shared` (what they read) pointing at `loaded`, and
+/// null again afterwards, however they end.
+template <typename Shared>
+void run_benchmarks_with(Shared const*& shared, Shared const& loaded)
+{
+  struct reset {
+    Shared const*& slot;
+    ~reset() { slot = nullptr; }
+  } const guard{shared};
+  shared = &loaded;
+  benchmark::RunSpecifiedBenchmarks();
+}
+
+/**
  * @brief The body of a bench program's main: parses the options, loads the driver, calls
  *        `run(cuda)` (which sets up what the benchmarks share and runs them), and reports a
  *        failure on stderr under `program`'s name. @return the exit status.

@@ -224,10 +224,7 @@ int main(int argc, char** argv)
 {
   register_all();
   return swapalloc::bench::run_main("bench_swap", argc, argv, [](driver const& cuda) {
-    CUdevice const device   = cuda.device(0);
-    CUcontext const context = cuda.retain_primary_context(device);
-    try {
-      cuda.set_current_context(context);
+    swapalloc::bench::with_primary_context(cuda, [&](CUdevice device, CUcontext) {
       bool const simulated =
         swapalloc::bench::add_driver_context(cuda, device, cuda.allocation_granularity(device));
       if (simulated) {
@@ -242,16 +239,7 @@ int main(int argc, char** argv)
       benchmark::AddCustomContext("link_to_device_GBps", std::to_string(in / 1e9));
       benchmark::AddCustomContext("live_MiB", std::to_string(live / MiB));
       bench_device const loaded{cuda, device, live, out, in};
-      shared = &loaded;
-      benchmark::RunSpecifiedBenchmarks();
-      shared = nullptr;
-      cuda.set_current_context(nullptr);
-    } catch (...) {
-      shared = nullptr;
-      (void)cuda.table().cuCtxSetCurrent(nullptr);
-      (void)cuda.table().cuDevicePrimaryCtxRelease(device);
-      throw;
-    }
-    cuda.release_primary_context(device);
+      swapalloc::bench::run_benchmarks_with(shared, loaded);
+    });
   });
 }

@@ -124,9 +124,7 @@ class transfer_engine {
   {
     driver_table const& table = driver_->table();
     if (to_host_ != nullptr && table.cuStreamSynchronize(to_host_) == CUDA_SUCCESS) {
-      for (host_extent const& extent : unsettled_) {
-        store_->deallocate(extent);
-      }
+      give_back_unsettled();
     }
     if (to_device_ != nullptr) { (void)table.cuStreamSynchronize(to_device_); }
     for (CUevent event : events_) {
@@ -433,11 +431,7 @@ class transfer_engine {
   {
     if (to_host_unsettled_) {
       driver_->stream_synchronize(to_host_);
-      for (host_extent const& extent : unsettled_) {
-        store_->deallocate(extent);
-      }
-      unsettled_.clear();
-      to_host_unsettled_ = false;
+      give_back_unsettled();
     }
     if (to_device_unsettled_) {
       driver_->stream_synchronize(to_device_);
@@ -467,6 +461,16 @@ class transfer_engine {
     slot_busy_.assign(options_.staging_slots, false);
     to_host_   = to_host;
     to_device_ = to_device;
+  }
+
+  /// The copy stream's earlier copies are known to be done: their extents go back.
+  void give_back_unsettled() noexcept
+  {
+    for (host_extent const& extent : unsettled_) {
+      store_->deallocate(extent);
+    }
+    unsettled_.clear();
+    to_host_unsettled_ = false;
   }
 
   [[nodiscard]] std::byte* staging_slot(std::size_t slot) const noexcept

@@ -95,7 +95,7 @@ TEST_F(SwapTest, AnEvictWhoseStreamCannotBeWaitedForKeepsItsExtentsUntilTheNextT
   sim().clear_faults();
   EXPECT_EQ(alloc().check(), "");
   alloc().wait_for_compression(pool);
-  std::size_t const staging = allocator_options{}.transfer.staging_slots * max_chunk_bytes;
+  std::size_t const staging = staging_ring_bytes();
   EXPECT_GT(sim().census().host_bytes, host_at_start + staging)
     << "the unsettled extents are still held";
   (void)alloc().restore(pool, 0);  // whatever was unmapped before the failure

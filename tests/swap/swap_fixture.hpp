@@ -37,6 +37,12 @@ class SwapTest : public AllocatorTest {
     return o;
   }
 
+  /// Pinned host bytes the transfer engine keeps for good: its staging ring.
+  [[nodiscard]] std::size_t staging_ring_bytes() const
+  {
+    return options().transfer.staging_slots * max_chunk_bytes;
+  }
+
   /// A pool named `name`, with `codec` forced when given.
   pool_id make_pool(std::string const& name, std::optional<codec_id> codec = {},
                     dtype_hint dtype = dtype_hint::none)

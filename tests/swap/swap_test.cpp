@@ -271,7 +271,7 @@ TEST_F(SwapTest, HostMemoryIsGivenBackAfterRestore)
   alloc().wait_for_compression(pool);
   EXPECT_GT(sim().census().host_bytes, host_at_start);
   (void)alloc().restore(pool, 0);
-  std::size_t const staging = allocator_options{}.transfer.staging_slots * max_chunk_bytes;
+  std::size_t const staging = staging_ring_bytes();
   EXPECT_EQ(sim().census().host_bytes, host_at_start + staging)
     << "only the transfer engine's staging ring stays";
   expect_intact(blocks, "after restore");
