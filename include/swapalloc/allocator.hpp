@@ -39,6 +39,7 @@
 #include <swapalloc/driver.hpp>
 #include <swapalloc/pool.hpp>
 #include <swapalloc/pool_image.hpp>
+#include <swapalloc/residency.hpp>
 #include <swapalloc/scope_stack.hpp>
 #include <swapalloc/transfer.hpp>
 
@@ -139,10 +140,9 @@ class allocator {
         for (CUevent event : state->idle_events) {
           (void)driver_->table().cuEventDestroy(event);
         }
-        state->images.clear();  // waits for compression jobs, gives host memory back
+        state->pools.clear();  // waits for compression jobs, gives host memory back, unmaps
         state->engine.reset();
         state->store.reset();
-        state->pools.clear();
       } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports nothing
       }
       (void)driver_->table().cuDevicePrimaryCtxRelease(state->device);
@@ -211,11 +211,11 @@ class allocator {
     }
     for (auto& state : devices_) {  // first pass: refuse while in use, change nothing
       std::lock_guard const lock(state->mutex);
-      device_pool const* const pool = state->pool(id);
+      pool_residency const* const pool = state->pool(id);
       if (pool == nullptr) { continue; }
       context_scope const current(*driver_, state->context);
       wait_for_events(*state);
-      if (std::size_t const live = pool->live_blocks(); live != 0) {
+      if (std::size_t const live = pool->pool().live_blocks(); live != 0) {
         throw misuse(usage_error_kind::bad_pool,
                      "destroy_pool('" + name + "'): " + std::to_string(live) +
                        " blocks are still allocated on device " + std::to_string(state->ordinal));
@@ -226,8 +226,7 @@ class allocator {
       if (state->pool(id) == nullptr) { continue; }
       context_scope const current(*driver_, state->context);
       driver_->synchronize_context();
-      if (id < state->images.size()) { state->images[id].reset(); }  // its host memory too
-      state->pools[id].reset();
+      state->pools[id].reset();  // its host copies too
     }
     std::lock_guard const lock(registry_mutex_);
     pools_[id].alive = false;
@@ -265,10 +264,10 @@ class allocator {
     stream_tag const tag = tag_of(stream);
     std::lock_guard const lock(state.mutex);
     if (!state.pending.empty()) { harvest_events(state); }
-    device_pool* const pool = state.pool(id);
+    pool_residency* const pool = state.pool(id);
     if (pool != nullptr && rounded != 0) {  // hot path
       if (block* const found = pool->allocate_cached(rounded, bytes, tag); found != nullptr) {
-        CUdeviceptr const address = pool->address(*found);
+        CUdeviceptr const address = pool->pool().address(*found);
         state.live.insert(address, live_block{found, id});
         return address;
       }
@@ -309,9 +308,9 @@ class allocator {
                      hex(reinterpret_cast<std::uintptr_t>(stream_of(freed->tag))));
     }
     state.live.erase(ptr);
-    device_pool& pool = *state.pools[owner];
-    if (pool.evicted_pages() != 0 && pool.touches_evicted(*freed)) [[unlikely]] {
-      deallocate_evicted(state, pool, owner, freed);
+    pool_residency& pool = *state.pools[owner];
+    if (pool.on_parked_pages(*freed)) [[unlikely]] {  // no restore: GPU work cannot use it
+      pool.deallocate_parked(freed);
       return;
     }
     if (freed->used_by.empty()) {  // hot path
@@ -385,62 +384,93 @@ class allocator {
     }
     device_state& state = state_of(device, "evict");
     std::lock_guard const lock(state.mutex);
-    device_pool* const pool = state.pool(id);
+    pool_residency* const pool = state.pool(id);
     if (pool == nullptr || state.context == nullptr) { return {}; }
     context_scope const current(*driver_, state.context);
     synchronize_device(state);
-    pool_image& image = image_for(state, id, *pool);
-    drop_stale_copies(*pool, image);
+    ensure_swap_tier(state);
     pool->prepare_swap();
+    device_pool const& pages_of = pool->pool();
     std::vector<std::size_t> pages;
     for (int pass = 0; pass < 2; ++pass) {  // pages without data first: no copy to make
-      for (std::size_t page = 0; page < pool->page_count(); ++page) {
-        if (pool->page(page) == page_state::resident &&
-            (pool->page_users(page) == 0) == (pass == 0)) {
+      for (std::size_t page = 0; page < pages_of.page_count(); ++page) {
+        page_state const at = pages_of.page(page);
+        bool const no_copy  = at == page_state::restoring || pages_of.page_users(page) == 0;
+        if ((at == page_state::resident || at == page_state::restoring) && no_copy == (pass == 0)) {
           pages.push_back(page);
         }
       }
     }
-    std::size_t const wanted = (bytes / pool->page_size()) + (bytes % pool->page_size() != 0);
+    std::size_t const page_size = pages_of.page_size();
+    std::size_t const wanted    = (bytes / page_size) + (bytes % page_size != 0);
     if (pages.size() > wanted) { pages.resize(wanted); }
-    return state.engine->evict(*pool, image, pages,
+    return state.engine->evict(*pool, pages,
                                codec_choice{entry.options.dtype, entry.options.codec});
   }
 
   /**
-   * @brief Restores every evicted page of pool `id` on `device` at its address, verifying
-   *        each chunk's checksum, and makes `stream` (if not null) wait for the copies.
-   *        The copies are complete when it returns. A read-only pool keeps its host copy.
+   * @brief Restores every page of pool `id` on `device` whose data is in host memory, at
+   *        its address, verifying each chunk's checksum, and makes `stream` (if not null)
+   *        wait for the copies. The copies are complete when it returns. A read-only pool
+   *        keeps its host copy. When the device is full, the cached pages of every pool
+   *        are released and the restore retried once, as `allocate` does.
    * @throws usage_error (bad_pool, bad_device) for bad ids.
-   * @throws cuda_error (e.g. out of memory mapping a page) or restore_error (a checksum
-   *         mismatch, naming the pool and chunk): the pool stays evicted, every host copy
-   *         intact, and a later restore can succeed.
+   * @throws out_of_memory if the pages do not fit even then, with the pool table.
+   * @throws cuda_error or restore_error (a checksum mismatch, naming the pool and chunk):
+   *         the pool stays evicted, every host copy intact, and a later restore can
+   *         succeed. A restore never returns with a page it did not fill.
    */
   restore_result restore(pool_id id, int device, CUstream stream = nullptr)
   {
-    pool_entry const entry = entry_of(id, "restore");
-    device_state& state    = state_of(device, "restore");
+    require_pool(id, "restore");
+    device_state& state = state_of(device, "restore");
     std::lock_guard const lock(state.mutex);
-    device_pool* const pool = state.pool(id);
-    if (pool == nullptr || pool->evicted_pages() == 0) { return {}; }
+    pool_residency* const pool = state.pool(id);
+    if (pool == nullptr || pool->pool().parked_pages() == 0) { return {}; }
     context_scope const current(*driver_, state.context);
-    std::vector<std::size_t> pages;
-    for (std::size_t page = 0; page < pool->page_count(); ++page) {
-      if (pool->page(page) == page_state::evicted) { pages.push_back(page); }
+    try {
+      return restore_parked(state, *pool, stream);
+    } catch (cuda_error const& error) {
+      if (error.code() != CUDA_ERROR_OUT_OF_MEMORY) { throw; }
     }
-    return state.engine->restore(*pool, *state.images[id], pages, entry.options.read_only, stream);
+    std::size_t const released = release_for_retry(state);
+    try {
+      return restore_parked(state, *pool, stream);
+    } catch (cuda_error const& error) {
+      if (error.code() != CUDA_ERROR_OUT_OF_MEMORY) { throw; }
+      device_pool const& pages_of = pool->pool();
+      std::size_t const needed =
+        pages_of.page_size() * pages_of.blocks().pages().count(page_state::evicted);
+      throw out_of_memory(oom_message(state,
+                                      "restoring pool '" + pages_of.name() + "' (" +
+                                        detail::bytes_text(needed) + " of evicted pages)",
+                                      "its pages need " + detail::bytes_text(needed) +
+                                        " of device memory" + free_text(released)),
+                          needed, state.ordinal);
+    }
   }
 
   /**
    * @brief Declares pool `id`'s data read-only (weights after loading) or not. A read-only
    *        pool keeps its host copy after a restore, so evicting an unchanged page again is
-   *        an unmap only; an allocation on a page ends that for the page.
+   *        an unmap only; an allocation on a page ends that for the page. Making it
+   *        writable drops the kept copies at once: the next eviction copies every page.
    * @pre while read-only, no GPU work writes into the pool's live blocks.
+   * @throws usage_error (bad_pool) for a bad id.
    */
   void set_read_only(pool_id id, bool read_only)
   {
-    std::lock_guard const lock(registry_mutex_);
-    live_entry_of(id, "set_read_only").options.read_only = read_only;
+    {
+      std::lock_guard const lock(registry_mutex_);
+      live_entry_of(id, "set_read_only").options.read_only = read_only;
+    }
+    for (auto& state : devices_) {  // the registry's lock is released: see pool_for
+      std::lock_guard const lock(state->mutex);
+      if (pool_residency* const pool = state->pool(id); pool != nullptr) {
+        context_scope const current(*driver_, state->context);  // host frees may call it
+        pool->set_keep_copies(read_only);
+      }
+    }
   }
 
   /// Pins pool `id`: evict refuses it until as many `unpin_pool` calls (DESIGN §6).
@@ -467,8 +497,8 @@ class allocator {
     require_pool(id, "wait_for_compression");
     for (auto& state : devices_) {
       std::lock_guard const lock(state->mutex);
-      if (id < state->images.size() && state->images[id] != nullptr) {
-        state->images[id]->jobs().wait();
+      if (pool_residency* const pool = state->pool(id); pool != nullptr) {
+        pool->wait_for_compression();
       }
     }
   }
@@ -481,7 +511,8 @@ class allocator {
     require_pool(id, "stats");
     device_state& state = state_of(device, "stats");
     std::lock_guard const lock(state.mutex);
-    return counters_of(state, id);
+    pool_residency const* const pool = state.pool(id);
+    return pool != nullptr ? pool->stats() : pool_stats{};
   }
 
   /// Counters of every pool on `device`, summed.
@@ -490,8 +521,8 @@ class allocator {
     device_state& state = state_of(device, "device_stats");
     std::lock_guard const lock(state.mutex);
     pool_stats total;
-    for (std::size_t id = 0; id < state.pools.size(); ++id) {
-      if (state.pools[id] != nullptr) { total += counters_of(state, static_cast<pool_id>(id)); }
+    for (auto const& pool : state.pools) {
+      if (pool != nullptr) { total += pool->stats(); }
     }
     return total;
   }
@@ -517,10 +548,10 @@ class allocator {
       pool_stats total;
       for (std::size_t id = 0; id < state->pools.size(); ++id) {
         if (state->pools[id] == nullptr) { continue; }
-        pool_stats const counters = counters_of(*state, static_cast<pool_id>(id));
+        pool_stats const counters = state->pools[id]->stats();
         nlohmann::json entry      = to_json(counters);
         entry["id"]               = id;
-        entry["name"]             = state->pools[id]->name();
+        entry["name"]             = state->pools[id]->pool().name();
         pools.push_back(std::move(entry));
         total += counters;
       }
@@ -550,7 +581,7 @@ class allocator {
       for (auto const& pool : state->pools) {
         if (pool == nullptr) { continue; }
         if (std::string problem = pool->check(); !problem.empty()) {
-          return pool->name() + ": " + problem;
+          return pool->pool().name() + ": " + problem;
         }
       }
       state->live.for_each([&](std::uint64_t, live_block const& entry) {
@@ -583,15 +614,14 @@ class allocator {
   /// One device's allocator state. `mutex` guards everything but the constants.
   struct device_state {
     device_state(int ordinal_, CUdevice device_) : ordinal(ordinal_), device(device_) {}
-    [[nodiscard]] device_pool* pool(pool_id id) const noexcept
+    [[nodiscard]] pool_residency* pool(pool_id id) const noexcept
     {
       return id < pools.size() ? pools[id].get() : nullptr;
     }
     int const ordinal;
     CUdevice const device;
     mutable std::mutex mutex;
-    CUcontext context{nullptr};                       // the primary context, retained at first use
-    std::vector<std::unique_ptr<device_pool>> pools;  // by pool_id
+    CUcontext context{nullptr};  // the primary context, retained at first use
     address_map<live_block> live;
     std::vector<CUevent> idle_events;
     std::deque<waiting_event> pending;  // in record order
@@ -599,7 +629,8 @@ class allocator {
     // The swap tier, created at the device's first eviction.
     std::unique_ptr<host_store> store;
     std::unique_ptr<transfer_engine> engine;
-    std::vector<std::unique_ptr<pool_image>> images;  // by pool_id
+    // Declared last, destroyed first: their host copies go back to `store`.
+    std::vector<std::unique_ptr<pool_residency>> pools;  // by pool_id
   };
 
   /// Hot path: one compare (a negative ordinal wraps to a huge index) and a load.
@@ -627,71 +658,33 @@ class allocator {
     return live_entry_of(id, function);
   }
 
-  /// Pool `id`'s counters on a device, with its host bytes. @pre state.mutex is held.
-  [[nodiscard]] static pool_stats counters_of(device_state const& state, pool_id id)
+  /// The device's swap machinery (host store, transfer engine, and the process's worker
+  /// pool), created at its first eviction. @pre state.mutex is held, the context current.
+  void ensure_swap_tier(device_state& state)
   {
-    device_pool const* const pool = state.pool(id);
-    if (pool == nullptr) { return {}; }
-    pool_stats counters = pool->stats();
-    if (id < state.images.size() && state.images[id] != nullptr) {
-      counters.host_bytes = state.images[id]->host_bytes();
-    }
-    return counters;
-  }
-
-  /// The image of pool `id`, creating the device's swap machinery at first use.
-  /// @pre state.mutex is held, the context current.
-  pool_image& image_for(device_state& state, pool_id id, device_pool const& pool)
-  {
-    if (state.store == nullptr) {
-      {
-        std::lock_guard const lock(registry_mutex_);
-        if (workers_ == nullptr) {
-          workers_ = std::make_unique<worker_pool>(options_.workers != 0 ? options_.workers
-                                                                         : default_worker_count());
-        }
-      }
-      auto store = std::make_unique<host_store>(*driver_, options_.host);
-      state.engine =
-        std::make_unique<transfer_engine>(*driver_, *store, *workers_, options_.transfer);
-      state.store = std::move(store);
-    }
-    if (state.images.size() <= id) { state.images.resize(id + 1); }
-    if (state.images[id] == nullptr) {
-      state.images[id] = std::make_unique<pool_image>(*state.store, pool.page_count());
-    }
-    return *state.images[id];
-  }
-
-  /// Drops the host copies that no longer match their pages: pages that took new data
-  /// since a read-only restore, and pages unmapped since (released as idle).
-  /// @pre state.mutex is held.
-  static void drop_stale_copies(device_pool& pool, pool_image& image)
-  {
-    image.jobs().wait();
-    for (std::size_t const page : pool.take_dirtied()) {
-      image.drop(page);
-    }
-    if (image.copies() == 0) { return; }
-    for (std::size_t page = 0; page < pool.page_count(); ++page) {
-      if (pool.page(page) == page_state::unmapped && image.find(page) != nullptr) {
-        pool.clear_clean(page);
-        image.drop(page);
+    if (state.store != nullptr) { return; }
+    {
+      std::lock_guard const lock(registry_mutex_);
+      if (workers_ == nullptr) {
+        workers_ = std::make_unique<worker_pool>(options_.workers != 0 ? options_.workers
+                                                                       : default_worker_count());
       }
     }
+    auto store = std::make_unique<host_store>(*driver_, options_.host);
+    state.engine =
+      std::make_unique<transfer_engine>(*driver_, *store, *workers_, options_.transfer);
+    state.store = std::move(store);
   }
 
-  /// Frees a block that lies on an evicted page: no restore; a page left without data
-  /// loses its host copy. @pre state.mutex is held.
-  void deallocate_evicted(device_state& state, device_pool& pool, pool_id owner, block* freed)
+  /// Restores every page of `pool` whose data is in host memory. @pre state.mutex is held,
+  /// the context current, the pool has such pages (so the swap tier exists).
+  restore_result restore_parked(device_state& state, pool_residency& pool, CUstream stream)
   {
-    pool_image& image = *state.images[owner];
-    image.jobs().wait();  // a dropped copy must have no compression job left
-    std::vector<std::size_t> dropped;
-    pool.deallocate_evicted(freed, dropped);
-    for (std::size_t const page : dropped) {
-      image.drop(page);
+    std::vector<std::size_t> pages;
+    for (std::size_t page = 0; page < pool.pool().page_count(); ++page) {
+      if (data_on_host(pool.pool().page(page))) { pages.push_back(page); }
     }
+    return state.engine->restore(pool, pages, stream);
   }
 
   /// Throws usage_error (bad_pool) unless pool `id` exists; `function` names the caller.
@@ -731,10 +724,19 @@ class allocator {
     if (state.context == nullptr) { state.context = driver_->retain_primary_context(state.device); }
   }
 
-  /// @pre state.mutex is held.
-  device_pool& pool_for(device_state& state, pool_id id)
+  /// The default reservation of a pool: twice the device's memory. Address space is cheap
+  /// and a pool's pages are placed in it for good, so small pages left between freed
+  /// large runs must not exhaust it while the device still has memory (issue 9: a
+  /// reservation the size of the device ran out with three quarters of it free). PyTorch
+  /// reserves 1 1/8 of the device per expandable segment, and keeps one segment per
+  /// stream and size class (c10/cuda/CUDACachingAllocator.cpp, ExpandableSegment); one
+  /// range per pool serves every stream and both size classes here.
+  static constexpr std::size_t default_capacity_per_device_byte = 2;
+
+  /// @pre state.mutex is held. (It takes the registry's lock: device before registry.)
+  pool_residency& pool_for(device_state& state, pool_id id)
   {
-    if (device_pool* const existing = state.pool(id); existing != nullptr) { return *existing; }
+    if (pool_residency* const existing = state.pool(id); existing != nullptr) { return *existing; }
     pool_entry entry;
     {
       std::lock_guard const lock(registry_mutex_);
@@ -744,11 +746,13 @@ class allocator {
       entry.options.page_size != 0 ? entry.options.page_size : options_.page_size;
     if (page_size == 0) { page_size = driver_->allocation_granularity(state.device); }
     std::size_t capacity = entry.options.capacity != 0 ? entry.options.capacity : options_.capacity;
-    if (capacity == 0) { capacity = driver_->device_total_memory(state.device); }
+    if (capacity == 0) {
+      capacity = default_capacity_per_device_byte * driver_->device_total_memory(state.device);
+    }
     capacity = (capacity + page_size - 1) / page_size * page_size;
     if (state.pools.size() <= id) { state.pools.resize(id + 1); }
-    state.pools[id] =
-      std::make_unique<device_pool>(*driver_, state.device, entry.name, capacity, page_size);
+    state.pools[id] = std::make_unique<pool_residency>(*driver_, state.device, entry.name, capacity,
+                                                       page_size, entry.options.read_only);
     return *state.pools[id];
   }
 
@@ -758,42 +762,41 @@ class allocator {
   {
     ensure_context(state);
     context_scope const current(*driver_, state.context);
-    device_pool& pool = pool_for(state, id);
-    if (rounded == 0 || rounded > pool.capacity()) {
+    pool_residency& pool    = pool_for(state, id);
+    std::size_t const range = pool.pool().capacity();
+    std::string const asked = "allocating " + detail::bytes_text(bytes) + " (" +
+                              std::to_string(bytes) + " bytes) in pool '" + pool.pool().name() +
+                              "'";
+    if (rounded == 0 || rounded > range) {
       throw out_of_memory(
-        oom_message(state, pool, bytes,
-                    "the request exceeds the pool's capacity of " +
-                      detail::bytes_text(pool.capacity()) +
+        oom_message(state, asked,
+                    "the request exceeds the pool's capacity of " + detail::bytes_text(range) +
                       " (its reserved address range); nothing can be freed to make it fit"),
         bytes, state.ordinal);
     }
     bool device_full = false;
     block* found     = try_allocate(pool, rounded, bytes, tag, device_full);
     if (found == nullptr) {  // release every pool's cached pages on this device, retry once
-      std::size_t released = 0;
-      try {
-        released = release_device_cache(state, nullptr);
-      } catch (
-        cuda_error const&) {  // NOLINT(bugprone-empty-catch): pages that stay are still cached
-      }
-      found = try_allocate(pool, rounded, bytes, tag, device_full);
+      std::size_t const released = release_for_retry(state);
+      found                      = try_allocate(pool, rounded, bytes, tag, device_full);
       if (found == nullptr) {
-        std::string why = device_full
-                            ? "the device has no memory left"
-                            : "the pool's address range of " + detail::bytes_text(pool.capacity()) +
-                                " has no free run that large";
-        why += "; released " + detail::bytes_text(released) + " of cached pages and retried";
-        throw out_of_memory(oom_message(state, pool, bytes, why), bytes, state.ordinal);
+        std::string const why =
+          device_full ? "its block needs " + detail::bytes_text(pool.pool().last_map_bytes()) +
+                          " of new pages" + free_text(released)
+                      : "the pool's address range of " + detail::bytes_text(range) +
+                          " has no free run of " + detail::bytes_text(rounded) + " (released " +
+                          detail::bytes_text(released) + " of cached pages and retried)";
+        throw out_of_memory(oom_message(state, asked, why), bytes, state.ordinal);
       }
     }
-    CUdeviceptr const address = pool.address(*found);
+    CUdeviceptr const address = pool.pool().address(*found);
     state.live.insert(address, live_block{found, id});
     return address;
   }
 
   /// A block, or nullptr when the device (`device_full` set) or the pool's range (not
   /// set) is out of memory.
-  static block* try_allocate(device_pool& pool, std::size_t rounded, std::size_t bytes,
+  static block* try_allocate(pool_residency& pool, std::size_t rounded, std::size_t bytes,
                              stream_tag tag, bool& device_full)
   {
     try {
@@ -806,43 +809,98 @@ class allocator {
     }
   }
 
-  /// The out-of-memory message: request, device memory, and a table of the device's pools.
-  [[nodiscard]] std::string oom_message(device_state& state, device_pool const& pool,
-                                        std::size_t bytes, std::string const& detail_text) const
+  /// Out of memory: releases every pool's cached pages on the device before one retry.
+  /// Returns the bytes released; a page whose unmap fails stays cached (no error: the
+  /// retry decides). @pre state.mutex is held, the context current.
+  std::size_t release_for_retry(device_state& state)
+  {
+    try {
+      return release_device_cache(state, nullptr);
+    } catch (cuda_error const&) {  // NOLINT(bugprone-empty-catch): see above
+      return 0;
+    }
+  }
+
+  /// ", and the device has F free (after releasing R of cached pages and retrying)".
+  [[nodiscard]] std::string free_text(std::size_t released) const
+  {
+    std::size_t free_bytes  = 0;
+    std::size_t total_bytes = 0;
+    std::string const freed =
+      "releasing " + detail::bytes_text(released) + " of cached pages and retrying";
+    if (driver_->table().cuMemGetInfo(&free_bytes, &total_bytes) != CUDA_SUCCESS) {
+      return " (after " + freed + ")";
+    }
+    return ", and the device has " + detail::bytes_text(free_bytes) + " free after " + freed;
+  }
+
+  /**
+   * The out-of-memory report (DESIGN §8): what was asked for and why it failed, the
+   * device's memory, a table of the device's pools (resident, evicted and host bytes, and
+   * whether eviction can free them), and what the user can do. @pre state.mutex is held.
+   */
+  [[nodiscard]] std::string oom_message(device_state& state, std::string const& request,
+                                        std::string const& why) const
   {
     std::string message = "swapalloc: out of memory on device " + std::to_string(state.ordinal) +
-                          ": allocating " + detail::bytes_text(bytes) + " (" +
-                          std::to_string(bytes) + " bytes) in pool '" + pool.name() + "'; " +
-                          detail_text + ".\n";
+                          ": " + request + "; " + why + ".\n";
+    std::array<char, 200> line{};
+    std::snprintf(line.data(), line.size(), "  %-16s %11s %11s %11s %12s %11s %11s  %s\n", "pool",
+                  "allocated", "resident", "cached-free", "largest-free", "evicted", "host",
+                  "eviction");
+    message += line.data();
+    std::size_t resident    = 0;
+    std::size_t evictable   = 0;
+    std::size_t unevictable = 0;
+    for (std::size_t id = 0; id < state.pools.size(); ++id) {
+      if (state.pools[id] == nullptr) { continue; }
+      pool_stats const counters = state.pools[id]->stats();
+      char const* const status  = eviction_status(static_cast<pool_id>(id));
+      bool const can_evict      = std::string_view(status) == "possible";
+      resident += counters.reserved_bytes;
+      (can_evict ? evictable : unevictable) += counters.reserved_bytes;
+      std::snprintf(line.data(), line.size(), "  %-16s %11s %11s %11s %12s %11s %11s  %s\n",
+                    state.pools[id]->pool().name().c_str(),
+                    detail::bytes_text(counters.allocated_bytes).c_str(),
+                    detail::bytes_text(counters.reserved_bytes).c_str(),
+                    detail::bytes_text(counters.cached_free_bytes).c_str(),
+                    detail::bytes_text(counters.largest_free_block).c_str(),
+                    detail::bytes_text(counters.evicted_bytes).c_str(),
+                    detail::bytes_text(counters.host_bytes).c_str(), status);
+      message += line.data();
+    }
     std::size_t free_bytes  = 0;
     std::size_t total_bytes = 0;
     if (CUresult const info = driver_->table().cuMemGetInfo(&free_bytes, &total_bytes);
         info == CUDA_SUCCESS) {
+      std::size_t const used = total_bytes - std::min(total_bytes, free_bytes);
       message += "  device memory: total " + detail::bytes_text(total_bytes) + ", free " +
-                 detail::bytes_text(free_bytes) + "\n";
+                 detail::bytes_text(free_bytes) + ", resident in these pools " +
+                 detail::bytes_text(resident) + ", used outside them (other processes, " +
+                 "contexts, streams) " + detail::bytes_text(used - std::min(used, resident)) + "\n";
     } else {
       message += "  device memory: unknown (" + driver_->describe(info) + ")\n";
     }
-    std::array<char, 160> line{};
-    std::snprintf(line.data(), line.size(), "  %-20s %14s %14s %14s %14s\n", "pool", "allocated",
-                  "reserved", "cached-free", "largest-free");
-    message += line.data();
-    for (std::size_t id = 0; id < state.pools.size(); ++id) {
-      if (state.pools[id] == nullptr) { continue; }
-      pool_stats const counters = state.pools[id]->stats();
-      std::snprintf(line.data(), line.size(), "  %-20s %14s %14s %14s %14s\n",
-                    state.pools[id]->name().c_str(),
-                    detail::bytes_text(counters.allocated_bytes).c_str(),
-                    detail::bytes_text(counters.reserved_bytes).c_str(),
-                    detail::bytes_text(counters.cached_free_bytes).c_str(),
-                    detail::bytes_text(counters.largest_free_block).c_str());
-      message += line.data();
-    }
+    message += "  to make room: evict pools not in use now (allocator::evict: " +
+               detail::bytes_text(evictable) + " resident in evictable pools), free tensors, " +
+               "or free memory outside swapalloc; " + detail::bytes_text(unevictable) +
+               " resident in pinned or non-evictable pools cannot be evicted\n";
     return message;
   }
 
+  /// "possible", or why pool `id` cannot be evicted now. Takes the registry's lock.
+  [[nodiscard]] char const* eviction_status(pool_id id) const
+  {
+    std::lock_guard const lock(registry_mutex_);
+    pool_entry const& entry = pools_[id];
+    if (id == default_pool) { return "no (default pool)"; }
+    if (!entry.options.evictable) { return "no (not evictable)"; }
+    if (entry.pins != 0) { return "no (pinned)"; }
+    return "possible";
+  }
+
   /// @pre state.mutex is held.
-  void free_after_events(device_state& state, device_pool& pool, pool_id owner, block* freed)
+  void free_after_events(device_state& state, pool_residency& pool, pool_id owner, block* freed)
   {
     ensure_context(state);
     context_scope const current(*driver_, state.context);
@@ -936,11 +994,6 @@ class allocator {
         if (!first_error) { first_error = std::current_exception(); }
       }
     }
-    for (std::size_t id = 0; id < state.images.size(); ++id) {  // copies of released pages
-      if (state.images[id] != nullptr && state.pools[id] != nullptr) {
-        drop_stale_copies(*state.pools[id], *state.images[id]);
-      }
-    }
     if (first_error) { std::rethrow_exception(first_error); }
     return released;
   }
@@ -982,11 +1035,12 @@ class allocator {
     }
     device_state const& state = *devices_[static_cast<std::size_t>(device)];
     std::lock_guard const lock(state.mutex);
-    for (auto const& pool : state.pools) {
-      if (pool == nullptr || !pool->contains(ptr)) { continue; }
-      block const* const around = pool->blocks().block_at(ptr - pool->base());
-      std::string message       = call;
-      usage_error_kind kind     = usage_error_kind::double_free;
+    for (auto const& residency : state.pools) {
+      if (residency == nullptr || !residency->pool().contains(ptr)) { continue; }
+      device_pool const* const pool = &residency->pool();
+      block const* const around     = pool->blocks().block_at(ptr - pool->base());
+      std::string message           = call;
+      usage_error_kind kind         = usage_error_kind::double_free;
       if (around != nullptr && around->state == block_state::allocated) {
         kind = usage_error_kind::interior_pointer;
         message += ": the address is ";

@@ -1,7 +1,8 @@
 /**
  * @file block.hpp
  * @brief The vocabulary of the block cache: request rounding, the small/large boundary,
- *        page and block states, stream tags, and the block descriptor itself.
+ *        block states, stream tags, and the block descriptor itself. (Page states are in
+ *        page_table.hpp.)
  *
  * Thread safety: plain values; a `block` is owned and serialized by its `block_cache`.
  */
@@ -28,9 +29,6 @@ inline constexpr std::size_t block_granule = 512;
                                 : (bytes + block_granule - 1) & ~(block_granule - 1);
 }
 
-/// Residency of one page (DESIGN §4). `evicted` and `in_transition` belong to the swap tier.
-enum class page_state : std::uint8_t { unmapped, resident, evicted, in_transition };
-
 enum class block_kind : std::uint8_t { small, large };
 enum class block_state : std::uint8_t { free, cached, allocated, awaiting_events };
 
@@ -42,9 +40,10 @@ inline constexpr stream_tag any_stream = 0;
 {
   return reinterpret_cast<std::uintptr_t>(stream) + 1;
 }
-/// The tag of free blocks on evicted pages: no request carries it, so they are never handed
-/// out. An evicted page's free bytes wait for its restore, and allocating in an evicted
-/// pool maps fresh pages instead (DESIGN §6). No stream has this address plus one.
+/// The tag of free blocks on pages whose data is in host memory (evicted or restoring): no
+/// request carries it, so they are never handed out. Such a page's free bytes wait for its
+/// restore, and allocating in an evicted pool maps fresh pages instead (DESIGN §6). No
+/// stream has this address plus one.
 inline constexpr stream_tag parked_tag = ~stream_tag{0};
 /// The stream of a tag other than `any_stream` and `parked_tag`.
 [[nodiscard]] inline CUstream stream_of(stream_tag tag) noexcept

@@ -28,9 +28,19 @@
  * then passes it to `cache`). Page *users* count the non-free blocks touching a page: a
  * resident page with no users holds no data and may be released.
  *
- * - **Evicted pages** (the swap tier) keep their allocated blocks; the free space on them
- *   is *parked* (`parked_tag`, split at page boundaries by `repark`), so no request lands
- *   on a page whose other bytes live in host memory.
+ * - **Parked space** (the swap tier). Pages whose data is in host memory (`evicted`,
+ *   `restoring`: page_table.hpp) keep their allocated blocks; every free byte on them is
+ *   *parked* (`parked_tag`), so no request lands on a page whose other bytes live in
+ *   host memory. Parking is not a step a caller can forget: `change_pages` and `release`
+ *   re-park the blocks they touch before returning, and the high-water mark never ends
+ *   inside such a page (the rest of that page is parked free space), so the range is
+ *   never grown onto one either.
+ *
+ * Invariants (`check`): blocks tile [0, end()) in address order; free neighbours that can
+ * merge are merged; small blocks stay inside one page, apart from large ones; page users
+ * count the non-free blocks; a free block is parked exactly when its pages hold their
+ * data on the host; cached and waiting blocks lie on resident pages only; allocated ones
+ * never on unmapped pages; end() is not inside a page whose data is on the host.
  *
  * Thread safety: none. The pool's owner (one device's allocator state) serializes calls.
  */
@@ -38,6 +48,7 @@
 
 #include <swapalloc/bin_table.hpp>
 #include <swapalloc/block.hpp>
+#include <swapalloc/page_table.hpp>
 
 #include <cuda.h>
 
@@ -61,18 +72,8 @@ class block_cache {
    * @throws std::invalid_argument naming the bad value.
    */
   block_cache(std::size_t capacity, std::size_t page_size)
-    : capacity_(capacity), page_size_(page_size)
+    : capacity_(capacity), page_size_(page_size), pages_(checked_pages(capacity, page_size))
   {
-    if (page_size < small_request_limit || page_size % block_granule != 0) {
-      throw std::invalid_argument("swapalloc: block_cache page_size=" + std::to_string(page_size) +
-                                  ": expected a multiple of 512 of at least 1 MiB");
-    }
-    if (capacity == 0 || capacity % page_size != 0) {
-      throw std::invalid_argument(
-        "swapalloc: block_cache capacity=" + std::to_string(capacity) +
-        ": expected a positive multiple of page_size=" + std::to_string(page_size));
-    }
-    pages_.resize(capacity / page_size);
   }
 
   block_cache(block_cache const&)            = delete;
@@ -83,12 +84,14 @@ class block_cache {
   [[nodiscard]] std::size_t page_count() const noexcept { return pages_.size(); }
   /// High-water mark: blocks cover [0, end()).
   [[nodiscard]] std::size_t end() const noexcept { return end_; }
-  [[nodiscard]] page_state page(std::size_t index) const noexcept { return pages_[index].state; }
+  [[nodiscard]] page_state page(std::size_t index) const noexcept { return pages_.state(index); }
   /// Non-free blocks touching page `index`.
   [[nodiscard]] std::uint32_t page_users(std::size_t index) const noexcept
   {
-    return pages_[index].users;
+    return pages_.users(index);
   }
+  /// The states and users of the pages.
+  [[nodiscard]] page_table const& pages() const noexcept { return pages_; }
   /// The pages a block touches: [first_page, last_page].
   [[nodiscard]] std::size_t first_page(block const& b) const noexcept
   {
@@ -99,9 +102,12 @@ class block_cache {
     return (b.end() - 1) / page_size_;
   }
   /// Pages in state `resident`.
-  [[nodiscard]] std::size_t resident_pages() const noexcept { return resident_pages_; }
-  /// Pages in state `evicted`.
-  [[nodiscard]] std::size_t evicted_pages() const noexcept { return evicted_pages_; }
+  [[nodiscard]] std::size_t resident_pages() const noexcept
+  {
+    return pages_.count(page_state::resident);
+  }
+  /// Pages whose data is in host memory (`evicted` or `restoring`). Cost: two loads.
+  [[nodiscard]] std::size_t parked_pages() const noexcept { return pages_.parked_pages(); }
   /// Blocks in bins.
   [[nodiscard]] std::size_t cached_blocks() const noexcept { return cached_blocks_; }
 
@@ -173,14 +179,29 @@ class block_cache {
    * Used to undo a `take` whose pages could not be mapped, and by `flush_bins`.
    * @pre `freed` is not free and not in a bin (a cached block is unlinked from it first).
    */
-  /// @return the free block that now holds `freed`'s bytes (after coalescing).
-  block* release(block* freed)
+  /// On pages whose data is in host memory, the freed bytes are parked.
+  /// @throws std::bad_alloc (parking may split blocks) before anything changes.
+  void release(block* freed)
   {
+    bool const on_parked_pages = parked_pages() != 0 && touches_parked(*freed);
+    if (on_parked_pages) { reserve_spare(last_page(*freed) - first_page(*freed) + 2); }
     change_users(*freed, -1);  // every state but free counts as a user of its pages
     freed->state     = block_state::free;
     freed->requested = 0;
     freed->used_by.clear();
-    return insert_coalesced(freed);
+    std::size_t const start = freed->offset;
+    std::size_t const stop  = freed->end();
+    insert_coalesced(freed);
+    if (on_parked_pages) { repark_span(start, stop); }
+  }
+
+  /// True when `b` touches a page whose data is in host memory. Cost: a loop over its pages.
+  [[nodiscard]] bool touches_parked(block const& b) const noexcept
+  {
+    for (std::size_t index = first_page(b); index <= last_page(b); ++index) {
+      if (data_on_host(pages_.state(index))) { return true; }
+    }
+    return false;
   }
 
   /// Moves every cached block into the best-fit index, coalescing.
@@ -218,114 +239,164 @@ class block_cache {
   template <typename Visitor>
   void for_each_missing_run(block const& b, Visitor&& visit) const
   {
-    for_each_run(
+    pages_.for_each_run(
       first_page(b), last_page(b) + 1,
-      [&](page_info const& p) { return p.state != page_state::resident; }, visit);
+      [](page_state state, std::uint32_t) { return state != page_state::resident; }, visit);
   }
 
   /// Calls `visit(first_page, count)` for each run of resident pages without users.
   template <typename Visitor>
   void for_each_idle_run(Visitor&& visit) const
   {
-    for_each_run(
+    pages_.for_each_run(
       0, pages_.size(),
-      [](page_info const& p) { return p.state == page_state::resident && p.users == 0; }, visit);
-  }
-
-  /// Sets the state of pages [first, first + count). A change to or from `evicted` must be
-  /// followed by `repark` before the next `take`.
-  void set_pages(std::size_t first, std::size_t count, page_state state) noexcept
-  {
-    for (std::size_t index = first; index < first + count; ++index) {
-      resident_pages_ -= pages_[index].state == page_state::resident ? 1 : 0;
-      evicted_pages_ -= pages_[index].state == page_state::evicted ? 1 : 0;
-      resident_pages_ += state == page_state::resident ? 1 : 0;
-      evicted_pages_ += state == page_state::evicted ? 1 : 0;
-      pages_[index].state = state;
-    }
+      [](page_state state, std::uint32_t users) {
+        return state == page_state::resident && users == 0;
+      },
+      visit);
   }
 
   /**
-   * @brief Parks the free space on evicted pages and frees the parked space on pages that
-   *        are no longer evicted, splitting free blocks where a page boundary separates
-   *        the two. Un-parked space serves any stream (@pre the device was synchronized
-   *        since the page was evicted: it was, for the copies). Cost: a walk over blocks.
-   * A cached block is never on an evicted page (eviction flushes the bins first), so the
-   * bins need no change.
+   * @brief Throws unless pages [first, first + count) may change to `to` (page_table.hpp),
+   *        and reserves what `change_pages` needs, so that it cannot fail after it.
+   *        Changes nothing. Call it before the driver call that makes a change real, so
+   *        that a bug is caught before anything is mapped or unmapped.
+   * @throws std::logic_error naming the page; std::bad_alloc.
    */
-  void repark() { repark_from(first_, end_); }
-
-  /// As `repark`, for the blocks touching pages [first, last] only, found from `near`, a
-  /// block on those pages. Cost: a walk over those blocks (a free in an evicted pool).
-  void repark_pages(block* near, std::size_t first, std::size_t last)
+  void require_change(std::size_t first, std::size_t count, page_state to)
   {
-    std::size_t const start = first * page_size_;
-    block* from             = near;
-    while (from->prev != nullptr && from->prev->end() > start) {
-      from = from->prev;
+    pages_.require_change(first, count, to);
+    reserve_spare(count + 2);  // splits at the run's page boundaries, and a pad at end()
+  }
+
+  /**
+   * @brief Changes pages [first, first + count) to `to` and re-parks the free space on
+   *        them: parked where their data is now in host memory, free for any stream where
+   *        it no longer is (@pre the device was synchronized since they were evicted: it
+   *        was, for the copies). Cost: a walk over the blocks on those pages.
+   * A cached block is never on such a page (eviction flushes the bins first), so the bins
+   * need no change.
+   * @throws std::logic_error or std::bad_alloc (require_change) before anything changes;
+   *         never after a successful require_change for the same pages.
+   */
+  void change_pages(std::size_t first, std::size_t count, page_state to)
+  {
+    require_change(first, count, to);
+    bool parking_changes = false;
+    for (std::size_t index = first; index < first + count; ++index) {
+      parking_changes = parking_changes || data_on_host(pages_.state(index)) != data_on_host(to);
     }
-    repark_from(from, (last + 1) * page_size_);
+    pages_.change(first, count, to);
+    if (parking_changes) { repark_span(first * page_size_, (first + count) * page_size_); }
   }
 
  private:
-  /// `repark` for the blocks from `from` up to offset `stop`.
-  void repark_from(block* from, std::size_t stop)
+  /// True when free space on page `index` must be parked.
+  [[nodiscard]] bool parks(std::size_t index) const noexcept
   {
-    // A changed block is examined again: coalescing may have merged in a neighbour that
-    // still needs a split. It ends: a block is passed over once uniform and tagged.
-    for (block* current = from; current != nullptr && current->offset < stop;) {
-      if (current->state != block_state::free) {
-        current = current->next;
-        continue;
+    return data_on_host(pages_.state(index));
+  }
+
+  /**
+   * Re-parks the free blocks overlapping [start, stop) (offsets): each is cut at the page
+   * boundaries where parking changes and tagged (parked; or, where it is not, its former
+   * stream, any stream if it was parked), then every piece is coalesced with its
+   * neighbours. Pieces of one tag lie on pages of one kind, so no merge can undo a cut.
+   * Finally the high-water mark is padded out of a parked page. @pre reserve_spare(pages
+   * of the span + 2) succeeded: nothing here allocates. Cost: a walk over those blocks.
+   */
+  void repark_span(std::size_t start, std::size_t stop) noexcept
+  {
+    if (start < end_) {
+      block* const from          = locate(start);
+      std::size_t const span_end = cut_for_parking(from, stop);
+      for (block* current = from; current != nullptr && current->offset < span_end;
+           current        = current->next) {
+        if (current->state == block_state::free) { current = insert_coalesced(current); }
       }
-      bool const was_parked = current->tag == parked_tag;
-      auto const tag_for    = [&](bool evicted) {
-        return evicted ? parked_tag : (was_parked ? any_stream : current->tag);
-      };
-      bool const evicted_first = pages_[first_page(*current)].state == page_state::evicted;
-      std::size_t split        = first_page(*current) + 1;
-      while (split <= last_page(*current) &&
-             (pages_[split].state == page_state::evicted) == evicted_first) {
-        ++split;
-      }
-      stream_tag const wanted = tag_for(evicted_first);
-      if (split > last_page(*current) && wanted == current->tag) {
-        current = current->next;
-        continue;
-      }
+    }
+    pad_parked_end();
+  }
+
+  /// Phase one of repark_span: takes the free blocks from `from` up to `stop` out of the
+  /// index, cut and tagged. Returns where the last of them ends.
+  std::size_t cut_for_parking(block* from, std::size_t stop) noexcept
+  {
+    std::size_t span_end = stop;
+    for (block* current = from; current != nullptr && current->offset < stop;
+         current        = current->next) {
+      span_end = current->end() > span_end ? current->end() : span_end;
+      if (current->state != block_state::free) { continue; }
       index_.erase(current);
-      if (split <= last_page(*current)) {  // the rest differs: it gets the other tag now,
-        block* const rest = new_block();   // so the merge below cannot undo the split
+      stream_tag const unparked = current->tag == parked_tag ? any_stream : current->tag;
+      for (;;) {  // `current` becomes each piece in turn
+        bool const parked = parks(first_page(*current));
+        current->tag      = parked ? parked_tag : unparked;
+        std::size_t split = first_page(*current) + 1;
+        while (split <= last_page(*current) && parks(split) == parked) {
+          ++split;
+        }
+        if (split > last_page(*current)) { break; }
+        block* const rest = new_block();
         rest->offset      = split * page_size_;
         rest->size        = current->end() - rest->offset;
         rest->kind        = current->kind;
-        rest->tag         = tag_for(!evicted_first);
         link_after(current, rest);
         current->size = rest->offset - current->offset;
-        index_.insert(rest);
+        current       = rest;
       }
-      current->tag = wanted;
-      current      = insert_coalesced(current);
     }
-    // New blocks grow from end(): if it lies inside an evicted page, the rest of that page
-    // is parked too, so growth starts on a fresh page. (A small page always ends on a page
-    // boundary, so the pad, large, shares its page with large blocks only.)
-    if (end_ % page_size_ != 0 && pages_[end_ / page_size_].state == page_state::evicted) {
+    return span_end;
+  }
+
+  /// New blocks grow from end(): if it lies inside a parked page, the rest of that page
+  /// becomes parked free space, so growth starts on a fresh page. (A small page always
+  /// ends on a page boundary, so the pad, large, shares its page with large blocks only.)
+  void pad_parked_end() noexcept
+  {
+    if (end_ % page_size_ != 0 && parks(end_ / page_size_)) {
       block* const pad = append((end_ / page_size_ + 1) * page_size_ - end_, parked_tag);
       insert_coalesced(pad);
+    }
+  }
+
+  /// The block that contains `offset` (< end()), found from the last one found: repeated
+  /// lookups in address order (a run of pages) cost O(1) each.
+  [[nodiscard]] block* locate(std::size_t offset) const noexcept
+  {
+    block* current = cursor_ != nullptr ? cursor_ : first_;
+    while (current->offset > offset) {
+      current = current->prev;
+    }
+    while (current->end() <= offset) {
+      current = current->next;
+    }
+    cursor_ = current;
+    return current;
+  }
+
+  /// Makes sure `count` block descriptors can be had, and recycled again, without
+  /// allocating (what the noexcept parking needs). @throws std::bad_alloc.
+  void reserve_spare(std::size_t count)
+  {
+    spare_.reserve(storage_.size() + count);  // recycle() then never reallocates
+    while (spare_.size() < count) {
+      spare_.push_back(&storage_.emplace_back());
     }
   }
 
  public:
   /// Calls `visit(page, offset, bytes)` for each part of an allocated block's requested
   /// bytes on pages [first, first + count), in address order: the bytes that are data
-  /// (the rounding at a block's end is not).
+  /// (the rounding at a block's end is not). Cost: a walk over the blocks on those pages
+  /// (the first found from the last lookup, so a page-by-page sweep is linear).
   template <typename Visitor>
   void for_each_live_range(std::size_t first, std::size_t count, Visitor&& visit) const
   {
     std::size_t const start = first * page_size_;
     std::size_t const stop  = (first + count) * page_size_;
-    for (block const* current = first_; current != nullptr && current->offset < stop;
+    if (start >= end_) { return; }
+    for (block const* current = locate(start); current != nullptr && current->offset < stop;
          current              = current->next) {
       std::size_t const data_end = current->offset + current->requested;
       if (data_end <= start || current->state != block_state::allocated) { continue; }
@@ -340,15 +411,25 @@ class block_cache {
     }
   }
 
-  /// Gives back the untouched tail: if the last block is free and none of the pages it
-  /// alone covers is resident, the high-water mark drops to its start.
-  void trim_end()
+  /// Gives back the untouched tail: if the last block is free and every page it alone
+  /// covers is unmapped, the high-water mark drops to its start; but never into a page
+  /// whose data is in host memory, whose rest stays parked up to the page's end.
+  void trim_end() noexcept
   {
     while (last_ != nullptr && last_->state == block_state::free &&
            last_->kind == block_kind::large) {
       std::size_t const first_whole = (last_->offset + page_size_ - 1) / page_size_;
       for (std::size_t index = first_whole; index < (end_ + page_size_ - 1) / page_size_; ++index) {
-        if (pages_[index].state != page_state::unmapped) { return; }
+        if (pages_.state(index) != page_state::unmapped) { return; }
+      }
+      if (last_->offset % page_size_ != 0 && parks(last_->offset / page_size_)) {
+        std::size_t const boundary = first_whole * page_size_;
+        if (boundary >= end_) { return; }
+        index_.erase(last_);  // keep the parked part, drop the unmapped pages above it
+        last_->size = boundary - last_->offset;
+        end_        = boundary;
+        index_.insert(last_);
+        return;
       }
       block* const tail = last_;
       index_.erase(tail);
@@ -384,7 +465,7 @@ class block_cache {
       while (position < current->end()) {
         std::size_t const page_end = (position / page_size_ + 1) * page_size_;
         std::size_t const stop     = page_end < current->end() ? page_end : current->end();
-        if (pages_[position / page_size_].state == page_state::resident) {
+        if (pages_.state(position / page_size_) == page_state::resident) {
           run += stop - position;
           largest = run > largest ? run : largest;
         } else {
@@ -417,8 +498,8 @@ class block_cache {
   }
 
   /**
-   * @brief Checks every structural invariant; returns a description of the first broken
-   *        one, or an empty string. Cost: a walk over blocks, bins and pages (tests only).
+   * @brief Checks every invariant of the file comment; returns a description of the first
+   *        broken one, or an empty string. Cost: a walk over blocks, bins and pages (tests).
    */
   [[nodiscard]] std::string check() const
   {
@@ -428,56 +509,68 @@ class block_cache {
     std::size_t indexed         = 0;
     block const* previous       = nullptr;
     for (block const* current = first_; current != nullptr; current = current->next) {
-      std::string const where = " at offset " + std::to_string(current->offset);
-      if (current->prev != previous) { return "broken prev link" + where; }
-      if (current->offset != expected_offset) { return "gap or overlap" + where; }
-      if (current->size == 0 || current->size % block_granule != 0) { return "bad size" + where; }
-      if (current->kind == block_kind::small && first_page(*current) != last_page(*current)) {
-        return "small block crosses a page" + where;
-      }
-      for (std::size_t p = first_page(*current); p <= last_page(*current); ++p) {
-        kinds[p] |= current->kind == block_kind::small ? 1U : 2U;
-        if (kinds[p] == 3U) {
-          return "small and large blocks share page " + std::to_string(p) + where;
-        }
-      }
-      bool const in_index = index_.count(const_cast<block*>(current)) != 0;
-      if (in_index != (current->state == block_state::free)) { return "index membership" + where; }
-      indexed += in_index ? 1 : 0;
-      if (current->state == block_state::free && previous != nullptr &&
-          mergeable(*previous, *current)) {
-        return "uncoalesced free neighbours" + where;
-      }
-      if (current->state == block_state::free) {
-        for (std::size_t p = first_page(*current); p <= last_page(*current); ++p) {
-          if ((pages_[p].state == page_state::evicted) != (current->tag == parked_tag)) {
-            return "free block parked on a page that is not evicted, or not parked on an "
-                   "evicted one" +
-                   where;
-          }
-        }
-      }
-      if (current->state != block_state::free) {
-        for (std::size_t p = first_page(*current); p <= last_page(*current); ++p) {
-          ++users[p];
-          page_state const state = pages_[p].state;
-          bool const usable =
-            state == page_state::resident ||
-            (state == page_state::evicted && current->state == block_state::allocated);
-          if (current->state != block_state::cached && !usable) {
-            return "block on a non-resident page" + where;
-          }
-          if (current->state == block_state::cached && state == page_state::evicted) {
-            return "cached block on an evicted page" + where;
-          }
-        }
-      }
+      if (current->prev != previous) { return "broken prev link"; }
+      if (current->offset != expected_offset) { return "gap or overlap"; }
+      std::string problem = check_block(*current, previous, users, kinds);
+      if (!problem.empty()) { return problem + " at offset " + std::to_string(current->offset); }
+      indexed += current->state == block_state::free ? 1 : 0;
       expected_offset = current->end();
       previous        = current;
     }
     if (previous != last_) { return "last block pointer"; }
     if (expected_offset != end_) { return "blocks do not end at end()"; }
+    if (end_ % page_size_ != 0 && parks(end_ / page_size_)) {
+      return "end() lies inside page " + std::to_string(end_ / page_size_) +
+             ", whose data is in host memory";
+    }
     if (indexed != index_.size()) { return "index holds blocks that are not in the list"; }
+    if (std::string problem = check_bins(); !problem.empty()) { return problem; }
+    return pages_.check(users);
+  }
+
+ private:
+  /// check() for one block; counts its users and kinds per page.
+  [[nodiscard]] std::string check_block(block const& current, block const* previous,
+                                        std::vector<std::uint32_t>& users,
+                                        std::vector<std::uint8_t>& kinds) const
+  {
+    if (current.size == 0 || current.size % block_granule != 0) { return "bad size"; }
+    if (current.kind == block_kind::small && first_page(current) != last_page(current)) {
+      return "small block crosses a page";
+    }
+    bool const free     = current.state == block_state::free;
+    bool const in_index = index_.count(const_cast<block*>(&current)) != 0;
+    if (in_index != free) { return "index membership"; }
+    if (free && previous != nullptr && mergeable(*previous, current)) {
+      return "uncoalesced free neighbours";
+    }
+    for (std::size_t p = first_page(current); p <= last_page(current); ++p) {
+      kinds[p] |= current.kind == block_kind::small ? 1U : 2U;
+      if (kinds[p] == 3U) { return "small and large blocks share page " + std::to_string(p); }
+      page_state const state = pages_.state(p);
+      if (free) {
+        if (data_on_host(state) != (current.tag == parked_tag)) {
+          return "free block parked on a page whose data is not in host memory, or not "
+                 "parked on one (page " +
+                 std::to_string(p) + ", " + to_string(state) + ")";
+        }
+        continue;
+      }
+      ++users[p];
+      if (current.state == block_state::allocated && state == page_state::unmapped) {
+        return "allocated block on unmapped page " + std::to_string(p);
+      }
+      if (current.state != block_state::allocated && state != page_state::resident) {
+        return "cached or waiting block on " + std::string(to_string(state)) + " page " +
+               std::to_string(p);
+      }
+    }
+    return {};
+  }
+
+  /// check() for the bins: each holds cached blocks of its tag and size, and the count.
+  [[nodiscard]] std::string check_bins() const
+  {
     std::size_t binned = 0;
     std::string wrong;
     bins_.for_each([&](stream_tag tag, std::size_t size, block* const& head) {
@@ -490,23 +583,8 @@ class block_cache {
     });
     if (!wrong.empty()) { return wrong; }
     if (binned != cached_blocks_) { return "cached block count"; }
-    std::size_t resident = 0;
-    std::size_t evicted  = 0;
-    for (std::size_t p = 0; p < pages_.size(); ++p) {
-      if (users[p] != pages_[p].users) { return "user count of page " + std::to_string(p); }
-      resident += pages_[p].state == page_state::resident ? 1 : 0;
-      evicted += pages_[p].state == page_state::evicted ? 1 : 0;
-    }
-    if (resident != resident_pages_) { return "resident page count"; }
-    if (evicted != evicted_pages_) { return "evicted page count"; }
     return {};
   }
-
- private:
-  struct page_info {
-    page_state state{page_state::unmapped};
-    std::uint32_t users{0};
-  };
 
   /// Best-fit order: kind, then stream, then size, then address (lowest first).
   struct fit_key {
@@ -530,6 +608,21 @@ class block_cache {
       return x.offset < y.offset;
     }
   };
+
+  /// The number of pages of a range, after checking the constructor's arguments.
+  [[nodiscard]] static std::size_t checked_pages(std::size_t capacity, std::size_t page_size)
+  {
+    if (page_size < small_request_limit || page_size % block_granule != 0) {
+      throw std::invalid_argument("swapalloc: block_cache page_size=" + std::to_string(page_size) +
+                                  ": expected a multiple of 512 of at least 1 MiB");
+    }
+    if (capacity == 0 || capacity % page_size != 0) {
+      throw std::invalid_argument(
+        "swapalloc: block_cache capacity=" + std::to_string(capacity) +
+        ": expected a positive multiple of page_size=" + std::to_string(page_size));
+    }
+    return capacity / page_size;
+  }
 
   /// The smallest indexed block of `kind` with at least `size` bytes, for `tag` or any.
   [[nodiscard]] block* best_fit(block_kind kind, stream_tag tag, std::size_t size) const
@@ -583,7 +676,7 @@ class block_cache {
         block* const candidate = *it;
         for (std::size_t p = (candidate->offset + page_size_ - 1) / page_size_;
              (p + 1) * page_size_ <= candidate->end(); ++p) {
-          bool const resident = pages_[p].state == page_state::resident;
+          bool const resident = pages_.state(p) == page_state::resident;
           if (host == nullptr || (resident && !host_resident)) {
             host          = candidate;
             host_page     = p;
@@ -727,26 +820,7 @@ class block_cache {
 
   void change_users(block const& b, int delta) noexcept
   {
-    for (std::size_t p = first_page(b); p <= last_page(b); ++p) {
-      pages_[p].users = static_cast<std::uint32_t>(static_cast<int>(pages_[p].users) + delta);
-    }
-  }
-
-  template <typename Predicate, typename Visitor>
-  void for_each_run(std::size_t first, std::size_t stop, Predicate&& wanted, Visitor&& visit) const
-  {
-    std::size_t index = first;
-    while (index < stop) {
-      if (!wanted(pages_[index])) {
-        ++index;
-        continue;
-      }
-      std::size_t const run_start = index;
-      while (index < stop && wanted(pages_[index])) {
-        ++index;
-      }
-      visit(run_start, index - run_start);
-    }
+    pages_.add_users(first_page(b), last_page(b), delta);
   }
 
   void link_after(block* anchor, block* added) noexcept
@@ -786,6 +860,7 @@ class block_cache {
 
   void recycle(block* unused)
   {
+    if (cursor_ == unused) { cursor_ = nullptr; }
     unused->used_by.clear();
     std::vector<CUstream> keep = std::move(unused->used_by);
     *unused                    = block{};
@@ -795,12 +870,11 @@ class block_cache {
 
   std::size_t capacity_;
   std::size_t page_size_;
-  std::vector<page_info> pages_;
-  std::size_t resident_pages_{0};
-  std::size_t evicted_pages_{0};
+  page_table pages_;
   std::size_t end_{0};
   block* first_{nullptr};
   block* last_{nullptr};
+  mutable block* cursor_{nullptr};  // the block `locate` found last; reset when recycled
   std::set<block*, by_fit> index_;
   detail::bin_table bins_;
   std::size_t cached_blocks_{0};

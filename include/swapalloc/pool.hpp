@@ -9,6 +9,11 @@
  * (DESIGN §4). Pages stay mapped while free: they are the cache. `release_idle_pages`
  * gives back every resident page that no block uses.
  *
+ * The swap tier's primitives (`map_for_restore`, `settle`, `unmap_page`,
+ * `deallocate_parked`) change one page's residency each, checked against the table of
+ * page_table.hpp before any driver call; which host copy goes with which page is the
+ * business of their one caller, `pool_residency` (residency.hpp), which owns this pool.
+ *
  * Costs: `allocate_cached` and `deallocate` are the hot path (no driver call, no
  * allocation, a few counters); `allocate` maps pages (driver calls) when its block lies
  * on pages that are not resident.
@@ -44,6 +49,7 @@ struct pool_stats {
   std::size_t cached_free_bytes{0};   ///< reserved but not allocated
   std::size_t largest_free_block{0};  ///< largest free run on resident pages
   std::size_t evicted_bytes{0};       ///< pages whose live bytes are in host memory
+                                      ///< (evicted, or mapped again but not yet restored)
   std::size_t host_bytes{0};          ///< host memory holding the pool's pages (stored)
   std::size_t evictions{0};           ///< pages evicted (copied out, or unmapped only)
   std::size_t restores{0};            ///< pages restored
@@ -92,12 +98,14 @@ class device_pool {
   device_pool(device_pool const&)            = delete;
   device_pool& operator=(device_pool const&) = delete;
 
-  /// Unmaps every resident page, best effort (a destructor reports nothing), then the
-  /// reservation frees the range. @pre no work on the device still uses the pool.
+  /// Unmaps every mapped page (resident or restoring), best effort (a destructor reports
+  /// nothing), then the reservation frees the range. @pre no work on the device still
+  /// uses the pool.
   ~device_pool()
   {
     for (std::size_t page = 0; page < blocks_.page_count(); ++page) {
-      if (blocks_.page(page) != page_state::resident) { continue; }
+      page_state const state = blocks_.page(page);
+      if (state != page_state::resident && state != page_state::restoring) { continue; }
       (void)driver_->table().cuMemUnmap(page_address(page), blocks_.page_size());
     }
   }
@@ -133,10 +141,13 @@ class device_pool {
 
   /**
    * @brief Slow path: a block of `rounded` bytes for `tag`, mapping the pages it needs.
+   *        Only unmapped pages are ever mapped: a block placed on a page whose data is in
+   *        host memory would be a bug, reported before any driver call.
    * @return the block, or nullptr if the range has no room for it (after coalescing).
    * @throws cuda_error if mapping fails (CUDA_ERROR_OUT_OF_MEMORY from cuMemCreate when
    *         the device is full); the block is then free again and the pages mapped before
-   *         the failure stay resident and cached.
+   *         the failure stay resident and cached. `last_map_bytes` says what it needed.
+   * @throws std::logic_error if the block lies on a page that is not resident or unmapped.
    */
   [[nodiscard]] block* allocate(std::size_t rounded, std::size_t requested, stream_tag tag)
   {
@@ -144,11 +155,15 @@ class device_pool {
     if (found == nullptr) { return nullptr; }
     try {
       runs_.clear();
-      blocks_.for_each_missing_run(
-        *found, [&](std::size_t first, std::size_t count) { runs_.emplace_back(first, count); });
+      last_map_bytes_ = 0;
+      blocks_.for_each_missing_run(*found, [&](std::size_t first, std::size_t count) {
+        blocks_.require_change(first, count, page_state::resident);
+        runs_.emplace_back(first, count);
+        last_map_bytes_ += count * blocks_.page_size();
+      });
       for (auto const& [first, count] : runs_) {
         map_pages(*driver_, page_address(first), blocks_.page_size(), count, device_);
-        blocks_.set_pages(first, count, page_state::resident);
+        blocks_.change_pages(first, count, page_state::resident);
         note_reserved();
       }
     } catch (...) {
@@ -177,14 +192,20 @@ class device_pool {
     blocks_.cache(waited);
   }
 
+  /// Bytes of new pages the last `allocate` had to map (what an out-of-memory needed).
+  [[nodiscard]] std::size_t last_map_bytes() const noexcept { return last_map_bytes_; }
+
   /**
    * @brief Gives back every resident page that no block uses; returns the bytes released.
    * Flushes the caches and forgets stream ownership first, so it frees all the pool's
-   * cached memory. @pre all work on the device has completed (the caller synchronized).
+   * cached memory. Calls `released(page)` after each page is unmapped (the residency
+   * drops a host copy the page may have kept). @pre all work on the device has completed
+   * (the caller synchronized).
    * @throws cuda_error for the first page whose cuMemUnmap failed, after unmapping every
    *         other page it could; a page that failed stays resident and cached.
    */
-  std::size_t release_idle_pages()
+  template <typename Released>
+  std::size_t release_idle_pages(Released&& on_released)
   {
     blocks_.flush_bins();
     blocks_.forget_streams();
@@ -196,6 +217,7 @@ class device_pool {
     CUdeviceptr failed   = 0;
     for (auto const& [first, count] : runs_) {
       for (std::size_t page = first; page < first + count; ++page) {
+        blocks_.require_change(page, 1, page_state::unmapped);
         CUresult const result =
           driver_->table().cuMemUnmap(page_address(page), blocks_.page_size());
         if (result != CUDA_SUCCESS) {
@@ -205,7 +227,8 @@ class device_pool {
           }
           continue;
         }
-        blocks_.set_pages(page, 1, page_state::unmapped);
+        blocks_.change_pages(page, 1, page_state::unmapped);
+        on_released(page);
         released += blocks_.page_size();
       }
     }
@@ -217,10 +240,17 @@ class device_pool {
     return released;
   }
 
-  // ------------------------------------------------------------ swap tier (transfer.hpp)
+  /// As above, for a pool whose pages keep no host copies.
+  std::size_t release_idle_pages()
+  {
+    return release_idle_pages([](std::size_t) noexcept {});
+  }
 
-  /// Pages in state `evicted`. Cost: a load (the deallocate path tests it).
-  [[nodiscard]] std::size_t evicted_pages() const noexcept { return blocks_.evicted_pages(); }
+  // ------------------------------------------------------------ swap tier (residency.hpp)
+
+  /// Pages whose data is in host memory (evicted or restoring). Cost: two loads (the
+  /// deallocate path tests it).
+  [[nodiscard]] std::size_t parked_pages() const noexcept { return blocks_.parked_pages(); }
   [[nodiscard]] std::size_t page_count() const noexcept { return blocks_.page_count(); }
   [[nodiscard]] page_state page(std::size_t index) const noexcept { return blocks_.page(index); }
   [[nodiscard]] std::uint32_t page_users(std::size_t index) const noexcept
@@ -250,90 +280,75 @@ class device_pool {
   }
 
   /**
-   * @brief Maps a fresh page at page `index` (state `unmapped` or `evicted`) and makes it
-   *        resident. Follow with `repark` once the pages of an operation are done.
-   * @throws cuda_error from map_pages; the page keeps its state then.
+   * @brief Maps evicted page `index` again at its address: it becomes `restoring` (mapped,
+   *        its data still in the host copy) until `settle`.
+   * @throws std::logic_error if the page is not evicted; cuda_error from map_pages (the
+   *         page stays evicted, nothing mapped).
    */
-  void map_page(std::size_t index)
+  void map_for_restore(std::size_t index)
   {
+    blocks_.require_change(index, 1, page_state::restoring);
     map_pages(*driver_, page_address(index), blocks_.page_size(), 1, device_);
-    blocks_.set_pages(index, 1, page_state::resident);
+    blocks_.change_pages(index, 1, page_state::restoring);
+  }
+
+  /// Restoring page `index` holds its data (a restore filled it), or no block uses it any
+  /// more: it becomes resident. No driver call. @throws std::logic_error if not restoring.
+  void settle(std::size_t index)
+  {
+    blocks_.change_pages(index, 1, page_state::resident);
     note_reserved();
   }
 
   /**
-   * @brief Unmaps resident page `index` (freeing its memory) and gives it state `after`
-   *        (`evicted` when its live bytes are in host memory, else `unmapped`). Follow with
-   *        `repark`. @pre the work that used the page has completed.
-   * @throws cuda_error if cuMemUnmap fails; the page stays resident then.
+   * @brief Unmaps page `index` (freeing its memory): a resident page becomes `after`
+   *        (`evicted` when its live bytes are in host memory, `unmapped` when it has no
+   *        block); a restoring page becomes `evicted` again.
+   * @pre the work that used the page has completed.
+   * @throws std::logic_error for a change page_table.hpp does not allow (before the
+   *         driver call); cuda_error if cuMemUnmap fails: the page keeps its state then.
    */
   void unmap_page(std::size_t index, page_state after)
   {
+    blocks_.require_change(index, 1, after);
     driver_->check(
       driver_->table().cuMemUnmap(page_address(index), blocks_.page_size()), "cuMemUnmap", [&] {
         return "ptr=" + hex(page_address(index)) + ", size=" + std::to_string(blocks_.page_size()) +
-               " (pool '" + name_ + "'); that page stays resident";
+               " (pool '" + name_ + "'); that page keeps its state (" +
+               to_string(blocks_.page(index)) + ")";
       });
-    blocks_.set_pages(index, 1, after);
+    blocks_.change_pages(index, 1, after);
   }
 
-  /// Parks the free space of evicted pages, un-parks the rest (block_cache::repark).
-  void repark() { blocks_.repark(); }
-
   /**
-   * @brief Frees a block of which some page is evicted: it becomes free space there (parked
-   *        until the page is restored). An evicted page left without any live block holds
-   *        no data any more: it becomes `unmapped` and its index is appended to `dropped`,
-   *        so that the caller frees its host copy. No driver call.
+   * @brief Frees a block of which some page holds its data in host memory: its bytes
+   *        there become parked free space. A page left without any block holds no data
+   *        any more: an evicted one becomes `unmapped`, a restoring one (mapped) resident,
+   *        and `lost_data(page)` is called for it, so that the caller drops its host copy.
+   *        No driver call.
    */
-  void deallocate_evicted(block* freed, std::vector<std::size_t>& dropped)
+  template <typename LostData>
+  void deallocate_parked(block* freed, LostData&& lost_data)
   {
-    count_free(*freed);
     std::size_t const first = blocks_.first_page(*freed);
     std::size_t const last  = blocks_.last_page(*freed);
-    block* const merged     = blocks_.release(freed);
+    count_free(*freed);
+    blocks_.release(freed);  // `freed` may merge away: nothing reads it after this
     for (std::size_t index = first; index <= last; ++index) {
-      if (blocks_.page(index) == page_state::evicted && blocks_.page_users(index) == 0) {
-        blocks_.set_pages(index, 1, page_state::unmapped);
-        dropped.push_back(index);
-      }
+      page_state const state = blocks_.page(index);
+      if (!data_on_host(state) || blocks_.page_users(index) != 0) { continue; }
+      blocks_.change_pages(
+        index, 1, state == page_state::evicted ? page_state::unmapped : page_state::resident);
+      lost_data(index);
     }
-    blocks_.repark_pages(merged, first, last);  // only these pages changed
     blocks_.trim_end();
   }
 
-  /// True when `b` touches an evicted page. Cost: a division and a loop over its pages.
-  [[nodiscard]] bool touches_evicted(block const& b) const noexcept
+  /// True when `b` touches a page whose data is in host memory. Cost: a loop over its pages.
+  [[nodiscard]] bool touches_parked(block const& b) const noexcept
   {
-    for (std::size_t index = blocks_.first_page(b); index <= blocks_.last_page(b); ++index) {
-      if (blocks_.page(index) == page_state::evicted) { return true; }
-    }
-    return false;
+    return blocks_.touches_parked(b);
   }
-
-  /// Marks resident page `index` as equal to its host copy (a read-only pool keeps the
-  /// copy after a restore): evicting it again is an unmap only. An allocation on the page
-  /// (new data) ends that; see `take_dirtied`.
-  void mark_clean(std::size_t index)
-  {
-    if (clean_.empty()) { clean_.assign(blocks_.page_count(), 0); }
-    clean_pages_ += clean_[index] == 0 ? 1 : 0;
-    clean_[index] = 1;
-  }
-  /// Forgets that page `index` equals its host copy (the copy is being dropped, or used).
-  void clear_clean(std::size_t index) noexcept
-  {
-    if (clean_.empty() || clean_[index] == 0) { return; }
-    clean_[index] = 0;
-    --clean_pages_;
-  }
-  [[nodiscard]] bool clean(std::size_t index) const noexcept
-  {
-    return !clean_.empty() && clean_[index] != 0;
-  }
-  /// Pages that stopped being clean since the last call: their host copies are stale.
-  [[nodiscard]] std::vector<std::size_t> take_dirtied() { return std::exchange(dirtied_, {}); }
-  [[nodiscard]] bool has_dirtied() const noexcept { return !dirtied_.empty(); }
 
   /// Counts `pages` evicted, or restored. Cost: an add.
   void count_evictions(std::size_t pages) noexcept { stats_.evictions += pages; }
@@ -346,7 +361,7 @@ class device_pool {
     out.reserved_bytes     = reserved_bytes();
     out.cached_free_bytes  = out.reserved_bytes - std::min(out.reserved_bytes, out.allocated_bytes);
     out.largest_free_block = blocks_.largest_free_resident();
-    out.evicted_bytes      = blocks_.evicted_pages() * blocks_.page_size();
+    out.evicted_bytes      = blocks_.parked_pages() * blocks_.page_size();
     return out;
   }
 
@@ -376,29 +391,12 @@ class device_pool {
 
   void count_allocation(block& b, std::size_t requested) noexcept
   {
-    if (clean_pages_ != 0) [[unlikely]] { dirty(b); }
     b.requested = requested;
     stats_.allocated_bytes += b.size;
     stats_.requested_bytes += requested;
     stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
     ++stats_.live_blocks;
     ++stats_.allocations;
-  }
-
-  /// An allocation lands on clean pages: they hold new data now. Off the hot path: only
-  /// while a read-only pool keeps host copies of resident pages. May allocate.
-  void dirty(block const& b) noexcept
-  {
-    for (std::size_t index = blocks_.first_page(b); index <= blocks_.last_page(b); ++index) {
-      if (clean_[index] == 0) { continue; }
-      clear_clean(index);
-      try {
-        dirtied_.push_back(index);
-      } catch (...) {  // NOLINT(bugprone-empty-catch): see below
-        // Out of host memory: the copy stays, but it is no longer clean, so the next
-        // eviction copies the page again and replaces it. Nothing is lost.
-      }
-    }
   }
 
   void count_free(block const& b) noexcept
@@ -426,9 +424,7 @@ class device_pool {
   address_reservation range_;
   pool_stats stats_;  // reserved_bytes, cached_free_bytes, largest_free_block: derived
   std::vector<std::pair<std::size_t, std::size_t>> runs_;  // scratch: page runs
-  std::vector<std::uint8_t> clean_;  // per page, sized at the first mark_clean
-  std::size_t clean_pages_{0};       // tested on every allocation: one load
-  std::vector<std::size_t> dirtied_;
+  std::size_t last_map_bytes_{0};
 };
 
 }  // namespace swapalloc

@@ -13,6 +13,9 @@
  *
  * Costs: bookkeeping only, no driver call; host memory comes from the `host_store`.
  *
+ * Which pages have a copy, and whether it is still the page's data, is decided by the
+ * image's one owner, `pool_residency` (residency.hpp): only it installs and drops copies.
+ *
  * Thread safety: the allocator serializes every call on its device's mutex, except
  * `publish` and `host_bytes`, which compression workers and statistics readers call
  * concurrently; they take the image's own mutex. A page's copy is not touched by its owner
@@ -27,6 +30,7 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 namespace swapalloc {
@@ -92,33 +96,6 @@ class pool_image {
     return pages_[page].get();
   }
 
-  /// Installs `copy` as the copy of `page`. @pre `page` has none.
-  page_copy& install(std::size_t page, std::unique_ptr<page_copy> copy)
-  {
-    std::lock_guard const lock(mutex_);
-    host_bytes_ += copy->host_bytes();
-    pages_[page] = std::move(copy);
-    ++copies_;
-    return *pages_[page];
-  }
-
-  /// Frees the copy of `page` (if any) and its host memory. @pre no job for it is pending.
-  void drop(std::size_t page) noexcept
-  {
-    std::unique_ptr<page_copy> copy;
-    {
-      std::lock_guard const lock(mutex_);
-      copy = std::move(pages_[page]);
-      if (copy == nullptr) { return; }
-      host_bytes_ -= copy->host_bytes();
-      --copies_;
-    }
-    for (stored_chunk const& chunk : copy->chunks) {
-      if (chunk.owned) { store_->deallocate(chunk.owned); }
-    }
-    if (copy->packed) { store_->deallocate(copy->packed); }
-  }
-
   /**
    * @brief A worker's result for `copy`: its chunks, and whether `packed` is still needed
    *        (some chunk is stored raw in it). If not, `packed` goes back to the store.
@@ -162,6 +139,42 @@ class pool_image {
   [[nodiscard]] host_store& store() noexcept { return *store_; }
 
  private:
+  friend class pool_residency;  // the one owner of which pages have copies
+
+  /// Installs `copy` as the copy of `page`. @pre `page` has none.
+  page_copy& install(std::size_t page, std::unique_ptr<page_copy> copy) noexcept
+  {
+    std::lock_guard const lock(mutex_);
+    host_bytes_ += copy->host_bytes();
+    pages_[page] = std::move(copy);
+    ++copies_;
+    return *pages_[page];
+  }
+
+  /// Frees the copy of `page` (if any) and its host memory. @pre no job for it is pending.
+  void drop(std::size_t page) noexcept
+  {
+    std::unique_ptr<page_copy> copy;
+    {
+      std::lock_guard const lock(mutex_);
+      copy = std::move(pages_[page]);
+      if (copy == nullptr) { return; }
+      host_bytes_ -= copy->host_bytes();
+      --copies_;
+    }
+    release(*copy);
+  }
+
+  /// Gives the host memory of `copy` (not installed) back to the store.
+  void release(page_copy& copy) noexcept
+  {
+    for (stored_chunk const& chunk : copy.chunks) {
+      if (chunk.owned) { store_->deallocate(chunk.owned); }
+    }
+    copy.chunks.clear();
+    if (copy.packed) { store_->deallocate(std::exchange(copy.packed, host_extent{})); }
+  }
+
   host_store* store_;
   std::vector<std::unique_ptr<page_copy>> pages_;  // by page index
   mutable std::mutex mutex_;                       // host_bytes_ and the chunks of a copy

@@ -28,14 +28,17 @@
  *   of it has completed, which the calling thread checks without blocking while copies
  *   are still queued, so the link stays busy.
  *
+ * Every change of a page's residency and of its host copy is one of `pool_residency`'s
+ * transitions (residency.hpp); the engine only decides their order and moves the bytes.
  * Failures lose nothing (DESIGN §6): an evict that fails leaves every page it had not yet
- * unmapped resident, with its copy dropped, and the pages it unmapped evicted with their
- * copies; a restore that fails unmaps the pages it mapped, so the pool stays evicted with
- * every copy intact, and a later restore can succeed.
+ * unmapped resident, and the pages it unmapped evicted with their copies; a restore that
+ * fails unmaps the pages it mapped, so the pool stays evicted with every copy intact (a
+ * page whose unmap fails too stays `restoring`: mapped, not resident, its copy intact),
+ * and a later restore fills them all.
  *
  * Preconditions of `evict` and `restore`: the device's context is current; the caller
  * holds the device's lock, has synchronized the device and called
- * `device_pool::prepare_swap` (evict), and no GPU work uses the pool meanwhile.
+ * `pool_residency::prepare_swap` (evict), and no GPU work uses the pool meanwhile.
  * Thread safety: one caller at a time per engine (the device's lock).
  */
 #pragma once
@@ -45,6 +48,7 @@
 #include <swapalloc/host_store.hpp>
 #include <swapalloc/pool.hpp>
 #include <swapalloc/pool_image.hpp>
+#include <swapalloc/residency.hpp>
 #include <swapalloc/worker_pool.hpp>
 
 #include <algorithm>
@@ -142,177 +146,98 @@ class transfer_engine {
   [[nodiscard]] CUstream to_device_stream() const noexcept { return to_device_; }
 
   /**
-   * @brief Evicts `pages` (resident pages of `pool`, ascending) into `image`.
+   * @brief Evicts `pages` of `residency` (ascending; resident, or restoring) into its
+   *        image: a page whose copy is current is only unmapped, a page without blocks
+   *        only released, the others copied out and unmapped.
    * @return what was done; pages kept for the host budget are named in `refused`.
    * @throws cuda_error from the first failing driver call, after the rollback described in
    *         the file comment; the pool is usable and consistent.
+   * @pre residency.prepare_swap() since the last allocation in the pool.
    */
-  evict_result evict(device_pool& pool, pool_image& image, std::vector<std::size_t> const& pages,
+  evict_result evict(pool_residency& residency, std::vector<std::size_t> const& pages,
                      codec_choice const& choice)
   {
     ensure_ready();
-    evict_result out;
-    std::deque<in_flight> window;
-    std::exception_ptr unmap_error;
-    auto const retire = [&] {
-      // On failure the page stays in the window: the handler below waits for the stream
-      // before giving its extent back, since the copy may still be writing into it.
-      driver_->event_synchronize(window.front().event);
-      in_flight done = std::move(window.front());
-      window.pop_front();
-      finish_eviction(pool, image, std::move(done), choice, out, unmap_error);
-    };
+    evict_pass pass{residency, residency.image_for(*store_), choice, {}, {}, {}};
     try {
       for (std::size_t i = 0; i < pages.size(); ++i) {
         std::size_t const page = pages[i];
-        auto copy              = std::make_unique<page_copy>();
-        copy->ranges           = live_ranges(pool, page, copy->data_bytes);
+        if (residency.copy(page) == copy_state::current) {  // kept, or a restoring page
+          residency.evict_kept(page);
+          ++pass.out.pages_unmapped;
+          continue;
+        }
+        auto copy    = std::make_unique<page_copy>();
+        copy->ranges = live_ranges(residency.pool(), page, copy->data_bytes);
         if (copy->ranges.empty()) {  // free bytes only: nothing to keep
-          image.drop(page);
-          pool.clear_clean(page);
-          pool.unmap_page(page, page_state::unmapped);
-          ++out.pages_unmapped;
+          residency.release_page(page);
+          ++pass.out.pages_unmapped;
           continue;
         }
-        if (pool.clean(page) && image.find(page) != nullptr) {  // the copy is current
-          pool.unmap_page(page, page_state::evicted);
-          pool.clear_clean(page);
-          ++out.pages_unmapped;
-          continue;
-        }
-        image.drop(page);  // stale: the page changed since it was restored
-        pool.clear_clean(page);
         for (live_range const& range : copy->ranges) {
           copy->live_bytes += range.bytes;
         }
-        copy->packed = allocate_waiting(image, copy->live_bytes);
-        if (!copy->packed) {
-          while (!window.empty()) {
-            retire();
-          }  // their raw bytes may yet be compressed
-          image.jobs().wait_until_at_most(0);
-          copy->packed = store_->allocate(copy->live_bytes);
-        }
-        if (!copy->packed) {
-          if (!evict_compressed_now(pool, image, page, std::move(copy), choice, out)) {
-            out.pages_kept = pages.size() - i;
-            out.refused    = refusal(pool, pages.size() - i);
-            break;
-          }
-          continue;
-        }
-        std::size_t packed_at = 0;
-        for (live_range const& range : copy->ranges) {
-          driver_->memcpy_dtoh_async(copy->packed.data + packed_at, pool.base() + range.offset,
-                                     range.bytes, to_host_);
-          packed_at += range.bytes;
-        }
-        window.push_back(in_flight{page, std::move(copy), take_event()});
-        driver_->event_record(window.back().event, to_host_);
-        while (!window.empty() && (window.size() >= options_.window_pages ||
-                                   driver_->event_query(window.front().event))) {
-          retire();
+        if (!start_copy(pass, page, std::move(copy))) {
+          pass.out.pages_kept = pages.size() - i;
+          pass.out.refused    = refusal(residency.pool(), pages.size() - i);
+          break;
         }
       }
-      while (!window.empty()) {
-        retire();
+      while (!pass.window.empty()) {
+        retire(pass);
       }
     } catch (...) {
-      // Copies may still be writing into the extents (and into staging slot 0): they go
-      // back to the store only once the stream is known to be idle, now or, if this wait
-      // fails too, at the start of the next transfer (settle).
-      bool const idle = driver_->table().cuStreamSynchronize(to_host_) == CUDA_SUCCESS;
-      for (in_flight& pending : window) {
-        if (idle) {
-          store_->deallocate(pending.copy->packed);
-        } else {
-          unsettled_.push_back(pending.copy->packed);  // capacity reserved: no throw
-        }
-        events_.push_back(pending.event);
-      }
-      to_host_unsettled_ = !idle;
-      pool.repark();
+      abandon(pass);
       throw;
     }
-    pool.repark();
-    if (unmap_error) { std::rethrow_exception(unmap_error); }
-    out.released_bytes = (out.pages_copied + out.pages_unmapped) * pool.page_size();
-    return out;
+    if (pass.unmap_error) { std::rethrow_exception(pass.unmap_error); }
+    pass.out.released_bytes =
+      (pass.out.pages_copied + pass.out.pages_unmapped) * residency.pool().page_size();
+    return pass.out;
   }
 
   /**
-   * @brief Restores `pages` (evicted pages of `pool`, ascending) from `image` at their
-   *        addresses, then makes `stream` wait for the copies.
-   * @param keep_host_copy keep the copies (read-only pool): the pages become clean, and
-   *        evicting them unchanged is an unmap only.
+   * @brief Restores `pages` of `residency` (ascending; evicted, or restoring after a
+   *        restore whose rollback could not unmap them) from its host copies at their
+   *        addresses, then makes `stream` wait for the copies. Copies are kept if the
+   *        pool keeps copies (residency.hpp).
    * @throws cuda_error from a failing driver call, restore_error for a chunk that fails
-   *         its checksum or does not decode; the pages stay evicted with their copies.
+   *         its checksum or does not decode: every page is unmapped again (evicted) with
+   *         its copy; a page whose unmap fails too stays restoring, and a later restore
+   *         fills it. A restore never returns with a page it did not fill.
    */
-  restore_result restore(device_pool& pool, pool_image& image,
-                         std::vector<std::size_t> const& pages, bool keep_host_copy,
+  restore_result restore(pool_residency& residency, std::vector<std::size_t> const& pages,
                          CUstream stream)
   {
     ensure_ready();
+    pool_image& image = residency.image_for(*store_);
     image.jobs().wait();  // every copy's chunks are published
-    std::vector<piece> pieces;
-    for (std::size_t i = 0; i < pages.size(); ++i) {
-      page_copy const* const copy = image.find(pages[i]);
-      if (copy == nullptr) {
-        throw std::logic_error("swapalloc: restore: evicted page " + std::to_string(pages[i]) +
-                               " of pool '" + pool.name() + "' has no host copy");
-      }
-      std::size_t covered = 0;
-      for (std::size_t c = 0; c < copy->chunks.size(); ++c) {
-        if (copy->chunks[c].packed_offset != covered) { break; }
-        covered += copy->chunks[c].header.raw_bytes;
-        pieces.push_back(piece{i, c, copy, &copy->chunks[c]});
-      }
-      if (covered != copy->live_bytes) {
-        throw restore_error(
-          "swapalloc: restore(pool '" + pool.name() + "'): page " + std::to_string(pages[i]) +
-          " has chunks for " + std::to_string(covered) + " of its " +
-          std::to_string(copy->live_bytes) + " bytes; the pool stays evicted with its host copies");
-      }
-    }
+    std::vector<piece> const pieces = restore_pieces(residency.pool(), image, pages);
     restore_result out;
-    std::vector<std::uint8_t> mapped(pages.size(), 0);
+    std::vector<std::uint8_t> begun(pages.size(), 0);
     run_state run(pieces.size());
     std::size_t submitted = 0;
-    // Decodes run up to staging_slots pieces ahead of the copies. A piece's slot is free
-    // again once the copy out of it (staging_slots pieces earlier) has completed: top_up
-    // only queries those events, and blocks on one only when the very piece the copies
-    // need next is still unsubmitted, so copies stay queued back to back on the link.
-    auto const top_up = [&](std::size_t needed) {
-      while (submitted < pieces.size() && submitted < needed + options_.staging_slots) {
-        std::size_t const index = submitted;
-        std::size_t const slot  = index % options_.staging_slots;
-        if (slot_busy_[slot]) {
-          if (index > needed && !driver_->event_query(slot_events_[slot])) { return; }
-          if (index == needed) { driver_->event_synchronize(slot_events_[slot]); }
-          slot_busy_[slot] = false;
-        }
-        workers_->submit(run.group, [this, &run, &pieces, index, slot] {
-          if (run.claim(index)) { decode_piece(pieces[index], staging_slot(slot), run, index); }
-        });
-        ++submitted;
-      }
-    };
     try {
       for (std::size_t i = 0; i < pieces.size(); ++i) {
-        top_up(i);
+        top_up(pieces, run, submitted, i);
         for (std::size_t help = 0; (help = run.claim_or_wait(i, submitted)) != submitted;) {
           decode_piece(pieces[help], staging_slot(help % options_.staging_slots), run, help);
         }
         piece const& current = pieces[i];
-        if (run.errors[i]) { throw_chunk_error(pool, pages[current.page], current, run.errors[i]); }
-        if (mapped[current.page] == 0) {
-          pool.map_page(pages[current.page]);
-          mapped[current.page] = 1;
+        if (run.errors[i]) {
+          throw_chunk_error(residency.pool(), pages[current.page], current, run.errors[i]);
+        }
+        if (begun[current.page] == 0) {
+          residency.begin_restore(pages[current.page]);
+          begun[current.page] = 1;
         }
         std::size_t const slot = i % options_.staging_slots;
-        out.bytes_copied += copy_piece(pool, current, staging_slot(slot));
+        out.bytes_copied += copy_piece(residency.pool(), current, staging_slot(slot));
         driver_->event_record(slot_events_[slot], to_device_);
         slot_busy_[slot] = true;
+      }
+      for (std::size_t i = 0; i < pages.size(); ++i) {  // pages with no piece to copy
+        if (begun[i] == 0) { residency.begin_restore(pages[i]); }
       }
       CUevent const done = take_event();
       events_.push_back(done);  // back in the pool either way; recorded below
@@ -321,35 +246,14 @@ class transfer_engine {
       driver_->event_synchronize(done);  // the copies are in: their sources may be freed
       run.group.wait();                  // no worker touches `run` any more
     } catch (...) {
-      try {
-        run.group.wait();
-      } catch (...) {  // NOLINT(bugprone-empty-catch): the first error is the one rethrown
-      }
-      // Staging slots are reused only once their copies are known to be done. (If this
-      // wait fails the pages are unmapped all the same: on a GPU the context is then lost,
-      // and what matters is that the host copies, untouched by restore, stay intact.)
-      to_device_unsettled_ = driver_->table().cuStreamSynchronize(to_device_) != CUDA_SUCCESS;
-      std::fill(slot_busy_.begin(), slot_busy_.end(), false);
-      for (std::size_t i = 0; i < pages.size(); ++i) {
-        if (mapped[i] == 0) { continue; }
-        try {
-          pool.unmap_page(pages[i], page_state::evicted);
-        } catch (...) {  // NOLINT(bugprone-empty-catch): the first error is the one rethrown
-        }
-      }
-      pool.repark();
+      abandon_restore(residency, pages, run);
       throw;
     }
     std::fill(slot_busy_.begin(), slot_busy_.end(), false);
     for (std::size_t const page : pages) {
-      if (keep_host_copy) {
-        pool.mark_clean(page);
-      } else {
-        image.drop(page);
-      }
+      residency.finish_restore(page);
     }
-    pool.count_restores(pages.size());
-    pool.repark();
+    residency.count_restores(pages.size());
     out.pages = pages.size();
     return out;
   }
@@ -416,6 +320,16 @@ class transfer_engine {
     std::vector<std::uint8_t> done;
     std::vector<std::exception_ptr> errors;
     task_group group;
+  };
+
+  /// One eviction's state: the pages with copies in flight, and what was done.
+  struct evict_pass {
+    pool_residency& residency;
+    pool_image& image;
+    codec_choice const& choice;
+    evict_result out;
+    std::deque<in_flight> window;
+    std::exception_ptr unmap_error;  // the first unmap that failed (reported at the end)
   };
 
   /// Scratch of one compression or decompression job, reused across jobs.
@@ -541,29 +455,98 @@ class transfer_engine {
     }
   }
 
-  /// The copy of `done.page` has completed: unmap the page, keep the copy, compress behind.
-  /// An unmap failure keeps the page resident (its copy dropped) and is reported at the end.
-  void finish_eviction(device_pool& pool, pool_image& image, in_flight done,
-                       codec_choice const& choice, evict_result& out,
-                       std::exception_ptr& unmap_error)
+  /**
+   * Starts copying `copy`'s live bytes of `page` into a host extent, or, when the budget
+   * cannot hold them raw, compresses them synchronously. Returns false (nothing stored,
+   * the page stays resident) if even the compressed page does not fit.
+   */
+  bool start_copy(evict_pass& pass, std::size_t page, std::unique_ptr<page_copy> copy)
+  {
+    copy->packed = allocate_waiting(pass.image, copy->live_bytes);
+    if (!copy->packed) {
+      while (!pass.window.empty()) {
+        retire(pass);
+      }  // their raw bytes may yet be compressed
+      pass.image.jobs().wait_until_at_most(0);
+      copy->packed = store_->allocate(copy->live_bytes);
+    }
+    if (!copy->packed) { return evict_compressed_now(pass, page, std::move(copy)); }
+    CUevent event = nullptr;
+    try {
+      event = take_event();
+      pass.window.push_back(in_flight{page, std::move(copy), event});
+    } catch (...) {  // no copy was issued: the extent and event go straight back
+      if (copy) { store_->deallocate(copy->packed); }
+      if (event != nullptr) { events_.push_back(event); }
+      throw;
+    }
+    page_copy const& issued = *pass.window.back().copy;  // from here the rollback frees it
+    std::size_t packed_at   = 0;
+    for (live_range const& range : issued.ranges) {
+      driver_->memcpy_dtoh_async(issued.packed.data + packed_at,
+                                 pass.residency.pool().base() + range.offset, range.bytes,
+                                 to_host_);
+      packed_at += range.bytes;
+    }
+    driver_->event_record(event, to_host_);
+    while (!pass.window.empty() && (pass.window.size() >= options_.window_pages ||
+                                    driver_->event_query(pass.window.front().event))) {
+      retire(pass);
+    }
+    return true;
+  }
+
+  /// Waits for the oldest page's copy, then finishes its eviction. On failure the page
+  /// stays in the window: `abandon` waits for the stream before giving its extent back,
+  /// since the copy may still be writing into it.
+  void retire(evict_pass& pass)
+  {
+    driver_->event_synchronize(pass.window.front().event);
+    in_flight done = std::move(pass.window.front());
+    pass.window.pop_front();
+    finish_eviction(pass, std::move(done));
+  }
+
+  /// A failed eviction: the extents of the copies still in flight go back once the copy
+  /// stream is known to be idle, now or, if this wait fails too, at the start of the next
+  /// transfer (ensure_ready). Their pages stay resident.
+  void abandon(evict_pass& pass) noexcept
+  {
+    bool const idle = driver_->table().cuStreamSynchronize(to_host_) == CUDA_SUCCESS;
+    for (in_flight& pending : pass.window) {
+      if (idle) {
+        store_->deallocate(pending.copy->packed);
+      } else {
+        unsettled_.push_back(pending.copy->packed);  // capacity reserved: no throw
+      }
+      events_.push_back(pending.event);
+    }
+    pass.window.clear();
+    to_host_unsettled_ = !idle;
+  }
+
+  /// The copy of `done.page` has completed: the page is unmapped and evicted with it, and
+  /// a worker compresses it behind. An unmap failure keeps the page resident (its copy
+  /// freed) and is reported at the end of the eviction.
+  void finish_eviction(evict_pass& pass, in_flight done)
   {
     events_.push_back(done.event);  // idle again
+    page_copy* installed = nullptr;
     try {
-      pool.unmap_page(done.page, page_state::evicted);
+      installed = &pass.residency.evict_copied(done.page, std::move(done.copy));
     } catch (...) {
-      store_->deallocate(done.copy->packed);
-      if (!unmap_error) { unmap_error = std::current_exception(); }
+      if (!pass.unmap_error) { pass.unmap_error = std::current_exception(); }
       return;
     }
-    ++out.pages_copied;
-    out.live_bytes += done.copy->data_bytes;
-    out.bytes_copied += done.copy->live_bytes;
-    pool.count_evictions(1);
-    if (!image.codec_chosen()) { image.choose(pick_codec(*done.copy, choice)); }
-    page_copy& installed = image.install(done.page, std::move(done.copy));
+    ++pass.out.pages_copied;
+    pass.out.live_bytes += installed->data_bytes;
+    pass.out.bytes_copied += installed->live_bytes;
+    pass.residency.count_evictions(1);
+    pool_image& image = pass.image;
+    if (!image.codec_chosen()) { image.choose(pick_codec(*installed, pass.choice)); }
     codec_id const codec = image.codec();
     workers_->submit(image.jobs(),
-                     [this, &image, &installed, codec] { compress(image, installed, codec); });
+                     [this, &image, installed, codec] { compress(image, *installed, codec); });
   }
 
   /// The pool's codec, from the choice or by sampling `copy`'s packed bytes.
@@ -669,65 +652,139 @@ class transfer_engine {
    * staging buffer and compresses each at once. Returns false (the page stays resident,
    * nothing stored) if the compressed page does not fit either.
    */
-  bool evict_compressed_now(device_pool& pool, pool_image& image, std::size_t page,
-                            std::unique_ptr<page_copy> copy, codec_choice const& choice,
-                            evict_result& out)
+  bool evict_compressed_now(evict_pass& pass, std::size_t page, std::unique_ptr<page_copy> copy)
   {
-    auto scratch    = take_scratch();
-    bool stored_all = true;
+    bool const stored_all = compress_now(pass, *copy);
+    if (!stored_all) {
+      release_chunks(copy->chunks);
+      return false;
+    }
+    std::size_t const data_bytes = copy->data_bytes;
+    std::size_t const live_bytes = copy->live_bytes;
+    pass.residency.evict_copied(page, std::move(copy));  // frees the chunks if it throws
+    pass.out.live_bytes += data_bytes;
+    pass.out.bytes_copied += live_bytes;
+    ++pass.out.pages_copied;
+    pass.residency.count_evictions(1);
+    return true;
+  }
+
+  /// evict_compressed_now's chunks: false as soon as one does not fit in the budget.
+  bool compress_now(evict_pass& pass, page_copy& copy)
+  {
+    auto scratch = take_scratch();
     try {
-      for (std::size_t at = 0; at < copy->live_bytes && stored_all; at += max_chunk_bytes) {
-        std::size_t const length = std::min(max_chunk_bytes, copy->live_bytes - at);
-        for_each_part(*copy, at, length,
-                      [&](std::size_t offset, std::size_t into, std::size_t bytes) {
-                        driver_->memcpy_dtoh_async(staging_slot(0) + into, pool.base() + offset,
-                                                   bytes, to_host_);
-                      });
+      for (std::size_t at = 0; at < copy.live_bytes; at += max_chunk_bytes) {
+        std::size_t const length = std::min(max_chunk_bytes, copy.live_bytes - at);
+        for_each_part(
+          copy, at, length, [&](std::size_t offset, std::size_t into, std::size_t bytes) {
+            driver_->memcpy_dtoh_async(staging_slot(0) + into,
+                                       pass.residency.pool().base() + offset, bytes, to_host_);
+          });
         driver_->stream_synchronize(to_host_);
         std::span<std::byte const> const raw(staging_slot(0), length);
-        if (!image.codec_chosen()) {
-          codec_id const codec = choice.forced
-                                   ? *choice.forced
-                                   : choose_codec(choice.hint, std::span(&raw, 1), scratch->codec);
-          image.choose(codec);
+        if (!pass.image.codec_chosen()) {
+          codec_id const codec =
+            pass.choice.forced ? *pass.choice.forced
+                               : choose_codec(pass.choice.hint, std::span(&raw, 1), scratch->codec);
+          pass.image.choose(codec);
         }
         stored_chunk chunk;
         chunk.packed_offset = at;
-        chunk.header        = encode_chunk(image.codec(), raw, scratch->out, scratch->codec);
+        chunk.header        = encode_chunk(pass.image.codec(), raw, scratch->out, scratch->codec);
         std::byte const* source =
           chunk.header.codec == codec_id::raw ? raw.data() : scratch->out.data();
         if (chunk.header.codec != codec_id::zero) {
           chunk.owned = store_->allocate(chunk.header.stored_bytes);
           if (!chunk.owned) {
-            stored_all = false;
-            break;
+            give_scratch(std::move(scratch));
+            return false;
           }
           std::memcpy(chunk.owned.data, source, chunk.header.stored_bytes);
           chunk.data = chunk.owned.data;
         }
-        copy->chunks.push_back(chunk);
+        copy.chunks.push_back(chunk);
       }
     } catch (...) {
-      release_chunks(copy->chunks);
+      release_chunks(copy.chunks);
       throw;
     }
     give_scratch(std::move(scratch));
-    if (stored_all) {
-      try {
-        pool.unmap_page(page, page_state::evicted);
-      } catch (...) {
-        release_chunks(copy->chunks);
-        throw;
+    return true;
+  }
+
+  /// The pieces of a restore of `pages` from `image`: every chunk of every page, in order.
+  /// @throws restore_error for a page whose chunks do not cover its bytes (the pool stays
+  ///         evicted); std::logic_error for a page without a copy (a bug).
+  [[nodiscard]] static std::vector<piece> restore_pieces(device_pool const& pool, pool_image& image,
+                                                         std::vector<std::size_t> const& pages)
+  {
+    std::vector<piece> pieces;
+    for (std::size_t i = 0; i < pages.size(); ++i) {
+      page_copy const* const copy = image.find(pages[i]);
+      if (copy == nullptr) {
+        throw std::logic_error("swapalloc: restore: page " + std::to_string(pages[i]) +
+                               " of pool '" + pool.name() + "' has no host copy");
       }
-      out.live_bytes += copy->data_bytes;
-      out.bytes_copied += copy->live_bytes;
-      ++out.pages_copied;
-      pool.count_evictions(1);
-      image.install(page, std::move(copy));
-      return true;
+      std::size_t covered = 0;
+      for (std::size_t c = 0; c < copy->chunks.size(); ++c) {
+        if (copy->chunks[c].packed_offset != covered) { break; }
+        covered += copy->chunks[c].header.raw_bytes;
+        pieces.push_back(piece{i, c, copy, &copy->chunks[c]});
+      }
+      if (covered != copy->live_bytes) {
+        throw restore_error(
+          "swapalloc: restore(pool '" + pool.name() + "'): page " + std::to_string(pages[i]) +
+          " has chunks for " + std::to_string(covered) + " of its " +
+          std::to_string(copy->live_bytes) + " bytes; the pool stays evicted with its host copies");
+      }
     }
-    release_chunks(copy->chunks);
-    return false;
+    return pieces;
+  }
+
+  /**
+   * Submits decodes up to staging_slots pieces ahead of the copies. A piece's slot is free
+   * again once the copy out of it (staging_slots pieces earlier) has completed: only
+   * queried, and waited for only when the very piece the copies need next (`needed`) is
+   * still unsubmitted, so copies stay queued back to back on the link.
+   */
+  void top_up(std::vector<piece> const& pieces, run_state& run, std::size_t& submitted,
+              std::size_t needed)
+  {
+    while (submitted < pieces.size() && submitted < needed + options_.staging_slots) {
+      std::size_t const index = submitted;
+      std::size_t const slot  = index % options_.staging_slots;
+      if (slot_busy_[slot]) {
+        if (index > needed && !driver_->event_query(slot_events_[slot])) { return; }
+        if (index == needed) { driver_->event_synchronize(slot_events_[slot]); }
+        slot_busy_[slot] = false;
+      }
+      workers_->submit(run.group, [this, &run, &pieces, index, slot] {
+        if (run.claim(index)) { decode_piece(pieces[index], staging_slot(slot), run, index); }
+      });
+      ++submitted;
+    }
+  }
+
+  /// A failed restore: waits for the decoders and the copy stream, then unmaps every page
+  /// of `pages` that is mapped but not filled (restoring) again. Staging slots are reused
+  /// only once their copies are known to be done. (If the stream wait fails, the pages are
+  /// unmapped all the same: on a GPU the context is then lost, and what matters is that
+  /// the host copies, untouched by restore, stay intact.)
+  void abandon_restore(pool_residency& residency, std::vector<std::size_t> const& pages,
+                       run_state& run) noexcept
+  {
+    try {
+      run.group.wait();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): the first error is the one rethrown
+    }
+    to_device_unsettled_ = driver_->table().cuStreamSynchronize(to_device_) != CUDA_SUCCESS;
+    std::fill(slot_busy_.begin(), slot_busy_.end(), false);
+    for (std::size_t const page : pages) {
+      if (residency.pool().page(page) == page_state::restoring) {
+        (void)residency.abort_restore(page);
+      }
+    }
   }
 
   /// Gives the chunks' own extents back to the store and forgets the chunks.
@@ -791,7 +848,7 @@ class transfer_engine {
   }
 
   /// Enqueues the device writes of one decoded piece; returns the bytes moved over the link.
-  std::size_t copy_piece(device_pool& pool, piece const& work, std::byte const* slot)
+  std::size_t copy_piece(device_pool const& pool, piece const& work, std::byte const* slot)
   {
     stored_chunk const& chunk = *work.stored;
     std::size_t moved         = 0;

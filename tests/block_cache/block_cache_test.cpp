@@ -27,7 +27,7 @@ class BlockCacheTest : public ::testing::Test {
     block* const b = cache_.take(round_request(bytes), tag_of(stream));
     if (b != nullptr) {
       cache_.for_each_missing_run(*b, [&](std::size_t first, std::size_t count) {
-        cache_.set_pages(first, count, page_state::resident);
+        cache_.change_pages(first, count, page_state::resident);
       });
     }
     return b;
@@ -196,8 +196,8 @@ TEST_F(BlockCacheTest, SmallPageIsCarvedFromResidentFreeSpaceFirst)
 {
   block* a = take(8 * MiB);  // pages 0-3 resident
   ASSERT_NE(a, nullptr);
-  cache_.release(a);                             // free, indexed, still resident
-  cache_.set_pages(0, 2, page_state::unmapped);  // as if pages 0-1 were given back
+  cache_.release(a);                                // free, indexed, still resident
+  cache_.change_pages(0, 2, page_state::unmapped);  // as if pages 0-1 were given back
   block* small = take(4096);
   ASSERT_NE(small, nullptr);
   EXPECT_EQ(small->offset, 2 * page) << "the first resident page inside the free block";
@@ -210,7 +210,7 @@ TEST_F(BlockCacheTest, MissingRunsNameExactlyTheNonResidentPages)
   block* a = take(8 * MiB);
   ASSERT_NE(a, nullptr);
   cache_.release(a);
-  cache_.set_pages(1, 2, page_state::unmapped);
+  cache_.change_pages(1, 2, page_state::unmapped);
   block* b = cache_.take(8 * MiB, tag_of(nullptr));
   ASSERT_EQ(b, a);
   std::vector<std::pair<std::size_t, std::size_t>> runs;
@@ -254,7 +254,7 @@ TEST_F(BlockCacheTest, TrimEndLowersTheHighWaterMarkOverUnmappedPages)
   cache_.release(b);
   cache_.trim_end();
   EXPECT_EQ(cache_.end(), 10 * MiB) << "its pages are still resident: nothing to trim";
-  cache_.set_pages(2, 3, page_state::unmapped);
+  cache_.change_pages(2, 3, page_state::unmapped);
   cache_.trim_end();
   EXPECT_EQ(cache_.end(), 4 * MiB);
   expect_consistent();
@@ -303,7 +303,7 @@ TEST(BlockCacheRandom, RandomOperationsKeepEveryInvariant)
       if (b == nullptr) { b = cache.take(rounded, tag_of(stream)); }
       if (b == nullptr) { continue; }
       cache.for_each_missing_run(*b, [&](std::size_t first, std::size_t count) {
-        cache.set_pages(first, count, page_state::resident);
+        cache.change_pages(first, count, page_state::resident);
       });
       ASSERT_EQ(b->size, rounded);
       ASSERT_EQ(b->tag, tag_of(stream));
@@ -326,7 +326,7 @@ TEST(BlockCacheRandom, RandomOperationsKeepEveryInvariant)
       cache.flush_bins();
       cache.forget_streams();
       cache.for_each_idle_run([&](std::size_t first, std::size_t count) {
-        cache.set_pages(first, count, page_state::unmapped);
+        cache.change_pages(first, count, page_state::unmapped);
       });
       cache.trim_end();
     }
@@ -354,13 +354,12 @@ TEST_F(BlockCacheTest, FreeSpaceOnEvictedPagesIsParkedAndNeverHandedOut)
   std::vector<bool> evicted(cache_.page_count(), false);
   for (std::size_t p = 0; p < cache_.page_count(); ++p) {
     if (cache_.page(p) == page_state::resident && cache_.page_users(p) != 0 && random() % 2 == 0) {
-      cache_.set_pages(p, 1, page_state::evicted);
+      cache_.change_pages(p, 1, page_state::evicted);
       evicted[p] = true;
     }
   }
-  cache_.repark();
   expect_consistent();
-  ASSERT_GT(cache_.evicted_pages(), 0U);
+  ASSERT_GT(cache_.parked_pages(), 0U);
   for (int i = 0; i < 300; ++i) {  // nothing new may touch an evicted page
     std::size_t const bytes =
       random() % 4 == 0 ? (1 + random() % 3) * MiB : 512 + random() % 100000;
@@ -372,11 +371,13 @@ TEST_F(BlockCacheTest, FreeSpaceOnEvictedPagesIsParkedAndNeverHandedOut)
   }
   expect_consistent();
   for (std::size_t p = 0; p < cache_.page_count(); ++p) {  // restored: parking ends
-    if (evicted[p]) { cache_.set_pages(p, 1, page_state::resident); }
+    if (evicted[p]) {
+      cache_.change_pages(p, 1, page_state::restoring);
+      cache_.change_pages(p, 1, page_state::resident);
+    }
   }
-  cache_.repark();
   expect_consistent();
-  EXPECT_EQ(cache_.evicted_pages(), 0U);
+  EXPECT_EQ(cache_.parked_pages(), 0U);
 }
 
 }  // namespace

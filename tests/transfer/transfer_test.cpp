@@ -21,28 +21,28 @@ TEST_F(TransferTest, AChangedStoredChunkFailsItsChecksumAndStaysEvicted)
     SCOPED_TRACE(std::string(to_string(codec)));
     host_store store(drv());
     worker_pool workers(1);
-    device_pool pool(drv(), device(), "ckpt", 4 * gran(), gran());
+    pool_residency pool(drv(), device(), "ckpt", 4 * gran(), gran(), false);
     std::vector<std::uint32_t> words(gran() / 4);
     for (std::size_t i = 0; i < words.size(); ++i) {  // compressible, never all zero
       words[i] = static_cast<std::uint32_t>(i % 64 + 1);
     }
     block* const b = pool.allocate(gran(), gran(), tag_of(nullptr));
     ASSERT_NE(b, nullptr);
-    drv().memcpy_htod(pool.address(*b), words.data(), gran());
+    drv().memcpy_htod(pool.pool().address(*b), words.data(), gran());
     {
       transfer_engine engine(drv(), store, workers);
-      pool_image image(store, pool.page_count());
       pool.prepare_swap();
-      evict_result const out = engine.evict(pool, image, {0}, codec_choice{{}, codec});
+      evict_result const out = engine.evict(pool, {0}, codec_choice{{}, codec});
       ASSERT_EQ(out.pages_copied, 1U);
-      image.jobs().wait();
+      pool.wait_for_compression();
+      pool_image const& image = *pool.image();
       ASSERT_NE(image.find(0), nullptr);
       stored_chunk const& chunk = image.find(0)->chunks.at(0);
       ASSERT_EQ(chunk.header.codec, codec);
       auto* const stored = const_cast<std::byte*>(chunk.data);  // NOLINT: the corruption
       stored[chunk.header.stored_bytes / 2] ^= std::byte{0x10};
       try {
-        (void)engine.restore(pool, image, {0}, false, nullptr);
+        (void)engine.restore(pool, {0}, nullptr);
         ADD_FAILURE() << "a corrupted chunk was restored";
       } catch (restore_error const& error) {
         std::string const what = error.what();
@@ -54,14 +54,14 @@ TEST_F(TransferTest, AChangedStoredChunkFailsItsChecksumAndStaysEvicted)
                            (codec != codec_id::raw && what.find("malformed") != std::string::npos);
         EXPECT_TRUE(named) << what;
       }
-      EXPECT_EQ(pool.page(0), page_state::evicted) << "the page stays evicted";
+      EXPECT_EQ(pool.pool().page(0), page_state::evicted) << "the page stays evicted";
       EXPECT_NE(image.find(0), nullptr) << "with its copy";
       EXPECT_EQ(pool.check(), "");
       stored[chunk.header.stored_bytes / 2] ^= std::byte{0x10};  // the copy is right again
-      restore_result const back = engine.restore(pool, image, {0}, false, nullptr);
+      restore_result const back = engine.restore(pool, {0}, nullptr);
       EXPECT_EQ(back.pages, 1U);
       std::vector<std::uint32_t> read(words.size());
-      drv().memcpy_dtoh(read.data(), pool.address(*b), gran());
+      drv().memcpy_dtoh(read.data(), pool.pool().address(*b), gran());
       EXPECT_EQ(read, words);
       EXPECT_EQ(image.find(0), nullptr) << "restored: the copy is dropped";
     }
@@ -73,7 +73,7 @@ TEST_F(TransferTest, OnlyLiveBytesAreCopiedOutAndFreeGapsAreNot)
 {
   host_store store(drv());
   worker_pool workers(1);
-  device_pool pool(drv(), device(), "gaps", 4 * gran(), gran());
+  pool_residency pool(drv(), device(), "gaps", 4 * gran(), gran(), false);
   std::size_t const block_bytes = 128 * std::size_t{1024};
   std::size_t const data_bytes  = 100 * std::size_t{1024};
   std::vector<block*> blocks;
@@ -85,13 +85,12 @@ TEST_F(TransferTest, OnlyLiveBytesAreCopiedOutAndFreeGapsAreNot)
     pool.deallocate(blocks[static_cast<std::size_t>(i)]);
   }
   transfer_engine engine(drv(), store, workers);
-  pool_image image(store, pool.page_count());
   pool.prepare_swap();
-  evict_result const out = engine.evict(pool, image, {0}, codec_choice{{}, codec_id::raw});
+  evict_result const out = engine.evict(pool, {0}, codec_choice{{}, codec_id::raw});
   EXPECT_EQ(out.live_bytes, 4 * data_bytes) << "the requested bytes of the 4 live blocks";
   EXPECT_EQ(out.bytes_copied, out.live_bytes) << "gaps over 4 KiB are not copied";
-  ASSERT_EQ(image.find(0)->ranges.size(), 4U);
-  (void)engine.restore(pool, image, {0}, false, nullptr);
+  ASSERT_EQ(pool.image()->find(0)->ranges.size(), 4U);
+  (void)engine.restore(pool, {0}, nullptr);
   for (int i = 0; i < 8; i += 2) {
     pool.deallocate(blocks[static_cast<std::size_t>(i)]);
   }
