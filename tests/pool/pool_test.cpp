@@ -178,5 +178,37 @@ TEST_F(PoolTest, FailedUnmapKeepsThatPageResidentAndCached)
   EXPECT_EQ(pool.stats().reserved_bytes, 0U);
 }
 
+TEST_F(PoolTest, AChangeThePageTableRefusesFailsBeforeAnyDriverCall)
+{
+  // Issue 9: a fresh page mapped over an evicted one hid its data. Every swap-tier
+  // primitive checks the page's change against page_table.hpp first.
+  device_pool pool = make_pool(4);
+  block* b         = pool.allocate(round_request(gran()), gran(), tag_of(nullptr));
+  ASSERT_NE(b, nullptr);
+  drv().synchronize_context();
+  pool.unmap_page(0, page_state::evicted);  // as an eviction leaves it (no copy here)
+  ASSERT_EQ(pool.page(0), page_state::evicted);
+  auto const maps   = sim().available() ? sim().call_count("cuMemMap") : 0;
+  auto const unmaps = sim().available() ? sim().call_count("cuMemUnmap") : 0;
+  EXPECT_THROW(pool.settle(0), std::logic_error) << "evicted -> resident";
+  EXPECT_THROW(pool.unmap_page(0, page_state::evicted), std::logic_error) << "not mapped";
+  EXPECT_THROW(pool.unmap_page(1, page_state::evicted), std::logic_error)
+    << "an unmapped page has no data to evict";
+  EXPECT_THROW(pool.map_for_restore(1), std::logic_error) << "an unmapped page is not evicted";
+  if (sim().available()) {
+    EXPECT_EQ(sim().call_count("cuMemMap"), maps);
+    EXPECT_EQ(sim().call_count("cuMemUnmap"), unmaps);
+  }
+  EXPECT_EQ(pool.page(0), page_state::evicted);
+  EXPECT_EQ(pool.check(), "");
+  pool.map_for_restore(0);  // the allowed way back
+  EXPECT_EQ(pool.page(0), page_state::restoring);
+  EXPECT_EQ(pool.stats().reserved_bytes, 0U) << "restoring is not resident";
+  pool.settle(0);
+  EXPECT_EQ(pool.page(0), page_state::resident);
+  pool.deallocate(b);
+  EXPECT_EQ(pool.check(), "");
+}
+
 }  // namespace
 }  // namespace swapalloc::testing
