@@ -162,15 +162,15 @@ class transfer_engine {
     try {
       for (std::size_t i = 0; i < pages.size(); ++i) {
         std::size_t const page = pages[i];
-        if (residency.copy(page) == copy_state::current) {  // kept, or a restoring page
-          residency.evict_kept(page);
+        auto copy              = std::make_unique<page_copy>();
+        copy->ranges           = live_ranges(residency.pool(), page, copy->data_bytes);
+        if (copy->ranges.empty()) {  // free bytes only: nothing to keep (a kept copy goes)
+          residency.release_page(page);
           ++pass.out.pages_unmapped;
           continue;
         }
-        auto copy    = std::make_unique<page_copy>();
-        copy->ranges = live_ranges(residency.pool(), page, copy->data_bytes);
-        if (copy->ranges.empty()) {  // free bytes only: nothing to keep
-          residency.release_page(page);
+        if (residency.copy(page) == copy_state::current) {  // kept, or a restoring page
+          residency.evict_kept(page);
           ++pass.out.pages_unmapped;
           continue;
         }

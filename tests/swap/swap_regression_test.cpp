@@ -132,6 +132,29 @@ TEST_F(SwapRegressionTest, APoolMadeWritableAgainIsCopiedAtItsNextEviction)
   free_all(blocks);
 }
 
+// Found by the model-based test (tests/model): a read-only pool kept the copy of a page
+// whose blocks were then all freed; its next eviction took the kept copy for the page's
+// data and refused to evict a page without blocks (a logic_error from the page table).
+TEST_F(SwapRegressionTest, AKeptCopyOfAPageWhoseBlocksWereAllFreedIsDroppedAtEviction)
+{
+  pool_options o;
+  o.read_only        = true;
+  pool_id const pool = alloc().create_pool("weights", o);
+  filled_block gone  = make_block(pool, 2 * MiB, 81);  // page 0 alone
+  std::vector<filled_block> kept{make_block(pool, 2 * MiB, 82)};
+  (void)alloc().evict(pool, 0);
+  (void)alloc().restore(pool, 0);  // both copies kept
+  alloc().deallocate(gone.ptr, gone.bytes, 0, nullptr);
+  evict_result const again = alloc().evict(pool, 0);
+  EXPECT_EQ(again.pages_unmapped, 2U) << "page 0 released, page 1 unmapped with its copy";
+  EXPECT_EQ(again.pages_copied, 0U);
+  EXPECT_EQ(alloc().check(), "");
+  (void)alloc().restore(pool, 0);
+  expect_intact(kept, "the block whose copy was kept");
+  alloc().set_read_only(pool, false);
+  free_all(kept);
+}
+
 // Case 3. A restore failed (a copy), and so did its rollback's first unmap; the retry
 // returned normally with the block wrong from byte 1,048,576 and 2 MiB of host copy left in
 // the store for good. A page whose rollback unmap failed is not resident: the retry fills it.
