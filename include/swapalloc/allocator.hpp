@@ -764,12 +764,13 @@ class allocator {
     context_scope const current(*driver_, state.context);
     pool_residency& pool    = pool_for(state, id);
     std::size_t const range = pool.pool().capacity();
-    std::string const asked = "allocating " + detail::bytes_text(bytes) + " (" +
-                              std::to_string(bytes) + " bytes) in pool '" + pool.pool().name() +
-                              "'";
+    auto const asked        = [&] {  // built on failure only: bytes_text formats floats
+      return "allocating " + detail::bytes_text(bytes) + " (" + std::to_string(bytes) +
+             " bytes) in pool '" + pool.pool().name() + "'";
+    };
     if (rounded == 0 || rounded > range) {
       throw out_of_memory(
-        oom_message(state, asked,
+        oom_message(state, asked(),
                     "the request exceeds the pool's capacity of " + detail::bytes_text(range) +
                       " (its reserved address range); nothing can be freed to make it fit"),
         bytes, state.ordinal);
@@ -786,7 +787,7 @@ class allocator {
                       : "the pool's address range of " + detail::bytes_text(range) +
                           " has no free run of " + detail::bytes_text(rounded) + " (released " +
                           detail::bytes_text(released) + " of cached pages and retried)";
-        throw out_of_memory(oom_message(state, asked, why), bytes, state.ordinal);
+        throw out_of_memory(oom_message(state, asked(), why), bytes, state.ordinal);
       }
     }
     CUdeviceptr const address = pool.pool().address(*found);
