@@ -196,6 +196,8 @@ class allocator {
    *        its pages and frees its range. Its name becomes free.
    * @throws usage_error (bad_pool) for the default pool, an unknown id, or a pool that
    *         still has live blocks (nothing is destroyed then).
+   * @throws cuda_error if a page cannot be unmapped: the pool stays, with what could not
+   *         be given back, and destroying it again can finish.
    * @pre no thread is inside a scope of the pool.
    */
   void destroy_pool(pool_id id)
@@ -226,7 +228,8 @@ class allocator {
       if (state->pool(id) == nullptr) { continue; }
       context_scope const current(*driver_, state->context);
       driver_->synchronize_context();
-      state->pools[id].reset();  // its host copies too
+      state->pools[id]->release_all();  // a failure here leaves the pool to destroy again
+      state->pools[id].reset();         // its host copies too
     }
     std::lock_guard const lock(registry_mutex_);
     pools_[id].alive = false;
@@ -1076,6 +1079,7 @@ class allocator {
             {"cached_free_bytes", s.cached_free_bytes},
             {"largest_free_block", s.largest_free_block},
             {"evicted_bytes", s.evicted_bytes},
+            {"stray_bytes", s.stray_bytes},
             {"host_bytes", s.host_bytes},
             {"evictions", s.evictions},
             {"restores", s.restores}};

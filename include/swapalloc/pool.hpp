@@ -48,6 +48,8 @@ struct pool_stats {
   std::size_t frees{0};
   std::size_t cached_free_bytes{0};   ///< reserved but not allocated
   std::size_t largest_free_block{0};  ///< largest free run on resident pages
+  std::size_t stray_bytes{0};         ///< device memory a failed rollback could not give
+                                      ///< back yet (vmm.hpp stray_pages; retried)
   std::size_t evicted_bytes{0};       ///< pages whose live bytes are in host memory
                                       ///< (evicted, or mapped again but not yet restored)
   std::size_t host_bytes{0};          ///< host memory holding the pool's pages (stored)
@@ -67,6 +69,7 @@ struct pool_stats {
     frees += other.frees;
     cached_free_bytes += other.cached_free_bytes;
     largest_free_block = std::max(largest_free_block, other.largest_free_block);
+    stray_bytes += other.stray_bytes;
     evicted_bytes += other.evicted_bytes;
     host_bytes += other.host_bytes;
     evictions += other.evictions;
@@ -103,6 +106,7 @@ class device_pool {
   /// uses the pool.
   ~device_pool()
   {
+    (void)stray_.retry(*driver_);
     for (std::size_t page = 0; page < blocks_.page_count(); ++page) {
       page_state const state = blocks_.page(page);
       if (state != page_state::resident && state != page_state::restoring) { continue; }
@@ -161,8 +165,9 @@ class device_pool {
         runs_.emplace_back(first, count);
         last_map_bytes_ += count * blocks_.page_size();
       });
+      if (!stray_.empty()) { (void)stray_.retry(*driver_); }  // a mapping may be in the way
       for (auto const& [first, count] : runs_) {
-        map_pages(*driver_, page_address(first), blocks_.page_size(), count, device_);
+        map_pages(*driver_, page_address(first), blocks_.page_size(), count, device_, stray_);
         blocks_.change_pages(first, count, page_state::resident);
         note_reserved();
       }
@@ -207,6 +212,7 @@ class device_pool {
   template <typename Released>
   std::size_t release_idle_pages(Released&& on_released)
   {
+    if (!stray_.empty()) { (void)stray_.retry(*driver_); }
     blocks_.flush_bins();
     blocks_.forget_streams();
     runs_.clear();
@@ -238,6 +244,27 @@ class device_pool {
              name_ + "'); that page stays resident";
     });
     return released;
+  }
+
+  /**
+   * @brief Before the pool is destroyed: gives back every page (none may be in use) and
+   *        every stray page, so that the range can be freed.
+   * @throws cuda_error for the first driver call that failed; what it could not give back
+   *         stays the pool's, and a later call can finish.
+   * @throws std::logic_error if a block is still live. @pre the device was synchronized.
+   */
+  void release_all()
+  {
+    if (stats_.live_blocks != 0) {
+      throw std::logic_error("swapalloc: release_all(pool '" + name_ + "'): " +
+                             std::to_string(stats_.live_blocks) + " blocks are still live");
+    }
+    (void)release_idle_pages();
+    stray_pages::failure const stray = stray_.retry(*driver_);
+    driver_->check(stray.code, stray.call, [&] {
+      return "pool '" + name_ + "': " + std::to_string(stray_.bytes()) +
+             " bytes that a failed rollback could not give back";
+    });
   }
 
   /// As above, for a pool whose pages keep no host copies.
@@ -288,7 +315,8 @@ class device_pool {
   void map_for_restore(std::size_t index)
   {
     blocks_.require_change(index, 1, page_state::restoring);
-    map_pages(*driver_, page_address(index), blocks_.page_size(), 1, device_);
+    if (!stray_.empty()) { (void)stray_.retry(*driver_); }
+    map_pages(*driver_, page_address(index), blocks_.page_size(), 1, device_, stray_);
     blocks_.change_pages(index, 1, page_state::restoring);
   }
 
@@ -362,6 +390,7 @@ class device_pool {
     out.cached_free_bytes  = out.reserved_bytes - std::min(out.reserved_bytes, out.allocated_bytes);
     out.largest_free_block = blocks_.largest_free_resident();
     out.evicted_bytes      = blocks_.parked_pages() * blocks_.page_size();
+    out.stray_bytes        = stray_.bytes();
     return out;
   }
 
@@ -425,6 +454,7 @@ class device_pool {
   pool_stats stats_;  // reserved_bytes, cached_free_bytes, largest_free_block: derived
   std::vector<std::pair<std::size_t, std::size_t>> runs_;  // scratch: page runs
   std::size_t last_map_bytes_{0};
+  stray_pages stray_;  // what failed rollbacks could not give back: retried before mapping
 };
 
 }  // namespace swapalloc

@@ -168,6 +168,14 @@ class pool_residency {
       [this](std::size_t page) { drop_copy(page, page_state::resident); });
   }
 
+  /// Before the pool is destroyed: gives back every page and copy (device_pool::
+  /// release_all). @throws as that; what failed stays, and a later call can finish.
+  void release_all()
+  {
+    (void)release_idle_pages();
+    pool_.release_all();
+  }
+
   /// Before an eviction: flushes the caches, forgets streams (device_pool::prepare_swap)
   /// and drops stale copies. @pre the device was synchronized.
   void prepare_swap()

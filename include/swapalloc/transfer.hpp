@@ -349,6 +349,7 @@ class transfer_engine {
     }
     if (to_device_unsettled_) {
       driver_->stream_synchronize(to_device_);
+      std::fill(slot_busy_.begin(), slot_busy_.end(), false);
       to_device_unsettled_ = false;
     }
     if (to_host_ != nullptr) { return; }
@@ -767,10 +768,10 @@ class transfer_engine {
   }
 
   /// A failed restore: waits for the decoders and the copy stream, then unmaps every page
-  /// of `pages` that is mapped but not filled (restoring) again. Staging slots are reused
-  /// only once their copies are known to be done. (If the stream wait fails, the pages are
-  /// unmapped all the same: on a GPU the context is then lost, and what matters is that
-  /// the host copies, untouched by restore, stay intact.)
+  /// of `pages` that is mapped but not filled (restoring) again. If the stream cannot be
+  /// waited for, its copies may still be writing into those pages: they stay mapped (and
+  /// restoring, their copies intact) and the staging slots busy, until the next transfer
+  /// has waited for the stream (ensure_ready); the next restore fills them.
   void abandon_restore(pool_residency& residency, std::vector<std::size_t> const& pages,
                        run_state& run) noexcept
   {
@@ -779,6 +780,7 @@ class transfer_engine {
     } catch (...) {  // NOLINT(bugprone-empty-catch): the first error is the one rethrown
     }
     to_device_unsettled_ = driver_->table().cuStreamSynchronize(to_device_) != CUDA_SUCCESS;
+    if (to_device_unsettled_) { return; }
     std::fill(slot_busy_.begin(), slot_busy_.end(), false);
     for (std::size_t const page : pages) {
       if (residency.pool().page(page) == page_state::restoring) {

@@ -16,6 +16,12 @@
  * cuMemSetAccess 20-40 us, cuMemUnmap 10-30 us per page. map_pages grants access to a whole
  * run with one cuMemSetAccess (it may span mappings). None of this is on a hot path.
  *
+ * A rollback can fail too (the simulator makes any call fail; a real driver rarely does).
+ * What a failed `map_pages` could not undo (a handle it could not release, a page it could
+ * not unmap) is kept in the caller's `stray_pages`, counted, and given back by its
+ * `retry`, which the owner calls before mapping again and before freeing the range: a
+ * failure never leaks device memory for good, nor leaves a mapping the owner forgot.
+ *
  * Thread safety: an `address_reservation` is not synchronized; the pages of one range are
  * mapped and unmapped by one owner at a time (the pool serializes them).
  */
@@ -28,6 +34,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace swapalloc {
 
@@ -87,6 +94,89 @@ class address_reservation {
   std::size_t size_;
 };
 
+/**
+ * @brief Device memory a failed `map_pages` could not give back: handles whose release
+ *        failed and pages whose unmap failed. Nothing is lost track of: `bytes` counts it
+ *        and `retry` gives it back.
+ * Thread safety: none; it belongs to the owner of the range (one pool).
+ */
+class stray_pages {
+ public:
+  [[nodiscard]] bool empty() const noexcept { return handles_.empty() && mappings_.empty(); }
+  /// Device bytes held by stray handles and mappings (a page may count twice: mapped, and
+  /// its handle not released).
+  [[nodiscard]] std::size_t bytes() const noexcept
+  {
+    std::size_t total = 0;
+    for (auto const& handle : handles_) {
+      total += handle.second;
+    }
+    for (auto const& mapping : mappings_) {
+      total += mapping.second;
+    }
+    return total;
+  }
+  /// True when a stray mapping overlaps [address, address + bytes).
+  [[nodiscard]] bool overlaps(CUdeviceptr address, std::size_t bytes) const noexcept
+  {
+    for (auto const& [start, size] : mappings_) {
+      if (start < address + bytes && address < start + size) { return true; }
+    }
+    return false;
+  }
+
+  /// The first call that failed in a `retry`, if any.
+  struct failure {
+    CUresult code{CUDA_SUCCESS};
+    char const* call{""};
+  };
+
+  /**
+   * @brief Unmaps the stray mappings, then releases the stray handles; keeps what fails
+   *        again. No GPU work can use them: they never belonged to a block.
+   * @return the first failure (code CUDA_SUCCESS when nothing is left).
+   */
+  failure retry(driver const& drv) noexcept
+  {
+    failure first;
+    auto const note = [&](CUresult result, char const* call) {
+      if (result != CUDA_SUCCESS && first.code == CUDA_SUCCESS) { first = {result, call}; }
+      return result == CUDA_SUCCESS;
+    };
+    std::erase_if(mappings_, [&](auto const& mapping) {
+      return note(drv.table().cuMemUnmap(mapping.first, mapping.second), "cuMemUnmap");
+    });
+    std::erase_if(handles_, [&](auto const& handle) {
+      return note(drv.table().cuMemRelease(handle.first), "cuMemRelease");
+    });
+    return first;
+  }
+
+  /// Makes room to record `pages` more of each kind without allocating (rollbacks record
+  /// into it and must not throw). @throws std::bad_alloc.
+  void reserve(std::size_t pages)
+  {
+    handles_.reserve(handles_.size() + pages);
+    mappings_.reserve(mappings_.size() + pages);
+  }
+  /// Releases `handle` (`bytes` of memory), or keeps it if that fails. @pre reserve.
+  void release(driver const& drv, CUmemGenericAllocationHandle handle, std::size_t bytes) noexcept
+  {
+    if (drv.table().cuMemRelease(handle) != CUDA_SUCCESS) { handles_.emplace_back(handle, bytes); }
+  }
+  /// Unmaps [address, address + bytes), or keeps it if that fails. @pre reserve.
+  void unmap(driver const& drv, CUdeviceptr address, std::size_t bytes) noexcept
+  {
+    if (drv.table().cuMemUnmap(address, bytes) != CUDA_SUCCESS) {
+      mappings_.emplace_back(address, bytes);
+    }
+  }
+
+ private:
+  std::vector<std::pair<CUmemGenericAllocationHandle, std::size_t>> handles_;
+  std::vector<std::pair<CUdeviceptr, std::size_t>> mappings_;
+};
+
 namespace detail {
 
 /// Checks the arguments common to map_pages and unmap_pages.
@@ -115,8 +205,9 @@ inline void check_page_run(driver const& drv, char const* function, CUdeviceptr 
  *        on `device`, readable and writable by `device`.
  *
  * All or nothing: if any driver call fails, the pages already created are unmapped (which
- * frees them) before the `cuda_error` propagates, so the range is unmapped as before.
- * New pages hold undefined bytes.
+ * frees them) and their handles released before the `cuda_error` propagates, so the range
+ * is unmapped as before; what that rollback cannot undo goes to `stray` (see the file
+ * comment). New pages hold undefined bytes.
  *
  * @pre the range lies in a reservation and none of it is mapped.
  * @throws std::invalid_argument if page_size or address is not a multiple of the
@@ -125,17 +216,11 @@ inline void check_page_run(driver const& drv, char const* function, CUdeviceptr 
  *         when the device is full).
  */
 inline void map_pages(driver const& drv, CUdeviceptr address, std::size_t page_size,
-                      std::size_t count, CUdevice device)
+                      std::size_t count, CUdevice device, stray_pages& stray)
 {
   detail::check_page_run(drv, "map_pages", address, page_size, count, device);
-  driver_table const& table = drv.table();
-  std::size_t mapped        = 0;  // pages [0, mapped) are mapped, their handles released
-  // Undoes the pages mapped so far, best effort: the error being raised is the one to report.
-  auto const roll_back = [&] {
-    for (std::size_t page = 0; page < mapped; ++page) {
-      (void)table.cuMemUnmap(address + page * page_size, page_size);
-    }
-  };
+  stray.reserve(count);
+  std::size_t mapped = 0;  // pages [0, mapped) are mapped; their handles released, or stray
   try {
     for (; mapped < count; ++mapped) {
       CUdeviceptr const page_address      = address + mapped * page_size;
@@ -143,21 +228,21 @@ inline void map_pages(driver const& drv, CUdeviceptr address, std::size_t page_s
       try {
         drv.mem_map(page_address, page_size, handle);
       } catch (...) {
-        (void)table.cuMemRelease(handle);
+        stray.release(drv, handle, page_size);
         throw;
       }
-      try {
-        drv.mem_release(handle);
-      } catch (...) {
-        // The page is mapped and its handle still held: unmap it, then release again.
-        (void)table.cuMemUnmap(page_address, page_size);
-        (void)table.cuMemRelease(handle);
-        throw;
+      if (CUresult const result = drv.table().cuMemRelease(handle); result != CUDA_SUCCESS) {
+        ++mapped;  // mapped, its handle still held: the rollback unmaps it, stray releases it
+        stray.release(drv, handle, page_size);
+        drv.check(result, "cuMemRelease",
+                  [&] { return "handle of the page at " + hex(page_address); });
       }
     }
     drv.mem_set_access(address, count * page_size, device);
   } catch (...) {
-    roll_back();
+    for (std::size_t page = 0; page < mapped; ++page) {
+      stray.unmap(drv, address + page * page_size, page_size);
+    }
     throw;
   }
 }

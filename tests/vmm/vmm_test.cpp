@@ -18,7 +18,10 @@ namespace swapalloc::testing {
 namespace {
 
 class VmmReservation : public DriverTest {};
-class VmmPages : public DriverTest {};
+class VmmPages : public DriverTest {
+ protected:
+  stray_pages stray_;  // what a failed map_pages's rollback could not give back
+};
 
 /// Runs `body` and returns the message of the exception of type `Error` it throws.
 template <class Error, class Body>
@@ -71,7 +74,7 @@ TEST_F(VmmPages, MappedPagesHoldDataAcrossPageBoundaries)
 {
   address_reservation range(drv(), 4 * gran());
   std::size_t const free_before = free_bytes();
-  map_pages(drv(), range.base(), gran(), 4, device());
+  map_pages(drv(), range.base(), gran(), 4, device(), stray_);
   EXPECT_EQ(free_before - free_bytes(), 4 * gran()) << "four pages of device memory";
 
   // A pattern written across all four pages through one copy reads back whole.
@@ -88,14 +91,14 @@ TEST_F(VmmPages, PagesCanBeMappedAgainAtTheSameAddress)
 {
   // The evict/restore cycle at page level: copy out, unmap, map fresh pages, copy back.
   address_reservation range(drv(), 2 * gran());
-  map_pages(drv(), range.base(), gran(), 2, device());
+  map_pages(drv(), range.base(), gran(), 2, device(), stray_);
   std::size_t const words = 2 * gran() / 4;
   auto const data         = pattern(words, 0xbeef);
   drv().memcpy_htod(range.base(), data.data(), words * 4);
   auto const saved = read_words(drv(), range.base(), words);
   unmap_pages(drv(), range.base(), gran(), 2, device());
 
-  map_pages(drv(), range.base(), gran(), 2, device());
+  map_pages(drv(), range.base(), gran(), 2, device(), stray_);
   drv().memcpy_htod(range.base(), saved.data(), words * 4);
   EXPECT_EQ(read_words(drv(), range.base(), words), data);
   unmap_pages(drv(), range.base(), gran(), 2, device());
@@ -106,7 +109,7 @@ TEST_F(VmmPages, MultiGranulePagesAndPartialRunsUnmapIndependently)
   // Pages of two granules; unmapping the second page leaves the first one intact.
   std::size_t const page = 2 * gran();
   address_reservation range(drv(), 2 * page);
-  map_pages(drv(), range.base(), page, 2, device());
+  map_pages(drv(), range.base(), page, 2, device(), stray_);
   auto const data = pattern(page / 4, 0x1234);
   drv().memcpy_htod(range.base(), data.data(), page);
   unmap_pages(drv(), range.base() + page, page, 1, device());
@@ -118,11 +121,11 @@ TEST_F(VmmPages, ArgumentsAreCheckedWithTheVariableNamed)
 {
   address_reservation range(drv(), 2 * gran());
   auto const misaligned_size = message_of<std::invalid_argument>(
-    [&] { map_pages(drv(), range.base(), gran() + 4096, 1, device()); });
+    [&] { map_pages(drv(), range.base(), gran() + 4096, 1, device(), stray_); });
   EXPECT_NE(misaligned_size.find("page_size=" + std::to_string(gran() + 4096)), std::string::npos)
     << misaligned_size;
   auto const misaligned_address = message_of<std::invalid_argument>(
-    [&] { map_pages(drv(), range.base() + 4096, gran(), 1, device()); });
+    [&] { map_pages(drv(), range.base() + 4096, gran(), 1, device(), stray_); });
   EXPECT_NE(misaligned_address.find("address="), std::string::npos) << misaligned_address;
   auto const no_pages = message_of<std::invalid_argument>(
     [&] { unmap_pages(drv(), range.base(), gran(), 0, device()); });
@@ -132,12 +135,12 @@ TEST_F(VmmPages, ArgumentsAreCheckedWithTheVariableNamed)
 TEST_F(VmmPages, MappingOverMappedPagesFailsAndLeavesThemIntact)
 {
   address_reservation range(drv(), 2 * gran());
-  map_pages(drv(), range.base(), gran(), 1, device());
+  map_pages(drv(), range.base(), gran(), 1, device(), stray_);
   auto const data = pattern(gran() / 4, 0x77);
   drv().memcpy_htod(range.base(), data.data(), gran());
   std::size_t const free_before = free_bytes();
   // The second page of the run overlaps nothing, the first overlaps the mapped page.
-  EXPECT_THROW(map_pages(drv(), range.base(), gran(), 2, device()), cuda_error);
+  EXPECT_THROW(map_pages(drv(), range.base(), gran(), 2, device(), stray_), cuda_error);
   EXPECT_EQ(free_bytes(), free_before) << "the failed run's pages were freed";
   EXPECT_EQ(read_words(drv(), range.base(), gran() / 4), data);
   unmap_pages(drv(), range.base(), gran(), 1, device());
@@ -163,7 +166,7 @@ TEST_P(VmmPagesFault, MapFailureLeavesNothingBehindAndTheRangeUsable)
 
   ASSERT_EQ(sim().fail_call(fault.entry, fault.nth, fault.error), CUDA_SUCCESS);
   try {
-    map_pages(drv(), range.base(), gran(), 3, device());
+    map_pages(drv(), range.base(), gran(), 3, device(), stray_);
     FAIL() << "map_pages succeeded despite the fault in " << fault.entry;
   } catch (cuda_error const& error) {
     EXPECT_EQ(error.code(), fault.error);
@@ -172,9 +175,10 @@ TEST_P(VmmPagesFault, MapFailureLeavesNothingBehindAndTheRangeUsable)
   EXPECT_EQ(free_bytes(), free_before) << "every page created was freed";
   EXPECT_EQ(sim().census().handles, census_before.handles);
   EXPECT_EQ(sim().census().mappings, census_before.mappings);
+  EXPECT_TRUE(stray_.empty()) << "the rollback gave everything back";
 
   // Nothing is left mapped, so the same run maps now.
-  map_pages(drv(), range.base(), gran(), 3, device());
+  map_pages(drv(), range.base(), gran(), 3, device(), stray_);
   auto const data = pattern(3 * gran() / 4, 0x9);
   drv().memcpy_htod(range.base(), data.data(), 3 * gran());
   EXPECT_EQ(read_words(drv(), range.base(), data.size()), data);
@@ -193,11 +197,59 @@ INSTANTIATE_TEST_SUITE_P(
     return std::string(info.param.entry) + "_call" + std::to_string(info.param.nth);
   });
 
+// A rollback can fail too: what it cannot give back is kept in the stray pages, counted,
+// and given back by their retry; the range is then usable again.
+struct double_fault {
+  char const* entry;  // the call that fails the map
+  unsigned long long nth;
+  char const* rollback;             // the rollback's call that fails too
+  unsigned long long rollback_nth;  // which of its calls, counted from the start
+};
+
+class VmmPagesDoubleFault : public VmmPages, public ::testing::WithParamInterface<double_fault> {};
+
+TEST_P(VmmPagesDoubleFault, WhatTheRollbackCannotUndoIsKeptAndGivenBackByARetry)
+{
+  SIM_ONLY(sim(), "fault injection");
+  double_fault const fault = GetParam();
+  address_reservation range(drv(), 3 * gran());
+  std::size_t const free_before = free_bytes();
+  auto const census_before      = sim().census();
+  ASSERT_EQ(sim().fail_call(fault.entry, fault.nth, CUDA_SUCCESS), CUDA_SUCCESS);
+  ASSERT_EQ(sim().fail_call(fault.rollback, fault.rollback_nth, CUDA_SUCCESS), CUDA_SUCCESS);
+  EXPECT_THROW(map_pages(drv(), range.base(), gran(), 3, device(), stray_), cuda_error);
+  sim().clear_faults();
+  EXPECT_EQ(stray_.bytes(), gran()) << "one page is stray";
+  EXPECT_EQ(free_bytes(), free_before - gran()) << "one page's memory is held, and counted";
+  EXPECT_EQ(stray_.retry(drv()).code, CUDA_SUCCESS);
+  EXPECT_TRUE(stray_.empty());
+  EXPECT_EQ(free_bytes(), free_before);
+  EXPECT_EQ(sim().census().handles, census_before.handles);
+  EXPECT_EQ(sim().census().mappings, census_before.mappings);
+  map_pages(drv(), range.base(), gran(), 3, device(), stray_);  // the range is usable
+  unmap_pages(drv(), range.base(), gran(), 3, device());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+  RollbackFails, VmmPagesDoubleFault,
+  ::testing::Values(
+    // The 2nd page's map fails, and so does the release of its handle: a stray handle.
+    double_fault{"cuMemMap", 2, "cuMemRelease", 2},
+    // The access fails, and so does the unmap of the 1st page: a stray mapping.
+    double_fault{"cuMemSetAccess", 1, "cuMemUnmap", 1},
+    // The 2nd page's release fails, and so does its second try: the rollback unmaps the
+    // page, its handle stays held.
+    double_fault{"cuMemRelease", 2, "cuMemRelease", 3}),
+  [](auto const& info) {
+    return std::string(info.param.entry) + "_then_" + info.param.rollback + "_" +
+           std::to_string(info.index);
+  });
+
 TEST_F(VmmPages, UnmapFailureUnmapsTheOtherPagesAndNamesTheFirstFailure)
 {
   SIM_ONLY(sim(), "fault injection");
   address_reservation range(drv(), 4 * gran());
-  map_pages(drv(), range.base(), gran(), 4, device());
+  map_pages(drv(), range.base(), gran(), 4, device(), stray_);
   std::size_t const mappings_before = sim().census().mappings;
 
   ASSERT_EQ(sim().fail_call("cuMemUnmap", 2, CUDA_ERROR_INVALID_VALUE), CUDA_SUCCESS);
