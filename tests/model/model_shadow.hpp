@@ -1,0 +1,152 @@
+/**
+ * @file model_shadow.hpp
+ * @brief The model's host-side shadow of device memory: what each live block must hold
+ *        (a cheap, reproducible description rendered on demand), and which 2 MiB pages the
+ *        live blocks touch (for the device and address-range budgets).
+ *
+ * Contract:
+ * - A `content` is a pure description: `render(c, out)` writes the same bytes for the same
+ *   (content, size) every time. Four kinds, so that every codec path runs: incompressible
+ *   words, words with a zero tail (zero chunks), bf16-like 16-bit lanes (shuffle codecs),
+ *   and a repeated word. A memset of the block's whole 32-bit words on a stream (record_stream)
+ *   is recorded as `filled`: the words take `fill_word`, a tail of 1-3 bytes keeps the base.
+ * - `page_ledger` counts, per page address (address / page size; the simulator aligns
+ *   every reservation to 2 MiB), the live blocks touching it. `pages()` is the number of
+ *   distinct pages live data occupies: what restoring everything needs on the device.
+ *
+ * Cost: rendering is a SplitMix64 step per 8 bytes (about 1 ns). Thread safety: values.
+ */
+#pragma once
+
+#include "model_ops.hpp"
+
+#include <cuda.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <unordered_map>
+
+namespace swapalloc::testing::model {
+
+/// SplitMix64's output function: a cheap, well-mixed hash of a 64-bit counter.
+[[nodiscard]] constexpr std::uint64_t mix64(std::uint64_t x) noexcept
+{
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+enum class content_kind : std::uint8_t { random_words, zero_tail, bf16_lanes, repeated };
+
+/// What a block must hold. See the file comment.
+struct content {
+  std::uint64_t seed{0};
+  content_kind kind{content_kind::random_words};
+  bool filled{false};
+  std::uint32_t fill_word{0};
+};
+
+[[nodiscard]] constexpr char const* to_string(content_kind kind) noexcept
+{
+  switch (kind) {
+    case content_kind::random_words: return "random_words";
+    case content_kind::zero_tail: return "zero_tail";
+    case content_kind::bf16_lanes: return "bf16_lanes";
+    case content_kind::repeated: return "repeated";
+  }
+  return "unknown";
+}
+
+/// Word `index` (8 bytes) of a content of `kind`.
+[[nodiscard]] constexpr std::uint64_t content_word(content_kind kind, std::uint64_t seed,
+                                                   std::uint64_t index) noexcept
+{
+  switch (kind) {
+    case content_kind::random_words: return mix64(seed + index);
+    case content_kind::zero_tail: return index < 512 ? mix64(seed + index) : 0;  // 4 KiB of data
+    case content_kind::bf16_lanes: {
+      // Four bf16 values near +-0.02: sign, a narrow exponent band, a random mantissa.
+      std::uint64_t const r = mix64(seed + index);
+      std::uint64_t word    = 0;
+      for (int lane = 0; lane < 4; ++lane) {
+        std::uint64_t const bits = (r >> (16 * lane)) & 0xFFFF;
+        std::uint64_t const v    = (bits & 0x8000) | (0x3C00 + ((bits >> 7) & 0x1F) * 0x80) |
+                                (bits & 0x7F);
+        word |= v << (16 * lane);
+      }
+      return word;
+    }
+    case content_kind::repeated: return mix64(seed);
+  }
+  return 0;
+}
+
+/// Writes the bytes of `c` for a block of out.size() bytes.
+inline void render(content const& c, std::span<std::byte> out)
+{
+  std::size_t const full = out.size() / 8;
+  for (std::size_t w = 0; w < full; ++w) {
+    std::uint64_t const word = content_word(c.kind, c.seed, w);
+    std::memcpy(out.data() + 8 * w, &word, 8);
+  }
+  if (std::size_t const rest = out.size() % 8; rest != 0) {
+    std::uint64_t const word = content_word(c.kind, c.seed, full);
+    std::memcpy(out.data() + 8 * full, &word, rest);
+  }
+  if (c.filled) {
+    for (std::size_t at = 0; at + 4 <= out.size(); at += 4) {
+      std::memcpy(out.data() + at, &c.fill_word, 4);
+    }
+  }
+}
+
+/// Distinct pages touched by live blocks. See the file comment.
+class page_ledger {
+ public:
+  explicit page_ledger(std::size_t page_size) : page_size_(page_size) {}
+
+  void add(CUdeviceptr ptr, std::size_t bytes) { change(ptr, bytes, +1); }
+  void remove(CUdeviceptr ptr, std::size_t bytes) { change(ptr, bytes, -1); }
+
+  /// Distinct pages with at least one live block.
+  [[nodiscard]] std::size_t pages() const noexcept { return users_.size(); }
+  [[nodiscard]] std::size_t page_size() const noexcept { return page_size_; }
+
+  /// Pages a block of `bytes` may touch wherever it lands: its whole pages, plus one where
+  /// it straddles a boundary.
+  [[nodiscard]] std::size_t worst_case_pages(std::size_t bytes) const noexcept
+  {
+    return (bytes + page_size_ - 1) / page_size_ + 1;
+  }
+
+ private:
+  void change(CUdeviceptr ptr, std::size_t bytes, int delta)
+  {
+    if (bytes == 0) { return; }
+    std::uint64_t const first = ptr / page_size_;
+    std::uint64_t const last  = (ptr + bytes - 1) / page_size_;
+    for (std::uint64_t page = first; page <= last; ++page) {
+      auto& count = users_[page];
+      count += delta;
+      if (count == 0) { users_.erase(page); }
+    }
+  }
+
+  std::size_t page_size_;
+  std::unordered_map<std::uint64_t, int> users_;
+};
+
+/// One live block as the model knows it.
+struct shadow_block {
+  CUdeviceptr ptr{0};
+  std::size_t bytes{0};
+  CUstream stream{nullptr};  ///< its allocation stream (deallocate needs it)
+  std::uint64_t epoch{0};    ///< its pool's evict epoch when it was allocated
+  content data;
+};
+
+}  // namespace swapalloc::testing::model
