@@ -85,6 +85,7 @@ class fault_gate {
   /// Holds the gate: no episode can arm a fault until the lock is released.
   [[nodiscard]] std::unique_lock<std::mutex> quiet() { return std::unique_lock(mutex_); }
 
+  [[nodiscard]] sim_control const& sim() const noexcept { return *sim_; }
   [[nodiscard]] std::uint64_t episodes() const noexcept { return episodes_.load(); }
   [[nodiscard]] std::uint64_t faults_armed() const noexcept { return faults_armed_.load(); }
 

@@ -29,6 +29,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <string_view>
 
 namespace swapalloc::testing::model {
 
@@ -40,9 +41,9 @@ enum class op_kind : std::uint8_t {
   verify,             ///< compares every touchable block of pool slot `pool`
   record_stream,      ///< record_stream(block, stream `other`), then a memset on that stream
   stream_reuse,       ///< allocate on A, record_stream B, memsets on B, free, re-allocate on A
-  evict_full,         ///< evict(pool)
-  evict_partial,      ///< evict(pool, 0, `size` % 8 + 1 pages)
-  restore,            ///< restore(pool, 0, stream slot `stream`), then verify the pool
+  evict_full,         ///< evict(pool) (the next pool with live blocks)
+  evict_partial,      ///< evict(pool, 0, `size` % 8 + 1 pages) (idem)
+  restore,            ///< restore(pool, 0, stream `stream`) (the next evicted pool), verify it
   empty_cache_all,    ///< empty_cache()
   empty_cache_pool,   ///< empty_cache(pool)
   toggle_read_only,   ///< set_read_only(pool, !read_only)
@@ -70,6 +71,44 @@ inline constexpr std::array<char const*, 17> fault_entries{
   "cuEventRecord",     "cuEventQuery",      "cuEventSynchronize", "cuStreamSynchronize",
   "cuCtxSynchronize",  "cuStreamWaitEvent", "cuMemHostAlloc",   "cuEventCreate",
   "cuStreamCreate"};
+
+/// The index of entry point `name` in fault_entries (a compile error if absent).
+[[nodiscard]] consteval std::uint8_t entry_index(std::string_view name)
+{
+  for (std::size_t i = 0; i < fault_entries.size(); ++i) {
+    if (name == fault_entries[i]) { return static_cast<std::uint8_t>(i); }
+  }
+  throw "not an entry point of fault_entries";
+}
+
+/// The entry points an op of each kind reaches (random_ops aims most faults at them), and
+/// those that rollbacks call (half the second faults hit one: a failure while undoing).
+namespace entries {
+inline constexpr std::array<std::uint8_t, 8> allocate{
+  entry_index("cuMemCreate"),   entry_index("cuMemMap"),           entry_index("cuMemSetAccess"),
+  entry_index("cuMemRelease"),  entry_index("cuEventQuery"),       entry_index("cuEventSynchronize"),
+  entry_index("cuCtxSynchronize"), entry_index("cuMemUnmap")};
+inline constexpr std::array<std::uint8_t, 3> free{
+  entry_index("cuEventCreate"), entry_index("cuEventRecord"), entry_index("cuEventQuery")};
+inline constexpr std::array<std::uint8_t, 10> evict{
+  entry_index("cuCtxSynchronize"),  entry_index("cuEventSynchronize"),
+  entry_index("cuMemcpyDtoHAsync"), entry_index("cuEventRecord"),
+  entry_index("cuEventQuery"),      entry_index("cuMemUnmap"),
+  entry_index("cuMemHostAlloc"),    entry_index("cuStreamCreate"),
+  entry_index("cuEventCreate"),     entry_index("cuStreamSynchronize")};
+inline constexpr std::array<std::uint8_t, 12> restore{
+  entry_index("cuMemCreate"),        entry_index("cuMemMap"),
+  entry_index("cuMemSetAccess"),     entry_index("cuMemcpyHtoDAsync"),
+  entry_index("cuMemsetD8Async"),    entry_index("cuEventRecord"),
+  entry_index("cuEventQuery"),       entry_index("cuEventSynchronize"),
+  entry_index("cuStreamWaitEvent"),  entry_index("cuStreamSynchronize"),
+  entry_index("cuMemUnmap"),         entry_index("cuMemRelease")};
+inline constexpr std::array<std::uint8_t, 3> empty_cache{
+  entry_index("cuEventSynchronize"), entry_index("cuCtxSynchronize"), entry_index("cuMemUnmap")};
+inline constexpr std::array<std::uint8_t, 4> rollback{
+  entry_index("cuMemUnmap"), entry_index("cuStreamSynchronize"),
+  entry_index("cuEventSynchronize"), entry_index("cuMemRelease")};
+}  // namespace entries
 
 /// "Call `nth` (1 = the next) of fault_entries[entry] fails"; nth 0: no fault.
 struct fault_spec {
@@ -155,10 +194,30 @@ class random_ops {
     o.size   = o.kind == op_kind::evict_partial ? static_cast<std::uint32_t>(below(8))
                                                  : random_size();
     if (calls_driver(o.kind) && below(100) < weights_.fault_percent) {
-      o.faults[0] = random_fault();
-      if (below(100) < weights_.double_fault_percent) { o.faults[1] = random_fault(); }
+      o.faults[0] = random_fault(entries_of(o.kind));
+      if (below(100) < weights_.double_fault_percent) {
+        // Half the second faults hit what a rollback calls: a failure while undoing one.
+        o.faults[1] = below(2) == 0 ? random_fault(entries::rollback) : random_fault(entries_of(o.kind));
+      }
     }
     return o;
+  }
+
+  /// The entry points an op of `kind` reaches (indices into fault_entries).
+  [[nodiscard]] static std::span<std::uint8_t const> entries_of(op_kind kind) noexcept
+  {
+    switch (kind) {
+      case op_kind::allocate: return entries::allocate;
+      case op_kind::free:
+      case op_kind::stream_reuse: return entries::free;
+      case op_kind::evict_full:
+      case op_kind::evict_partial:
+      case op_kind::destroy_evicted: return entries::evict;
+      case op_kind::restore: return entries::restore;
+      case op_kind::empty_cache_all:
+      case op_kind::empty_cache_pool: return entries::empty_cache;
+      default: return {};
+    }
   }
 
   /// Whether an op of `kind` makes allocator calls that reach the driver.
@@ -181,9 +240,9 @@ class random_ops {
     return op_kind::verify;
   }
 
-  /// 512 B to 5.5 MiB, most of them small: 45% up to 4 KiB, 30% up to 64 KiB, 13% up to
-  /// 1 MiB (PyTorch's small/large boundary), 12% large, a third of those at sizes that
-  /// straddle a 2 MiB page. Odd sizes, so that tails shorter than a word are checked too.
+  /// 512 B to 5.5 MiB, most of them small: 46% up to 4 KiB, 30% up to 64 KiB, 15% up to
+  /// 1 MiB (PyTorch's small/large boundary), 9% large, a third of those at sizes that end
+  /// just past a 2 MiB page. Odd sizes, so that tails shorter than a word are checked too.
   [[nodiscard]] std::uint32_t random_size()
   {
     constexpr std::uint32_t KiB = 1024;
@@ -192,19 +251,24 @@ class random_ops {
     auto const between          = [&](std::uint32_t low, std::uint32_t high) {
       return low + static_cast<std::uint32_t>(below(high - low + 1));
     };
-    if (roll < 45) { return between(512, 4 * KiB); }
-    if (roll < 75) { return between(4 * KiB, 64 * KiB); }
-    if (roll < 88) { return between(64 * KiB, MiB); }
-    if (roll < 92) {  // around one and two pages: blocks that end just past a boundary
+    if (roll < 46) { return between(512, 4 * KiB); }
+    if (roll < 76) { return between(4 * KiB, 64 * KiB); }
+    if (roll < 91) { return between(64 * KiB, MiB); }
+    if (roll < 94) {  // around one and two pages: blocks that end just past a boundary
       return static_cast<std::uint32_t>((1 + below(2)) * 2 * MiB - 4 * KiB + below(8 * KiB));
     }
     return between(MiB + 1, 5 * MiB + MiB / 2);
   }
 
-  [[nodiscard]] fault_spec random_fault()
+  /// A fault on one of `likely` (four times in five) or on any entry point; the first or
+  /// second call half the time, else one of the first eight.
+  [[nodiscard]] fault_spec random_fault(std::span<std::uint8_t const> likely)
   {
-    return fault_spec{static_cast<std::uint8_t>(below(fault_entries.size())),
-                      static_cast<std::uint8_t>(1 + below(8))};
+    std::uint8_t const entry = !likely.empty() && below(5) != 0
+                                 ? likely[below(likely.size())]
+                                 : static_cast<std::uint8_t>(below(fault_entries.size()));
+    std::uint8_t const nth   = static_cast<std::uint8_t>(1 + (below(2) == 0 ? below(2) : below(8)));
+    return fault_spec{entry, nth};
   }
 
   std::mt19937_64 engine_;

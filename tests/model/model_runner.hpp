@@ -102,6 +102,10 @@ struct runner_config {
   std::size_t streams{3};        ///< non-blocking streams besides the legacy stream
   std::size_t page_budget{30};   ///< pages of live data this runner may hold
   std::uint64_t seed{0};         ///< block contents and the first pools' options
+  /// After every op, the driver's census must match the allocator's resident pages: no
+  /// mapping or handle the allocator lost track of. Only where this allocator is the
+  /// process's only user of the device and one thread calls it (single-threaded modes).
+  bool census_check{false};
 };
 
 /// The options of a new pool, from one byte: the codec (sampled, lz4, shuffle2_lz4, raw,
@@ -133,6 +137,7 @@ class model_runner {
       device_bytes_(drv.device_total_memory(drv.device(0))),
       next_seed_(mix64(config_.seed))
   {
+    if (config_.census_check) { census_base_ = gate.sim().census(); }
     for (std::size_t s = 0; s < config_.streams; ++s) {
       streams_.push_back(drv.stream_create());
     }
@@ -176,6 +181,7 @@ class model_runner {
     if (std::string problem = alloc_->check(); !problem.empty()) {
       fail("check:" + normalized(problem), problem + " (after " + to_string(o.kind) + ")");
     }
+    if (config_.census_check) { check_census(o); }
     return outcome;
   }
 
@@ -219,6 +225,9 @@ class model_runner {
     std::uint64_t restored_epoch{0};  ///< evict_epoch at the latest successful restore
     std::vector<shadow_block> blocks;
     page_ledger pages;
+    CUdeviceptr base{0};  ///< the start of the pool's range, once known
+    bool base_known{false};
+    bool allocated_before{false};  ///< an allocation was attempted
   };
 
   /// How one allocator call went.
@@ -344,7 +353,7 @@ class model_runner {
 
   std::string do_evict(op const& o, std::size_t bytes)
   {
-    pool_slot& p = slot(o.pool);
+    pool_slot& p = slot_where(o.pool, [](pool_slot const& q) { return !q.blocks.empty(); });
     ++p.evict_epoch;
     evict_result result;
     attempt_result const r = attempt(o.faults, [&] { result = alloc_->evict(p.id, 0, bytes); });
@@ -365,7 +374,9 @@ class model_runner {
 
   std::string do_restore(op const& o)
   {
-    pool_slot& p           = slot(o.pool);
+    pool_slot& p           = slot_where(o.pool, [](pool_slot const& q) {
+      return q.restored_epoch != q.evict_epoch;
+    });
     restore_result result;
     attempt_result const r = attempt(
       o.faults, [&] { result = alloc_->restore(p.id, 0, stream_slot(o.stream)); });
@@ -444,6 +455,26 @@ class model_runner {
     return "checkpoint: " + std::to_string(blocks) + " blocks compared";
   }
 
+  /// The driver holds exactly the pages the allocator counts as resident: one mapping
+  /// per page (map_pages maps page by page), no handle left unreleased.
+  /// (Counted from the census when the runner started: what an earlier allocator in the
+  /// process left behind is not this one's.)
+  void check_census(op const& o)
+  {
+    cudasim_census const now    = gate_->sim().census();
+    std::size_t const mappings  = now.mappings - census_base_.mappings;
+    std::size_t const handles   = now.handles - census_base_.handles;
+    std::size_t const physical  = now.physical_bytes - census_base_.physical_bytes;
+    std::size_t const resident  = alloc_->device_stats(0).reserved_bytes;
+    if (mappings * page_size_ != resident || handles != 0 || physical != resident) {
+      fail("census", std::string("after ") + to_string(o.kind) + ": the driver holds " +
+                       std::to_string(mappings) + " mappings, " + std::to_string(handles) +
+                       " unreleased handles and " + std::to_string(physical) +
+                       " bytes of device memory; the allocator counts " +
+                       std::to_string(resident) + " resident bytes");
+    }
+  }
+
   // ------------------------------------------------------------------ allocator calls
 
   /// Runs one allocator call with `faults` armed, classifying how it went.
@@ -487,7 +518,15 @@ class model_runner {
       pool_scope const scope(*alloc_, p.id);
       ptr = alloc_->allocate(bytes, 0, stream);
     });
-    if (r.ok) { return true; }
+    bool const first_attempt = !p.allocated_before;
+    p.allocated_before       = true;
+    if (r.ok) {
+      // A fresh block cache places its first block at offset 0: the range's base. (After a
+      // failed first attempt, the high-water mark may have moved.)
+      p.base_known = p.base_known || first_attempt;
+      p.base       = first_attempt ? ptr : p.base;
+      return true;
+    }
     // The page budget leaves the device room for every live page and this block, once
     // cached pages are released; only the pool's own range may be too fragmented.
     bool const range_full = r.error.find("address range") != std::string::npos;
@@ -524,14 +563,32 @@ class model_runner {
                                     ") but the block was still live");
   }
 
-  /// True when the pool's range must hold a block of `bytes`: its L live pages, however
-  /// spread over the C pages of the range, leave a free run of (C - L) / (L + 1) pages.
+  /// True when the pool's range must hold a block of `bytes`: it has a run of whole pages
+  /// that no live block touches (after out-of-memory recovery, nothing else holds them:
+  /// cached and held blocks are released, and only pages with live data are evicted)
+  /// as long as the block. The range starts at the pool's first block (see `adopt`); until
+  /// that is known, the worst case: L live pages anywhere leave a run of (C - L) / (L + 1).
   [[nodiscard]] bool va_room(pool_slot const& p, std::size_t bytes) const
   {
     std::size_t const c    = capacity_pages(p);
-    std::size_t const l    = p.pages.pages();
     std::size_t const need = (round_request(bytes) + page_size_ - 1) / page_size_;
-    return l < c && (c - l) / (l + 1) >= need;
+    if (!p.base_known) {
+      std::size_t const l = p.pages.pages();
+      return l < c && (c - l) / (l + 1) >= need;
+    }
+    std::vector<std::uint8_t> used(c, 0);
+    for (shadow_block const& b : p.blocks) {
+      for (std::size_t page = (b.ptr - p.base) / page_size_;
+           page <= (b.ptr + b.bytes - 1 - p.base) / page_size_; ++page) {
+        used[page] = 1;
+      }
+    }
+    std::size_t run = 0;
+    for (std::size_t page = 0; page < c; ++page) {
+      run = used[page] != 0 ? 0 : run + 1;
+      if (run >= need) { return true; }
+    }
+    return false;
   }
 
   [[nodiscard]] std::size_t capacity_pages(pool_slot const& p) const noexcept
@@ -547,10 +604,17 @@ class model_runner {
     return b.epoch == p.evict_epoch || p.restored_epoch == p.evict_epoch;
   }
 
-  /// Takes a new block into the model: no overlap with a live block, bytes written.
+  /// Takes a new block into the model: no overlap with a live block, inside its pool's
+  /// range, bytes written.
   void adopt(pool_slot& p, CUdeviceptr ptr, std::size_t bytes, CUstream stream,
              content const& data)
   {
+    if (p.base_known && (ptr < p.base || ptr + bytes > p.base + capacity_pages(p) * page_size_ ||
+                         p.base % page_size_ != 0)) {
+      fail("outside-the-pool", p.name + ": allocate(" + std::to_string(bytes) + ") returned " +
+                                 hex(ptr) + ", outside the range that starts at its first block, " +
+                                 hex(p.base));
+    }
     auto const after = live_.lower_bound(ptr);
     if ((after != live_.end() && after->first < ptr + bytes) ||
         (after != live_.begin() && std::prev(after)->second > ptr)) {
@@ -765,6 +829,17 @@ class model_runner {
 
   [[nodiscard]] pool_slot& slot(std::uint8_t index) { return pools_[index % pools_.size()]; }
 
+  /// Slot `index`, or the next one where `worth` holds (an op there has work to do).
+  template <typename Worth>
+  [[nodiscard]] pool_slot& slot_where(std::uint8_t index, Worth&& worth)
+  {
+    for (std::size_t step = 0; step < pools_.size(); ++step) {
+      pool_slot& p = pools_[(index + step) % pools_.size()];
+      if (worth(p)) { return p; }
+    }
+    return slot(index);
+  }
+
   /// Stream slot `s`: the legacy stream or one of the runner's streams.
   [[nodiscard]] CUstream stream_slot(std::uint8_t s) const
   {
@@ -826,6 +901,7 @@ class model_runner {
   std::size_t pools_created_{0};
   std::map<CUdeviceptr, CUdeviceptr> live_;  // start -> end of every live block
   bool streams_busy_{false};                 // memsets may be queued on the streams
+  cudasim_census census_base_{};             // the driver's objects before the first op
   runner_counters counters_;
   std::vector<std::size_t> candidates_;
   std::vector<std::byte> expected_;
