@@ -281,7 +281,8 @@ inline constexpr std::size_t op_bytes = 10;
 
 /// Ops decoded from a byte string (the fuzzer's input). See the file comment.
 ///   byte 0 kind, 1 pool, 2 stream (low nibble) and other (high nibble), 3 data,
-///   4-5 pick, 6-7 size (top two bits: 512 B-4 KiB, -64 KiB, -1 MiB, -5.5 MiB),
+///   4-5 pick, 6-7 size (top two bits: 512 B-4 KiB, -64 KiB, -1 MiB, -5.5 MiB; for
+///   evict_partial the pages, modulo 8),
 ///   8 and 9 faults (0 or above 136: none; else entry (b-1)/8, nth (b-1)%8+1).
 class byte_ops {
  public:
@@ -300,14 +301,15 @@ class byte_ops {
     out.other  = static_cast<std::uint8_t>(b[2] >> 4);
     out.data   = b[3];
     out.pick   = static_cast<std::uint32_t>(b[4] | (b[5] << 8));
-    out.size   = decode_size(static_cast<std::uint32_t>(b[6] | (b[7] << 8)));
-    if (out.kind == op_kind::evict_partial) { out.size %= 8; }
+    auto const s = static_cast<std::uint32_t>(b[6] | (b[7] << 8));
+    out.size     = out.kind == op_kind::evict_partial ? s % 8 : decode_size(s);
     out.faults[0] = decode_fault(b[8]);
     out.faults[1] = decode_fault(b[9]);
     return true;
   }
 
-  /// The bytes that decode to `o` (inverse of next, up to the size's resolution).
+  /// The bytes that decode to `o`, up to the encoding's resolution: stream and other
+  /// modulo 16, pick modulo 2^16, a size to within 1/16384 of its range.
   [[nodiscard]] static std::array<std::uint8_t, op_bytes> encode(op const& o)
   {
     std::array<std::uint8_t, op_bytes> b{};
@@ -317,7 +319,7 @@ class byte_ops {
     b[3] = o.data;
     b[4] = static_cast<std::uint8_t>(o.pick);
     b[5] = static_cast<std::uint8_t>(o.pick >> 8);
-    std::uint32_t const s = encode_size(o.size);
+    std::uint32_t const s = o.kind == op_kind::evict_partial ? o.size % 8 : encode_size(o.size);
     b[6]                  = static_cast<std::uint8_t>(s);
     b[7]                  = static_cast<std::uint8_t>(s >> 8);
     for (std::size_t f = 0; f < 2; ++f) {
