@@ -99,13 +99,13 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size
   std::size_t const count     = std::min(size / op_bytes, max_ops);
   cudasim_census const before = process().sim.census();
   single_run const run        = run_single(
-    process().drv, process().sim, seed_of(input),
-    [&] {
+           process().drv, process().sim, seed_of(input),
+           [&] {
       op o;
       (void)source.next(o);
       return o;
     },
-    count, max_ops);
+           count, max_ops);
   if (run.failure) {
     std::fprintf(stderr, "model_fuzz: failed at op #%zu of %zu: %s\nops:\n%s", run.failure->index,
                  count, run.failure->message.c_str(), run.failure->history.c_str());

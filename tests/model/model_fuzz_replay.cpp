@@ -30,7 +30,10 @@ namespace {
 
 using namespace swapalloc::testing::model;
 
-void feed(std::vector<std::uint8_t> const& input) { LLVMFuzzerTestOneInput(input.data(), input.size()); }
+void feed(std::vector<std::uint8_t> const& input)
+{
+  LLVMFuzzerTestOneInput(input.data(), input.size());
+}
 
 /// True when `decoded` is `o` up to the encoding's resolution (byte_ops::encode).
 bool same_up_to_encoding(op const& o, op const& decoded)
@@ -99,7 +102,8 @@ int write_seeds(std::filesystem::path const& directory)
   for (std::uint64_t seed = 1; seed <= 40; ++seed) {
     if (!encoded_ops(seed, 48, bytes)) { return 3; }
     std::ofstream out(directory / ("ops_" + std::to_string(seed)), std::ios::binary);
-    out.write(reinterpret_cast<char const*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<char const*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
   }
   return 0;
 }

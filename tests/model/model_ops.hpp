@@ -35,29 +35,39 @@ namespace swapalloc::testing::model {
 
 /// What an op does. The comments give the runner's resolution of the arguments.
 enum class op_kind : std::uint8_t {
-  allocate,           ///< `size` bytes in pool slot `pool` on stream slot `stream`, written
-  free,               ///< a live block (`pick`) of pool slot `pool` (else of any pool)
-  write,              ///< new bytes into a touchable block of a writable pool
-  verify,             ///< compares every touchable block of pool slot `pool`
-  record_stream,      ///< record_stream(block, stream `other`), then a memset on that stream
-  stream_reuse,       ///< allocate on A, record_stream B, memsets on B, free, re-allocate on A
-  evict_full,         ///< evict(pool) (the next pool with live blocks)
-  evict_partial,      ///< evict(pool, 0, `size` % 8 + 1 pages) (idem)
-  restore,            ///< restore(pool, 0, stream `stream`) (the next evicted pool), verify it
-  empty_cache_all,    ///< empty_cache()
-  empty_cache_pool,   ///< empty_cache(pool)
-  toggle_read_only,   ///< set_read_only(pool, !read_only)
-  destroy_evicted,    ///< evict, free every block while evicted, destroy, create a new pool
-  checkpoint,         ///< restore every pool (no faults) and compare every live block
+  allocate,          ///< `size` bytes in pool slot `pool` on stream slot `stream`, written
+  free,              ///< a live block (`pick`) of pool slot `pool` (else of any pool)
+  write,             ///< new bytes into a touchable block of a writable pool
+  verify,            ///< compares every touchable block of pool slot `pool`
+  record_stream,     ///< record_stream(block, stream `other`), then a memset on that stream
+  stream_reuse,      ///< allocate on A, record_stream B, memsets on B, free, re-allocate on A
+  evict_full,        ///< evict(pool) (the next pool with live blocks)
+  evict_partial,     ///< evict(pool, 0, `size` % 8 + 1 pages) (idem)
+  restore,           ///< restore(pool, 0, stream `stream`) (the next evicted pool), verify it
+  empty_cache_all,   ///< empty_cache()
+  empty_cache_pool,  ///< empty_cache(pool)
+  toggle_read_only,  ///< set_read_only(pool, !read_only)
+  destroy_evicted,   ///< evict, free every block while evicted, destroy, create a new pool
+  checkpoint,        ///< restore every pool (no faults) and compare every live block
 };
 inline constexpr std::size_t op_kind_count = 14;
 
 [[nodiscard]] constexpr char const* to_string(op_kind kind) noexcept
 {
-  constexpr std::array<char const*, op_kind_count> names{
-    "allocate",      "free",          "write",           "verify",           "record_stream",
-    "stream_reuse",  "evict_full",    "evict_partial",   "restore",          "empty_cache_all",
-    "empty_cache_pool", "toggle_read_only", "destroy_evicted", "checkpoint"};
+  constexpr std::array<char const*, op_kind_count> names{"allocate",
+                                                         "free",
+                                                         "write",
+                                                         "verify",
+                                                         "record_stream",
+                                                         "stream_reuse",
+                                                         "evict_full",
+                                                         "evict_partial",
+                                                         "restore",
+                                                         "empty_cache_all",
+                                                         "empty_cache_pool",
+                                                         "toggle_read_only",
+                                                         "destroy_evicted",
+                                                         "checkpoint"};
   auto const index = static_cast<std::size_t>(kind);
   return index < names.size() ? names[index] : "unknown";
 }
@@ -66,10 +76,10 @@ inline constexpr std::size_t op_kind_count = 14;
 /// its allocation, eviction, restore and cache paths. (The test's own calls use
 /// cuMemcpyHtoD, cuMemcpyDtoH and cuMemsetD32Async, none of which is here.)
 inline constexpr std::array<char const*, 17> fault_entries{
-  "cuMemCreate",       "cuMemMap",          "cuMemSetAccess",   "cuMemUnmap",
-  "cuMemRelease",      "cuMemcpyDtoHAsync", "cuMemcpyHtoDAsync", "cuMemsetD8Async",
-  "cuEventRecord",     "cuEventQuery",      "cuEventSynchronize", "cuStreamSynchronize",
-  "cuCtxSynchronize",  "cuStreamWaitEvent", "cuMemHostAlloc",   "cuEventCreate",
+  "cuMemCreate",      "cuMemMap",          "cuMemSetAccess",     "cuMemUnmap",
+  "cuMemRelease",     "cuMemcpyDtoHAsync", "cuMemcpyHtoDAsync",  "cuMemsetD8Async",
+  "cuEventRecord",    "cuEventQuery",      "cuEventSynchronize", "cuStreamSynchronize",
+  "cuCtxSynchronize", "cuStreamWaitEvent", "cuMemHostAlloc",     "cuEventCreate",
   "cuStreamCreate"};
 
 /// The index of entry point `name` in fault_entries (a compile error if absent).
@@ -85,8 +95,8 @@ inline constexpr std::array<char const*, 17> fault_entries{
 /// those that rollbacks call (half the second faults hit one: a failure while undoing).
 namespace entries {
 inline constexpr std::array<std::uint8_t, 8> allocate{
-  entry_index("cuMemCreate"),   entry_index("cuMemMap"),           entry_index("cuMemSetAccess"),
-  entry_index("cuMemRelease"),  entry_index("cuEventQuery"),       entry_index("cuEventSynchronize"),
+  entry_index("cuMemCreate"),      entry_index("cuMemMap"),     entry_index("cuMemSetAccess"),
+  entry_index("cuMemRelease"),     entry_index("cuEventQuery"), entry_index("cuEventSynchronize"),
   entry_index("cuCtxSynchronize"), entry_index("cuMemUnmap")};
 inline constexpr std::array<std::uint8_t, 3> free{
   entry_index("cuEventCreate"), entry_index("cuEventRecord"), entry_index("cuEventQuery")};
@@ -97,17 +107,17 @@ inline constexpr std::array<std::uint8_t, 10> evict{
   entry_index("cuMemHostAlloc"),    entry_index("cuStreamCreate"),
   entry_index("cuEventCreate"),     entry_index("cuStreamSynchronize")};
 inline constexpr std::array<std::uint8_t, 12> restore{
-  entry_index("cuMemCreate"),        entry_index("cuMemMap"),
-  entry_index("cuMemSetAccess"),     entry_index("cuMemcpyHtoDAsync"),
-  entry_index("cuMemsetD8Async"),    entry_index("cuEventRecord"),
-  entry_index("cuEventQuery"),       entry_index("cuEventSynchronize"),
-  entry_index("cuStreamWaitEvent"),  entry_index("cuStreamSynchronize"),
-  entry_index("cuMemUnmap"),         entry_index("cuMemRelease")};
+  entry_index("cuMemCreate"),       entry_index("cuMemMap"),
+  entry_index("cuMemSetAccess"),    entry_index("cuMemcpyHtoDAsync"),
+  entry_index("cuMemsetD8Async"),   entry_index("cuEventRecord"),
+  entry_index("cuEventQuery"),      entry_index("cuEventSynchronize"),
+  entry_index("cuStreamWaitEvent"), entry_index("cuStreamSynchronize"),
+  entry_index("cuMemUnmap"),        entry_index("cuMemRelease")};
 inline constexpr std::array<std::uint8_t, 3> empty_cache{
   entry_index("cuEventSynchronize"), entry_index("cuCtxSynchronize"), entry_index("cuMemUnmap")};
 inline constexpr std::array<std::uint8_t, 4> rollback{
-  entry_index("cuMemUnmap"), entry_index("cuStreamSynchronize"),
-  entry_index("cuEventSynchronize"), entry_index("cuMemRelease")};
+  entry_index("cuMemUnmap"), entry_index("cuStreamSynchronize"), entry_index("cuEventSynchronize"),
+  entry_index("cuMemRelease")};
 }  // namespace entries
 
 /// "Call `nth` (1 = the next) of fault_entries[entry] fails"; nth 0: no fault.
@@ -167,7 +177,7 @@ struct op_weights {
     1,   // destroy_evicted
     0,   // checkpoint
   };
-  std::uint32_t fault_percent{3};         ///< ops of kinds that call the driver, with faults
+  std::uint32_t fault_percent{3};          ///< ops of kinds that call the driver, with faults
   std::uint32_t double_fault_percent{25};  ///< of those, with two faults
 };
 
@@ -191,13 +201,14 @@ class random_ops {
     o.other  = static_cast<std::uint8_t>(below(256));
     o.data   = static_cast<std::uint8_t>(below(content_kind_count));
     o.pick   = static_cast<std::uint32_t>(engine_());
-    o.size   = o.kind == op_kind::evict_partial ? static_cast<std::uint32_t>(below(8))
-                                                 : random_size();
+    o.size =
+      o.kind == op_kind::evict_partial ? static_cast<std::uint32_t>(below(8)) : random_size();
     if (calls_driver(o.kind) && below(100) < weights_.fault_percent) {
       o.faults[0] = random_fault(entries_of(o.kind));
       if (below(100) < weights_.double_fault_percent) {
         // Half the second faults hit what a rollback calls: a failure while undoing one.
-        o.faults[1] = below(2) == 0 ? random_fault(entries::rollback) : random_fault(entries_of(o.kind));
+        o.faults[1] =
+          below(2) == 0 ? random_fault(entries::rollback) : random_fault(entries_of(o.kind));
       }
     }
     return o;
@@ -207,16 +218,22 @@ class random_ops {
   [[nodiscard]] static std::span<std::uint8_t const> entries_of(op_kind kind) noexcept
   {
     switch (kind) {
-      case op_kind::allocate: return entries::allocate;
+      case op_kind::allocate:
+        return entries::allocate;
       case op_kind::free:
-      case op_kind::stream_reuse: return entries::free;
+      case op_kind::stream_reuse:
+        return entries::free;
       case op_kind::evict_full:
       case op_kind::evict_partial:
-      case op_kind::destroy_evicted: return entries::evict;
-      case op_kind::restore: return entries::restore;
+      case op_kind::destroy_evicted:
+        return entries::evict;
+      case op_kind::restore:
+        return entries::restore;
       case op_kind::empty_cache_all:
-      case op_kind::empty_cache_pool: return entries::empty_cache;
-      default: return {};
+      case op_kind::empty_cache_pool:
+        return entries::empty_cache;
+      default:
+        return {};
     }
   }
 
@@ -294,15 +311,15 @@ class byte_ops {
     if (bytes_.size() - at_ < op_bytes) { return false; }
     std::uint8_t const* b = bytes_.data() + at_;
     at_ += op_bytes;
-    out        = op{};
-    out.kind   = static_cast<op_kind>(b[0] % op_kind_count);
-    out.pool   = b[1];
-    out.stream = static_cast<std::uint8_t>(b[2] & 0x0F);
-    out.other  = static_cast<std::uint8_t>(b[2] >> 4);
-    out.data   = b[3];
-    out.pick   = static_cast<std::uint32_t>(b[4] | (b[5] << 8));
-    auto const s = static_cast<std::uint32_t>(b[6] | (b[7] << 8));
-    out.size     = out.kind == op_kind::evict_partial ? s % 8 : decode_size(s);
+    out           = op{};
+    out.kind      = static_cast<op_kind>(b[0] % op_kind_count);
+    out.pool      = b[1];
+    out.stream    = static_cast<std::uint8_t>(b[2] & 0x0F);
+    out.other     = static_cast<std::uint8_t>(b[2] >> 4);
+    out.data      = b[3];
+    out.pick      = static_cast<std::uint32_t>(b[4] | (b[5] << 8));
+    auto const s  = static_cast<std::uint32_t>(b[6] | (b[7] << 8));
+    out.size      = out.kind == op_kind::evict_partial ? s % 8 : decode_size(s);
     out.faults[0] = decode_fault(b[8]);
     out.faults[1] = decode_fault(b[9]);
     return true;
@@ -313,12 +330,12 @@ class byte_ops {
   [[nodiscard]] static std::array<std::uint8_t, op_bytes> encode(op const& o)
   {
     std::array<std::uint8_t, op_bytes> b{};
-    b[0] = static_cast<std::uint8_t>(o.kind);
-    b[1] = o.pool;
-    b[2] = static_cast<std::uint8_t>((o.stream & 0x0F) | ((o.other & 0x0F) << 4));
-    b[3] = o.data;
-    b[4] = static_cast<std::uint8_t>(o.pick);
-    b[5] = static_cast<std::uint8_t>(o.pick >> 8);
+    b[0]                  = static_cast<std::uint8_t>(o.kind);
+    b[1]                  = o.pool;
+    b[2]                  = static_cast<std::uint8_t>((o.stream & 0x0F) | ((o.other & 0x0F) << 4));
+    b[3]                  = o.data;
+    b[4]                  = static_cast<std::uint8_t>(o.pick);
+    b[5]                  = static_cast<std::uint8_t>(o.pick >> 8);
     std::uint32_t const s = o.kind == op_kind::evict_partial ? o.size % 8 : encode_size(o.size);
     b[6]                  = static_cast<std::uint8_t>(s);
     b[7]                  = static_cast<std::uint8_t>(s >> 8);

@@ -97,11 +97,11 @@ struct runner_counters {
 };
 
 struct runner_config {
-  std::string name{"t0"};        ///< prefix of the pool names (unique per runner)
-  std::size_t pools{4};          ///< pools owned at any time
-  std::size_t streams{3};        ///< non-blocking streams besides the legacy stream
-  std::size_t page_budget{30};   ///< pages of live data this runner may hold
-  std::uint64_t seed{0};         ///< block contents and the first pools' options
+  std::string name{"t0"};       ///< prefix of the pool names (unique per runner)
+  std::size_t pools{4};         ///< pools owned at any time
+  std::size_t streams{3};       ///< non-blocking streams besides the legacy stream
+  std::size_t page_budget{30};  ///< pages of live data this runner may hold
+  std::uint64_t seed{0};        ///< block contents and the first pools' options
   /// After every op, the driver's census must match the allocator's resident pages: no
   /// mapping or handle the allocator lost track of. Only where this allocator is the
   /// process's only user of the device and one thread calls it (single-threaded modes).
@@ -114,12 +114,24 @@ struct runner_config {
 {
   pool_options o;
   switch (b % 8) {
-    case 3: o.codec = codec_id::lz4; break;
-    case 4: o.codec = codec_id::shuffle2_lz4; break;
-    case 5: o.codec = codec_id::raw; break;
-    case 6: o.codec = codec_id::shuffle4_lz4; break;
-    case 7: o.codec = codec_available(codec_id::zstd) ? codec_id::zstd : codec_id::lz4; break;
-    default: o.dtype = b % 8 == 2 ? dtype_hint::bf16 : dtype_hint::none; break;
+    case 3:
+      o.codec = codec_id::lz4;
+      break;
+    case 4:
+      o.codec = codec_id::shuffle2_lz4;
+      break;
+    case 5:
+      o.codec = codec_id::raw;
+      break;
+    case 6:
+      o.codec = codec_id::shuffle4_lz4;
+      break;
+    case 7:
+      o.codec = codec_available(codec_id::zstd) ? codec_id::zstd : codec_id::lz4;
+      break;
+    default:
+      o.dtype = b % 8 == 2 ? dtype_hint::bf16 : dtype_hint::none;
+      break;
   }
   o.read_only = (b / 8) % 5 == 0;
   if (b >= 192) { o.capacity = device_bytes / 2; }
@@ -244,20 +256,34 @@ class model_runner {
   std::string dispatch(op const& o)
   {
     switch (o.kind) {
-      case op_kind::allocate: return do_allocate(o);
-      case op_kind::free: return do_free(o);
-      case op_kind::write: return do_write(o);
-      case op_kind::verify: return do_verify(o);
-      case op_kind::record_stream: return do_record_stream(o);
-      case op_kind::stream_reuse: return do_stream_reuse(o);
-      case op_kind::evict_full: return do_evict(o, SIZE_MAX);
-      case op_kind::evict_partial: return do_evict(o, (o.size % 8 + 1) * page_size_);
-      case op_kind::restore: return do_restore(o);
-      case op_kind::empty_cache_all: return do_empty_cache(o, false);
-      case op_kind::empty_cache_pool: return do_empty_cache(o, true);
-      case op_kind::toggle_read_only: return do_toggle_read_only(o);
-      case op_kind::destroy_evicted: return do_destroy_evicted(o);
-      case op_kind::checkpoint: return checkpoint();
+      case op_kind::allocate:
+        return do_allocate(o);
+      case op_kind::free:
+        return do_free(o);
+      case op_kind::write:
+        return do_write(o);
+      case op_kind::verify:
+        return do_verify(o);
+      case op_kind::record_stream:
+        return do_record_stream(o);
+      case op_kind::stream_reuse:
+        return do_stream_reuse(o);
+      case op_kind::evict_full:
+        return do_evict(o, SIZE_MAX);
+      case op_kind::evict_partial:
+        return do_evict(o, (o.size % 8 + 1) * page_size_);
+      case op_kind::restore:
+        return do_restore(o);
+      case op_kind::empty_cache_all:
+        return do_empty_cache(o, false);
+      case op_kind::empty_cache_pool:
+        return do_empty_cache(o, true);
+      case op_kind::toggle_read_only:
+        return do_toggle_read_only(o);
+      case op_kind::destroy_evicted:
+        return do_destroy_evicted(o);
+      case op_kind::checkpoint:
+        return checkpoint();
     }
     return "unknown op";
   }
@@ -317,8 +343,8 @@ class model_runner {
     });
     if (p == nullptr) { return "no writable block"; }
     sync_streams();  // earlier memsets on another stream are not ordered before these
-    shadow_block& b       = p->blocks[index];
-    CUstream const user   = other_stream(o.other, b.stream);
+    shadow_block& b        = p->blocks[index];
+    CUstream const user    = other_stream(o.other, b.stream);
     attempt_result const r = attempt({}, [&] { alloc_->record_stream(b.ptr, 0, user); });
     judge(r, "record_stream");
     b.data.filled    = b.bytes >= 4;
@@ -374,12 +400,11 @@ class model_runner {
 
   std::string do_restore(op const& o)
   {
-    pool_slot& p           = slot_where(o.pool, [](pool_slot const& q) {
-      return q.restored_epoch != q.evict_epoch;
-    });
+    pool_slot& p =
+      slot_where(o.pool, [](pool_slot const& q) { return q.restored_epoch != q.evict_epoch; });
     restore_result result;
-    attempt_result const r = attempt(
-      o.faults, [&] { result = alloc_->restore(p.id, 0, stream_slot(o.stream)); });
+    attempt_result const r =
+      attempt(o.faults, [&] { result = alloc_->restore(p.id, 0, stream_slot(o.stream)); });
     if (!judge(r, "restore")) { return "restore of " + p.name + " failed (tolerated): " + r.error; }
     p.restored_epoch = p.evict_epoch;
     verify_restored(p, "restore");
@@ -388,14 +413,13 @@ class model_runner {
 
   std::string do_empty_cache(op const& o, bool one_pool)
   {
-    pool_slot& p         = slot(o.pool);
-    std::size_t released = 0;
-    attempt_result const r = attempt(o.faults, [&] {
-      released = one_pool ? alloc_->empty_cache(p.id) : alloc_->empty_cache();
-    });
+    pool_slot& p           = slot(o.pool);
+    std::size_t released   = 0;
+    attempt_result const r = attempt(
+      o.faults, [&] { released = one_pool ? alloc_->empty_cache(p.id) : alloc_->empty_cache(); });
     if (!judge(r, "empty_cache")) { return "empty_cache failed (tolerated): " + r.error; }
-    return std::string(one_pool ? "empty_cache(" + p.name + ")" : "empty_cache()") +
-           " released " + std::to_string(released);
+    return std::string(one_pool ? "empty_cache(" + p.name + ")" : "empty_cache()") + " released " +
+           std::to_string(released);
   }
 
   std::string do_toggle_read_only(op const& o)
@@ -461,17 +485,17 @@ class model_runner {
   /// process left behind is not this one's.)
   void check_census(op const& o)
   {
-    cudasim_census const now    = gate_->sim().census();
-    std::size_t const mappings  = now.mappings - census_base_.mappings;
-    std::size_t const handles   = now.handles - census_base_.handles;
-    std::size_t const physical  = now.physical_bytes - census_base_.physical_bytes;
-    std::size_t const resident  = alloc_->device_stats(0).reserved_bytes;
+    cudasim_census const now   = gate_->sim().census();
+    std::size_t const mappings = now.mappings - census_base_.mappings;
+    std::size_t const handles  = now.handles - census_base_.handles;
+    std::size_t const physical = now.physical_bytes - census_base_.physical_bytes;
+    std::size_t const resident = alloc_->device_stats(0).reserved_bytes;
     if (mappings * page_size_ != resident || handles != 0 || physical != resident) {
       fail("census", std::string("after ") + to_string(o.kind) + ": the driver holds " +
                        std::to_string(mappings) + " mappings, " + std::to_string(handles) +
                        " unreleased handles and " + std::to_string(physical) +
-                       " bytes of device memory; the allocator counts " +
-                       std::to_string(resident) + " resident bytes");
+                       " bytes of device memory; the allocator counts " + std::to_string(resident) +
+                       " resident bytes");
     }
   }
 
@@ -511,10 +535,10 @@ class model_runner {
   bool allocate_judged(pool_slot& p, std::size_t bytes, CUstream stream,
                        std::span<fault_spec const> faults, CUdeviceptr& ptr)
   {
-    bool const faulty       = std::any_of(faults.begin(), faults.end(),
-                                          [](fault_spec const& f) { return f.armed(); });
+    bool const faulty =
+      std::any_of(faults.begin(), faults.end(), [](fault_spec const& f) { return f.armed(); });
     std::size_t const before = faulty ? alloc_->stats(p.id, 0).live_blocks : 0;
-    attempt_result const r  = attempt(faults, [&] {
+    attempt_result const r   = attempt(faults, [&] {
       pool_scope const scope(*alloc_, p.id);
       ptr = alloc_->allocate(bytes, 0, stream);
     });
@@ -538,13 +562,13 @@ class model_runner {
       fail("oom-with-room", p.name + ": allocate(" + std::to_string(bytes) + ") with " +
                               std::to_string(p.pages.pages()) + " live pages in a range of " +
                               std::to_string(capacity_pages(p)) + " pages and " +
-                              std::to_string(live_pages()) + " live pages on the device: " +
-                              r.error);
+                              std::to_string(live_pages()) +
+                              " live pages on the device: " + r.error);
     }
     judge(r, "allocate");
     if (faulty && alloc_->stats(p.id, 0).live_blocks > before) {
-      fail("failed-allocate-allocated", p.name + ": live blocks grew from " +
-                                          std::to_string(before) + " after " + r.error);
+      fail("failed-allocate-allocated",
+           p.name + ": live blocks grew from " + std::to_string(before) + " after " + r.error);
     }
     return false;
   }
@@ -559,8 +583,8 @@ class model_runner {
     } catch (usage_error const&) {
       return;  // a double free: the failed deallocate had freed it, as documented
     }
-    fail("failed-free-not-freed", hex(ptr) + ": deallocate threw (" + r.error +
-                                    ") but the block was still live");
+    fail("failed-free-not-freed",
+         hex(ptr) + ": deallocate threw (" + r.error + ") but the block was still live");
   }
 
   /// True when the pool's range must hold a block of `bytes`: it has a run of whole pages
@@ -606,8 +630,7 @@ class model_runner {
 
   /// Takes a new block into the model: no overlap with a live block, inside its pool's
   /// range, bytes written.
-  void adopt(pool_slot& p, CUdeviceptr ptr, std::size_t bytes, CUstream stream,
-             content const& data)
+  void adopt(pool_slot& p, CUdeviceptr ptr, std::size_t bytes, CUstream stream, content const& data)
   {
     if (p.base_known && (ptr < p.base || ptr + bytes > p.base + capacity_pages(p) * page_size_ ||
                          p.base % page_size_ != 0)) {
@@ -734,7 +757,9 @@ class model_runner {
       call();
       return;
     } catch (cuda_error const& e) {
-      if (gate_->quiet_since(ticket)) { fail(std::string("driver-call-failed:") + what, where + ": " + e.what()); }
+      if (gate_->quiet_since(ticket)) {
+        fail(std::string("driver-call-failed:") + what, where + ": " + e.what());
+      }
     }
     auto const quiet = gate_->quiet();
     try {
@@ -798,7 +823,8 @@ class model_runner {
   {
     if (bytes < 4) { return; }
     for (std::size_t i = 0; i < count; ++i) {
-      std::uint32_t const word = i + 1 == count ? last_word : 0xA5A5A5A5U + static_cast<std::uint32_t>(i);
+      std::uint32_t const word =
+        i + 1 == count ? last_word : 0xA5A5A5A5U + static_cast<std::uint32_t>(i);
       own("memset", "block " + hex(ptr),
           [&] { drv_->memset_d32_async(ptr, word, bytes / 4, stream); });
     }
@@ -818,8 +844,14 @@ class model_runner {
 
   pool_slot make_pool(std::uint8_t options_byte)
   {
-    pool_slot p{0, config_.name + "p" + std::to_string(pools_created_++),
-                pool_options_from(options_byte, device_bytes_), false, false, 0, 0, {},
+    pool_slot p{0,
+                config_.name + "p" + std::to_string(pools_created_++),
+                pool_options_from(options_byte, device_bytes_),
+                false,
+                false,
+                0,
+                0,
+                {},
                 page_ledger(page_size_)};
     p.read_only      = p.options.read_only;
     p.ever_read_only = p.read_only;
@@ -880,12 +912,11 @@ class model_runner {
   /// A check() text without the pool name and the numbers, to tell kinds of failure apart.
   [[nodiscard]] static std::string normalized(std::string const& problem)
   {
-    std::string text = problem.substr(problem.find(": ") == std::string::npos
-                                        ? 0
-                                        : problem.find(": ") + 2);
-    text.erase(std::remove_if(text.begin(), text.end(),
-                              [](char c) { return c >= '0' && c <= '9'; }),
-               text.end());
+    std::string text =
+      problem.substr(problem.find(": ") == std::string::npos ? 0 : problem.find(": ") + 2);
+    text.erase(
+      std::remove_if(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }),
+      text.end());
     return text;
   }
 

@@ -27,8 +27,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
-#include <memory>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -101,7 +101,7 @@ template <typename Next>
 [[nodiscard]] std::optional<session_failure> run_session(model_runner& runner, Next&& next,
                                                          std::size_t count,
                                                          std::atomic<bool> const* stop = nullptr,
-                                                         std::size_t history = 40)
+                                                         std::size_t history           = 40)
 {
   op_history last(history);
   std::size_t index = 0;
@@ -127,8 +127,8 @@ template <typename Next>
 [[nodiscard]] inline allocator_options allocator_options_for(std::uint64_t seed)
 {
   allocator_options o;
-  o.workers              = 2;
-  std::uint64_t const r  = mix64(seed ^ 0x5EEDULL);
+  o.workers             = 2;
+  std::uint64_t const r = mix64(seed ^ 0x5EEDULL);
   if (r % 4 == 3) {
     o.host.limit_bytes = std::size_t{6} << 20;
     o.host.slab_bytes  = std::size_t{1} << 20;
@@ -145,8 +145,8 @@ template <typename Next>
 /// (out-of-memory recovery runs), and evictions stay cheap enough for 10^6 ops per CI run.
 [[nodiscard]] inline std::size_t page_budget(driver const& drv, std::size_t runners)
 {
-  std::size_t const pages = drv.device_total_memory(drv.device(0)) /
-                            drv.allocation_granularity(drv.device(0));
+  std::size_t const pages =
+    drv.device_total_memory(drv.device(0)) / drv.allocation_granularity(drv.device(0));
   return pages * 3 / 4 / runners;
 }
 
@@ -196,8 +196,8 @@ template <typename Next>
          std::to_string(c.over_budget) + " allocations over the page budget, " +
          std::to_string(c.evict_refusals) + " evictions short of host budget; " +
          std::to_string(c.restores_verified) + " restores verified, " +
-         std::to_string(c.blocks_compared) + " blocks (" +
-         std::to_string(c.bytes_compared >> 20) + " MiB) compared";
+         std::to_string(c.blocks_compared) + " blocks (" + std::to_string(c.bytes_compared >> 20) +
+         " MiB) compared";
 }
 
 }  // namespace swapalloc::testing::model

@@ -53,10 +53,14 @@ struct content {
 [[nodiscard]] constexpr char const* to_string(content_kind kind) noexcept
 {
   switch (kind) {
-    case content_kind::random_words: return "random_words";
-    case content_kind::zero_tail: return "zero_tail";
-    case content_kind::bf16_lanes: return "bf16_lanes";
-    case content_kind::repeated: return "repeated";
+    case content_kind::random_words:
+      return "random_words";
+    case content_kind::zero_tail:
+      return "zero_tail";
+    case content_kind::bf16_lanes:
+      return "bf16_lanes";
+    case content_kind::repeated:
+      return "repeated";
   }
   return "unknown";
 }
@@ -84,10 +88,14 @@ struct content {
                                                    std::uint64_t index) noexcept
 {
   switch (kind) {
-    case content_kind::random_words: return word_hash(seed, index);
-    case content_kind::zero_tail: return index < 512 ? word_hash(seed, index) : 0;  // 4 KiB
-    case content_kind::bf16_lanes: return bf16_lanes(word_hash(seed, index));
-    case content_kind::repeated: return mix64(seed);
+    case content_kind::random_words:
+      return word_hash(seed, index);
+    case content_kind::zero_tail:
+      return index < 512 ? word_hash(seed, index) : 0;  // 4 KiB
+    case content_kind::bf16_lanes:
+      return bf16_lanes(word_hash(seed, index));
+    case content_kind::repeated:
+      return mix64(seed);
   }
   return 0;
 }

@@ -34,9 +34,9 @@ std::optional<session_failure> replay(swapalloc::driver const& drv, sim_control 
                                       CUdevice device, std::uint64_t seed,
                                       std::vector<op> const& ops, std::size_t history)
 {
-  std::size_t at = 0;
-  single_run const run =
-    run_single(drv, sim, seed, [&] { return ops[at++]; }, ops.size(), history);
+  std::size_t at       = 0;
+  single_run const run = run_single(
+    drv, sim, seed, [&] { return ops[at++]; }, ops.size(), history);
   if (drv.table().cuCtxSynchronize() != CUDA_SUCCESS) {  // a sticky error: start afresh
     (void)drv.table().cuDevicePrimaryCtxReset(device);
   }
@@ -45,8 +45,8 @@ std::optional<session_failure> replay(swapalloc::driver const& drv, sim_control 
 
 /// The ops up to the failure, if `ops` fails with `signature`.
 std::optional<std::vector<op>> fails_alike(swapalloc::driver const& drv, sim_control const& sim,
-                                           CUdevice device, std::uint64_t seed,
-                                           std::vector<op> ops, std::string const& signature)
+                                           CUdevice device, std::uint64_t seed, std::vector<op> ops,
+                                           std::string const& signature)
 {
   std::optional<session_failure> const failure = replay(drv, sim, device, seed, ops, 0);
   if (!failure || failure->signature != signature) { return std::nullopt; }
@@ -127,8 +127,8 @@ int main(int argc, char** argv)
   ::setenv("SWAPALLOC_CUDA_DRIVER", SWAPALLOC_MODEL_CUDASIM, 0);
   bool const from_file     = std::string(argv[1]) == "--bytes";
   std::uint64_t const seed = from_file ? 0 : std::strtoull(argv[1], nullptr, 0);
-  std::vector<op> ops = from_file ? ops_of_file(argv[2])
-                                  : ops_of_seed(seed, std::strtoull(argv[2], nullptr, 0));
+  std::vector<op> ops =
+    from_file ? ops_of_file(argv[2]) : ops_of_seed(seed, std::strtoull(argv[2], nullptr, 0));
   swapalloc::driver const& drv = swapalloc::testing::shared_driver();
   sim_control const sim(drv);
   CUdevice const device = drv.device(0);

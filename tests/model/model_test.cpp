@@ -100,7 +100,8 @@ TEST_F(ModelTest, SingleThreaded)
   auto const start     = std::chrono::steady_clock::now();
   for (std::uint64_t const seed : seeds_to_run()) {
     scheduled_ops<random_ops> source(random_ops(seed), checkpoint_every);
-    single_run const run = run_single(drv(), sim(), seed, [&] { return source.next(); }, ops);
+    single_run const run = run_single(
+      drv(), sim(), seed, [&] { return source.next(); }, ops);
     total += run.counters;
     faults += run.faults_armed;
     if (auto const& failure = run.failure; failure) {
@@ -125,9 +126,9 @@ struct thread_run {
 
 TEST_F(ModelTest, MultiThreaded)
 {
-  std::uint64_t const ops     = env_number("SWAPALLOC_MODEL_OPS", default_ops);
-  std::size_t const threads   = env_number("SWAPALLOC_MODEL_THREADS", 3);
-  std::size_t const budget    = page_budget(drv(), threads);
+  std::uint64_t const ops   = env_number("SWAPALLOC_MODEL_OPS", default_ops);
+  std::size_t const threads = env_number("SWAPALLOC_MODEL_THREADS", 3);
+  std::size_t const budget  = page_budget(drv(), threads);
   runner_counters total;
   std::uint64_t faults = 0;
   auto const start     = std::chrono::steady_clock::now();
@@ -142,11 +143,12 @@ TEST_F(ModelTest, MultiThreaded)
       workers.emplace_back([&, t] {
         try {
           drv().set_current_context(context());
-          model_runner runner(*under_test, drv(), gate,
-                              runner_config{"t" + std::to_string(t) + "-", 2, 2, budget,
-                                            runs[t].seed});
+          model_runner runner(
+            *under_test, drv(), gate,
+            runner_config{"t" + std::to_string(t) + "-", 2, 2, budget, runs[t].seed});
           scheduled_ops<random_ops> source(random_ops(runs[t].seed), checkpoint_every);
-          runs[t].failure  = run_session(runner, [&] { return source.next(); }, ops, &stop);
+          runs[t].failure = run_session(
+            runner, [&] { return source.next(); }, ops, &stop);
           runs[t].counters = runner.counters();
         } catch (std::exception const& e) {  // setting up the thread's runner failed
           runs[t].failure = session_failure{0, "setup", e.what(), ""};
