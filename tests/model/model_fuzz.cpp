@@ -8,6 +8,7 @@
 //
 // The simulator is loaded from the build (SWAPALLOC_CUDA_DRIVER, unless set) with a
 // 64 MiB device (SWAPALLOC_SIM_MEMORY, unless set), as model_tests runs.
+#include "model_fuzz_input.hpp"
 #include "model_session.hpp"
 
 #include "driver_support.hpp"
@@ -22,10 +23,6 @@
 namespace {
 
 using namespace swapalloc::testing::model;
-
-/// Ops an input may hold: enough for every interplay of a few pools, few enough to keep
-/// an execution in tens of milliseconds.
-constexpr std::size_t max_ops = 64;
 
 /// The process's driver with device 0's primary context current, made once.
 struct fuzz_process {
@@ -45,16 +42,6 @@ fuzz_process& process()
 {
   static fuzz_process instance;
   return instance;
-}
-
-/// FNV-1a of the input: the seed of the block contents and the allocator's options.
-std::uint64_t seed_of(std::span<std::uint8_t const> input)
-{
-  std::uint64_t hash = 0xCBF29CE484222325ULL;
-  for (std::uint8_t const b : input) {
-    hash = (hash ^ b) * 0x100000001B3ULL;
-  }
-  return hash;
 }
 
 /// Aborts unless the driver holds what it held before the input (streams and events are
@@ -96,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size
   (void)LLVMFuzzerInitialize(nullptr, nullptr);  // a no-op after the first call
   std::span<std::uint8_t const> const input(data, size);
   byte_ops source(input);
-  std::size_t const count     = std::min(size / op_bytes, max_ops);
+  std::size_t const count     = std::min(size / op_bytes, max_fuzz_ops);
   cudasim_census const before = process().sim.census();
   single_run const run        = run_single(
            process().drv, process().sim, seed_of(input),
@@ -105,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size
       (void)source.next(o);
       return o;
     },
-           count, max_ops);
+           count, max_fuzz_ops);
   if (run.failure) {
     std::fprintf(stderr, "model_fuzz: failed at op #%zu of %zu: %s\nops:\n%s", run.failure->index,
                  count, run.failure->message.c_str(), run.failure->history.c_str());

@@ -102,7 +102,7 @@ struct runner_config {
   std::size_t streams{3};       ///< non-blocking streams besides the legacy stream
   std::size_t page_budget{30};  ///< pages of live data this runner may hold
   std::uint64_t seed{0};        ///< block contents and the first pools' options
-  /// After every op, the driver's census must match the allocator's resident pages: no
+  /// After every op, the driver's device memory must be the allocator's resident pages: no
   /// mapping or handle the allocator lost track of. Only where this allocator is the
   /// process's only user of the device and one thread calls it (single-threaded modes).
   bool census_check{false};
@@ -237,9 +237,6 @@ class model_runner {
     std::uint64_t restored_epoch{0};  ///< evict_epoch at the latest successful restore
     std::vector<shadow_block> blocks;
     page_ledger pages;
-    CUdeviceptr base{0};  ///< the start of the pool's range, once known
-    bool base_known{false};
-    bool allocated_before{false};  ///< an allocation was attempted
   };
 
   /// How one allocator call went.
@@ -479,22 +476,21 @@ class model_runner {
     return "checkpoint: " + std::to_string(blocks) + " blocks compared";
   }
 
-  /// The driver holds exactly the pages the allocator counts as resident: one mapping
-  /// per page (map_pages maps page by page), no handle left unreleased.
+  /// The driver holds exactly the device memory the allocator counts as resident (its
+  /// pools' reserved bytes): a mapping or a handle it lost track of would hold more.
   /// (Counted from the census when the runner started: what an earlier allocator in the
   /// process left behind is not this one's.)
   void check_census(op const& o)
   {
     cudasim_census const now   = gate_->sim().census();
-    std::size_t const mappings = now.mappings - census_base_.mappings;
-    std::size_t const handles  = now.handles - census_base_.handles;
     std::size_t const physical = now.physical_bytes - census_base_.physical_bytes;
     std::size_t const resident = alloc_->device_stats(0).reserved_bytes;
-    if (mappings * page_size_ != resident || handles != 0 || physical != resident) {
+    if (physical != resident) {
       fail("census", std::string("after ") + to_string(o.kind) + ": the driver holds " +
-                       std::to_string(mappings) + " mappings, " + std::to_string(handles) +
-                       " unreleased handles and " + std::to_string(physical) +
-                       " bytes of device memory; the allocator counts " + std::to_string(resident) +
+                       std::to_string(physical) + " bytes of device memory (" +
+                       std::to_string(now.mappings - census_base_.mappings) + " mappings, " +
+                       std::to_string(now.handles - census_base_.handles) +
+                       " unreleased handles); the allocator counts " + std::to_string(resident) +
                        " resident bytes");
     }
   }
@@ -542,19 +538,10 @@ class model_runner {
       pool_scope const scope(*alloc_, p.id);
       ptr = alloc_->allocate(bytes, 0, stream);
     });
-    bool const first_attempt = !p.allocated_before;
-    p.allocated_before       = true;
-    if (r.ok) {
-      // A fresh block cache places its first block at offset 0: the range's base. (After a
-      // failed first attempt, the high-water mark may have moved.)
-      p.base_known = p.base_known || first_attempt;
-      p.base       = first_attempt ? ptr : p.base;
-      return true;
-    }
+    if (r.ok) { return true; }
     // The page budget leaves the device room for every live page and this block, once
-    // cached pages are released; only the pool's own range may be too fragmented.
-    bool const range_full = r.error.find("address range") != std::string::npos;
-    if (r.quiet && r.oom && range_full && !va_room(p, bytes)) {
+    // cached pages are released: only the pool's own range may lack a place for it.
+    if (r.quiet && r.oom && !va_room(p, bytes)) {
       ++counters_.oom_tolerated;
       return false;
     }
@@ -588,31 +575,30 @@ class model_runner {
   }
 
   /// True when the pool's range must hold a block of `bytes`: it has a run of whole pages
-  /// that no live block touches (after out-of-memory recovery, nothing else holds them:
-  /// cached and held blocks are released, and only pages with live data are evicted)
-  /// as long as the block. The range starts at the pool's first block (see `adopt`); until
-  /// that is known, the worst case: L live pages anywhere leave a run of (C - L) / (L + 1).
+  /// that no live block touches as long as the block (after out-of-memory recovery nothing
+  /// else holds a page: cached and held blocks are released, and only pages with live data
+  /// are evicted). The range's base is not known, but its C pages contain every live page:
+  /// a gap between live pages lies inside it, and of the C - span pages beside the span of
+  /// live pages, one side has at least half.
   [[nodiscard]] bool va_room(pool_slot const& p, std::size_t bytes) const
   {
     std::size_t const c    = capacity_pages(p);
     std::size_t const need = (round_request(bytes) + page_size_ - 1) / page_size_;
-    if (!p.base_known) {
-      std::size_t const l = p.pages.pages();
-      return l < c && (c - l) / (l + 1) >= need;
-    }
-    std::vector<std::uint8_t> used(c, 0);
+    std::vector<std::uint64_t> used;
     for (shadow_block const& b : p.blocks) {
-      for (std::size_t page = (b.ptr - p.base) / page_size_;
-           page <= (b.ptr + b.bytes - 1 - p.base) / page_size_; ++page) {
-        used[page] = 1;
+      for (std::uint64_t page = b.ptr / page_size_; page <= (b.ptr + b.bytes - 1) / page_size_;
+           ++page) {
+        used.push_back(page);
       }
     }
-    std::size_t run = 0;
-    for (std::size_t page = 0; page < c; ++page) {
-      run = used[page] != 0 ? 0 : run + 1;
-      if (run >= need) { return true; }
+    if (used.empty()) { return c >= need; }
+    std::sort(used.begin(), used.end());
+    std::uint64_t const span = used.back() - used.front() + 1;
+    std::uint64_t run        = span < c ? (c - span + 1) / 2 : 0;
+    for (std::size_t i = 1; i < used.size(); ++i) {
+      run = std::max<std::uint64_t>(run, used[i] - used[i - 1] - (used[i] != used[i - 1] ? 1 : 0));
     }
-    return false;
+    return run >= need;
   }
 
   [[nodiscard]] std::size_t capacity_pages(pool_slot const& p) const noexcept
@@ -628,16 +614,10 @@ class model_runner {
     return b.epoch == p.evict_epoch || p.restored_epoch == p.evict_epoch;
   }
 
-  /// Takes a new block into the model: no overlap with a live block, inside its pool's
-  /// range, bytes written.
+  /// Takes a new block into the model: no overlap with a live block, the pool's live
+  /// pages within as many pages as its range has, bytes written.
   void adopt(pool_slot& p, CUdeviceptr ptr, std::size_t bytes, CUstream stream, content const& data)
   {
-    if (p.base_known && (ptr < p.base || ptr + bytes > p.base + capacity_pages(p) * page_size_ ||
-                         p.base % page_size_ != 0)) {
-      fail("outside-the-pool", p.name + ": allocate(" + std::to_string(bytes) + ") returned " +
-                                 hex(ptr) + ", outside the range that starts at its first block, " +
-                                 hex(p.base));
-    }
     auto const after = live_.lower_bound(ptr);
     if ((after != live_.end() && after->first < ptr + bytes) ||
         (after != live_.begin() && std::prev(after)->second > ptr)) {
@@ -647,6 +627,12 @@ class model_runner {
     live_.emplace(ptr, ptr + bytes);
     p.blocks.push_back(shadow_block{ptr, bytes, stream, p.evict_epoch, data});
     p.pages.add(ptr, bytes);
+    if (p.pages.span() > capacity_pages(p)) {
+      fail("outside-the-pool", p.name + ": allocate(" + std::to_string(bytes) + ") returned " +
+                                 hex(ptr) + "; the pool's live blocks now span " +
+                                 std::to_string(p.pages.span()) + " pages, its range has " +
+                                 std::to_string(capacity_pages(p)));
+    }
     write_block(p.blocks.back(), p.name);
   }
 

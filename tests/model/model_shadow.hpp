@@ -154,6 +154,18 @@ class page_ledger {
 
   /// Distinct pages with at least one live block.
   [[nodiscard]] std::size_t pages() const noexcept { return users_.size(); }
+  /// Pages from the lowest to the highest live page (0 when none). Cost: a walk.
+  [[nodiscard]] std::size_t span() const noexcept
+  {
+    if (users_.empty()) { return 0; }
+    std::uint64_t low  = UINT64_MAX;
+    std::uint64_t high = 0;
+    for (auto const& [page, count] : users_) {
+      low  = std::min(low, page);
+      high = std::max(high, page);
+    }
+    return high - low + 1;
+  }
   [[nodiscard]] std::size_t page_size() const noexcept { return page_size_; }
 
   /// Pages a block of `bytes` may touch wherever it lands: its whole pages, plus one where

@@ -11,6 +11,7 @@
 // A tool, not a test: each candidate runs on a fresh allocator in this process; a sticky
 // driver error left by a failed candidate is cleared with a primary context reset. The
 // minimal sequences become named tests in model_regression_test.cpp, written by hand.
+#include "model_fuzz_input.hpp"
 #include "model_session.hpp"
 
 #include "driver_support.hpp"
@@ -103,13 +104,18 @@ std::vector<op> ops_of_seed(std::uint64_t seed, std::size_t count)
   return ops;
 }
 
-std::vector<op> ops_of_file(char const* path)
+std::vector<std::uint8_t> bytes_of_file(char const* path)
 {
   std::ifstream file(path, std::ios::binary);
-  std::vector<std::uint8_t> const bytes{std::istreambuf_iterator<char>(file), {}};
+  return std::vector<std::uint8_t>{std::istreambuf_iterator<char>(file), {}};
+}
+
+/// The ops of a fuzzer input, as model_fuzz decodes them (at most max_fuzz_ops).
+std::vector<op> ops_of_bytes(std::vector<std::uint8_t> const& bytes)
+{
   byte_ops source(bytes);
   std::vector<op> ops;
-  for (op o; source.next(o);) {
+  for (op o; ops.size() < max_fuzz_ops && source.next(o);) {
     ops.push_back(o);
   }
   return ops;
@@ -125,10 +131,13 @@ int main(int argc, char** argv)
   }
   ::setenv("SWAPALLOC_SIM_MEMORY", "64M", 0);
   ::setenv("SWAPALLOC_CUDA_DRIVER", SWAPALLOC_MODEL_CUDASIM, 0);
-  bool const from_file     = std::string(argv[1]) == "--bytes";
-  std::uint64_t const seed = from_file ? 0 : std::strtoull(argv[1], nullptr, 0);
+  bool const from_file = std::string(argv[1]) == "--bytes";
+  std::vector<std::uint8_t> const bytes =
+    from_file ? bytes_of_file(argv[2]) : std::vector<std::uint8_t>{};
+  // A fuzzer input's seed is its hash (model_fuzz.cpp), kept while ops are dropped.
+  std::uint64_t const seed = from_file ? seed_of(bytes) : std::strtoull(argv[1], nullptr, 0);
   std::vector<op> ops =
-    from_file ? ops_of_file(argv[2]) : ops_of_seed(seed, std::strtoull(argv[2], nullptr, 0));
+    from_file ? ops_of_bytes(bytes) : ops_of_seed(seed, std::strtoull(argv[2], nullptr, 0));
   swapalloc::driver const& drv = swapalloc::testing::shared_driver();
   sim_control const sim(drv);
   CUdevice const device = drv.device(0);
