@@ -272,7 +272,9 @@ class random_ops {
     if (roll < 76) { return between(4 * KiB, 64 * KiB); }
     if (roll < 91) { return between(64 * KiB, MiB); }
     if (roll < 94) {  // around one and two pages: blocks that end just past a boundary
-      return static_cast<std::uint32_t>((1 + below(2)) * 2 * MiB - 4 * KiB + below(8 * KiB));
+      std::uint64_t const page_end = (1 + below(2)) * 2 * MiB;
+      return static_cast<std::uint32_t>(page_end - std::uint64_t{4} * KiB +
+                                        below(std::uint64_t{8} * KiB));
     }
     return between(MiB + 1, 5 * MiB + MiB / 2);
   }

@@ -121,9 +121,8 @@ std::vector<op> ops_of_bytes(std::vector<std::uint8_t> const& bytes)
   return ops;
 }
 
-}  // namespace
-
-int main(int argc, char** argv)
+/// The shrinker proper; main() adds only the report of an exception.
+int shrink(int argc, char** argv)
 {
   if (argc != 3) {
     std::fprintf(stderr, "usage: model_shrink SEED OPS | model_shrink --bytes FILE\n");
@@ -162,4 +161,15 @@ int main(int argc, char** argv)
               static_cast<unsigned long long>(seed), last->signature.c_str(), ops.size(),
               last->history.c_str(), last->message.c_str());
   return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv)
+{
+  try {
+    return shrink(argc, argv);
+  } catch (std::exception const& e) {
+    std::fprintf(stderr, "model_shrink: %s\n", e.what());
+    return 2;
+  }
 }
