@@ -216,7 +216,9 @@ class allocator {
       pool_residency const* const pool = state->pool(id);
       if (pool == nullptr) { continue; }
       context_scope const current(*driver_, state->context);
-      wait_for_events(*state);
+      // Freed blocks still waiting for events, or for a synchronization (a free whose event
+      // could not be recorded), are not live: after this, only allocated blocks count.
+      synchronize_device(*state);
       if (std::size_t const live = pool->pool().live_blocks(); live != 0) {
         throw misuse(usage_error_kind::bad_pool,
                      "destroy_pool('" + name + "'): " + std::to_string(live) +
@@ -1079,6 +1081,7 @@ class allocator {
             {"cached_free_bytes", s.cached_free_bytes},
             {"largest_free_block", s.largest_free_block},
             {"evicted_bytes", s.evicted_bytes},
+            {"restoring_bytes", s.restoring_bytes},
             {"stray_bytes", s.stray_bytes},
             {"host_bytes", s.host_bytes},
             {"evictions", s.evictions},

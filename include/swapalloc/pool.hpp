@@ -52,6 +52,8 @@ struct pool_stats {
                                       ///< back yet (vmm.hpp stray_pages; retried)
   std::size_t evicted_bytes{0};       ///< pages whose live bytes are in host memory
                                       ///< (evicted, or mapped again but not yet restored)
+  std::size_t restoring_bytes{0};     ///< of those, pages mapped again (device memory
+                                      ///< held; a restore in progress or rolled back)
   std::size_t host_bytes{0};          ///< host memory holding the pool's pages (stored)
   std::size_t evictions{0};           ///< pages evicted (copied out, or unmapped only)
   std::size_t restores{0};            ///< pages restored
@@ -71,6 +73,7 @@ struct pool_stats {
     largest_free_block = std::max(largest_free_block, other.largest_free_block);
     stray_bytes += other.stray_bytes;
     evicted_bytes += other.evicted_bytes;
+    restoring_bytes += other.restoring_bytes;
     host_bytes += other.host_bytes;
     evictions += other.evictions;
     restores += other.restores;
@@ -390,6 +393,7 @@ class device_pool {
     out.cached_free_bytes  = out.reserved_bytes - std::min(out.reserved_bytes, out.allocated_bytes);
     out.largest_free_block = blocks_.largest_free_resident();
     out.evicted_bytes      = blocks_.parked_pages() * blocks_.page_size();
+    out.restoring_bytes    = blocks_.pages().count(page_state::restoring) * blocks_.page_size();
     out.stray_bytes        = stray_.bytes();
     return out;
   }

@@ -103,13 +103,13 @@ class address_reservation {
 class stray_pages {
  public:
   [[nodiscard]] bool empty() const noexcept { return handles_.empty() && mappings_.empty(); }
-  /// Device bytes held by stray handles and mappings (a page may count twice: mapped, and
-  /// its handle not released).
+  /// Device bytes held by stray handles and mappings (a page both mapped and held counts
+  /// once).
   [[nodiscard]] std::size_t bytes() const noexcept
   {
     std::size_t total = 0;
-    for (auto const& handle : handles_) {
-      total += handle.second;
+    for (auto const& held : handles_) {
+      total += held.mapped_at != 0 && overlaps(held.mapped_at, held.bytes) ? 0 : held.bytes;
     }
     for (auto const& mapping : mappings_) {
       total += mapping.second;
@@ -146,8 +146,8 @@ class stray_pages {
     std::erase_if(mappings_, [&](auto const& mapping) {
       return note(drv.table().cuMemUnmap(mapping.first, mapping.second), "cuMemUnmap");
     });
-    std::erase_if(handles_, [&](auto const& handle) {
-      return note(drv.table().cuMemRelease(handle.first), "cuMemRelease");
+    std::erase_if(handles_, [&](stray_handle const& held) {
+      return note(drv.table().cuMemRelease(held.handle), "cuMemRelease");
     });
     return first;
   }
@@ -159,10 +159,14 @@ class stray_pages {
     handles_.reserve(handles_.size() + pages);
     mappings_.reserve(mappings_.size() + pages);
   }
-  /// Releases `handle` (`bytes` of memory), or keeps it if that fails. @pre reserve.
-  void release(driver const& drv, CUmemGenericAllocationHandle handle, std::size_t bytes) noexcept
+  /// Releases `handle` (`bytes` of memory, mapped at `mapped_at`, or 0), or keeps it if
+  /// that fails. @pre reserve.
+  void release(driver const& drv, CUmemGenericAllocationHandle handle, std::size_t bytes,
+               CUdeviceptr mapped_at) noexcept
   {
-    if (drv.table().cuMemRelease(handle) != CUDA_SUCCESS) { handles_.emplace_back(handle, bytes); }
+    if (drv.table().cuMemRelease(handle) != CUDA_SUCCESS) {
+      handles_.push_back(stray_handle{handle, bytes, mapped_at});
+    }
   }
   /// Unmaps [address, address + bytes), or keeps it if that fails. @pre reserve.
   void unmap(driver const& drv, CUdeviceptr address, std::size_t bytes) noexcept
@@ -173,7 +177,12 @@ class stray_pages {
   }
 
  private:
-  std::vector<std::pair<CUmemGenericAllocationHandle, std::size_t>> handles_;
+  struct stray_handle {
+    CUmemGenericAllocationHandle handle;
+    std::size_t bytes;
+    CUdeviceptr mapped_at;  // 0: never mapped
+  };
+  std::vector<stray_handle> handles_;
   std::vector<std::pair<CUdeviceptr, std::size_t>> mappings_;
 };
 
@@ -228,12 +237,12 @@ inline void map_pages(driver const& drv, CUdeviceptr address, std::size_t page_s
       try {
         drv.mem_map(page_address, page_size, handle);
       } catch (...) {
-        stray.release(drv, handle, page_size);
+        stray.release(drv, handle, page_size, 0);
         throw;
       }
       if (CUresult const result = drv.table().cuMemRelease(handle); result != CUDA_SUCCESS) {
         ++mapped;  // mapped, its handle still held: the rollback unmaps it, stray releases it
-        stray.release(drv, handle, page_size);
+        stray.release(drv, handle, page_size, page_address);
         drv.check(result, "cuMemRelease",
                   [&] { return "handle of the page at " + hex(page_address); });
       }

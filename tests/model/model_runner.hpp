@@ -476,22 +476,25 @@ class model_runner {
     return "checkpoint: " + std::to_string(blocks) + " blocks compared";
   }
 
-  /// The driver holds exactly the device memory the allocator counts as resident (its
-  /// pools' reserved bytes): a mapping or a handle it lost track of would hold more.
-  /// (Counted from the census when the runner started: what an earlier allocator in the
-  /// process left behind is not this one's.)
+  /// The driver holds exactly the device memory the allocator counts: its pools' resident
+  /// pages, the pages mapped again for a restore that did not complete (restoring), and
+  /// what failed rollbacks could not give back yet (stray, retried later): a mapping or a
+  /// handle it lost track of would hold more. (Counted from the census when the runner
+  /// started: what an earlier allocator in the process left behind is not this one's.)
   void check_census(op const& o)
   {
     cudasim_census const now   = gate_->sim().census();
     std::size_t const physical = now.physical_bytes - census_base_.physical_bytes;
-    std::size_t const resident = alloc_->device_stats(0).reserved_bytes;
+    pool_stats const counted   = alloc_->device_stats(0);
+    std::size_t const resident =
+      counted.reserved_bytes + counted.restoring_bytes + counted.stray_bytes;
     if (physical != resident) {
       fail("census", std::string("after ") + to_string(o.kind) + ": the driver holds " +
                        std::to_string(physical) + " bytes of device memory (" +
                        std::to_string(now.mappings - census_base_.mappings) + " mappings, " +
                        std::to_string(now.handles - census_base_.handles) +
                        " unreleased handles); the allocator counts " + std::to_string(resident) +
-                       " resident bytes");
+                       " (resident, restoring and stray bytes)");
     }
   }
 
