@@ -28,20 +28,6 @@ class ModelRegressionTest : public SwapTest {
     ASSERT_EQ(small_device, 0);
   }
 
-  /// A new block of `bytes` in `pool`, filled with random bytes from the host.
-  filled_block fill_new(pool_id pool, std::size_t bytes, std::uint64_t seed)
-  {
-    filled_block b;
-    {
-      pool_scope const scope(alloc(), pool);
-      b.ptr = alloc().allocate(bytes, 0, nullptr);
-    }
-    b.bytes = bytes;
-    b.data  = make_data(data_kind::random_bytes, bytes, seed);
-    drv().memcpy_htod(b.ptr, b.data.data(), bytes);
-    return b;
-  }
-
   /// The driver's device memory against what the allocator counts: resident pages, and
   /// the stray pages a failed rollback could not give back yet (vmm.hpp).
   void expect_driver_matches_allocator(std::string const& when)

@@ -89,6 +89,20 @@ class SwapTest : public AllocatorTest {
     return live;
   }
 
+  /// A new block of `bytes` in `pool`, filled with random bytes from `seed` (a host copy).
+  filled_block fill_new(pool_id pool, std::size_t bytes, std::uint64_t seed)
+  {
+    filled_block b;
+    {
+      pool_scope const scope(alloc(), pool);
+      b.ptr = alloc().allocate(bytes, 0, nullptr);
+    }
+    b.bytes = bytes;
+    b.data  = make_data(data_kind::random_bytes, bytes, seed);
+    drv().memcpy_htod(b.ptr, b.data.data(), bytes);
+    return b;
+  }
+
   /// Reads every block back and compares it with its bytes; names the first difference.
   void expect_intact(std::vector<filled_block> const& blocks, std::string const& when) const
   {

@@ -26,30 +26,29 @@ class SwapRegressionTest : public SwapTest {
       << "SWAPALLOC_SIM_MEMORY was set by the environment";
   }
 
-  /// A block of `bytes` in `pool`, filled with random bytes from `seed`.
-  filled_block make_block(pool_id pool, std::size_t bytes, std::uint64_t seed)
-  {
-    pool_scope const scope(alloc(), pool);
-    filled_block b;
-    b.bytes = bytes;
-    b.ptr   = alloc().allocate(bytes, 0, nullptr);
-    b.data  = make_data(data_kind::random_bytes, bytes, seed);
-    drv().memcpy_htod(b.ptr, b.data.data(), bytes);
-    return b;
-  }
-
   /// Host bytes the simulator holds beyond the transfer engine's staging ring.
   [[nodiscard]] std::size_t host_bytes_beyond_staging(std::size_t at_start) const
   {
     return sim().census().host_bytes - at_start - staging_ring_bytes();
   }
 
-  /// Evicts pool `pool` with no block in it yet but a 4 KiB one, so that the device's
-  /// swap tier (streams, staging ring) exists before a test measures host memory.
+  /// 4 x 8 MiB of weights in `pool` (from `seed`), evicted: half the device on the host.
+  std::vector<filled_block> evicted_weights(pool_id pool, std::uint64_t seed)
+  {
+    std::vector<filled_block> blocks;
+    for (std::uint64_t i = 0; i < 4; ++i) {
+      blocks.push_back(fill_new(pool, 8 * MiB, seed + i));
+    }
+    (void)alloc().evict(pool, 0);
+    return blocks;
+  }
+
+  /// Evicts a pool of one 4 KiB block, so that the device's swap tier (streams, staging
+  /// ring) exists before a test measures host memory.
   void warm_up_swap_tier()
   {
     pool_id const warm = make_pool("warm");
-    filled_block b     = make_block(warm, 4096, 1);
+    filled_block b     = fill_new(warm, 4096, 1);
     (void)alloc().evict(warm, 0);
     alloc().deallocate(b.ptr, b.bytes, 0, nullptr);
   }
@@ -64,12 +63,12 @@ TEST_F(SwapRegressionTest, ABlockAllocatedAfterAFreeWhileEvictedNeverLandsOnAnEv
   warm_up_swap_tier();
   std::size_t const host_at_start = sim().census().host_bytes - staging_ring_bytes();
   pool_id const pool              = make_pool("model");
-  filled_block s                  = make_block(pool, 4 * KiB, 11);
-  std::vector<filled_block> a{make_block(pool, 3 * MiB + 4 * KiB, 12)};
+  filled_block s                  = fill_new(pool, 4 * KiB, 11);
+  std::vector<filled_block> a{fill_new(pool, 3 * MiB + 4 * KiB, 12)};
   (void)alloc().evict(pool, 0);
   alloc().deallocate(s.ptr, s.bytes, 0, nullptr);  // still evicted
   EXPECT_EQ(alloc().check(), "");
-  std::vector<filled_block> fresh{make_block(pool, 2 * MiB, 13)};
+  std::vector<filled_block> fresh{fill_new(pool, 2 * MiB, 13)};
   EXPECT_EQ(alloc().check(), "");
   CUdeviceptr const a_last_page = (a[0].ptr + a[0].bytes - 1) / gran() * gran();
   EXPECT_TRUE(fresh[0].ptr + fresh[0].bytes <= a_last_page || fresh[0].ptr >= a_last_page + gran())
@@ -89,12 +88,12 @@ TEST_F(SwapRegressionTest, EmptyCacheWhileEvictedNeverLetsABlockLandOnAnEvictedP
   warm_up_swap_tier();
   std::size_t const host_at_start = sim().census().host_bytes - staging_ring_bytes();
   pool_id const pool              = make_pool("model");
-  std::vector<filled_block> kept{make_block(pool, 4 * KiB, 21),
-                                 make_block(pool, 3 * MiB + 4 * KiB, 22)};
+  std::vector<filled_block> kept{fill_new(pool, 4 * KiB, 21),
+                                 fill_new(pool, 3 * MiB + 4 * KiB, 22)};
   (void)alloc().evict(pool, 0);
   (void)alloc().empty_cache();
   EXPECT_EQ(alloc().check(), "");
-  std::vector<filled_block> fresh{make_block(pool, 2 * MiB, 23)};
+  std::vector<filled_block> fresh{fill_new(pool, 2 * MiB, 23)};
   (void)alloc().restore(pool, 0);
   expect_intact(kept, "the evicted blocks after the restore");
   expect_intact(fresh, "the block allocated while evicted");
@@ -113,7 +112,7 @@ TEST_F(SwapRegressionTest, APoolMadeWritableAgainIsCopiedAtItsNextEviction)
   std::vector<filled_block> blocks;
   std::uint64_t seed = 31;
   for (std::size_t bytes : {4 * MiB, 3 * MiB + 512, 256 * KiB, 5 * MiB}) {
-    blocks.push_back(make_block(pool, bytes, seed++));
+    blocks.push_back(fill_new(pool, bytes, seed++));
   }
   (void)alloc().evict(pool, 0);
   (void)alloc().restore(pool, 0);  // the copies are kept, the pages clean
@@ -140,8 +139,8 @@ TEST_F(SwapRegressionTest, AKeptCopyOfAPageWhoseBlocksWereAllFreedIsDroppedAtEvi
   pool_options o;
   o.read_only        = true;
   pool_id const pool = alloc().create_pool("weights", o);
-  filled_block gone  = make_block(pool, 2 * MiB, 81);  // page 0 alone
-  std::vector<filled_block> kept{make_block(pool, 2 * MiB, 82)};
+  filled_block gone  = fill_new(pool, 2 * MiB, 81);  // page 0 alone
+  std::vector<filled_block> kept{fill_new(pool, 2 * MiB, 82)};
   (void)alloc().evict(pool, 0);
   (void)alloc().restore(pool, 0);  // both copies kept
   alloc().deallocate(gone.ptr, gone.bytes, 0, nullptr);
@@ -163,7 +162,7 @@ TEST_F(SwapRegressionTest, ARestoreWhoseRollbackCouldNotUnmapAPageFillsItAtTheRe
   warm_up_swap_tier();
   std::size_t const host_at_start = sim().census().host_bytes - staging_ring_bytes();
   pool_id const pool              = make_pool("raw", codec_id::raw);
-  std::vector<filled_block> blocks{make_block(pool, 6 * MiB, 41), make_block(pool, 300 * KiB, 42)};
+  std::vector<filled_block> blocks{fill_new(pool, 6 * MiB, 41), fill_new(pool, 300 * KiB, 42)};
   evict_result const out = alloc().evict(pool, 0);
   ASSERT_EQ(out.pages_copied, 4U);
   ASSERT_EQ(sim().fail_call("cuMemcpyHtoDAsync", 2, CUDA_SUCCESS), CUDA_SUCCESS);
@@ -186,13 +185,9 @@ TEST_F(SwapRegressionTest, ARestoreWhoseRollbackCouldNotUnmapAPageFillsItAtTheRe
 // cache, although allocating 32 MiB in the same state succeeded.
 TEST_F(SwapRegressionTest, RestoreReleasesCachedPagesBeforeGivingUp)
 {
-  pool_id const weights = make_pool("weights");
-  pool_id const scratch = make_pool("scratch");
-  std::vector<filled_block> blocks;
-  for (std::uint64_t i = 0; i < 4; ++i) {
-    blocks.push_back(make_block(weights, 8 * MiB, 51 + i));
-  }
-  (void)alloc().evict(weights, 0);
+  pool_id const weights            = make_pool("weights");
+  pool_id const scratch            = make_pool("scratch");
+  std::vector<filled_block> blocks = evicted_weights(weights, 51);
   {
     pool_scope const scope(alloc(), scratch);
     CUdeviceptr const p = alloc().allocate(48 * MiB, 0, nullptr);
@@ -208,14 +203,10 @@ TEST_F(SwapRegressionTest, RestoreReleasesCachedPagesBeforeGivingUp)
 
 TEST_F(SwapRegressionTest, ARestoreThatCannotFitThrowsOutOfMemoryAndStaysRestorable)
 {
-  pool_id const weights = make_pool("weights");
-  pool_id const scratch = make_pool("scratch");
-  std::vector<filled_block> blocks;
-  for (std::uint64_t i = 0; i < 4; ++i) {
-    blocks.push_back(make_block(weights, 8 * MiB, 61 + i));
-  }
-  (void)alloc().evict(weights, 0);
-  CUdeviceptr held = 0;
+  pool_id const weights            = make_pool("weights");
+  pool_id const scratch            = make_pool("scratch");
+  std::vector<filled_block> blocks = evicted_weights(weights, 61);
+  CUdeviceptr held                 = 0;
   {
     pool_scope const scope(alloc(), scratch);
     held = alloc().allocate(48 * MiB, 0, nullptr);  // live: nothing to release
@@ -276,9 +267,9 @@ TEST_F(SwapRegressionTest, FragmentedAddressesDoNotRunOutBeforeTheDevice)
 TEST_F(SwapRegressionTest, TheStructureStaysConsistentWhenBlocksAreFreedWhileEvicted)
 {
   pool_id const pool = make_pool("model");
-  filled_block q     = make_block(pool, 4 * MiB + 4 * KiB, 71);
-  filled_block r     = make_block(pool, MiB + 512, 72);
-  std::vector<filled_block> s{make_block(pool, 2 * MiB, 73)};
+  filled_block q     = fill_new(pool, 4 * MiB + 4 * KiB, 71);
+  filled_block r     = fill_new(pool, MiB + 512, 72);
+  std::vector<filled_block> s{fill_new(pool, 2 * MiB, 73)};
   ASSERT_EQ(r.ptr, q.ptr + q.bytes);
   ASSERT_EQ(s[0].ptr, r.ptr + round_request(r.bytes)) << "Q, R and S are contiguous";
   (void)alloc().evict(pool, 0);
