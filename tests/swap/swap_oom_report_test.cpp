@@ -41,12 +41,10 @@ TEST_F(SwapOomReportTest, TheReportSaysWhatWasAskedWhatWasFreeAndWhereEachPoolIs
   ASSERT_EQ(sim().set_external_usage(0, 80 * MiB), CUDA_SUCCESS);
   pool_id const unet    = make_pool("unet");
   pool_id const vae     = make_pool("vae");
-  CUdeviceptr vae_block = 0;
-  CUdeviceptr live      = 0;
-  {
-    pool_scope const scope(alloc(), vae);
-    vae_block = alloc().allocate(16 * MiB, 0, nullptr);
-  }
+  // Filled, so that its host copy holds bytes (fresh pages may read as zeros, which are
+  // stored as nothing).
+  filled_block const vae_block = fill_new(vae, 16 * MiB, 6);
+  CUdeviceptr live             = 0;
   (void)alloc().evict(vae, 0);
   {
     pool_scope const scope(alloc(), unet);
@@ -91,7 +89,7 @@ TEST_F(SwapOomReportTest, TheReportSaysWhatWasAskedWhatWasFreeAndWhereEachPoolIs
   EXPECT_TRUE(default_row.empty()) << "the default pool was never used on the device";
   EXPECT_NE(what.find("24.00 MiB resident in evictable pools"), std::string::npos) << what;
   alloc().deallocate(live, 24 * MiB, 0, nullptr);
-  alloc().deallocate(vae_block, 16 * MiB, 0, nullptr);
+  alloc().deallocate(vae_block.ptr, vae_block.bytes, 0, nullptr);
   ASSERT_EQ(sim().set_external_usage(0, 0), CUDA_SUCCESS);
 }
 
