@@ -24,6 +24,9 @@
  */
 #pragma once
 
+#include <swapalloc/config.hpp>
+#include <swapalloc/errors.hpp>
+
 #include <cuda.h>
 #include <dlfcn.h>
 
@@ -38,38 +41,6 @@
 #include <utility>
 
 namespace swapalloc {
-
-/// Raised when a CUDA driver call fails. Carries the CUresult and the failing call.
-class cuda_error : public std::runtime_error {
- public:
-  cuda_error(CUresult code, std::string call, std::string const& message)
-    : std::runtime_error(message), code_(code), call_(std::move(call))
-  {
-  }
-
-  /// The CUresult the driver returned.
-  [[nodiscard]] CUresult code() const noexcept { return code_; }
-  /// The entry point that failed, e.g. "cuMemMap".
-  [[nodiscard]] std::string const& call() const noexcept { return call_; }
-
- private:
-  CUresult code_;
-  std::string call_;
-};
-
-/// Raised when no usable CUDA driver can be loaded (library, symbol or cuInit).
-class driver_unavailable : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-/// Formats a device or host address as 0x-prefixed hex, for error messages.
-[[nodiscard]] inline std::string hex(std::uintptr_t value)
-{
-  char buffer[2 + 2 * sizeof(value) + 1];
-  std::snprintf(buffer, sizeof(buffer), "0x%llx", static_cast<unsigned long long>(value));
-  return buffer;
-}
 
 /// Every driver entry point swapalloc uses, resolved at run time.
 ///
@@ -147,15 +118,15 @@ struct driver_table {
 class driver {
  public:
   /// The variable that names the driver library to load instead of libcuda.so.1.
-  static constexpr char const* path_variable = "SWAPALLOC_CUDA_DRIVER";
+  static constexpr char const* path_variable = driver_variable;
   /// The library loaded when `SWAPALLOC_CUDA_DRIVER` is unset or empty.
-  static constexpr char const* default_library = "libcuda.so.1";
+  static constexpr char const* default_library = default_driver_library;
 
   /**
    * @brief Loads the driver named by SWAPALLOC_CUDA_DRIVER, else libcuda.so.1.
    * @throws driver_unavailable naming what was tried and how to point at the simulator.
    */
-  driver() : driver(library_from_environment()) {}
+  driver() : driver(driver_library_from_environment()) {}
 
   /**
    * @brief Loads the driver from `library` (a path or a soname for dlopen).
@@ -593,12 +564,6 @@ class driver {
   }
 
  private:
-  [[nodiscard]] static std::string library_from_environment()
-  {
-    char const* value = std::getenv(path_variable);
-    return (value != nullptr && *value != '\0') ? std::string(value) : std::string(default_library);
-  }
-
   [[nodiscard]] static std::string copy_arguments(std::uintptr_t dst, std::uintptr_t src,
                                                   std::size_t bytes)
   {

@@ -38,6 +38,7 @@
  */
 #pragma once
 
+#include <swapalloc/config.hpp>
 #include <swapalloc/driver.hpp>
 
 #include <unistd.h>
@@ -62,103 +63,9 @@
 
 namespace swapalloc {
 
-/// Bytes of physical RAM (sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGE_SIZE)); 0 when the
-/// OS does not say. Thread safety: any thread.
-[[nodiscard]] inline std::size_t physical_memory_bytes()
-{
-  long const pages     = ::sysconf(_SC_PHYS_PAGES);
-  long const page_size = ::sysconf(_SC_PAGE_SIZE);
-  if (pages <= 0 || page_size <= 0) { return 0; }
-  return static_cast<std::size_t>(pages) * static_cast<std::size_t>(page_size);
-}
-
-namespace detail {
-
-[[noreturn]] inline void bad_host_limit(std::string_view text, std::string_view what,
-                                        std::string_view problem)
-{
-  throw std::invalid_argument(
-    "swapalloc: " + std::string(what) + "=\"" + std::string(text) + "\" " + std::string(problem) +
-    ": accepted are a byte count with an optional K, M, G or T suffix (powers of 1024, e.g. "
-    "1073741824, 512M, 8G), a fraction of physical RAM in (0, 1] (e.g. 0.5), a percentage in "
-    "(0, 100] (e.g. 50%), or 0 or empty for the default (half of physical RAM)");
-}
-
-}  // namespace detail
-
-/**
- * @brief Parses a host memory budget.
- *
- * "0" or "" give 0 (the caller's default). A whole number with an optional suffix K, M,
- * G or T (either case; powers of 1024) is bytes; a number with a decimal point is a
- * fraction of `ram_bytes` in (0, 1]; a number followed by '%' is a percentage of
- * `ram_bytes` in (0, 100]. Fractions are rounded down to whole bytes. No spaces.
- *
- * @throws std::invalid_argument naming the variable `what`, the text, and what is accepted.
- * Thread safety: any thread (pure function).
- */
-[[nodiscard]] inline std::size_t parse_host_limit(std::string_view text, std::size_t ram_bytes,
-                                                  std::string_view what = "SWAPALLOC_HOST_LIMIT")
-{
-  if (text.empty()) { return 0; }
-  char const* const first = text.data();
-  char const* const last  = text.data() + text.size();
-  bool const percent      = text.back() == '%';
-  bool const fraction     = !percent && text.find('.') != std::string_view::npos;
-  if (percent || fraction) {
-    // std::from_chars takes a leading '-', "inf" and "nan": requiring a digit first
-    // rejects them, and ".5" too (the documented form is 0.5).
-    double value      = 0.0;
-    auto const end    = percent ? last - 1 : last;
-    auto const [p, e] = std::from_chars(first, end, value, std::chars_format::fixed);
-    if (e != std::errc() || p != end || first == end || !(first[0] >= '0' && first[0] <= '9')) {
-      detail::bad_host_limit(text, what, "is not a number");
-    }
-    double const share = percent ? value / 100.0 : value;
-    if (!(share > 0.0 && share <= 1.0)) {
-      detail::bad_host_limit(
-        text, what, percent ? "is not a percentage in (0, 100]" : "is not a fraction in (0, 1]");
-    }
-    return static_cast<std::size_t>(static_cast<double>(ram_bytes) * share);
-  }
-  unsigned shift = 0;
-  auto end       = last;
-  switch (text.back()) {
-    case 'K':
-    case 'k':
-      shift = 10;
-      break;
-    case 'M':
-    case 'm':
-      shift = 20;
-      break;
-    case 'G':
-    case 'g':
-      shift = 30;
-      break;
-    case 'T':
-    case 't':
-      shift = 40;
-      break;
-    default:
-      break;
-  }
-  if (shift != 0) { --end; }
-  std::size_t value = 0;
-  auto const [p, e] = std::from_chars(first, end, value, 10);
-  if (e == std::errc::result_out_of_range) { detail::bad_host_limit(text, what, "is too large"); }
-  if (e != std::errc() || p != end || first == end) {
-    detail::bad_host_limit(text, what, "is not a byte count");
-  }
-  if (value > (std::numeric_limits<std::size_t>::max() >> shift)) {
-    detail::bad_host_limit(text, what, "is too large");
-  }
-  return value << shift;
-}
-
 /// How a `host_store` is set up.
 struct host_store_options {
-  /// 0: SWAPALLOC_HOST_LIMIT if set and not 0, else half of physical RAM.
+  /// 0: half of physical RAM. (The allocator sets it from SWAPALLOC_HOST_LIMIT: config.hpp.)
   std::size_t limit_bytes{0};
   /// Slab size (rounded up to 256 bytes); a request larger than a slab gets a slab of its
   /// own, its size rounded up to 2 MiB.
@@ -183,8 +90,6 @@ struct host_extent {
  */
 class host_store {
  public:
-  /// The variable read when `host_store_options::limit_bytes` is 0.
-  static constexpr char const* limit_variable = "SWAPALLOC_HOST_LIMIT";
   /// Every extent starts at a multiple of this, and is held rounded up to it.
   static constexpr std::size_t alignment = 256;
   /// A request larger than a slab gets a slab of its size rounded up to this.
@@ -193,9 +98,8 @@ class host_store {
   /**
    * @brief Sets up an empty store; no memory is taken until the first allocate.
    * @pre pinned mode: the device's context is current on the calling thread.
-   * @throws std::invalid_argument for a bad SWAPALLOC_HOST_LIMIT (read once, here) or a
-   *         slab_bytes of 0; std::logic_error in pinned mode when no context is current;
-   *         cuda_error if the current context cannot be read.
+   * @throws std::invalid_argument for a slab_bytes of 0; std::logic_error in pinned mode when no
+   * context is current; cuda_error if the current context cannot be read.
    */
   explicit host_store(driver const& drv, host_store_options options = {})
     : drv_(&drv), pinned_(options.pinned)
@@ -205,12 +109,7 @@ class host_store {
     }
     slab_bytes_ = round_up(options.slab_bytes, alignment);
     limit_      = options.limit_bytes;
-    if (limit_ == 0) {
-      std::size_t const ram = physical_memory_bytes();
-      char const* value     = std::getenv(limit_variable);
-      if (value != nullptr) { limit_ = parse_host_limit(value, ram, limit_variable); }
-      if (limit_ == 0) { limit_ = ram / 2; }
-    }
+    if (limit_ == 0) { limit_ = physical_memory_bytes() / 2; }
     if (pinned_) {
       context_ = drv_->current_context();
       if (context_ == nullptr) {

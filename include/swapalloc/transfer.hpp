@@ -5,7 +5,7 @@
  *
  * One `transfer_engine` per device owns two copy streams (device-to-host, host-to-device,
  * both non-blocking so that they never wait for the legacy stream), a ring of pinned
- * staging buffers of one chunk each, and a pool of reusable events; compression and
+ * staging buffers of one chunk each, and uses the device's event pool; compression and
  * decompression run on a shared `worker_pool`. Workers never call the driver: the calling
  * thread issues every copy and map, so no worker needs a context.
  *
@@ -49,6 +49,7 @@
 #include <swapalloc/pool.hpp>
 #include <swapalloc/pool_image.hpp>
 #include <swapalloc/residency.hpp>
+#include <swapalloc/stream_events.hpp>
 #include <swapalloc/worker_pool.hpp>
 
 #include <algorithm>
@@ -96,20 +97,14 @@ struct restore_result {
   std::size_t bytes_copied{0};  ///< bytes moved over the link
 };
 
-/// A restore that found a chunk it cannot trust (checksum mismatch, malformed data): names
-/// the pool, page and chunk. The pool stays evicted with its copies.
-class restore_error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
 /// Per-device transfer machinery. See the file comment.
 class transfer_engine {
  public:
   /// Creates nothing on the device until the first evict or restore.
-  transfer_engine(driver const& drv, host_store& store, worker_pool& workers,
+  /// `events` is the device's event pool (stream_events.hpp), shared with the allocator.
+  transfer_engine(driver const& drv, host_store& store, worker_pool& workers, event_pool& events,
                   transfer_options options = {})
-    : driver_(&drv), store_(&store), workers_(&workers), options_(options)
+    : driver_(&drv), store_(&store), workers_(&workers), events_(&events), options_(options)
   {
     if (options_.staging_slots == 0 || options_.window_pages == 0) {
       throw std::invalid_argument(
@@ -121,7 +116,8 @@ class transfer_engine {
   transfer_engine(transfer_engine const&)            = delete;
   transfer_engine& operator=(transfer_engine const&) = delete;
 
-  /// Frees the streams, events and staging buffers, best effort.
+  /// Frees the streams, staging events and buffers, best effort (pooled events go back to
+  /// the event pool, which outlives the engine).
   /// @pre the device's context is current, no transfer is running, and the store outlives
   ///      the engine.
   ~transfer_engine()
@@ -131,9 +127,6 @@ class transfer_engine {
       give_back_unsettled();
     }
     if (to_device_ != nullptr) { (void)table.cuStreamSynchronize(to_device_); }
-    for (CUevent event : events_) {
-      (void)table.cuEventDestroy(event);
-    }
     for (CUevent event : slot_events_) {
       (void)table.cuEventDestroy(event);
     }
@@ -141,9 +134,6 @@ class transfer_engine {
     if (to_host_ != nullptr) { (void)table.cuStreamDestroy(to_host_); }
     if (to_device_ != nullptr) { (void)table.cuStreamDestroy(to_device_); }
   }
-
-  /// The stream restores copy on (a user stream can wait for an event recorded on it).
-  [[nodiscard]] CUstream to_device_stream() const noexcept { return to_device_; }
 
   /**
    * @brief Evicts `pages` of `residency` (ascending; resident, or restoring) into its
@@ -239,8 +229,8 @@ class transfer_engine {
       for (std::size_t i = 0; i < pages.size(); ++i) {  // pages with no piece to copy
         if (begun[i] == 0) { residency.begin_restore(pages[i]); }
       }
-      CUevent const done = take_event();
-      events_.push_back(done);  // back in the pool either way; recorded below
+      CUevent const done = events_->take();
+      events_->give_back(done);  // back in the pool either way; recorded below
       driver_->event_record(done, to_device_);
       if (stream != nullptr) { driver_->stream_wait_event(stream, done); }
       driver_->event_synchronize(done);  // the copies are in: their sources may be freed
@@ -393,14 +383,6 @@ class transfer_engine {
     return static_cast<std::byte*>(staging_) + slot * max_chunk_bytes;
   }
 
-  [[nodiscard]] CUevent take_event()
-  {
-    if (events_.empty()) { return driver_->event_create(); }
-    CUevent const event = events_.back();
-    events_.pop_back();
-    return event;
-  }
-
   [[nodiscard]] std::unique_ptr<job_scratch> take_scratch()
   {
     {
@@ -474,11 +456,11 @@ class transfer_engine {
     if (!copy->packed) { return evict_compressed_now(pass, page, std::move(copy)); }
     CUevent event = nullptr;
     try {
-      event = take_event();
+      event = events_->take();
       pass.window.push_back(in_flight{page, std::move(copy), event});
     } catch (...) {  // no copy was issued: the extent and event go straight back
       if (copy) { store_->deallocate(copy->packed); }
-      if (event != nullptr) { events_.push_back(event); }
+      if (event != nullptr) { events_->give_back(event); }
       throw;
     }
     page_copy const& issued = *pass.window.back().copy;  // from here the rollback frees it
@@ -520,7 +502,7 @@ class transfer_engine {
       } else {
         unsettled_.push_back(pending.copy->packed);  // capacity reserved: no throw
       }
-      events_.push_back(pending.event);
+      events_->give_back(pending.event);
     }
     pass.window.clear();
     to_host_unsettled_ = !idle;
@@ -531,7 +513,7 @@ class transfer_engine {
   /// freed) and is reported at the end of the eviction.
   void finish_eviction(evict_pass& pass, in_flight done)
   {
-    events_.push_back(done.event);  // idle again
+    events_->give_back(done.event);  // idle again
     page_copy* installed = nullptr;
     try {
       installed = &pass.residency.evict_copied(done.page, std::move(done.copy));
@@ -891,13 +873,13 @@ class transfer_engine {
   driver const* driver_;
   host_store* store_;
   worker_pool* workers_;
+  event_pool* events_;
   transfer_options options_;
   CUstream to_host_{nullptr};
   CUstream to_device_{nullptr};
   void* staging_{nullptr};
   std::vector<CUevent> slot_events_;
   std::vector<bool> slot_busy_;
-  std::vector<CUevent> events_;  // idle events
   // Extents of a failed evict whose stream could not be waited for (see ensure_ready).
   std::vector<host_extent> unsettled_;
   bool to_host_unsettled_{false};

@@ -223,39 +223,4 @@ class worker_pool {
   std::vector<std::thread> workers_;
 };
 
-/// The variable that sets the default worker count.
-inline constexpr char const* workers_variable = "SWAPALLOC_WORKERS";
-
-/**
- * @brief Parses a worker count: a whole number in 1..256.
- * @throws std::invalid_argument naming the variable `what`, the text and what is accepted.
- */
-[[nodiscard]] inline std::size_t parse_worker_count(std::string_view text,
-                                                    std::string_view what = workers_variable)
-{
-  std::size_t value       = 0;
-  auto const [end, error] = std::from_chars(text.data(), text.data() + text.size(), value, 10);
-  if (error != std::errc() || end != text.data() + text.size() || text.empty() || value < 1 ||
-      value > 256) {
-    throw std::invalid_argument("swapalloc: " + std::string(what) + "=\"" + std::string(text) +
-                                "\" is not a worker count: accepted is a whole number from 1 to "
-                                "256, or unset for the default");
-  }
-  return value;
-}
-
-/**
- * @brief The default number of workers: SWAPALLOC_WORKERS if set and not empty, else
- *        max(1, hardware_concurrency - 1) capped at 8 (one core is left to the thread
- *        that drives the GPU; past 8, compression outruns what the budget lets queue).
- * @throws std::invalid_argument for a bad SWAPALLOC_WORKERS, naming it.
- */
-[[nodiscard]] inline std::size_t default_worker_count()
-{
-  char const* value = std::getenv(workers_variable);
-  if (value != nullptr && *value != '\0') { return parse_worker_count(value); }
-  std::size_t const cores = std::thread::hardware_concurrency();
-  return std::clamp<std::size_t>(cores > 1 ? cores - 1 : 1, 1, 8);
-}
-
 }  // namespace swapalloc

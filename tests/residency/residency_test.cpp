@@ -24,11 +24,13 @@ class ResidencyTest : public DriverTest {
     DriverTest::SetUp();
     store_.emplace(drv());
     workers_.emplace(1);
+    events_.emplace(drv());
   }
   void TearDown() override
   {
     engine_.reset();  // before the store: its unsettled extents go back to it
     store_.reset();
+    events_.reset();
     DriverTest::TearDown();
   }
 
@@ -39,7 +41,7 @@ class ResidencyTest : public DriverTest {
   }
   transfer_engine& engine()
   {
-    if (!engine_) { engine_.emplace(drv(), *store_, *workers_); }
+    if (!engine_) { engine_.emplace(drv(), *store_, *workers_, *events_); }
     return *engine_;
   }
   /// A block of `bytes` in `pool`, filled with `value` words through the driver.
@@ -80,6 +82,7 @@ class ResidencyTest : public DriverTest {
 
   std::optional<host_store> store_;
   std::optional<worker_pool> workers_;
+  std::optional<event_pool> events_;
   std::optional<transfer_engine> engine_;
 };
 

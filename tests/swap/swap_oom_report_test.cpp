@@ -39,8 +39,8 @@ TEST_F(SwapOomReportTest, TheReportSaysWhatWasAskedWhatWasFreeAndWhereEachPoolIs
   ASSERT_EQ(device_128m, 0);
   ASSERT_EQ(drv().mem_get_info().total, 128 * MiB);
   ASSERT_EQ(sim().set_external_usage(0, 80 * MiB), CUDA_SUCCESS);
-  pool_id const unet    = make_pool("unet");
-  pool_id const vae     = make_pool("vae");
+  pool_id const unet = make_pool("unet");
+  pool_id const vae  = make_pool("vae");
   // Filled, so that its host copy holds bytes (fresh pages may read as zeros, which are
   // stored as nothing).
   filled_block const vae_block = fill_new(vae, 16 * MiB, 6);
@@ -67,9 +67,8 @@ TEST_F(SwapOomReportTest, TheReportSaysWhatWasAskedWhatWasFreeAndWhereEachPoolIs
   for (std::string const& needle : std::vector<std::string>{
          "allocating 40.00 MiB (41943040 bytes) in pool 'unet'",
          "its block needs 40.00 MiB of new pages, and the device has " +
-           swapalloc::detail::bytes_text(free_now) +
-           " free after releasing 8.00 MiB of cached pages",
-         "total 128.00 MiB", "free " + swapalloc::detail::bytes_text(free_now)}) {
+           swapalloc::bytes_text(free_now) + " free after releasing 8.00 MiB of cached pages",
+         "total 128.00 MiB", "free " + swapalloc::bytes_text(free_now)}) {
     EXPECT_NE(what.find(needle), std::string::npos) << "missing '" << needle << "' in:\n" << what;
   }
   EXPECT_EQ(free_now, 24 * MiB) << "128 - 80 held elsewhere - 24 live";

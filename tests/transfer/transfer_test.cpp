@@ -21,6 +21,7 @@ TEST_F(TransferTest, AChangedStoredChunkFailsItsChecksumAndStaysEvicted)
     SCOPED_TRACE(std::string(to_string(codec)));
     host_store store(drv());
     worker_pool workers(1);
+    event_pool events(drv());
     pool_residency pool(drv(), device(), "ckpt", 4 * gran(), gran(), false);
     std::vector<std::uint32_t> words(gran() / 4);
     for (std::size_t i = 0; i < words.size(); ++i) {  // compressible, never all zero
@@ -30,7 +31,7 @@ TEST_F(TransferTest, AChangedStoredChunkFailsItsChecksumAndStaysEvicted)
     ASSERT_NE(b, nullptr);
     drv().memcpy_htod(pool.pool().address(*b), words.data(), gran());
     {
-      transfer_engine engine(drv(), store, workers);
+      transfer_engine engine(drv(), store, workers, events);
       pool.prepare_swap();
       evict_result const out = engine.evict(pool, {0}, codec_choice{{}, codec});
       ASSERT_EQ(out.pages_copied, 1U);
@@ -73,6 +74,7 @@ TEST_F(TransferTest, OnlyLiveBytesAreCopiedOutAndFreeGapsAreNot)
 {
   host_store store(drv());
   worker_pool workers(1);
+  event_pool events(drv());
   pool_residency pool(drv(), device(), "gaps", 4 * gran(), gran(), false);
   std::size_t const block_bytes = 128 * std::size_t{1024};
   std::size_t const data_bytes  = 100 * std::size_t{1024};
@@ -84,7 +86,7 @@ TEST_F(TransferTest, OnlyLiveBytesAreCopiedOutAndFreeGapsAreNot)
   for (int i = 1; i < 8; i += 2) {
     pool.deallocate(blocks[static_cast<std::size_t>(i)]);
   }
-  transfer_engine engine(drv(), store, workers);
+  transfer_engine engine(drv(), store, workers, events);
   pool.prepare_swap();
   evict_result const out = engine.evict(pool, {0}, codec_choice{{}, codec_id::raw});
   EXPECT_EQ(out.live_bytes, 4 * data_bytes) << "the requested bytes of the 4 live blocks";
