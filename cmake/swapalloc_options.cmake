@@ -1,8 +1,15 @@
 # Compile options shared by every target the project builds.
 
-# swapalloc_strict_warnings(<target>): our own code builds warning-free.
+# Warnings as errors is the project's own policy (CI: tools/build-and-test turns it on), not a
+# requirement of its headers: off by default, so that a build with another compiler, build type
+# or a project that adds this one as a subdirectory is never failed by a warning.
+option(SWAPALLOC_WERROR "Treat warnings as errors in swapalloc's own tests, tools and benchmarks" OFF)
+
+# swapalloc_strict_warnings(<target>): our own code builds warning-free. PRIVATE to the
+# project's executables and libraries; the INTERFACE target swapalloc::swapalloc carries no
+# warning flag to its users.
 function(swapalloc_strict_warnings target)
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Werror)
+  target_compile_options(${target} PRIVATE -Wall -Wextra $<$<BOOL:${SWAPALLOC_WERROR}>:-Werror>)
 endfunction()
 
 # Sanitizers apply to every target, so the simulator and the tests are instrumented alike.

@@ -44,6 +44,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -64,6 +65,16 @@ struct allocator_options {
   host_store_options host;  ///< each device's host store; limit 0: SWAPALLOC_HOST_LIMIT, else ½ RAM
   std::size_t workers{0};   ///< compression threads; 0: SWAPALLOC_WORKERS, else cores − 1 (≤ 8)
   transfer_options transfer;
+  /// The policy's watermarks, fractions of the limit (DESIGN §8); 0: SWAPALLOC_HIGH and
+  /// SWAPALLOC_LOW, else 0.85 and 0.75. Accepted: 0 < low < high <= 1.
+  double high_watermark{0};
+  double low_watermark{0};
+  /// What this process may hold per device; unset: SWAPALLOC_DEVICE_LIMIT, else the total.
+  std::optional<swapalloc::device_limit> device_limit;
+  /// false: pools are evicted only when asked (`evict`, `ensure_free`), and an allocation
+  /// or restore that finds the device full only releases cached pages before its retry
+  /// (the behaviour before the policy; the swap tier's model test runs so).
+  bool automatic_eviction{true};
   bool read_environment{true};  ///< false: ignore every SWAPALLOC_* variable (config.hpp)
 };
 
@@ -78,8 +89,14 @@ class allocator {
    * @throws cuda_error if the devices cannot be enumerated.
    */
   explicit allocator(driver const& drv, allocator_options options = {})
-    : driver_(&drv), options_(with_environment(options)), registry_(usage_)
+    : driver_(&drv),
+      options_(with_environment(options)),
+      marks_{options_.low_watermark, options_.high_watermark},
+      registry_(usage_)
   {
+    if (std::string const problem = watermark_problem(marks_); !problem.empty()) {
+      throw config_error("watermarks", "swapalloc: allocator_options: " + problem);
+    }
     int const count = drv.device_count();
     for (int ordinal = 0; ordinal < count; ++ordinal) {
       devices_.push_back(std::make_unique<device_state>(drv, ordinal, drv.device(ordinal)));
@@ -268,7 +285,8 @@ class allocator {
   // ---------------------------------------------------------------- swap tier
 
   /**
-   * @brief Evicts pool `id` on `device`: waits for the device's work, copies the live
+   * @brief Evicts pool `id` on `device`: waits for the pool's last use (its last-use
+   *        events when it was used through `activate`, else the device's work), copies the live
    *        bytes of its pages to the host store, and unmaps them. Pages without live bytes
    *        (or whose kept copy is current) are only unmapped, and go first. Page by page
    *        until at least `bytes` are released (default: every page).
@@ -286,15 +304,15 @@ class allocator {
     pool_entry const entry = registry_.entry(id, "evict");
     device_state& state    = state_of(device, "evict");
     std::lock_guard const lock(state.mutex());
-    if (char const* const why = eviction_refusal(state, id, entry); why != nullptr) {
+    if (refusal const why = eviction_refusal(state, id, entry); why != refusal::none) {
       throw usage_.raise(
         usage_error_kind::not_evictable,
-        "evict(pool '" + entry.name + "'): refused, " + refusal_sentence(why, state.pins(id)));
+        "evict(pool '" + entry.name + "'): refused, " + refusal_sentence(id, why, state.pins(id)));
     }
     pool_residency* const pool = state.pool(id);
     if (pool == nullptr || state.context() == nullptr) { return {}; }
     context_scope const current(*driver_, state.context());
-    state.synchronize();
+    state.wait_for_pool(id);  // its own last use, or the device if it was never activated
     state.ensure_swap_tier(workers(), options_.host, options_.transfer);
     return state.evict(*pool, bytes, codec_choice{entry.options.dtype, entry.options.codec});
   }
@@ -303,8 +321,9 @@ class allocator {
    * @brief Restores every page of pool `id` on `device` whose data is in host memory, at
    *        its address, verifying each chunk's checksum, and makes `stream` (if not null)
    *        wait for the copies. The copies are complete when it returns. A read-only pool
-   *        keeps its host copy. When the device is full, the cached pages of every pool
-   *        are released and the restore retried once, as `allocate` does.
+   *        keeps its host copy. Room is made first as for an allocation (policy.hpp); when
+   *        the device is full even so, every pool's cached pages are released and what the
+   *        policy allows is evicted, and the restore retried once, as `allocate` does.
    * @throws usage_error (bad_pool, bad_device) for bad ids.
    * @throws out_of_memory if the pages do not fit even then, with the pool table.
    * @throws cuda_error or restore_error (a checksum mismatch, naming the pool and chunk):
@@ -319,18 +338,103 @@ class allocator {
     pool_residency* const pool = state.pool(id);
     if (pool == nullptr || pool->pool().parked_pages() == 0) { return {}; }
     context_scope const current(*driver_, state.context());
-    if (auto done = restore_unless_full(state, *pool, stream)) { return *done; }
-    std::size_t const released = state.release_for_retry();
-    if (auto done = restore_unless_full(state, *pool, stream)) { return *done; }
-    device_pool const& pages_of = pool->pool();
-    std::size_t const needed =
-      pages_of.page_size() * pages_of.blocks().pages().count(page_state::evicted);
-    throw out_of_memory(oom_text(state,
-                                 "restoring pool '" + pages_of.name() + "' (" + bytes_text(needed) +
-                                   " of evicted pages)",
-                                 "its pages need " + bytes_text(needed) + " of device memory" +
-                                   free_after_text(state.memory(), released)),
-                        needed, state.ordinal());
+    return restore_locked(state, id, *pool, stream);
+  }
+
+  /**
+   * @brief Activates pool `id` on `device` for work on `stream` (DESIGN §6): restores what
+   *        of it is evicted (making room first, as an allocation does), makes `stream`
+   *        wait for the restore (an event, not a host wait), pins the pool and marks it
+   *        the most recently used. Activations nest; each needs a `deactivate`.
+   * @return what the restore did.
+   * @throws usage_error (bad_pool, bad_device); out_of_memory, cuda_error or restore_error
+   *         as `restore`: the pool is then not activated, its data intact.
+   * Thread safety: any thread; the activation and the restore are one critical section, so
+   * no eviction can come between them.
+   */
+  restore_result activate(pool_id id, int device, CUstream stream)
+  {
+    registry_.require(id, "activate");
+    device_state& state = state_of(device, "activate");
+    std::lock_guard const lock(state.mutex());
+    state.activate(id);  // pinned from here: making room below never takes it
+    pool_residency* const pool = state.pool(id);
+    if (pool == nullptr || pool->pool().parked_pages() == 0) { return {}; }
+    try {
+      context_scope const current(*driver_, state.context());
+      return restore_locked(state, id, *pool, stream);
+    } catch (...) {
+      state.cancel_activation(id);
+      throw;
+    }
+  }
+
+  /**
+   * @brief Ends one activation of pool `id` on `device`: records its last use on `stream`
+   *        (an eviction waits for that event, never for the whole device) and unpins it.
+   * @throws usage_error (bad_pool) if the pool is not active on `device`.
+   * @throws cuda_error if the event cannot be recorded: the activation ends anyway, and the
+   *         pool's next eviction waits for the device instead.
+   */
+  void deactivate(pool_id id, int device, CUstream stream)
+  {
+    std::string const name = registry_.entry(id, "deactivate").name;
+    device_state& state    = state_of(device, "deactivate");
+    std::lock_guard const lock(state.mutex());
+    if (!state.end_activation(id)) {  // first, so that a driver failure below cannot keep it
+      throw usage_.raise(usage_error_kind::bad_pool, "deactivate('" + name + "', device=" +
+                                                       std::to_string(device) + "): not active");
+    }
+    try {
+      state.ensure_context();
+      context_scope const current(*driver_, state.context());
+      state.record_last_use(id, stream);
+    } catch (...) {
+      state.forget_last_use(id);
+      throw;
+    }
+  }
+
+  /**
+   * @brief Makes room on `device` so that `bytes` can be mapped without passing the high
+   *        watermark (the seeds' memory_guard): releases cached pages, then evicts the
+   *        coldest eligible pools (policy.hpp).
+   * @return what was done (nothing when there is room already).
+   * @throws out_of_memory with the pool table if the room cannot be made: only pinned,
+   *         active, critical or non-evictable pools hold the rest; nothing is undone.
+   * @throws cuda_error from a failed step, after the other steps ran.
+   */
+  room_result ensure_free(std::size_t bytes, int device)
+  {
+    device_state& state = state_of(device, "ensure_free");
+    std::lock_guard const lock(state.mutex());
+    state.ensure_context();
+    context_scope const current(*driver_, state.context());
+    room_result done = make_room_for(state, default_pool, bytes, room_reason::ensure_free);
+    if (done.error) { std::rethrow_exception(done.error); }
+    device_usage const after = state.usage(limit_of(state));
+    if (bytes_to_free(after, bytes, marks_, room_reason::ensure_free) != 0) {
+      throw out_of_memory(
+        oom_text(state, "ensure_free(" + bytes_text(bytes) + ")",
+                 "freed " + bytes_text(done.freed_bytes()) + ", and mapping " + bytes_text(bytes) +
+                   " more would still pass the high watermark of " +
+                   detail::fraction_text(marks_.high) + limit_text(state) +
+                   "; what remains is pinned, active, critical or not "
+                   "evictable"),
+        bytes, state.ordinal());
+    }
+    return done;
+  }
+
+  /// The pressure level of `device` (policy.hpp pressure_of): SAFE below the low watermark,
+  /// WARNING below the high one, CRITICAL below 0.95, EMERGENCY above.
+  [[nodiscard]] pressure_level pressure(int device)
+  {
+    device_state& state = state_of(device, "pressure");
+    std::lock_guard const lock(state.mutex());
+    if (state.context() == nullptr) { return pressure_level::safe; }
+    context_scope const current(*driver_, state.context());
+    return pressure_of(state.usage(limit_of(state)), marks_);
   }
 
   /**
@@ -451,12 +555,15 @@ class allocator {
   /// `options` with the environment's settings where it leaves them 0.
   [[nodiscard]] static allocator_options with_environment(allocator_options options)
   {
-    if (!options.read_environment) { return options; }
-    environment_settings const env = read_environment();
+    environment_settings const env =
+      options.read_environment ? read_environment() : environment_settings{};
     if (options.host.limit_bytes == 0 && env.host_limit_bytes) {
       options.host.limit_bytes = *env.host_limit_bytes;
     }
     if (options.workers == 0) { options.workers = env.workers.value_or(default_worker_count()); }
+    if (options.high_watermark == 0) { options.high_watermark = env.high.value_or(0.85); }
+    if (options.low_watermark == 0) { options.low_watermark = env.low.value_or(0.75); }
+    if (!options.device_limit) { options.device_limit = env.device; }
     return options;
   }
 
@@ -486,27 +593,29 @@ class allocator {
     return *workers_;
   }
 
-  /// Why pool `id` cannot be evicted on `state` now, in a few words, or nullptr.
-  /// @pre state locked.
-  [[nodiscard]] static char const* eviction_refusal(device_state const& state, pool_id id,
-                                                    pool_entry const& entry) noexcept
+  /// Why pool `id` cannot be evicted on `state` now (policy.hpp refusal_of), or
+  /// refusal::none. Having nothing resident is no refusal here. @pre state locked.
+  [[nodiscard]] static refusal eviction_refusal(device_state const& state, pool_id id,
+                                                pool_entry const& entry) noexcept
   {
-    if (id == default_pool) { return "default"; }
-    if (!entry.options.evictable) { return "not evictable"; }
-    if (entry.options.priority == pool_priority::critical) { return "critical"; }
-    if (state.pins(id) != 0) { return "pinned"; }
-    return nullptr;
+    refusal const why = refusal_of(state.view(id, entry), room_reason::map);
+    return why == refusal::nothing_resident ? refusal::none : why;
   }
 
-  /// `eviction_refusal`'s answer as the end of a sentence.
-  [[nodiscard]] static std::string refusal_sentence(std::string_view why, std::size_t pins)
+  /// `why` as the end of a sentence about pool `id`.
+  [[nodiscard]] static std::string refusal_sentence(pool_id id, refusal why, std::size_t pins)
   {
-    if (why == "pinned") {
-      return "it is pinned (" + std::to_string(pins) + " pins: it is in use)";
+    switch (why) {
+      case refusal::pinned_or_active:
+        return "it is pinned or active (" + std::to_string(pins) + " pins: it is in use)";
+      case refusal::critical:
+        return "its priority is critical";
+      case refusal::not_evictable:
+        return id == default_pool ? "it is the default pool"
+                                  : "it was created with evictable = false";
+      default:
+        return to_string(why);
     }
-    if (why == "not evictable") { return "it was created with evictable = false"; }
-    if (why == "critical") { return "its priority is critical"; }
-    return "it is the default pool";
   }
 
   /// The OOM report of `state`. @pre state locked (takes the registry's lock per pool).
@@ -514,12 +623,35 @@ class allocator {
                                      std::string const& why) const
   {
     std::vector<pool_row> const rows = state.rows([&](pool_id id) {
-      char const* const refused = eviction_refusal(state, id, registry_.entry(id, "report"));
-      if (refused == nullptr) { return std::string("possible"); }
-      return "no (" + std::string(refused) +
-             (refused == std::string_view("default") ? " pool)" : ")");
+      refusal const why = eviction_refusal(state, id, registry_.entry(id, "report"));
+      if (why == refusal::none) { return std::string("possible"); }
+      return "no (" + std::string(id == default_pool ? "default pool" : to_string(why)) + ")";
     });
     return oom_report(state.ordinal(), request, why, rows, state.memory());
+  }
+
+  /// Restores `pool` (pool `id`); when the device is full, releases every pool's cached
+  /// pages and evicts what the policy allows, then retries once. @pre state locked,
+  /// context current, the pool has pages in host memory.
+  restore_result restore_locked(device_state& state, pool_id id, pool_residency& pool,
+                                CUstream stream)
+  {
+    (void)make_room_for(state, id, pool.pool().page_size() * pool.pool().parked_pages(),
+                        room_reason::map);
+    if (auto done = restore_unless_full(state, pool, stream)) { return *done; }
+    std::size_t const released = state.release_for_retry();
+    device_pool const& pages   = pool.pool();
+    std::size_t const needed =
+      pages.page_size() * pages.blocks().pages().count(page_state::evicted);
+    room_result const room = make_room_for(state, id, needed, room_reason::out_of_memory);
+    if (auto done = restore_unless_full(state, pool, stream)) { return *done; }
+    throw out_of_memory(
+      oom_text(
+        state,
+        "restoring pool '" + pages.name() + "' (" + bytes_text(needed) + " of evicted pages)",
+        "its pages need " + bytes_text(needed) + " of device memory" + limit_text(state) +
+          free_after_text(state.memory(), released + room.freed_bytes())),
+      needed, state.ordinal());
   }
 
   /// The restore, or nothing when the device was out of memory. @pre state locked.
@@ -556,15 +688,19 @@ class allocator {
                    "make it fit"),
         bytes, state.ordinal());
     }
+    std::size_t const page = pool.pool().page_size();
+    (void)make_room_for(state, id, (rounded + page - 1) / page * page, room_reason::map);
     bool device_full = false;
-    block* found     = try_allocate(pool, rounded, bytes, tag, device_full);
-    if (found == nullptr) {  // release every pool's cached pages on this device, retry once
+    block* found     = try_allocate(state, pool, rounded, bytes, tag, device_full);
+    if (found == nullptr) {  // DESIGN §8: everything allowed is released or evicted; retry once
       std::size_t const released = state.release_for_retry();
-      found                      = try_allocate(pool, rounded, bytes, tag, device_full);
+      room_result const room     = make_room_for(state, id, rounded, room_reason::out_of_memory);
+      found                      = try_allocate(state, pool, rounded, bytes, tag, device_full);
       if (found == nullptr) {
         std::string const why = device_full
                                   ? "its block needs " + bytes_text(pool.pool().last_map_bytes()) +
-                                      " of new pages" + free_after_text(state.memory(), released)
+                                      " of new pages" + limit_text(state) +
+                                      free_after_text(state.memory(), released + room.freed_bytes())
                                   : "the pool's address range of " + bytes_text(range) +
                                       " has no free run of " + bytes_text(rounded) + " (released " +
                                       bytes_text(released) + " of cached pages and retried)";
@@ -576,19 +712,70 @@ class allocator {
     return address;
   }
 
-  /// A block, or nullptr when the device (`device_full` set) or the pool's range (not
-  /// set) is out of memory.
-  static block* try_allocate(pool_residency& pool, std::size_t rounded, std::size_t bytes,
-                             stream_tag tag, bool& device_full)
+  /// A block, or nullptr when the device or this process's limit (`device_full` set) or
+  /// the pool's range (not set) is out of memory. A block that took the process past its
+  /// limit is given back with the pages it mapped.
+  block* try_allocate(device_state& state, pool_residency& pool, std::size_t rounded,
+                      std::size_t bytes, stream_tag tag, bool& device_full)
   {
+    block* found = nullptr;
     try {
       device_full = false;
-      return pool.allocate(rounded, bytes, tag);
+      found       = pool.allocate(rounded, bytes, tag);
     } catch (cuda_error const& error) {
       if (error.code() != CUDA_ERROR_OUT_OF_MEMORY) { throw; }
       device_full = true;
       return nullptr;
     }
+    if (found != nullptr && state.own_bytes() > limit_of(state)) {
+      pool.deallocate(found);
+      (void)pool.release_idle_pages();
+      device_full = true;
+      return nullptr;
+    }
+    return found;
+  }
+
+  /// What this process may hold on `state`'s device: the configured limit, else the total.
+  /// @pre state's context was ensured.
+  [[nodiscard]] std::size_t limit_of(device_state const& state) const
+  {
+    std::size_t const total = state.total_bytes();
+    return options_.device_limit ? options_.device_limit->resolve(total) : total;
+  }
+
+  /// " (this process's device limit is L, SWAPALLOC_DEVICE_LIMIT)" when one is set.
+  [[nodiscard]] std::string limit_text(device_state const& state) const
+  {
+    if (!options_.device_limit) { return {}; }
+    return " (this process may hold " + bytes_text(limit_of(state)) +
+           " of the device: allocator_options::device_limit or SWAPALLOC_DEVICE_LIMIT)";
+  }
+
+  /**
+   * @brief Makes room for `bytes` about to be mapped on `state` as the policy plans it for
+   *        `reason` (policy.hpp): cached pages first, then the coldest eligible pools.
+   *        Pool `requester` (the one being allocated into or activated) is never a victim.
+   * @return what was done; a failed step is in `error`, the others still ran.
+   * @pre state locked, context current.
+   */
+  room_result make_room_for(device_state& state, pool_id requester, std::size_t bytes,
+                            room_reason reason)
+  {
+    if (!options_.automatic_eviction && reason != room_reason::ensure_free) { return {}; }
+    device_usage const usage = state.usage(limit_of(state));
+    if (bytes_to_free(usage, bytes, marks_, reason) == 0) { return {}; }
+    auto const entry_of          = [&](pool_id pool) { return registry_.entry(pool, "make_room"); };
+    std::vector<pool_view> views = state.views(entry_of);
+    for (pool_view& view : views) {
+      view.pinned = view.pinned || view.id == requester;
+    }
+    room_plan const plan = plan_room(usage, views, bytes, marks_, reason);
+    bool const evicts    = std::any_of(plan.steps.begin(), plan.steps.end(), [](room_step step) {
+      return step.what == room_step::action::evict;
+    });
+    if (evicts) { state.ensure_swap_tier(workers(), options_.host, options_.transfer); }
+    return state.make_room(plan, entry_of);
   }
 
   /// Throws usage_error unless `freed` was allocated with `bytes` on `stream`.
@@ -677,12 +864,42 @@ class allocator {
 
   driver const* driver_;
   allocator_options options_;
+  watermarks marks_;
   usage_counters usage_;
   pool_registry registry_;
   scope_stack scopes_;
   std::once_flag workers_started_;
   std::unique_ptr<worker_pool> workers_;  // started at the first eviction; outlives devices_
   std::vector<std::unique_ptr<device_state>> devices_;
+};
+
+/// Activates a pool on a device and stream for the guard's lifetime (DESIGN §6):
+/// `activate` at construction, `deactivate` at destruction.
+class activation {
+ public:
+  /// @throws as allocator::activate; nothing is active then.
+  activation(allocator& owner, pool_id id, int device, CUstream stream)
+    : owner_(&owner), id_(id), device_(device), stream_(stream)
+  {
+    (void)owner.activate(id, device, stream);
+  }
+  activation(activation const&)            = delete;
+  activation& operator=(activation const&) = delete;
+  /// Deactivates. A failure to record the last-use event is not reported: the activation
+  /// ends anyway and the next eviction of the pool waits for the device (allocator.hpp).
+  ~activation()
+  {
+    try {
+      owner_->deactivate(id_, device_, stream_);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): see above
+    }
+  }
+
+ private:
+  allocator* owner_;
+  pool_id id_;
+  int device_;
+  CUstream stream_;
 };
 
 /// Makes a pool current on the calling thread for the guard's lifetime.

@@ -38,6 +38,15 @@ template <std::size_t Width>
 using plane_word = std::conditional_t<Width == 2, std::uint16_t, std::uint32_t>;
 /// Elements per block: a block's words and planes live in locals, so the loops over them
 /// have constant trip counts and nothing aliases (GCC's -O2 cost model vectorizes only then).
+///
+/// The element loops run over [0, whole) in blocks, then over [whole, elements) one at a
+/// time, with `whole = elements - elements % plane_block` computed up front. The tail must
+/// not start from the block loop's exit value: when the size is a constant (codec.hpp's
+/// 1 MiB chunks, after inlining or IPA constant propagation), GCC 12 -O3 learns that value
+/// only after it has turned the tail into a do-while, and then counts 2^64 - 1 iterations
+/// of the dead tail, in which `e * Width` wraps: -Waggressive-loop-optimizations ("iteration
+/// 2^62 invokes undefined behavior", an error under -Werror). From `whole` the tail's count
+/// is `elements % plane_block`, at most 63, a constant 0 that removes it for such sizes.
 inline constexpr std::size_t plane_block = 64;
 }  // namespace detail
 
@@ -53,10 +62,10 @@ void split_byte_planes(std::span<std::byte const> in, std::span<std::byte> out) 
   using word                 = detail::plane_word<Width>;
   constexpr std::size_t B    = detail::plane_block;
   std::size_t const elements = in.size() / Width;
+  std::size_t const whole    = elements - elements % B;  // elements in whole blocks
   std::byte const* source    = in.data();
   std::byte* planes          = out.data();
-  std::size_t e              = 0;
-  for (; e + B <= elements; e += B) {
+  for (std::size_t e = 0; e < whole; e += B) {
     std::array<word, B> words{};
     std::memcpy(words.data(), source + e * Width, B * Width);
     std::array<std::array<std::uint8_t, B>, Width> block{};
@@ -69,7 +78,9 @@ void split_byte_planes(std::span<std::byte const> in, std::span<std::byte> out) 
       std::memcpy(planes + j * elements + e, block[j].data(), B);
     }
   }
-  for (; e < elements; ++e) {
+  // The last elements % B, one at a time (see detail::plane_block on why this loop starts
+  // at `whole` rather than where the block loop stopped).
+  for (std::size_t e = whole; e < elements; ++e) {
     for (std::size_t j = 0; j < Width; ++j) {
       planes[j * elements + e] = source[e * Width + j];
     }
@@ -91,10 +102,10 @@ void join_byte_planes(std::span<std::byte const> in, std::span<std::byte> out) n
   using word                 = detail::plane_word<Width>;
   constexpr std::size_t B    = detail::plane_block;
   std::size_t const elements = in.size() / Width;
+  std::size_t const whole    = elements - elements % B;  // elements in whole blocks
   std::byte const* planes    = in.data();
   std::byte* target          = out.data();
-  std::size_t e              = 0;
-  for (; e + B <= elements; e += B) {
+  for (std::size_t e = 0; e < whole; e += B) {
     std::array<std::array<std::uint8_t, B>, Width> block{};
     for (std::size_t j = 0; j < Width; ++j) {
       std::memcpy(block[j].data(), planes + j * elements + e, B);
@@ -109,7 +120,7 @@ void join_byte_planes(std::span<std::byte const> in, std::span<std::byte> out) n
     }
     std::memcpy(target + e * Width, words.data(), B * Width);
   }
-  for (; e < elements; ++e) {
+  for (std::size_t e = whole; e < elements; ++e) {
     for (std::size_t j = 0; j < Width; ++j) {
       target[e * Width + j] = planes[j * elements + e];
     }

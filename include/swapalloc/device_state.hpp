@@ -34,6 +34,8 @@
 #include <swapalloc/transfer.hpp>
 #include <swapalloc/worker_pool.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -48,6 +50,17 @@ namespace swapalloc {
 struct live_block {
   block* freed{nullptr};  ///< the block, named for its use at free
   pool_id pool{0};
+};
+
+/// What making room did.
+struct room_result {
+  std::size_t released_bytes{0};  ///< cached pages released (no copy)
+  std::size_t evicted_bytes{0};   ///< pages evicted (copied out or unmapped)
+  std::vector<pool_id> evicted;   ///< the pools evicted from, in order
+  std::string refused;            ///< why the host budget kept pages, if it did
+  std::exception_ptr error;       ///< the first failed step's error (cuda_error), if any
+
+  [[nodiscard]] std::size_t freed_bytes() const noexcept { return released_bytes + evicted_bytes; }
 };
 
 /// The sizes a pool gets on a device when its options leave them 0.
@@ -68,6 +81,10 @@ class device_state {
   /// range per pool serves every stream and both size classes here.
   static constexpr std::size_t default_capacity_per_device_byte = 2;
 
+  /// How long a cuMemGetInfo reading serves `usage` (DESIGN §8: "refreshed at a bounded
+  /// rate"); own maps and unmaps correct it in between.
+  static constexpr std::chrono::milliseconds info_refresh{10};
+
   device_state(driver const& drv, int ordinal, CUdevice device)
     : driver_(&drv), ordinal_(ordinal), device_(device), events_(drv), frees_(drv)
   {
@@ -84,6 +101,11 @@ class device_state {
       context_scope const current(*driver_, context_);
       (void)driver_->table().cuCtxSynchronize();
       frees_.destroy_all();
+      for (pool_control& pool : control_) {
+        for (auto const& [stream, event] : pool.last_use_events) {
+          events_.give_back(event);
+        }
+      }
       pools_.clear();  // waits for compression jobs, gives host memory back, unmaps
       engine_.reset();
       store_.reset();
@@ -99,11 +121,18 @@ class device_state {
   /// The primary context, or null before the device's first use. @pre locked.
   [[nodiscard]] CUcontext context() const noexcept { return context_; }
 
-  /// Retains the primary context at the first use. @pre locked.
+  /// Reads the device's memory size and retains the primary context at the first use.
+  /// @throws cuda_error if either fails (nothing is retained then). @pre locked.
   void ensure_context()
   {
-    if (context_ == nullptr) { context_ = driver_->retain_primary_context(device_); }
+    if (context_ != nullptr) { return; }
+    std::size_t const total = driver_->device_total_memory(device_);
+    context_                = driver_->retain_primary_context(device_);
+    total_bytes_            = total;
   }
+
+  /// The device's memory (cuDeviceTotalMem), read once. @pre ensure_context() was called.
+  [[nodiscard]] std::size_t total_bytes() const noexcept { return total_bytes_; }
 
   /// Pool `id`'s residency here, or null before its first allocation here. @pre locked.
   [[nodiscard]] pool_residency* pool(pool_id id) const noexcept
@@ -123,9 +152,7 @@ class device_state {
       entry.options.page_size != 0 ? entry.options.page_size : defaults.page_size;
     if (page_size == 0) { page_size = driver_->allocation_granularity(device_); }
     std::size_t capacity = entry.options.capacity != 0 ? entry.options.capacity : defaults.capacity;
-    if (capacity == 0) {
-      capacity = default_capacity_per_device_byte * driver_->device_total_memory(device_);
-    }
+    if (capacity == 0) { capacity = default_capacity_per_device_byte * total_bytes_; }
     capacity = (capacity + page_size - 1) / page_size * page_size;
     if (pools_.size() <= id) { pools_.resize(id + 1); }
     pools_[id] = std::make_unique<pool_residency>(*driver_, device_, entry.name, capacity,
@@ -195,25 +222,85 @@ class device_state {
     }
   }
 
-  // ---------------------------------------------------------------- pins
+  // ---------------------------------------------------------------- pins and activation
 
-  /// Pins pool `id` here: eviction refuses it until as many `unpin`. @pre locked.
-  void pin(pool_id id)
-  {
-    if (pins_.size() <= id) { pins_.resize(id + 1, 0); }
-    ++pins_[id];
-  }
+  /// Pins pool `id` here: no eviction takes it until as many `unpin`. @pre locked.
+  void pin(pool_id id) { ++control(id).pins; }
   /// Undoes one `pin`; false if the pool was not pinned here. @pre locked.
   [[nodiscard]] bool unpin(pool_id id) noexcept
   {
     if (pins(id) == 0) { return false; }
-    --pins_[id];
+    --control_[id].pins;
     return true;
   }
-  /// Pins of pool `id` here. @pre locked.
+  /// Pins of pool `id` here (explicit pins and activations). @pre locked.
   [[nodiscard]] std::size_t pins(pool_id id) const noexcept
   {
-    return id < pins_.size() ? pins_[id] : 0;
+    return id < control_.size() ? control_[id].pins + control_[id].active : 0;
+  }
+
+  /// Pool `id` is in use from now (DESIGN §6): pinned, and the most recently used.
+  /// @pre locked.
+  void activate(pool_id id)
+  {
+    pool_control& pool = control(id);
+    ++pool.active;
+    pool.activated = true;
+    pool.last_use  = ++clock_;
+  }
+
+  /// Undoes an `activate` whose restore failed: no last use is recorded. @pre locked.
+  void cancel_activation(pool_id id) noexcept
+  {
+    if (id < control_.size() && control_[id].active != 0) { --control_[id].active; }
+  }
+
+  /// Ends one activation of pool `id` (no driver call): unpinned, most recently used.
+  /// @return false if the pool is not active here (nothing changes). @pre locked.
+  [[nodiscard]] bool end_activation(pool_id id) noexcept
+  {
+    if (id >= control_.size() || control_[id].active == 0) { return false; }
+    --control_[id].active;
+    control_[id].last_use = ++clock_;
+    return true;
+  }
+
+  /**
+   * @brief Records pool `id`'s last use on `stream`, re-recording that stream's event if
+   *        the pool has one: its next eviction waits for it, not for the device.
+   * @throws cuda_error if the event cannot be created or recorded; then call
+   *         `forget_last_use`. @pre locked, context current.
+   */
+  void record_last_use(pool_id id, CUstream stream) { record_last_use(control(id), stream); }
+
+  /// Pool `id`'s last use is unknown (its recording failed): its next eviction waits for
+  /// the whole device. @pre locked.
+  void forget_last_use(pool_id id) noexcept
+  {
+    if (id < control_.size()) { control_[id].activated = false; }
+  }
+
+  /// When pool `id` was last activated or deactivated (a logical clock). @pre locked.
+  [[nodiscard]] std::uint64_t last_use(pool_id id) const noexcept
+  {
+    return id < control_.size() ? control_[id].last_use : 0;
+  }
+
+  /**
+   * @brief Waits until no GPU work can still touch pool `id`: for its last-use events and
+   *        its blocks' record_stream events when it has been used through activations
+   *        (DESIGN §6), else for the whole device. @pre locked, context current.
+   */
+  void wait_for_pool(pool_id id)
+  {
+    if (id >= control_.size() || !control_[id].activated) {
+      synchronize();
+      return;
+    }
+    for (auto const& [stream, event] : control_[id].last_use_events) {
+      driver_->event_synchronize(event);
+    }
+    if (!frees_.wait_for_pool(events_, id, finisher())) { synchronize(); }
   }
 
   // ---------------------------------------------------------------- swap tier
@@ -260,6 +347,111 @@ class device_state {
     return engine_->restore(pool, pages, stream);
   }
 
+  // ---------------------------------------------------------------- room (policy.hpp)
+
+  /// Device memory this process holds here: every pool's mapped pages. @pre locked.
+  [[nodiscard]] std::size_t own_bytes() const noexcept
+  {
+    std::size_t own = 0;
+    for (auto const& pool : pools_) {
+      if (pool != nullptr) { own += pool->pool().mapped_bytes(); }
+    }
+    return own;
+  }
+
+  /**
+   * @brief The use the policy compares with its watermarks: this process's bytes against
+   *        `limit`, and the device-wide use (cuMemGetInfo: other processes and contexts
+   *        count) against the device's total. cuMemGetInfo is read at most every
+   *        `info_refresh`; in between, the last reading is corrected by this process's own
+   *        change since. A failed reading leaves the device-wide side unknown (0).
+   * @pre locked, context current.
+   */
+  [[nodiscard]] device_usage usage(std::size_t limit)
+  {
+    std::size_t const own = own_bytes();
+    auto const now        = std::chrono::steady_clock::now();
+    if (!info_.known || now - info_.read_at >= info_refresh) {
+      std::size_t free_bytes = 0;
+      std::size_t total      = 0;
+      info_.known            = driver_->table().cuMemGetInfo(&free_bytes, &total) == CUDA_SUCCESS;
+      info_.used             = info_.known ? total - std::min(total, free_bytes) : 0;
+      info_.total            = info_.known ? total : 0;
+      info_.own              = own;
+      info_.read_at          = now;
+    }
+    std::size_t const used = own >= info_.own ? info_.used + (own - info_.own)
+                                              : info_.used - std::min(info_.used, info_.own - own);
+    return device_usage{own, limit, info_.known ? used : 0, info_.total};
+  }
+
+  /// The policy's snapshot of pool `id` here, without the walk that splits its mapped
+  /// bytes into cached and resident ones (all count as resident). @pre locked.
+  [[nodiscard]] pool_view view(pool_id id, pool_entry const& entry) const noexcept
+  {
+    pool_view out;
+    out.id             = id;
+    out.priority       = entry.options.priority;
+    out.evictable      = id != default_pool && entry.options.evictable;
+    out.pinned         = pins(id) != 0;
+    out.last_use       = last_use(id);
+    out.resident_bytes = pool(id) != nullptr ? pool(id)->pool().mapped_bytes() : 0;
+    out.page_size      = pool(id) != nullptr ? pool(id)->pool().page_size() : 1;
+    return out;
+  }
+
+  /// The policy's snapshot of each pool here; `entry_of(id)` gives its registry entry.
+  /// Cost: a walk over each pool's pages. @pre locked.
+  template <typename EntryOf>
+  [[nodiscard]] std::vector<pool_view> views(EntryOf&& entry_of) const
+  {
+    std::vector<pool_view> out;
+    for (std::size_t index = 0; index < pools_.size(); ++index) {
+      if (pools_[index] == nullptr) { continue; }
+      auto const id          = static_cast<pool_id>(index);
+      pool_view view         = this->view(id, entry_of(id));
+      std::size_t const idle = pools_[index]->pool().idle_page_bytes();
+      view.cached_bytes      = idle;
+      view.resident_bytes -= std::min(view.resident_bytes, idle);
+      out.push_back(view);
+    }
+    return out;
+  }
+
+  /**
+   * @brief Carries out `plan` (policy.hpp plan_room): releases the named pools' cached
+   *        pages and evicts the victims, each after waiting for its own last use only.
+   *        A failing step does not stop the others: its pages stay as its own rollback
+   *        left them (nothing is lost), and the first error is returned for the caller's
+   *        report. `entry_of(id)` gives a pool's registry entry (its codec choice).
+   * @pre locked, context current, the swap tier exists if the plan evicts.
+   */
+  template <typename EntryOf>
+  room_result make_room(room_plan const& plan, EntryOf&& entry_of)
+  {
+    room_result out;
+    for (room_step const& step : plan.steps) {
+      pool_residency* const pool = this->pool(step.pool);
+      if (pool == nullptr) { continue; }
+      try {
+        if (step.what == room_step::action::release_cached) {
+          out.released_bytes += pool->release_idle_pages();
+          continue;
+        }
+        wait_for_pool(step.pool);
+        pool_entry const entry = entry_of(step.pool);
+        evict_result const done =
+          evict(*pool, step.bytes, codec_choice{entry.options.dtype, entry.options.codec});
+        out.evicted_bytes += done.released_bytes;
+        if (done.released_bytes != 0) { out.evicted.push_back(step.pool); }
+        if (!done.refused.empty() && out.refused.empty()) { out.refused = done.refused; }
+      } catch (cuda_error const&) {
+        if (!out.error) { out.error = std::current_exception(); }
+      }
+    }
+    return out;
+  }
+
   // ---------------------------------------------------------------- reports
 
   /// The device's memory as cuMemGetInfo reports it. @pre context current.
@@ -294,6 +486,12 @@ class device_state {
     if (pool(id) == nullptr) { return; }
     pools_[id]->release_all();
     pools_[id].reset();
+    if (id < control_.size()) {
+      for (auto const& [stream, event] : control_[id].last_use_events) {
+        events_.give_back(event);
+      }
+      control_[id] = pool_control{};
+    }
   }
 
   /// Structural check (tests): empty when consistent, else the first problem. @pre locked.
@@ -314,6 +512,40 @@ class device_state {
   }
 
  private:
+  /// Pins, activations and last use of one pool here.
+  struct pool_control {
+    std::size_t pins{0};    // pin_pool
+    std::size_t active{0};  // activate - deactivate
+    std::uint64_t last_use{0};
+    bool activated{false};  // used through activations: its last-use events are known
+    std::vector<std::pair<CUstream, CUevent>> last_use_events;  // one per stream
+  };
+
+  [[nodiscard]] pool_control& control(pool_id id)
+  {
+    if (control_.size() <= id) { control_.resize(id + 1); }
+    return control_[id];
+  }
+
+  /// Records `pool`'s last use on `stream`, re-recording the stream's event if it has one.
+  void record_last_use(pool_control& pool, CUstream stream)
+  {
+    for (auto& [known, event] : pool.last_use_events) {
+      if (known == stream) {
+        driver_->event_record(event, stream);
+        return;
+      }
+    }
+    CUevent const event = events_.take();
+    try {
+      driver_->event_record(event, stream);
+      pool.last_use_events.emplace_back(stream, event);
+    } catch (...) {
+      events_.give_back(event);
+      throw;
+    }
+  }
+
   /// The callback that ends one of a held block's waits; the last one makes it reusable.
   struct wait_finisher {
     device_state* state;
@@ -329,8 +561,17 @@ class device_state {
   CUdevice const device_;
   mutable std::mutex mutex_;
   CUcontext context_{nullptr};
+  std::size_t total_bytes_{0};  // cuDeviceTotalMem, read with the context
   address_map<live_block> live_;
-  std::vector<std::size_t> pins_;  // by pool_id
+  std::vector<pool_control> control_;  // by pool_id
+  struct memory_reading {
+    bool known{false};
+    std::size_t used{0};  // device-wide, at read_at
+    std::size_t total{0};
+    std::size_t own{0};  // own_bytes() at read_at
+    std::chrono::steady_clock::time_point read_at{};
+  } info_;
+  std::uint64_t clock_{0};  // last_use's clock
   event_pool events_;
   deferred_frees frees_;
   // The swap tier, created at the device's first eviction.

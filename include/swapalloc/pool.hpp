@@ -283,6 +283,25 @@ class device_pool {
   [[nodiscard]] std::size_t parked_pages() const noexcept { return blocks_.parked_pages(); }
   [[nodiscard]] std::size_t page_count() const noexcept { return blocks_.page_count(); }
   [[nodiscard]] page_state page(std::size_t index) const noexcept { return blocks_.page(index); }
+
+  /// Device memory this pool holds: resident and restoring pages, and stray ones. Cost: a
+  /// few loads.
+  [[nodiscard]] std::size_t mapped_bytes() const noexcept
+  {
+    return (blocks_.resident_pages() + blocks_.pages().count(page_state::restoring)) * page_size() +
+           stray_.bytes();
+  }
+
+  /// Bytes of resident pages no block uses: what releasing the cached pages gives back
+  /// (blocks waiting for events count as users). Cost: a walk over the pages.
+  [[nodiscard]] std::size_t idle_page_bytes() const noexcept
+  {
+    std::size_t idle = 0;
+    for (std::size_t index = 0; index < page_count(); ++index) {
+      idle += page(index) == page_state::resident && page_users(index) == 0 ? 1 : 0;
+    }
+    return idle * page_size();
+  }
   [[nodiscard]] std::uint32_t page_users(std::size_t index) const noexcept
   {
     return blocks_.page_users(index);

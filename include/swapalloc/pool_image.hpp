@@ -136,8 +136,6 @@ class pool_image {
     codec_chosen_ = true;
   }
 
-  [[nodiscard]] host_store& store() noexcept { return *store_; }
-
  private:
   friend class pool_residency;  // the one owner of which pages have copies
 

@@ -90,21 +90,6 @@ class scope_stack {
     return own == nullptr ? 0 : own->depth;
   }
 
-  /// Calls `visit(pool)` for each scope of every thread (racy snapshot; diagnostics only).
-  template <typename Visitor>
-  void for_each_scope(Visitor&& visit) const
-  {
-    std::size_t const used = used_.load(std::memory_order_acquire);
-    for (std::size_t index = 0; index < used; ++index) {
-      slot const& entry = slots_[index];
-      if (entry.owner.load(std::memory_order_acquire) == 0) { continue; }
-      std::size_t const depth = entry.depth;
-      for (std::size_t level = 0; level < depth && level < max_depth; ++level) {
-        visit(entry.stack[level]);
-      }
-    }
-  }
-
  private:
   struct slot {
     std::atomic<std::uint64_t> owner{0};  // pthread id of the thread using it; 0: free

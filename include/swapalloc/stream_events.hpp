@@ -26,6 +26,7 @@
 #include <swapalloc/driver.hpp>
 #include <swapalloc/scope_stack.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <vector>
@@ -134,6 +135,28 @@ class deferred_frees {
       driver_->event_synchronize(pending_.front().event);
       complete_front(events, finish);
     }
+  }
+
+  /// Waits for the pending events of `owner`'s blocks only, and completes their waits.
+  /// @return false if a block of `owner` waits for a synchronization of the device
+  ///         (its event could not be recorded): only `synchronized` can complete it.
+  /// @throws cuda_error if a wait fails; the waits before it are completed.
+  template <typename Finish>
+  [[nodiscard]] bool wait_for_pool(event_pool& events, pool_id owner, Finish&& finish)
+  {
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->pool != owner) {
+        ++it;
+        continue;
+      }
+      driver_->event_synchronize(it->event);
+      waiting_event const done = *it;
+      it                       = pending_.erase(it);
+      events.give_back(done.event);
+      finish(done.waiting, done.pool);
+    }
+    return std::none_of(unsynced_.begin(), unsynced_.end(),
+                        [&](held_block const& held) { return held.pool == owner; });
   }
 
   /// The device was synchronized: the untracked waits are over.

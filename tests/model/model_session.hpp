@@ -123,11 +123,15 @@ template <typename Next>
 
 /// The allocator of one seed: two compression workers; for a quarter of the seeds a host
 /// budget of 6 MiB in 1 MiB slabs (evictions kept short of it), for a third a staging
-/// ring and eviction window of 2 (more interleavings of copies and decodes).
+/// ring and eviction window of 2 (more interleavings of copies and decodes). The model
+/// evicts and restores by its own operations only: the policy's automatic eviction is off
+/// (it would evict pools the model writes to without activating them; the policy has its
+/// own tests, tests/allocator/allocator_policy_test.cpp).
 [[nodiscard]] inline allocator_options allocator_options_for(std::uint64_t seed)
 {
   allocator_options o;
   o.workers             = 2;
+  o.automatic_eviction  = false;
   std::uint64_t const r = mix64(seed ^ 0x5EEDULL);
   if (r % 4 == 3) {
     o.host.limit_bytes = std::size_t{6} << 20;

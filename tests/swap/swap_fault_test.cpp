@@ -4,7 +4,7 @@
 // evict leaves the rest resident, a failed restore leaves the pool evicted, and the next
 // evict or restore succeeds. A chunk whose bytes changed in host memory fails its
 // checksum with an error naming the pool and the chunk.
-#include "entry_points.hpp"
+#include "fault_sweep.hpp"
 #include "swap_fixture.hpp"
 
 #include <string>
@@ -13,40 +13,6 @@
 
 namespace swapalloc::testing {
 namespace {
-
-/// Calls of each entry point made by `action`, counted through the simulator.
-template <typename Action>
-std::vector<std::pair<char const*, unsigned long long>> calls_made(sim_control const& sim,
-                                                                   Action&& action)
-{
-  std::vector<unsigned long long> before;
-  before.reserve(driver_entry_points.size());
-  for (char const* entry : driver_entry_points) {
-    before.push_back(sim.call_count(entry));
-  }
-  action();
-  std::vector<std::pair<char const*, unsigned long long>> made;
-  for (std::size_t i = 0; i < driver_entry_points.size(); ++i) {
-    unsigned long long const count = sim.call_count(driver_entry_points[i]) - before[i];
-    if (count != 0) { made.emplace_back(driver_entry_points[i], count); }
-  }
-  return made;
-}
-
-/// The calls to fail: the first, the second and the last of each entry point.
-std::vector<std::pair<char const*, unsigned long long>> faults_for(
-  std::vector<std::pair<char const*, unsigned long long>> const& made)
-{
-  std::vector<std::pair<char const*, unsigned long long>> faults;
-  for (auto const& [entry, count] : made) {
-    for (unsigned long long nth : {1ULL, 2ULL, count}) {
-      if (nth <= count && (faults.empty() || faults.back() != std::pair{entry, nth})) {
-        faults.emplace_back(entry, nth);
-      }
-    }
-  }
-  return faults;
-}
 
 TEST_F(SwapTest, AFaultAtAnyDriverCallOfEvictLosesNothing)
 {

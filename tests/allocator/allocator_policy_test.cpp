@@ -1,0 +1,319 @@
+// Tests of the 85/75 policy carried out by the allocator (allocator.hpp, device_state.hpp,
+// policy.hpp) on a 64 MiB simulated device: pre-eviction on a map takes the least recently
+// used eligible pool down to the low watermark and keeps the device under the high one;
+// critical and active pools are never evicted; ensure_free makes room or says why not;
+// activate restores; evicting a pool waits for its own last use, not for other streams.
+#include "fault_sweep.hpp"
+#include "swap_fixture.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace swapalloc::testing {
+namespace {
+
+int const device_64m = ::setenv("SWAPALLOC_SIM_MEMORY", "64M", 0);
+
+constexpr std::size_t device_bytes = 64 * MiB;
+constexpr std::size_t page_bytes   = 2 * MiB;
+/// 0.85 × 64 MiB, the high watermark's bytes, plus one page: the bound on device use.
+constexpr std::size_t use_bound = (device_bytes / 100 * 85) + page_bytes;
+
+class PolicyAllocatorTest : public SwapTest {
+ public:
+  using SwapTest::alloc;
+
+ protected:
+  [[nodiscard]] allocator_options options() const override
+  {
+    allocator_options o = SwapTest::options();
+    o.read_environment  = false;  // the defaults: 0.85 and 0.75 of the device
+    return o;
+  }
+
+  void SetUp() override
+  {
+    SwapTest::SetUp();
+    ASSERT_EQ(device_64m, 0);
+    ASSERT_EQ(drv().mem_get_info().total, device_bytes);
+  }
+
+  /// Device-wide used bytes, as cuMemGetInfo reports them.
+  [[nodiscard]] std::size_t used_bytes() const
+  {
+    auto const info = drv().mem_get_info();
+    return info.total - info.free;
+  }
+
+  /// A block of `bytes` in `pool`, filled, inside one activation on the default stream.
+  filled_block use(pool_id pool, std::size_t bytes, std::uint64_t seed)
+  {
+    activation const active(alloc(), pool, 0, nullptr);
+    filled_block b = fill_new(pool, bytes, seed);
+    EXPECT_LE(used_bytes(), use_bound) << "after allocating in pool " << pool;
+    return b;
+  }
+
+  /// Activates `pool`, checks `blocks` read back intact, deactivates.
+  void expect_intact_when_active(pool_id pool, std::vector<filled_block> const& blocks,
+                                 std::string const& when)
+  {
+    activation const active(alloc(), pool, 0, nullptr);
+    EXPECT_LE(used_bytes(), use_bound) << when;
+    EXPECT_EQ(alloc().stats(pool, 0).evicted_bytes, 0U) << when;
+    expect_intact(blocks, when);
+  }
+};
+
+TEST_F(PolicyAllocatorTest, AllocatingPastTheHighWatermarkEvictsTheLeastRecentlyUsedPool)
+{
+  pool_id const a = make_pool("a");
+  pool_id const b = make_pool("b");
+  pool_id const c = make_pool("c");
+  std::vector<filled_block> const in_a{use(a, 14 * MiB, 1)};
+  std::vector<filled_block> const in_b{use(b, 14 * MiB, 2)};
+  std::vector<filled_block> const in_c{use(c, 14 * MiB, 3)};
+  EXPECT_EQ(alloc().pressure(0), pressure_level::safe) << "42 of 64 MiB";
+  // 56 MiB would pass 0.85 × 64 = 54.4 MiB: the policy frees down to 0.75 × 64 = 48 MiB,
+  // 8 MiB, from the least recently used pool, a.
+  pool_id const d = make_pool("d");
+  std::vector<filled_block> const in_d{use(d, 14 * MiB, 4)};
+  EXPECT_EQ(alloc().stats(a, 0).evicted_bytes, 8 * MiB);
+  EXPECT_EQ(alloc().stats(b, 0).evicted_bytes, 0U);
+  EXPECT_EQ(alloc().stats(c, 0).evicted_bytes, 0U);
+  EXPECT_EQ(alloc().pressure(0), pressure_level::warning) << "48 of 64 MiB";
+  // Using a again restores it, and makes room first: from b, now the coldest.
+  expect_intact_when_active(a, in_a, "a after its eviction");
+  EXPECT_EQ(alloc().stats(b, 0).evicted_bytes, 8 * MiB);
+  EXPECT_EQ(alloc().stats(c, 0).evicted_bytes, 0U);
+  expect_intact_when_active(b, in_b, "b after its eviction");
+  expect_intact_when_active(c, in_c, "c");
+  expect_intact_when_active(d, in_d, "d");
+  for (auto const* blocks : {&in_a, &in_b, &in_c, &in_d}) {
+    for (filled_block const& block : *blocks) {
+      alloc().deallocate(block.ptr, block.bytes, 0, nullptr);
+    }
+  }
+}
+
+TEST_F(PolicyAllocatorTest, CriticalAndActivePoolsAreNeverEvicted)
+{
+  pool_options critical;
+  critical.priority    = pool_priority::critical;
+  pool_id const weight = alloc().create_pool("backbone", critical);
+  pool_id const head   = make_pool("head");
+  pool_id const other  = make_pool("other");
+  std::vector<filled_block> const in_weight{use(weight, 20 * MiB, 5)};
+  activation const busy(alloc(), head, 0, nullptr);
+  filled_block const in_head = fill_new(head, 20 * MiB, 6);
+  // 60 MiB passes the high watermark, but nothing may be evicted: it still fits.
+  filled_block const more = fill_new(other, 20 * MiB, 7);
+  EXPECT_EQ(alloc().stats(weight, 0).evicted_bytes, 0U);
+  EXPECT_EQ(alloc().stats(head, 0).evicted_bytes, 0U);
+  EXPECT_EQ(alloc().pressure(0), pressure_level::critical) << "60 of 64 MiB";
+  std::string report;
+  {
+    pool_scope const scope(alloc(), other);
+    try {
+      (void)alloc().allocate(8 * MiB, 0, nullptr);
+      ADD_FAILURE() << "8 MiB more fit on a full device";
+    } catch (out_of_memory const& error) {
+      report = error.what();
+    }
+  }
+  EXPECT_NE(report.find("no (critical)"), std::string::npos) << report;
+  EXPECT_NE(report.find("no (pinned or active)"), std::string::npos) << report;
+  EXPECT_EQ(alloc().stats(weight, 0).evicted_bytes, 0U);
+  EXPECT_EQ(alloc().stats(head, 0).evicted_bytes, 0U);
+  expect_intact(in_weight, "the critical pool");
+  expect_intact({in_head}, "the active pool");
+  EXPECT_THROW((void)alloc().evict(weight, 0), usage_error) << "critical: refused";
+  alloc().deallocate(more.ptr, more.bytes, 0, nullptr);
+  alloc().deallocate(in_head.ptr, in_head.bytes, 0, nullptr);
+  alloc().deallocate(in_weight[0].ptr, in_weight[0].bytes, 0, nullptr);
+}
+
+TEST_F(PolicyAllocatorTest, EnsureFreeMakesRoomOrSaysWhatIsPinned)
+{
+  pool_id const a = make_pool("a");
+  pool_id const b = make_pool("b");
+  std::vector<filled_block> const in_a{use(a, 16 * MiB, 8)};
+  std::vector<filled_block> const in_b{use(b, 16 * MiB, 9)};
+  room_result const nothing = alloc().ensure_free(8 * MiB, 0);
+  EXPECT_EQ(nothing.freed_bytes(), 0U) << "32 + 8 MiB stays under 54.4 MiB";
+  // 32 + 24 = 56 MiB: down to 48 MiB, 8 MiB out of a, the colder.
+  room_result const made = alloc().ensure_free(24 * MiB, 0);
+  EXPECT_EQ(made.evicted_bytes, 8 * MiB);
+  ASSERT_EQ(made.evicted.size(), 1U);
+  EXPECT_EQ(made.evicted[0], a);
+  EXPECT_EQ(alloc().stats(a, 0).evicted_bytes, 8 * MiB);
+  alloc().pin_pool(a);
+  alloc().pin_pool(b);
+  try {
+    (void)alloc().ensure_free(40 * MiB, 0);
+    ADD_FAILURE() << "room was made from pinned pools";
+  } catch (out_of_memory const& error) {
+    std::string const report = error.what();
+    EXPECT_NE(report.find("ensure_free(40.00 MiB)"), std::string::npos) << report;
+    EXPECT_NE(report.find("no (pinned or active)"), std::string::npos) << report;
+    EXPECT_NE(report.find("high watermark of 0.85"), std::string::npos) << report;
+  }
+  EXPECT_EQ(alloc().stats(b, 0).evicted_bytes, 0U);
+  alloc().unpin_pool(a);
+  alloc().unpin_pool(b);
+  expect_intact_when_active(a, in_a, "a");
+  expect_intact_when_active(b, in_b, "b");
+  alloc().deallocate(in_a[0].ptr, in_a[0].bytes, 0, nullptr);
+  alloc().deallocate(in_b[0].ptr, in_b[0].bytes, 0, nullptr);
+}
+
+void sleep_half_a_second(void* done)
+{
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  static_cast<std::atomic<bool>*>(done)->store(true);
+}
+
+TEST_F(PolicyAllocatorTest, EvictingAPoolWaitsForItsOwnLastUseNotForOtherStreams)
+{
+  pool_id const a     = make_pool("a");
+  CUstream const mine = drv().stream_create();
+  CUstream const busy = drv().stream_create();
+  filled_block in_a;
+  {
+    activation const active(alloc(), a, 0, mine);
+    in_a = fill_new(a, 4 * MiB, 10);
+  }
+  std::atomic<bool> other_done{false};
+  drv().launch_host_func(busy, sleep_half_a_second, &other_done);  // pool b's long work
+  evict_result const out = alloc().evict(a, 0);
+  EXPECT_EQ(out.released_bytes, 4 * MiB);
+  EXPECT_FALSE(other_done.load()) << "evict waited for another stream's work";
+  EXPECT_FALSE(drv().stream_query(busy));
+  drv().stream_synchronize(busy);
+  EXPECT_TRUE(other_done.load());
+  expect_intact_when_active(a, {in_a}, "a");
+  alloc().deallocate(in_a.ptr, in_a.bytes, 0, nullptr);
+  drv().stream_destroy(mine);
+  drv().stream_destroy(busy);
+}
+
+/// Runs `action` once per fault of `faults_for(calls)` with that call failing: `action`
+/// succeeds or throws cuda_error or out_of_memory, and after `settle` (which undoes what
+/// the action did, faults cleared) every block of `pools` reads back intact.
+template <typename Action, typename Settle>
+std::size_t sweep(PolicyAllocatorTest& test, sim_control const& sim,
+                  std::vector<std::pair<char const*, unsigned long long>> const& calls,
+                  Action&& action, Settle&& settle)
+{
+  std::size_t injected = 0;
+  for (auto const& [entry, nth] : faults_for(calls)) {
+    SCOPED_TRACE(std::string(entry) + " call " + std::to_string(nth));
+    EXPECT_EQ(sim.fail_call(entry, nth, CUDA_SUCCESS), CUDA_SUCCESS);
+    bool done = false;
+    try {
+      action();
+      done = true;
+    } catch (cuda_error const&) {     // a clear error: the failed call, named
+    } catch (out_of_memory const&) {  // the policy could not make the room
+    }
+    sim.clear_faults();
+    EXPECT_EQ(test.alloc().check(), "");
+    settle(done);
+    ++injected;
+  }
+  return injected;
+}
+
+TEST_F(PolicyAllocatorTest, AFaultInAPressureEvictionInsideAllocateLosesNothing)
+{
+  SIM_ONLY(sim(), "injects driver failures");
+  pool_id const a = make_pool("a");
+  pool_id const b = make_pool("b");
+  pool_id const c = make_pool("c");
+  std::vector<filled_block> const in_a{use(a, 16 * MiB, 11)};
+  std::vector<filled_block> const in_b{use(b, 16 * MiB, 12)};
+  CUdeviceptr taken = 0;
+  auto const action = [&] {  // 32 + 24 MiB passes 54.4 MiB: a is evicted first
+    activation const active(alloc(), c, 0, nullptr);
+    pool_scope const scope(alloc(), c);
+    taken = alloc().allocate(24 * MiB, 0, nullptr);
+  };
+  auto const settle = [&](bool done) {
+    if (done) { alloc().deallocate(taken, 24 * MiB, 0, nullptr); }
+    EXPECT_EQ(alloc().stats(c, 0).allocated_bytes, 0U) << "done " << done;
+    (void)alloc().empty_cache();
+    expect_intact_when_active(a, in_a, "a");
+    expect_intact_when_active(b, in_b, "b");
+  };
+  auto const calls = calls_made(sim(), action);
+  EXPECT_GT(alloc().stats(a, 0).evicted_bytes, 0U) << "the clean run evicted a";
+  settle(true);
+  EXPECT_GT(sweep(*this, sim(), calls, action, settle), 10U);
+  action();  // usable after all of them
+  settle(true);
+  alloc().deallocate(in_a[0].ptr, in_a[0].bytes, 0, nullptr);
+  alloc().deallocate(in_b[0].ptr, in_b[0].bytes, 0, nullptr);
+}
+
+TEST_F(PolicyAllocatorTest, AFaultInAPressureEvictionInsideActivateLosesNothing)
+{
+  SIM_ONLY(sim(), "injects driver failures");
+  pool_id const a = make_pool("a");
+  pool_id const b = make_pool("b");
+  pool_id const c = make_pool("c");
+  std::vector<filled_block> const in_a{use(a, 16 * MiB, 13)};
+  (void)alloc().evict(a, 0);
+  std::vector<filled_block> const in_b{use(b, 20 * MiB, 14)};
+  std::vector<filled_block> const in_c{use(c, 20 * MiB, 15)};
+  auto const action = [&] {  // 40 + 16 MiB passes 54.4 MiB: b is evicted, a restored
+    activation const active(alloc(), a, 0, nullptr);
+  };
+  auto const settle = [&](bool) {  // back to: a evicted, b and c resident
+    expect_intact_when_active(b, in_b, "b");
+    expect_intact_when_active(c, in_c, "c");
+    expect_intact_when_active(a, in_a, "a");
+    (void)alloc().evict(a, 0);
+    expect_intact_when_active(b, in_b, "b, again");
+  };
+  auto const calls = calls_made(sim(), action);
+  EXPECT_GT(alloc().stats(b, 0).evicted_bytes, 0U) << "the clean run evicted b";
+  settle(true);
+  EXPECT_GT(sweep(*this, sim(), calls, action, settle), 10U);
+  for (auto const* blocks : {&in_a, &in_b, &in_c}) {
+    alloc().deallocate((*blocks)[0].ptr, (*blocks)[0].bytes, 0, nullptr);
+  }
+}
+
+TEST_F(PolicyAllocatorTest, DeactivateWithoutActivateIsAMisuse)
+{
+  pool_id const a = make_pool("a");
+  EXPECT_THROW(alloc().deactivate(a, 0, nullptr), usage_error);
+  {
+    activation const nested(alloc(), a, 0, nullptr);
+  }
+  EXPECT_THROW(alloc().deactivate(a, 0, nullptr), usage_error) << "one deactivate per activate";
+}
+
+TEST(PolicyOptions, ALowWatermarkNotBelowTheHighOneIsRejected)
+{
+  driver const drv;
+  allocator_options o;
+  o.read_environment = false;
+  o.high_watermark   = 0.7;
+  o.low_watermark    = 0.8;
+  try {
+    allocator const rejected(drv, o);
+    ADD_FAILURE() << "low 0.8 >= high 0.7 accepted";
+  } catch (config_error const& error) {
+    std::string const message = error.what();
+    EXPECT_NE(message.find("0.8"), std::string::npos) << message;
+    EXPECT_NE(message.find("0.7"), std::string::npos) << message;
+  }
+}
+
+}  // namespace
+}  // namespace swapalloc::testing
