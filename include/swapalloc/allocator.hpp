@@ -673,10 +673,13 @@ class allocator {
   {
     state.ensure_context();
     context_scope const current(*driver_, state.context());
-    pool_residency& pool    = state.pool_for(id, registry_.entry(id, "allocate"),
-                                             pool_defaults{options_.capacity, options_.page_size});
-    std::size_t const range = pool.pool().capacity();
-    auto const asked        = [&] {  // built on failure only: bytes_text formats floats
+    pool_residency* existing = state.pool(id);  // the registry is asked only for a new one
+    pool_residency& pool     = existing != nullptr
+                                 ? *existing
+                                 : state.pool_for(id, registry_.entry(id, "allocate"),
+                                                  pool_defaults{options_.capacity, options_.page_size});
+    std::size_t const range  = pool.pool().capacity();
+    auto const asked         = [&] {  // built on failure only: bytes_text formats floats
       return "allocating " + bytes_text(bytes) + " (" + std::to_string(bytes) +
              " bytes) in pool '" + pool.pool().name() + "'";
     };
@@ -727,7 +730,7 @@ class allocator {
       device_full = true;
       return nullptr;
     }
-    if (found != nullptr && state.own_bytes() > limit_of(state)) {
+    if (found != nullptr && options_.device_limit && state.own_bytes() > limit_of(state)) {
       pool.deallocate(found);
       (void)pool.release_idle_pages();
       device_full = true;
@@ -779,7 +782,18 @@ class allocator {
   }
 
   /// Throws usage_error unless `freed` was allocated with `bytes` on `stream`.
+  /// Hot path: two compares; the message is built out of line, on failure only.
   void check_free(CUdeviceptr ptr, std::size_t bytes, CUstream stream, block const& freed) const
+  {
+    if (freed.requested != bytes || tag_of(stream) != freed.tag) [[unlikely]] {
+      throw_bad_free(ptr, bytes, stream, freed);
+    }
+  }
+
+  [[noreturn]] __attribute__((noinline, cold)) void throw_bad_free(CUdeviceptr ptr,
+                                                                   std::size_t bytes,
+                                                                   CUstream stream,
+                                                                   block const& freed) const
   {
     if (freed.requested != bytes) {
       throw usage_.raise(
@@ -787,13 +801,11 @@ class allocator {
         "deallocate(ptr=" + hex(ptr) + ", bytes=" + std::to_string(bytes) +
           "): the block was allocated with bytes=" + std::to_string(freed.requested));
     }
-    if (tag_of(stream) != freed.tag) {
-      throw usage_.raise(usage_error_kind::wrong_stream,
-                         "deallocate(ptr=" + hex(ptr) +
-                           ", stream=" + hex(reinterpret_cast<std::uintptr_t>(stream)) +
-                           "): the block was allocated on stream=" +
-                           hex(reinterpret_cast<std::uintptr_t>(stream_of(freed.tag))));
-    }
+    throw usage_.raise(usage_error_kind::wrong_stream,
+                       "deallocate(ptr=" + hex(ptr) +
+                         ", stream=" + hex(reinterpret_cast<std::uintptr_t>(stream)) +
+                         "): the block was allocated on stream=" +
+                         hex(reinterpret_cast<std::uintptr_t>(stream_of(freed.tag))));
   }
 
   std::size_t release_cached(pool_id const* only)

@@ -35,6 +35,7 @@ TEST_F(AllocatorOomTest, FullDeviceThrowsOutOfMemoryWithThePoolTable)
     big = alloc().allocate(200 * MiB, 0, nullptr);
   }
   CUdeviceptr const small = alloc().allocate(MiB, 0, nullptr);
+  alloc().pin_pool(sdxl);  // in use: the policy may not evict it to make room
   pool_stats const before = alloc().device_stats(0);
   try {
     (void)alloc().allocate(100 * MiB, 0, nullptr);
@@ -47,13 +48,15 @@ TEST_F(AllocatorOomTest, FullDeviceThrowsOutOfMemoryWithThePoolTable)
          {"out of memory on device 0", "allocating 100.00 MiB (104857600 bytes) in pool 'default'",
           "its block needs 100.00 MiB of new pages, and the device has", "MiB free after releasing",
           "total 256.00 MiB", "allocated", "resident", "evicted", "eviction", "cached-free", "sdxl",
-          "200.00 MiB", "default"}) {
+          "200.00 MiB", "default", "no (pinned or active)", "no (default pool)"}) {
       EXPECT_NE(what.find(needle), std::string::npos) << "missing '" << needle << "' in:\n" << what;
     }
   }
   pool_stats const after = alloc().device_stats(0);
   EXPECT_EQ(after.live_blocks, before.live_blocks);
   EXPECT_EQ(after.allocated_bytes, before.allocated_bytes);
+  EXPECT_EQ(after.evicted_bytes, 0U) << "pinned and default pools are never evicted";
+  alloc().unpin_pool(sdxl);
   alloc().deallocate(big, 200 * MiB, 0, nullptr);
   CUdeviceptr const retry = alloc().allocate(100 * MiB, 0, nullptr);  // now it fits
   alloc().deallocate(retry, 100 * MiB, 0, nullptr);
