@@ -148,7 +148,7 @@ class transfer_engine {
                      codec_choice const& choice)
   {
     ensure_ready();
-    evict_pass pass(residency, residency.image_for(*store_), choice);
+    evict_pass pass{residency, residency.image_for(*store_), choice, {}, {}, {}};
     try {
       for (std::size_t i = 0; i < pages.size(); ++i) {
         std::size_t const page = pages[i];
@@ -313,18 +313,15 @@ class transfer_engine {
   };
 
   /// One eviction's state: the pages with copies in flight, and what was done.
+  /// `window` comes before `out`: a deque's construction allocates and may throw, and
+  /// built first it leaves nothing to destroy when it does (GCC 12 -O3 reports the string
+  /// in `out` "may be used uninitialized" in that cleanup when `out` is built first).
   struct evict_pass {
-    // A constructor, not aggregate initialization: with it GCC 12 -O3 no longer reports a
-    // false -Wmaybe-uninitialized on `out.refused` when evict is inlined into the policy.
-    evict_pass(pool_residency& r, pool_image& i, codec_choice const& c) noexcept
-      : residency(r), image(i), choice(c)
-    {
-    }
     pool_residency& residency;
     pool_image& image;
     codec_choice const& choice;
-    evict_result out{};
     std::deque<in_flight> window;
+    evict_result out;
     std::exception_ptr unmap_error;  // the first unmap that failed (reported at the end)
   };
 
