@@ -25,7 +25,6 @@ namespace {
 
 constexpr std::size_t KiB = std::size_t{1} << 10;
 constexpr std::size_t MiB = std::size_t{1} << 20;
-constexpr std::size_t GiB = std::size_t{1} << 30;
 
 [[nodiscard]] std::size_t rounded(std::size_t bytes)
 {
