@@ -636,14 +636,14 @@ class allocator {
   restore_result restore_locked(device_state& state, pool_id id, pool_residency& pool,
                                 CUstream stream)
   {
-    (void)make_room_for(state, id, pool.pool().page_size() * pool.pool().parked_pages(),
-                        room_reason::map);
-    if (auto done = restore_unless_full(state, pool, stream)) { return *done; }
-    std::size_t const released = state.release_for_retry();
-    device_pool const& pages   = pool.pool();
+    // Evicted pages are the ones to map (restoring ones are mapped already).
+    device_pool const& pages = pool.pool();
     std::size_t const needed =
       pages.page_size() * pages.blocks().pages().count(page_state::evicted);
-    room_result const room = make_room_for(state, id, needed, room_reason::out_of_memory);
+    (void)make_room_for(state, id, needed, room_reason::map);
+    if (auto done = restore_unless_full(state, pool, stream)) { return *done; }
+    std::size_t const released = state.release_for_retry();
+    room_result const room     = make_room_for(state, id, needed, room_reason::out_of_memory);
     if (auto done = restore_unless_full(state, pool, stream)) { return *done; }
     throw out_of_memory(
       oom_text(
@@ -673,13 +673,11 @@ class allocator {
   {
     state.ensure_context();
     context_scope const current(*driver_, state.context());
-    pool_residency* existing = state.pool(id);  // the registry is asked only for a new one
-    pool_residency& pool     = existing != nullptr
-                                 ? *existing
-                                 : state.pool_for(id, registry_.entry(id, "allocate"),
-                                                  pool_defaults{options_.capacity, options_.page_size});
-    std::size_t const range  = pool.pool().capacity();
-    auto const asked         = [&] {  // built on failure only: bytes_text formats floats
+    pool_residency& pool = state.pool_for(
+      id, [&](pool_id fresh) { return registry_.entry(fresh, "allocate"); },
+      pool_defaults{options_.capacity, options_.page_size});
+    std::size_t const range = pool.pool().capacity();
+    auto const asked        = [&] {  // built on failure only: bytes_text formats floats
       return "allocating " + bytes_text(bytes) + " (" + std::to_string(bytes) +
              " bytes) in pool '" + pool.pool().name() + "'";
     };

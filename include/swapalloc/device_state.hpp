@@ -143,13 +143,18 @@ class device_state {
   }
 
   /**
-   * @brief Pool `id`'s residency, created (its range reserved) at the first call.
+   * @brief Pool `id`'s residency, created (its range reserved) at the first call, from
+   *        the registry entry `entry_of(id)` gives: asked for only then, so that the slow
+   *        path of an existing pool takes no registry lock.
    * @throws std::invalid_argument for sizes that are not multiples of the granularity;
-   *         cuda_error if the range cannot be reserved. @pre locked, context current.
+   *         cuda_error if the range cannot be reserved; what `entry_of` throws.
+   * @pre locked, context current.
    */
-  pool_residency& pool_for(pool_id id, pool_entry const& entry, pool_defaults defaults)
+  template <typename EntryOf>
+  pool_residency& pool_for(pool_id id, EntryOf&& entry_of, pool_defaults defaults)
   {
     if (pool_residency* const existing = pool(id); existing != nullptr) { return *existing; }
+    pool_entry const entry = entry_of(id);
     std::size_t page_size =
       entry.options.page_size != 0 ? entry.options.page_size : defaults.page_size;
     if (page_size == 0) { page_size = driver_->allocation_granularity(device_); }
