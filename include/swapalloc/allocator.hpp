@@ -426,6 +426,26 @@ class allocator {
     return done;
   }
 
+  /**
+   * @brief The background monitor's step (pressure_monitor.hpp): when this process's use
+   *        or the device-wide use on `device` (other processes count) is past the high
+   *        watermark, releases cached pages and evicts the coldest eligible pools until
+   *        both are back at the low watermark (policy.hpp, room_reason::monitor). Acts
+   *        even with `automatic_eviction` off: starting a monitor asks for it.
+   * @return what was done (nothing before the device's first use, or below the mark).
+   * @throws usage_error (bad_device); cuda_error from a failed step, after the others ran.
+   */
+  room_result relieve_pressure(int device)
+  {
+    device_state& state = state_of(device, "relieve_pressure");
+    std::lock_guard const lock(state.mutex());
+    if (state.context() == nullptr) { return {}; }
+    context_scope const current(*driver_, state.context());
+    room_result done = make_room_for(state, default_pool, 0, room_reason::monitor);
+    if (done.error) { std::rethrow_exception(done.error); }
+    return done;
+  }
+
   /// The pressure level of `device` (policy.hpp pressure_of): SAFE below the low watermark,
   /// WARNING below the high one, CRITICAL below 0.95, EMERGENCY above.
   [[nodiscard]] pressure_level pressure(int device)
@@ -763,7 +783,10 @@ class allocator {
   room_result make_room_for(device_state& state, pool_id requester, std::size_t bytes,
                             room_reason reason)
   {
-    if (!options_.automatic_eviction && reason != room_reason::ensure_free) { return {}; }
+    if (!options_.automatic_eviction && reason != room_reason::ensure_free &&
+        reason != room_reason::monitor) {
+      return {};
+    }
     device_usage const usage = state.usage(limit_of(state));
     if (bytes_to_free(usage, bytes, marks_, reason) == 0) { return {}; }
     auto const entry_of          = [&](pool_id pool) { return registry_.entry(pool, "make_room"); };
