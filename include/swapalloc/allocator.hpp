@@ -58,6 +58,10 @@
 
 namespace swapalloc {
 
+namespace detail {
+struct allocator_access;  // tests only: reaches a device's state (tests/allocator)
+}  // namespace detail
+
 /// Allocator-wide settings; 0 takes the default. Explicit values win over the environment.
 struct allocator_options {
   std::size_t capacity{0};   ///< bytes reserved per pool and device; 0: 2 × the device's memory
@@ -572,6 +576,8 @@ class allocator {
   }
 
  private:
+  friend struct detail::allocator_access;
+
   /// `options` with the environment's settings where it leaves them 0.
   [[nodiscard]] static allocator_options with_environment(allocator_options options)
   {
