@@ -113,6 +113,9 @@ class allocator {
   /// context reference, best effort. Live blocks become invalid.
   ~allocator() = default;
 
+  /// The devices the driver reported at construction; ordinals are 0 to this, exclusive.
+  [[nodiscard]] int device_count() const noexcept { return static_cast<int>(devices_.size()); }
+
   // ---------------------------------------------------------------- pools
 
   /**
