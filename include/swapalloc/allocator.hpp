@@ -40,9 +40,9 @@
 #include <swapalloc/errors.hpp>
 #include <swapalloc/pool_registry.hpp>
 #include <swapalloc/report.hpp>
+#include <swapalloc/room_maker.hpp>
 #include <swapalloc/scope_stack.hpp>
-
-#include <nlohmann/json.hpp>
+#include <swapalloc/worker_pool.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -95,12 +95,9 @@ class allocator {
   explicit allocator(driver const& drv, allocator_options options = {})
     : driver_(&drv),
       options_(with_environment(options)),
-      marks_{options_.low_watermark, options_.high_watermark},
-      registry_(usage_)
+      registry_(usage_),
+      room_(drv, registry_, room_settings_of(options_))
   {
-    if (std::string const problem = watermark_problem(marks_); !problem.empty()) {
-      throw config_error("watermarks", "swapalloc: allocator_options: " + problem);
-    }
     int const count = drv.device_count();
     for (int ordinal = 0; ordinal < count; ++ordinal) {
       devices_.push_back(std::make_unique<device_state>(drv, ordinal, drv.device(ordinal)));
@@ -152,8 +149,10 @@ class allocator {
       throw usage_.raise(usage_error_kind::bad_pool,
                          "destroy_pool: the default pool lives as long as the allocator");
     }
+    prefetches_.wait();             // no prefetch holds the pool's residency
     for (auto& state : devices_) {  // first pass: refuse while in use, change nothing
-      std::lock_guard const lock(state->mutex());
+      std::unique_lock lock(state->mutex());
+      state->wait_while_moving(lock, id);
       pool_residency const* const pool = state->pool(id);
       if (pool == nullptr) { continue; }
       context_scope const current(*driver_, state->context());
@@ -168,7 +167,8 @@ class allocator {
       }
     }
     for (auto& state : devices_) {
-      std::lock_guard const lock(state->mutex());
+      std::unique_lock lock(state->mutex());
+      state->wait_while_moving(lock, id);
       if (state->pool(id) == nullptr) { continue; }
       context_scope const current(*driver_, state->context());
       driver_->synchronize_context();
@@ -207,17 +207,20 @@ class allocator {
     std::size_t const rounded =
       bytes > std::numeric_limits<std::size_t>::max() - block_granule ? 0 : round_request(bytes);
     stream_tag const tag = tag_of(stream);
-    std::lock_guard const lock(state.mutex());
+    std::unique_lock lock(state.mutex());
     state.harvest();
     pool_residency* const pool = state.pool(id);
-    if (pool != nullptr && rounded != 0) {  // hot path
+    if (pool != nullptr && rounded != 0 && !state.moving(id)) {  // hot path
       if (block* const found = pool->allocate_cached(rounded, bytes, tag); found != nullptr) {
         CUdeviceptr const address = pool->pool().address(*found);
         state.live().insert(address, live_block{found, id});
         return address;
       }
     }
-    return allocate_slow(state, id, bytes, rounded, tag);
+    block* const found        = room_.allocate(state, lock, id, bytes, rounded, tag);
+    CUdeviceptr const address = state.pool(id)->pool().address(*found);
+    state.live().insert(address, live_block{found, id});
+    return address;
   }
 
   /**
@@ -234,10 +237,15 @@ class allocator {
     if (ptr == 0) { return; }
     device_state& state = state_of(device, "deallocate");
     std::unique_lock lock(state.mutex());
-    live_block const found = live_or_throw(state, lock, ptr, device, [&] {
+    auto const call = [&] {
       return "deallocate(ptr=" + hex(ptr) + ", bytes=" + std::to_string(bytes) +
              ", device=" + std::to_string(device) + ")";
-    });
+    };
+    live_block found = live_or_throw(state, lock, ptr, device, call);
+    while (state.moving(found.pool)) [[unlikely]] {  // its pages may be in flight
+      state.wait_while_moving(lock, found.pool);
+      found = live_or_throw(state, lock, ptr, device, call);
+    }
     check_free(ptr, bytes, stream, *found.freed);
     state.live().erase(ptr);
     pool_residency& pool = *state.pool(found.pool);
@@ -310,18 +318,21 @@ class allocator {
   {
     pool_entry const entry = registry_.entry(id, "evict");
     device_state& state    = state_of(device, "evict");
-    std::lock_guard const lock(state.mutex());
-    if (refusal const why = eviction_refusal(state, id, entry); why != refusal::none) {
-      throw usage_.raise(
-        usage_error_kind::not_evictable,
-        "evict(pool '" + entry.name + "'): refused, " + refusal_sentence(id, why, state.pins(id)));
+    std::unique_lock lock(state.mutex());
+    device_state::engine_lease const lease(state, lock);  // then no pool is moving
+    if (refusal const why = room_maker::eviction_refusal(state, id, entry); why != refusal::none) {
+      throw usage_.raise(usage_error_kind::not_evictable,
+                         "evict(pool '" + entry.name + "'): refused, " +
+                           room_maker::refusal_sentence(id, why, state.pins(id)));
     }
     pool_residency* const pool = state.pool(id);
     if (pool == nullptr || state.context() == nullptr) { return {}; }
     context_scope const current(*driver_, state.context());
-    state.wait_for_pool(id);  // its own last use, or the device if it was never activated
-    state.ensure_swap_tier(workers(), options_.host, options_.transfer);
-    return state.evict(*pool, bytes, codec_choice{entry.options.dtype, entry.options.codec});
+    device_state::moving_pool const mark(state, id);
+    state.wait_for_pool(id, wait_gate(lock));  // its own last use, else the device's work
+    room_.ensure_swap_tier(state);
+    return state.evict(*pool, bytes, codec_choice{entry.options.dtype, entry.options.codec},
+                       wait_gate(lock));
   }
 
   /**
@@ -341,12 +352,41 @@ class allocator {
   {
     registry_.require(id, "restore");
     device_state& state = state_of(device, "restore");
-    std::lock_guard const lock(state.mutex());
+    std::unique_lock lock(state.mutex());
+    state.wait_while_moving(lock, id);
     pool_residency* const pool = state.pool(id);
     if (pool == nullptr || pool->pool().parked_pages() == 0) { return {}; }
     context_scope const current(*driver_, state.context());
-    return restore_locked(state, id, *pool, stream);
+    return room_.restore(state, lock, id, *pool, stream);
   }
+
+  /**
+   * @brief Starts restoring pool `id` on `device` and returns at once (DESIGN §6): the
+   *        restore runs on the allocator's prefetch thread, on the transfer engine's
+   *        streams and workers, room made first as for `restore`. A later `activate`
+   *        waits only for what is left. Until its next activation the pool is evicted
+   *        again only on out-of-memory (policy.hpp refusal::prefetched). A prefetch that
+   *        fails loses nothing: the pool stays evicted, and `activate` restores it and
+   *        reports the error.
+   * @return false if the pool had nothing in host memory (nothing was started).
+   * @throws usage_error (bad_pool, bad_device).
+   */
+  bool prefetch(pool_id id, int device)
+  {
+    registry_.require(id, "prefetch");
+    device_state& state = state_of(device, "prefetch");
+    {
+      std::lock_guard const lock(state.mutex());
+      pool_residency const* const pool = state.pool(id);
+      if (pool == nullptr || pool->pool().parked_pages() == 0) { return false; }
+    }
+    std::call_once(prefetcher_started_, [&] { prefetcher_ = std::make_unique<worker_pool>(1); });
+    prefetcher_->submit(prefetches_, [this, id, &state] { run_prefetch(state, id); });
+    return true;
+  }
+
+  /// Waits until every prefetch started so far has finished (tests, shutdown).
+  void wait_for_prefetches() { prefetches_.wait(); }
 
   /**
    * @brief Activates pool `id` on `device` for work on `stream` (DESIGN §6): restores what
@@ -363,13 +403,14 @@ class allocator {
   {
     registry_.require(id, "activate");
     device_state& state = state_of(device, "activate");
-    std::lock_guard const lock(state.mutex());
-    state.activate(id);  // pinned from here: making room below never takes it
-    pool_residency* const pool = state.pool(id);
-    if (pool == nullptr || pool->pool().parked_pages() == 0) { return {}; }
+    std::unique_lock lock(state.mutex());
+    state.activate(id);  // pinned from here: no eviction starts on it
     try {
+      state.wait_while_moving(lock, id);  // an eviction begun before, or a prefetch
+      pool_residency* const pool = state.pool(id);
+      if (pool == nullptr || pool->pool().parked_pages() == 0) { return {}; }
       context_scope const current(*driver_, state.context());
-      return restore_locked(state, id, *pool, stream);
+      return room_.restore(state, lock, id, *pool, stream);
     } catch (...) {
       state.cancel_activation(id);
       throw;
@@ -414,23 +455,10 @@ class allocator {
   room_result ensure_free(std::size_t bytes, int device)
   {
     device_state& state = state_of(device, "ensure_free");
-    std::lock_guard const lock(state.mutex());
+    std::unique_lock lock(state.mutex());
     state.ensure_context();
     context_scope const current(*driver_, state.context());
-    room_result done = make_room_for(state, default_pool, bytes, room_reason::ensure_free);
-    if (done.error) { std::rethrow_exception(done.error); }
-    device_usage const after = state.usage(limit_of(state));
-    if (bytes_to_free(after, bytes, marks_, room_reason::ensure_free) != 0) {
-      throw out_of_memory(
-        oom_text(state, "ensure_free(" + bytes_text(bytes) + ")",
-                 "freed " + bytes_text(done.freed_bytes()) + ", and mapping " + bytes_text(bytes) +
-                   " more would still pass the high watermark of " +
-                   detail::fraction_text(marks_.high) + limit_text(state) +
-                   "; what remains is pinned, active, critical or not "
-                   "evictable"),
-        bytes, state.ordinal());
-    }
-    return done;
+    return room_.ensure_free(state, lock, bytes);
   }
 
   /**
@@ -445,10 +473,10 @@ class allocator {
   room_result relieve_pressure(int device)
   {
     device_state& state = state_of(device, "relieve_pressure");
-    std::lock_guard const lock(state.mutex());
+    std::unique_lock lock(state.mutex());
     if (state.context() == nullptr) { return {}; }
     context_scope const current(*driver_, state.context());
-    room_result done = make_room_for(state, default_pool, 0, room_reason::monitor);
+    room_result done = room_.make_room(state, lock, default_pool, 0, room_reason::monitor);
     if (done.error) { std::rethrow_exception(done.error); }
     return done;
   }
@@ -461,7 +489,7 @@ class allocator {
     std::lock_guard const lock(state.mutex());
     if (state.context() == nullptr) { return pressure_level::safe; }
     context_scope const current(*driver_, state.context());
-    return pressure_of(state.usage(limit_of(state)), marks_);
+    return pressure_of(state.usage(room_.limit_of(state)), room_.marks());
   }
 
   /**
@@ -476,7 +504,8 @@ class allocator {
   {
     registry_.set_read_only(id, read_only);
     for (auto& state : devices_) {
-      std::lock_guard const lock(state->mutex());
+      std::unique_lock lock(state->mutex());
+      state->wait_while_moving(lock, id);
       if (pool_residency* const pool = state->pool(id); pool != nullptr) {
         context_scope const current(*driver_, state->context());  // host frees may call it
         pool->set_keep_copies(read_only);
@@ -490,7 +519,8 @@ class allocator {
   {
     registry_.require(id, "pin_pool");
     for (auto& state : devices_) {
-      std::lock_guard const lock(state->mutex());
+      std::unique_lock lock(state->mutex());
+      state->wait_while_moving(lock, id);  // an eviction begun before the pin completes
       state->pin(id);
     }
   }
@@ -614,201 +644,38 @@ class allocator {
                          " (exclusive), the devices the driver reports");
   }
 
-  /// The compression workers, shared by every device, started at the first eviction.
-  [[nodiscard]] worker_pool& workers()
+  /// The room maker's settings out of the resolved options.
+  /// @throws config_error ("watermarks") unless 0 < low < high <= 1.
+  [[nodiscard]] static room_settings room_settings_of(allocator_options const& options)
   {
-    std::call_once(workers_started_,
-                   [&] { workers_ = std::make_unique<worker_pool>(options_.workers); });
-    return *workers_;
-  }
-
-  /// Why pool `id` cannot be evicted on `state` now (policy.hpp refusal_of), or
-  /// refusal::none. Having nothing resident is no refusal here. @pre state locked.
-  [[nodiscard]] static refusal eviction_refusal(device_state const& state, pool_id id,
-                                                pool_entry const& entry) noexcept
-  {
-    refusal const why = refusal_of(state.view(id, entry), room_reason::map);
-    return why == refusal::nothing_resident ? refusal::none : why;
-  }
-
-  /// `why` as the end of a sentence about pool `id`.
-  [[nodiscard]] static std::string refusal_sentence(pool_id id, refusal why, std::size_t pins)
-  {
-    switch (why) {
-      case refusal::pinned_or_active:
-        return "it is pinned or active (" + std::to_string(pins) + " pins: it is in use)";
-      case refusal::critical:
-        return "its priority is critical";
-      case refusal::not_evictable:
-        return id == default_pool ? "it is the default pool"
-                                  : "it was created with evictable = false";
-      default:
-        return to_string(why);
+    watermarks const marks{options.low_watermark, options.high_watermark};
+    if (std::string const problem = watermark_problem(marks); !problem.empty()) {
+      throw config_error("watermarks", "swapalloc: allocator_options: " + problem);
     }
+    return room_settings{marks,
+                         options.device_limit,
+                         options.automatic_eviction,
+                         pool_defaults{options.capacity, options.page_size},
+                         options.host,
+                         options.transfer,
+                         options.workers};
   }
 
-  /// The OOM report of `state`. @pre state locked (takes the registry's lock per pool).
-  [[nodiscard]] std::string oom_text(device_state const& state, std::string const& request,
-                                     std::string const& why) const
-  {
-    std::vector<pool_row> const rows = state.rows([&](pool_id id) {
-      refusal const why = eviction_refusal(state, id, registry_.entry(id, "report"));
-      if (why == refusal::none) { return std::string("possible"); }
-      return "no (" + std::string(id == default_pool ? "default pool" : to_string(why)) + ")";
-    });
-    return oom_report(state.ordinal(), request, why, rows, state.memory());
-  }
-
-  /// Restores `pool` (pool `id`); when the device is full, releases every pool's cached
-  /// pages and evicts what the policy allows, then retries once. @pre state locked,
-  /// context current, the pool has pages in host memory.
-  restore_result restore_locked(device_state& state, pool_id id, pool_residency& pool,
-                                CUstream stream)
-  {
-    // Evicted pages are the ones to map (restoring ones are mapped already).
-    device_pool const& pages = pool.pool();
-    std::size_t const needed =
-      pages.page_size() * pages.blocks().pages().count(page_state::evicted);
-    (void)make_room_for(state, id, needed, room_reason::map);
-    if (auto done = restore_unless_full(state, pool, stream)) { return *done; }
-    std::size_t const released = state.release_for_retry();
-    room_result const room     = make_room_for(state, id, needed, room_reason::out_of_memory);
-    if (auto done = restore_unless_full(state, pool, stream)) { return *done; }
-    throw out_of_memory(
-      oom_text(
-        state,
-        "restoring pool '" + pages.name() + "' (" + bytes_text(needed) + " of evicted pages)",
-        "its pages need " + bytes_text(needed) + " of device memory" + limit_text(state) +
-          free_after_text(state.memory(), released + room.freed_bytes())),
-      needed, state.ordinal());
-  }
-
-  /// The restore, or nothing when the device was out of memory. @pre state locked.
-  [[nodiscard]] static std::optional<restore_result> restore_unless_full(device_state& state,
-                                                                         pool_residency& pool,
-                                                                         CUstream stream)
+  /// The prefetch thread's task: restores pool `id` on `state` as `restore` does; if no
+  /// activation came meanwhile, marks it prefetched. A failure leaves the pool evicted
+  /// with its copies, for `activate` to restore and report.
+  void run_prefetch(device_state& state, pool_id id) noexcept
   {
     try {
-      return state.restore(pool, stream);
-    } catch (cuda_error const& error) {
-      if (error.code() != CUDA_ERROR_OUT_OF_MEMORY) { throw; }
-      return std::nullopt;
+      std::unique_lock lock(state.mutex());
+      pool_residency* const pool = state.pool(id);
+      if (pool == nullptr || pool->pool().parked_pages() == 0) { return; }
+      std::uint64_t const used = state.last_use(id);
+      context_scope const current(*driver_, state.context());
+      (void)room_.restore(state, lock, id, *pool, nullptr);
+      if (state.last_use(id) == used && state.pins(id) == 0) { state.set_prefetched(id, true); }
+    } catch (...) {  // NOLINT(bugprone-empty-catch): see above
     }
-  }
-
-  /// @pre state locked.
-  CUdeviceptr allocate_slow(device_state& state, pool_id id, std::size_t bytes, std::size_t rounded,
-                            stream_tag tag)
-  {
-    state.ensure_context();
-    context_scope const current(*driver_, state.context());
-    pool_residency& pool = state.pool_for(
-      id, [&](pool_id fresh) { return registry_.entry(fresh, "allocate"); },
-      pool_defaults{options_.capacity, options_.page_size});
-    std::size_t const range = pool.pool().capacity();
-    auto const asked        = [&] {  // built on failure only: bytes_text formats floats
-      return "allocating " + bytes_text(bytes) + " (" + std::to_string(bytes) +
-             " bytes) in pool '" + pool.pool().name() + "'";
-    };
-    if (rounded == 0 || rounded > range) {
-      throw out_of_memory(
-        oom_text(state, asked(),
-                 "the request exceeds the pool's capacity of " + bytes_text(range) +
-                   " (its reserved address range); nothing can be freed to "
-                   "make it fit"),
-        bytes, state.ordinal());
-    }
-    std::size_t const page = pool.pool().page_size();
-    (void)make_room_for(state, id, (rounded + page - 1) / page * page, room_reason::map);
-    bool device_full = false;
-    block* found     = try_allocate(state, pool, rounded, bytes, tag, device_full);
-    if (found == nullptr) {  // DESIGN §8: everything allowed is released or evicted; retry once
-      std::size_t const released = state.release_for_retry();
-      room_result const room     = make_room_for(state, id, rounded, room_reason::out_of_memory);
-      found                      = try_allocate(state, pool, rounded, bytes, tag, device_full);
-      if (found == nullptr) {
-        std::string const why = device_full
-                                  ? "its block needs " + bytes_text(pool.pool().last_map_bytes()) +
-                                      " of new pages" + limit_text(state) +
-                                      free_after_text(state.memory(), released + room.freed_bytes())
-                                  : "the pool's address range of " + bytes_text(range) +
-                                      " has no free run of " + bytes_text(rounded) + " (released " +
-                                      bytes_text(released) + " of cached pages and retried)";
-        throw out_of_memory(oom_text(state, asked(), why), bytes, state.ordinal());
-      }
-    }
-    CUdeviceptr const address = pool.pool().address(*found);
-    state.live().insert(address, live_block{found, id});
-    return address;
-  }
-
-  /// A block, or nullptr when the device or this process's limit (`device_full` set) or
-  /// the pool's range (not set) is out of memory. A block that took the process past its
-  /// limit is given back with the pages it mapped.
-  block* try_allocate(device_state& state, pool_residency& pool, std::size_t rounded,
-                      std::size_t bytes, stream_tag tag, bool& device_full)
-  {
-    block* found = nullptr;
-    try {
-      device_full = false;
-      found       = pool.allocate(rounded, bytes, tag);
-    } catch (cuda_error const& error) {
-      if (error.code() != CUDA_ERROR_OUT_OF_MEMORY) { throw; }
-      device_full = true;
-      return nullptr;
-    }
-    if (found != nullptr && options_.device_limit && state.own_bytes() > limit_of(state)) {
-      pool.deallocate(found);
-      (void)pool.release_idle_pages();
-      device_full = true;
-      return nullptr;
-    }
-    return found;
-  }
-
-  /// What this process may hold on `state`'s device: the configured limit, else the total.
-  /// @pre state's context was ensured.
-  [[nodiscard]] std::size_t limit_of(device_state const& state) const
-  {
-    std::size_t const total = state.total_bytes();
-    return options_.device_limit ? options_.device_limit->resolve(total) : total;
-  }
-
-  /// " (this process's device limit is L, SWAPALLOC_DEVICE_LIMIT)" when one is set.
-  [[nodiscard]] std::string limit_text(device_state const& state) const
-  {
-    if (!options_.device_limit) { return {}; }
-    return " (this process may hold " + bytes_text(limit_of(state)) +
-           " of the device: allocator_options::device_limit or SWAPALLOC_DEVICE_LIMIT)";
-  }
-
-  /**
-   * @brief Makes room for `bytes` about to be mapped on `state` as the policy plans it for
-   *        `reason` (policy.hpp): cached pages first, then the coldest eligible pools.
-   *        Pool `requester` (the one being allocated into or activated) is never a victim.
-   * @return what was done; a failed step is in `error`, the others still ran.
-   * @pre state locked, context current.
-   */
-  room_result make_room_for(device_state& state, pool_id requester, std::size_t bytes,
-                            room_reason reason)
-  {
-    if (!options_.automatic_eviction && reason != room_reason::ensure_free &&
-        reason != room_reason::monitor) {
-      return {};
-    }
-    device_usage const usage = state.usage(limit_of(state));
-    if (bytes_to_free(usage, bytes, marks_, reason) == 0) { return {}; }
-    auto const entry_of          = [&](pool_id pool) { return registry_.entry(pool, "make_room"); };
-    std::vector<pool_view> views = state.views(entry_of);
-    for (pool_view& view : views) {
-      view.pinned = view.pinned || view.id == requester;
-    }
-    room_plan const plan = plan_room(usage, views, bytes, marks_, reason);
-    bool const evicts    = std::any_of(plan.steps.begin(), plan.steps.end(), [](room_step step) {
-      return step.what == room_step::action::evict;
-    });
-    if (evicts) { state.ensure_swap_tier(workers(), options_.host, options_.transfer); }
-    return state.make_room(plan, entry_of);
   }
 
   /// Throws usage_error unless `freed` was allocated with `bytes` on `stream`.
@@ -906,13 +773,17 @@ class allocator {
 
   driver const* driver_;
   allocator_options options_;
-  watermarks marks_;
   usage_counters usage_;
   pool_registry registry_;
   scope_stack scopes_;
-  std::once_flag workers_started_;
-  std::unique_ptr<worker_pool> workers_;  // started at the first eviction; outlives devices_
+  room_maker room_;  // owns the compression workers: outlives devices_
   std::vector<std::unique_ptr<device_state>> devices_;
+  // The prefetch thread, started at the first prefetch; destroyed first, after it has run
+  // every queued prefetch (worker_pool.hpp), so its tasks find every device alive. Its one
+  // thread makes a device's context current for each task.
+  task_group prefetches_;
+  std::once_flag prefetcher_started_;
+  std::unique_ptr<worker_pool> prefetcher_;
 };
 
 /// Activates a pool on a device and stream for the guard's lifetime (DESIGN §6):

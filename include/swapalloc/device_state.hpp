@@ -15,6 +15,14 @@
  *   another lock, before this one, let an eviction race an activation).
  * - **The swap tier** (host store and transfer engine) is created at the device's first
  *   eviction; the compression workers are the allocator's, shared by every device.
+ * - **Transfers leave the lock while they wait** (transfer.hpp wait_gate): for a copy,
+ *   for compression, for the pool's last use. An `engine_lease` keeps every other
+ *   transfer off the engine meanwhile, and a `moving_pool` mark keeps every call that
+ *   would touch the moving pool's pages waiting (`wait_while_moving`): allocations and
+ *   frees in it, its eviction, restore, activation, pins and destruction. Other pools'
+ *   calls, the hot path above all, go on. A planner (the facade's make-room step) takes
+ *   the lease before it reads the use it plans from, so no two plans race, and every
+ *   eviction checks its victim's eligibility again under the lock, after the last wait.
  * - **Destruction** synchronizes the device, then gives back every page, host copy,
  *   event and stream, best effort, and releases the primary context.
  *
@@ -36,6 +44,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -207,7 +216,10 @@ class device_state {
     std::size_t released = 0;
     std::exception_ptr first_error;
     for (std::size_t id = 0; id < pools_.size(); ++id) {
-      if (pools_[id] == nullptr || (only != nullptr && *only != id)) { continue; }
+      if (pools_[id] == nullptr || moving(static_cast<pool_id>(id)) ||
+          (only != nullptr && *only != id)) {
+        continue;
+      }
       try {
         released += pools_[id]->release_idle_pages();
       } catch (cuda_error const&) {
@@ -252,7 +264,8 @@ class device_state {
   {
     pool_control& pool = control(id);
     ++pool.active;
-    pool.activated = true;
+    pool.activated  = true;
+    pool.prefetched = false;
     pool.last_use  = ++clock_;
   }
 
@@ -287,6 +300,14 @@ class device_state {
     if (id < control_.size()) { control_[id].activated = false; }
   }
 
+  /// Pool `id` was restored by a prefetch (true), or activated since (false): the policy
+  /// evicts a prefetched pool only on out-of-memory. @pre locked.
+  void set_prefetched(pool_id id, bool value) { control(id).prefetched = value; }
+  [[nodiscard]] bool prefetched(pool_id id) const noexcept
+  {
+    return id < control_.size() && control_[id].prefetched;
+  }
+
   /// When pool `id` was last activated or deactivated (a logical clock). @pre locked.
   [[nodiscard]] std::uint64_t last_use(pool_id id) const noexcept
   {
@@ -298,16 +319,96 @@ class device_state {
    *        its blocks' record_stream events when it has been used through activations
    *        (DESIGN §6), else for the whole device. @pre locked, context current.
    */
-  void wait_for_pool(pool_id id)
+  void wait_for_pool(pool_id id, wait_gate gate = {})
   {
     if (id >= control_.size() || !control_[id].activated) {
-      synchronize();
-      return;
+      gate.outside([&] { driver_->synchronize_context(); });
+    } else {
+      // Copied: a deactivation may add an event while the lock is released. An event it
+      // records again meanwhile is waited for at its new record; the pool is moving, so
+      // only a use that began before the wait (and is waited for) can have recorded it.
+      std::vector<CUevent> last_uses;
+      for (auto const& [stream, event] : control_[id].last_use_events) {
+        last_uses.push_back(event);
+      }
+      gate.outside([&] {
+        for (CUevent const event : last_uses) {
+          driver_->event_synchronize(event);
+        }
+      });
     }
-    for (auto const& [stream, event] : control_[id].last_use_events) {
-      driver_->event_synchronize(event);
-    }
+    settle_frees(id);
+  }
+
+  /**
+   * @brief Completes the waits of pool `id`'s freed blocks (record_stream events, or a
+   *        synchronization for an untracked one), so that nothing returns a block to its
+   *        cache while the pool moves: a moving pool holds no waiting block, and gets no
+   *        new one (its frees wait). @pre locked, context current.
+   */
+  void settle_frees(pool_id id)
+  {
     if (!frees_.wait_for_pool(events_, id, finisher())) { synchronize(); }
+  }
+
+  // ---------------------------------------------------------------- transfers
+
+  /**
+   * @brief Holds this device's transfer engine for one caller: the constructor waits,
+   *        releasing `lock`, until no other lease lives. @pre `lock` holds the device's
+   *        mutex. Thread safety: the lease must end on the thread that holds the lock.
+   */
+  class engine_lease {
+   public:
+    engine_lease(device_state& state, std::unique_lock<std::mutex>& lock) : state_(&state)
+    {
+      state.transfer_changed_.wait(lock, [&] { return !state.engine_busy_; });
+      state.engine_busy_ = true;
+    }
+    engine_lease(engine_lease const&)            = delete;
+    engine_lease& operator=(engine_lease const&) = delete;
+    ~engine_lease()
+    {
+      state_->engine_busy_ = false;
+      state_->transfer_changed_.notify_all();
+    }
+
+   private:
+    device_state* state_;
+  };
+
+  /// Marks pool `id` moving for its lifetime (see the file comment). @pre locked, the
+  /// pool not moving; ends under the lock.
+  class moving_pool {
+   public:
+    moving_pool(device_state& state, pool_id id) : state_(&state), id_(id)
+    {
+      state.control(id).moving = true;
+    }
+    moving_pool(moving_pool const&)            = delete;
+    moving_pool& operator=(moving_pool const&) = delete;
+    ~moving_pool()
+    {
+      state_->control_[id_].moving = false;
+      state_->transfer_changed_.notify_all();
+    }
+
+   private:
+    device_state* state_;
+    pool_id id_;
+  };
+
+  /// Whether pool `id` is being evicted or restored. Hot path: a compare and a load.
+  /// @pre locked.
+  [[nodiscard]] bool moving(pool_id id) const noexcept
+  {
+    return id < control_.size() && control_[id].moving;
+  }
+
+  /// Waits, releasing `lock`, until pool `id` is not moving. @pre `lock` holds the mutex.
+  void wait_while_moving(std::unique_lock<std::mutex>& lock, pool_id id)
+  {
+    transfer_changed_.wait(lock, [&] { return !moving(id); });
   }
 
   // ---------------------------------------------------------------- swap tier
@@ -327,10 +428,13 @@ class device_state {
    * @brief Evicts pool `id`'s pages until at least `bytes` are released (SIZE_MAX: all),
    *        in the policy's page order (policy.hpp plan_pages): pages that need no copy
    *        first. @pre locked, context current, the swap tier exists, the device's work
-   *        that used the pool is complete.
+   *        that used the pool is complete, an engine lease, the pool marked moving.
+   *        `gate` releases the lock around each wait (transfer.hpp).
    */
-  evict_result evict(pool_residency& pool, std::size_t bytes, codec_choice const& choice)
+  evict_result evict(pool_residency& pool, std::size_t bytes, codec_choice const& choice,
+                     wait_gate gate = {})
   {
+    gate.outside([&] { pool.wait_for_compression(); });  // so that dropping copies waits not
     pool.prepare_swap();
     device_pool const& pages_of = pool.pool();
     std::vector<page_view> candidates;
@@ -340,18 +444,20 @@ class device_state {
       bool const no_copy = pages_of.page_users(page) == 0 || pool.copy(page) == copy_state::current;
       candidates.push_back(page_view{page, !no_copy});
     }
-    return engine_->evict(pool, plan_pages(candidates, bytes, pages_of.page_size()), choice);
+    return engine_->evict(pool, plan_pages(candidates, bytes, pages_of.page_size()), choice,
+                          gate);
   }
 
   /// Restores every page of `pool` whose data is in host memory; `stream` (if not null)
-  /// waits for the copies. @pre locked, context current, the pool has such pages.
-  restore_result restore(pool_residency& pool, CUstream stream)
+  /// waits for the copies. @pre locked, context current, the pool has such pages, an
+  /// engine lease, the pool marked moving. `gate` releases the lock around each wait.
+  restore_result restore(pool_residency& pool, CUstream stream, wait_gate gate = {})
   {
     std::vector<std::size_t> pages;
     for (std::size_t page = 0; page < pool.pool().page_count(); ++page) {
       if (data_on_host(pool.pool().page(page))) { pages.push_back(page); }
     }
-    return engine_->restore(pool, pages, stream);
+    return engine_->restore(pool, pages, stream, gate);
   }
 
   // ---------------------------------------------------------------- room (policy.hpp)
@@ -405,7 +511,8 @@ class device_state {
     out.id             = id;
     out.priority       = entry.options.priority;
     out.evictable      = id != default_pool && entry.options.evictable;
-    out.pinned         = pins(id) != 0;
+    out.pinned         = pins(id) != 0 || moving(id);
+    out.prefetched     = prefetched(id);
     out.last_use       = last_use(id);
     out.resident_bytes = pool(id) != nullptr ? pool(id)->pool().mapped_bytes() : 0;
     out.page_size      = pool(id) != nullptr ? pool(id)->pool().page_size() : 1;
@@ -436,24 +543,30 @@ class device_state {
    *        A failing step does not stop the others: its pages stay as its own rollback
    *        left them (nothing is lost), and the first error is returned for the caller's
    *        report. `entry_of(id)` gives a pool's registry entry (its codec choice).
-   * @pre locked, context current, the swap tier exists if the plan evicts.
+   *        Each step first checks its pool again (`refusal_of` for `reason`): the lock is
+   *        released while a step waits, and a pool activated meanwhile is skipped.
+   * @pre `lock` holds the device's mutex, context current, the swap tier exists if the
+   *      plan evicts, an engine lease taken before the plan was made.
    */
   template <typename EntryOf>
-  room_result make_room(room_plan const& plan, EntryOf&& entry_of)
+  room_result make_room(room_plan const& plan, EntryOf&& entry_of, room_reason reason,
+                        std::unique_lock<std::mutex>& lock)
   {
     room_result out;
     for (room_step const& step : plan.steps) {
       pool_residency* const pool = this->pool(step.pool);
-      if (pool == nullptr) { continue; }
+      if (pool == nullptr || moving(step.pool)) { continue; }
       try {
         if (step.what == room_step::action::release_cached) {
           out.released_bytes += pool->release_idle_pages();
           continue;
         }
-        wait_for_pool(step.pool);
         pool_entry const entry = entry_of(step.pool);
-        evict_result const done =
-          evict(*pool, step.bytes, codec_choice{entry.options.dtype, entry.options.codec});
+        if (refusal_of(view(step.pool, entry), reason) != refusal::none) { continue; }
+        moving_pool const mark(*this, step.pool);
+        wait_for_pool(step.pool, wait_gate(lock));
+        evict_result const done = evict(
+          *pool, step.bytes, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
         out.evicted_bytes += done.released_bytes;
         if (done.released_bytes != 0) { out.evicted.push_back(step.pool); }
         if (!done.refused.empty() && out.refused.empty()) { out.refused = done.refused; }
@@ -530,6 +643,8 @@ class device_state {
     std::size_t active{0};  // activate - deactivate
     std::uint64_t last_use{0};
     bool activated{false};  // used through activations: its last-use events are known
+    bool moving{false};     // being evicted or restored (moving_pool)
+    bool prefetched{false};  // restored by a prefetch and not activated since
     std::vector<std::pair<CUstream, CUevent>> last_use_events;  // one per stream
   };
 
@@ -585,6 +700,8 @@ class device_state {
     std::chrono::steady_clock::time_point read_at{};
   } info_;
   std::uint64_t clock_{0};  // last_use's clock
+  bool engine_busy_{false};  // an engine_lease lives
+  std::condition_variable transfer_changed_;  // a lease or a moving mark ended
   event_pool events_;
   deferred_frees frees_;
   // The swap tier, created at the device's first eviction.

@@ -39,7 +39,16 @@
  * Preconditions of `evict` and `restore`: the device's context is current; the caller
  * holds the device's lock, has synchronized the device and called
  * `pool_residency::prepare_swap` (evict), and no GPU work uses the pool meanwhile.
- * Thread safety: one caller at a time per engine (the device's lock).
+ *
+ * **Waits outside the device's lock.** Every wait of a transfer (a copy's event, the copy
+ * streams, the compression jobs the host budget waits for, the decoders of a restore,
+ * which the calling thread helps) goes through the caller's `wait_gate`, which releases
+ * the device's lock for its duration: other pools' allocations and frees go on while a
+ * pool moves. Every change of the pool's state, and every driver call, is made with the
+ * lock held. The caller keeps everyone else off the engine and the moving pool meanwhile
+ * (device_state.hpp's transfer lease).
+ *
+ * Thread safety: one transfer at a time per engine.
  */
 #pragma once
 
@@ -66,6 +75,37 @@
 #include <vector>
 
 namespace swapalloc {
+
+/**
+ * @brief What a transfer calls around each of its waits: releases the caller's lock (the
+ *        device's) for the wait and takes it again after, also when the wait throws.
+ *        Default-constructed, it holds nothing and the waits run under the caller's lock.
+ * Thread safety: used by the one thread that owns `lock`.
+ */
+class wait_gate {
+ public:
+  wait_gate() = default;
+  explicit wait_gate(std::unique_lock<std::mutex>& lock) noexcept : lock_(&lock) {}
+
+  /// Runs `wait()` with the lock released. @pre the lock is held.
+  template <typename Wait>
+  void outside(Wait&& wait) const
+  {
+    if (lock_ == nullptr) {
+      wait();
+      return;
+    }
+    lock_->unlock();
+    struct relock {
+      std::unique_lock<std::mutex>* lock;
+      ~relock() { lock->lock(); }
+    } const again{lock_};
+    wait();
+  }
+
+ private:
+  std::unique_lock<std::mutex>* lock_{nullptr};
+};
 
 /// Settings of a transfer engine.
 struct transfer_options {
@@ -142,13 +182,14 @@ class transfer_engine {
    * @return what was done; pages kept for the host budget are named in `refused`.
    * @throws cuda_error from the first failing driver call, after the rollback described in
    *         the file comment; the pool is usable and consistent.
-   * @pre residency.prepare_swap() since the last allocation in the pool.
+   * @pre residency.prepare_swap() since the last allocation in the pool. `gate` releases
+   *      the caller's lock around each wait (see the file comment).
    */
   evict_result evict(pool_residency& residency, std::vector<std::size_t> const& pages,
-                     codec_choice const& choice)
+                     codec_choice const& choice, wait_gate gate = {})
   {
     ensure_ready();
-    evict_pass pass{residency, residency.image_for(*store_), choice, {}, {}, {}};
+    evict_pass pass{residency, residency.image_for(*store_), choice, gate, {}, {}, {}};
     try {
       for (std::size_t i = 0; i < pages.size(); ++i) {
         std::size_t const page = pages[i];
@@ -195,13 +236,14 @@ class transfer_engine {
    *         its checksum or does not decode: every page is unmapped again (evicted) with
    *         its copy; a page whose unmap fails too stays restoring, and a later restore
    *         fills it. A restore never returns with a page it did not fill.
+   * `gate` releases the caller's lock around each wait (see the file comment).
    */
   restore_result restore(pool_residency& residency, std::vector<std::size_t> const& pages,
-                         CUstream stream)
+                         CUstream stream, wait_gate gate = {})
   {
     ensure_ready();
     pool_image& image = residency.image_for(*store_);
-    image.jobs().wait();  // every copy's chunks are published
+    gate.outside([&] { image.jobs().wait(); });  // every copy's chunks are published
     std::vector<piece> const pieces = restore_pieces(residency.pool(), image, pages);
     restore_result out;
     std::vector<std::uint8_t> begun(pages.size(), 0);
@@ -209,10 +251,12 @@ class transfer_engine {
     std::size_t submitted = 0;
     try {
       for (std::size_t i = 0; i < pieces.size(); ++i) {
-        top_up(pieces, run, submitted, i);
-        for (std::size_t help = 0; (help = run.claim_or_wait(i, submitted)) != submitted;) {
-          decode_piece(pieces[help], staging_slot(help % options_.staging_slots), run, help);
-        }
+        top_up(pieces, run, submitted, i, gate);
+        gate.outside([&] {  // waits for piece i, decoding others meanwhile
+          for (std::size_t help = 0; (help = run.claim_or_wait(i, submitted)) != submitted;) {
+            decode_piece(pieces[help], staging_slot(help % options_.staging_slots), run, help);
+          }
+        });
         piece const& current = pieces[i];
         if (run.errors[i]) {
           throw_chunk_error(residency.pool(), pages[current.page], current, run.errors[i]);
@@ -229,12 +273,22 @@ class transfer_engine {
       for (std::size_t i = 0; i < pages.size(); ++i) {  // pages with no piece to copy
         if (begun[i] == 0) { residency.begin_restore(pages[i]); }
       }
+      // Back in the pool only after the wait: the lock is released during it, and another
+      // thread taking the event then would record it again (a stream's wait holds the
+      // record it was given, so giving it back after that is safe).
       CUevent const done = events_->take();
-      events_->give_back(done);  // back in the pool either way; recorded below
-      driver_->event_record(done, to_device_);
-      if (stream != nullptr) { driver_->stream_wait_event(stream, done); }
-      driver_->event_synchronize(done);  // the copies are in: their sources may be freed
-      run.group.wait();                  // no worker touches `run` any more
+      try {
+        driver_->event_record(done, to_device_);
+        if (stream != nullptr) { driver_->stream_wait_event(stream, done); }
+        gate.outside([&] {
+          driver_->event_synchronize(done);  // the copies are in: their sources may be freed
+          run.group.wait();                  // no worker touches `run` any more
+        });
+      } catch (...) {
+        events_->give_back(done);
+        throw;
+      }
+      events_->give_back(done);
     } catch (...) {
       abandon_restore(residency, pages, run);
       throw;
@@ -320,6 +374,7 @@ class transfer_engine {
     pool_residency& residency;
     pool_image& image;
     codec_choice const& choice;
+    wait_gate gate;
     std::deque<in_flight> window;
     evict_result out;
     std::exception_ptr unmap_error;  // the first unmap that failed (reported at the end)
@@ -430,14 +485,14 @@ class transfer_engine {
 
   /// An extent of `bytes`, waiting for this image's compression jobs (which give raw bytes
   /// back) while the budget is short. Empty when it cannot be had.
-  [[nodiscard]] host_extent allocate_waiting(pool_image& image, std::size_t bytes)
+  [[nodiscard]] host_extent allocate_waiting(evict_pass& pass, std::size_t bytes)
   {
     for (;;) {
       host_extent extent = store_->allocate(bytes);
       if (extent) { return extent; }
-      std::size_t const pending = image.jobs().pending();
+      std::size_t const pending = pass.image.jobs().pending();
       if (pending == 0) { return {}; }
-      image.jobs().wait_until_at_most(pending - 1);
+      pass.gate.outside([&] { pass.image.jobs().wait_until_at_most(pending - 1); });
     }
   }
 
@@ -448,12 +503,12 @@ class transfer_engine {
    */
   bool start_copy(evict_pass& pass, std::size_t page, std::unique_ptr<page_copy> copy)
   {
-    copy->packed = allocate_waiting(pass.image, copy->live_bytes);
+    copy->packed = allocate_waiting(pass, copy->live_bytes);
     if (!copy->packed) {
       while (!pass.window.empty()) {
         retire(pass);
       }  // their raw bytes may yet be compressed
-      pass.image.jobs().wait_until_at_most(0);
+      pass.gate.outside([&] { pass.image.jobs().wait_until_at_most(0); });
       copy->packed = store_->allocate(copy->live_bytes);
     }
     if (!copy->packed) { return evict_compressed_now(pass, page, std::move(copy)); }
@@ -487,7 +542,8 @@ class transfer_engine {
   /// since the copy may still be writing into it.
   void retire(evict_pass& pass)
   {
-    driver_->event_synchronize(pass.window.front().event);
+    CUevent const copied = pass.window.front().event;
+    pass.gate.outside([&] { driver_->event_synchronize(copied); });
     in_flight done = std::move(pass.window.front());
     pass.window.pop_front();
     finish_eviction(pass, std::move(done));
@@ -667,7 +723,7 @@ class transfer_engine {
             driver_->memcpy_dtoh_async(staging_slot(0) + into,
                                        pass.residency.pool().base() + offset, bytes, to_host_);
           });
-        driver_->stream_synchronize(to_host_);
+        pass.gate.outside([&] { driver_->stream_synchronize(to_host_); });
         std::span<std::byte const> const raw(staging_slot(0), length);
         if (!pass.image.codec_chosen()) {
           codec_id const codec =
@@ -735,14 +791,16 @@ class transfer_engine {
    * still unsubmitted, so copies stay queued back to back on the link.
    */
   void top_up(std::vector<piece> const& pieces, run_state& run, std::size_t& submitted,
-              std::size_t needed)
+              std::size_t needed, wait_gate gate)
   {
     while (submitted < pieces.size() && submitted < needed + options_.staging_slots) {
       std::size_t const index = submitted;
       std::size_t const slot  = index % options_.staging_slots;
       if (slot_busy_[slot]) {
         if (index > needed && !driver_->event_query(slot_events_[slot])) { return; }
-        if (index == needed) { driver_->event_synchronize(slot_events_[slot]); }
+        if (index == needed) {
+          gate.outside([&] { driver_->event_synchronize(slot_events_[slot]); });
+        }
         slot_busy_[slot] = false;
       }
       workers_->submit(run.group, [this, &run, &pieces, index, slot] {

@@ -1,0 +1,327 @@
+/**
+ * @file room_maker.hpp
+ * @brief Carries the policy out on one device (DESIGN §8): room made before every map, the
+ *        out-of-memory ladder of an allocation and of a restore, `ensure_free`, the
+ *        monitor's step, and the out-of-memory report with its advice. The decisions are
+ *        policy.hpp's pure functions; the moves are device_state.hpp's; this file orders
+ *        them, and the facade (allocator.hpp) only routes to it.
+ *
+ * - **Making room** takes the device's engine lease first (device_state.hpp), then reads
+ *   the use and plans (policy.hpp plan_room), then carries the plan out. The device's
+ *   lock is released while a step waits, so other pools' calls go on; the lease keeps a
+ *   second planner from planning from the same use.
+ * - **Out of memory** (cuMemCreate's, or this process's device limit): every pool's cached
+ *   pages are released, everything the policy allows is evicted, then one retry; then
+ *   `out_of_memory` with the device's pool table and what would have fit.
+ * - **The compression workers** are one set for every device, started at the first
+ *   eviction, owned here.
+ *
+ * Thread safety: every member expects the device's mutex held through the `lock` it is
+ * given (and may release it while waiting, as above); the registry's lock is taken
+ * after it. The workers are started once, from any thread.
+ */
+#pragma once
+
+#include <swapalloc/config.hpp>
+#include <swapalloc/device_state.hpp>
+#include <swapalloc/errors.hpp>
+#include <swapalloc/policy.hpp>
+#include <swapalloc/pool_registry.hpp>
+#include <swapalloc/report.hpp>
+#include <swapalloc/transfer.hpp>
+#include <swapalloc/worker_pool.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace swapalloc {
+
+/// What the room maker needs of the allocator's settings (allocator_options, resolved).
+struct room_settings {
+  watermarks marks;
+  std::optional<swapalloc::device_limit> device_limit;  ///< unset: the device's total
+  bool automatic_eviction{true};  ///< false: room only for ensure_free and the monitor
+  pool_defaults defaults;
+  host_store_options host;
+  transfer_options transfer;
+  std::size_t workers{1};  ///< compression threads, started at the first eviction
+};
+
+/// Carries the policy out on a device. See the file comment.
+class room_maker {
+ public:
+  room_maker(driver const& drv, pool_registry const& registry, room_settings settings)
+    : driver_(&drv), registry_(&registry), settings_(std::move(settings))
+  {
+  }
+
+  [[nodiscard]] watermarks marks() const noexcept { return settings_.marks; }
+
+  /// What this process may hold on `state`'s device: the configured limit, else the
+  /// device's total. @pre state's context was ensured.
+  [[nodiscard]] std::size_t limit_of(device_state const& state) const
+  {
+    std::size_t const total = state.total_bytes();
+    return settings_.device_limit ? settings_.device_limit->resolve(total) : total;
+  }
+
+  /// The compression workers, shared by every device, started at the first call.
+  [[nodiscard]] worker_pool& workers()
+  {
+    std::call_once(workers_started_,
+                   [&] { workers_ = std::make_unique<worker_pool>(settings_.workers); });
+    return *workers_;
+  }
+
+  /// Creates `state`'s swap tier if it has none. @pre locked, context current.
+  void ensure_swap_tier(device_state& state)
+  {
+    state.ensure_swap_tier(workers(), settings_.host, settings_.transfer);
+  }
+
+  /**
+   * @brief Makes room for `bytes` about to be mapped on `state`, as the policy plans it
+   *        for `reason`: cached pages first, then the coldest eligible pools. Pool
+   *        `requester` (being allocated into, activated or restored) is never a victim.
+   * @return what was done; a failed step is in `error`, the others still ran.
+   * @pre `lock` holds state's mutex, context current, no engine lease held by the caller.
+   */
+  room_result make_room(device_state& state, std::unique_lock<std::mutex>& lock,
+                        pool_id requester, std::size_t bytes, room_reason reason)
+  {
+    if (!settings_.automatic_eviction && reason != room_reason::ensure_free &&
+        reason != room_reason::monitor) {
+      return {};
+    }
+    // Cheap test first: most maps need no room, and take no lease.
+    if (bytes_to_free(state.usage(limit_of(state)), bytes, settings_.marks, reason) == 0) {
+      return {};
+    }
+    device_state::engine_lease const lease(state, lock);
+    device_usage const usage = state.usage(limit_of(state));  // again: the lease may wait
+    if (bytes_to_free(usage, bytes, settings_.marks, reason) == 0) { return {}; }
+    auto const entry_of          = [&](pool_id pool) { return registry_->entry(pool, "make_room"); };
+    std::vector<pool_view> views = state.views(entry_of);
+    for (pool_view& view : views) {
+      view.pinned = view.pinned || view.id == requester;
+    }
+    room_plan const plan = plan_room(usage, views, bytes, settings_.marks, reason);
+    if (std::any_of(plan.steps.begin(), plan.steps.end(),
+                    [](room_step step) { return step.what == room_step::action::evict; })) {
+      ensure_swap_tier(state);
+    }
+    return state.make_room(plan, entry_of, reason, lock);
+  }
+
+  /**
+   * @brief A block of `rounded` bytes (`bytes` asked) in pool `id` on `state`, room made
+   *        first; on out-of-memory, the ladder of the file comment.
+   * @throws out_of_memory with the pool table; cuda_error from a failing driver call
+   *         (nothing allocated); what pool_for throws.
+   * @pre `lock` holds state's mutex; pool `id` is not moving.
+   */
+  block* allocate(device_state& state, std::unique_lock<std::mutex>& lock, pool_id id,
+                  std::size_t bytes, std::size_t rounded, stream_tag tag)
+  {
+    state.ensure_context();
+    context_scope const current(*driver_, state.context());
+    pool_residency& pool = state.pool_for(
+      id, [&](pool_id fresh) { return registry_->entry(fresh, "allocate"); }, settings_.defaults);
+    std::size_t const range = pool.pool().capacity();
+    if (rounded == 0 || rounded > range) {
+      throw out_of_memory(
+        oom_text(state, asked(bytes, pool),
+                 "the request exceeds the pool's capacity of " + bytes_text(range) +
+                   " (its reserved address range); nothing can be freed to make it fit"),
+        bytes, state.ordinal());
+    }
+    std::size_t const page = pool.pool().page_size();
+    (void)make_room(state, lock, id, (rounded + page - 1) / page * page, room_reason::map);
+    state.wait_while_moving(lock, id);  // never evicted (requester), but maybe being restored
+    bool device_full = false;
+    if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
+      return found;
+    }
+    std::size_t const released = state.release_for_retry();
+    room_result const room     = make_room(state, lock, id, rounded, room_reason::out_of_memory);
+    state.wait_while_moving(lock, id);
+    if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
+      return found;
+    }
+    std::string const why =
+      device_full ? "its block needs " + bytes_text(pool.pool().last_map_bytes()) +
+                      " of new pages" + limit_text(state) +
+                      free_after_text(state.memory(), released + room.freed_bytes())
+                  : "the pool's address range of " + bytes_text(range) + " has no free run of " +
+                      bytes_text(rounded) + " (released " + bytes_text(released) +
+                      " of cached pages and retried)";
+    throw out_of_memory(oom_text(state, asked(bytes, pool), why), bytes, state.ordinal());
+  }
+
+  /**
+   * @brief Restores pool `id` (`pool`) on `state`: room first; when the device is full
+   *        even so, every pool's cached pages are released and what the policy allows is
+   *        evicted, and the restore retried once. `stream` (if not null) waits for it.
+   * @throws out_of_memory with the pool table; cuda_error, restore_error (the pool stays
+   *         evicted, every host copy intact).
+   * @pre `lock` holds state's mutex, context current, no engine lease held by the caller.
+   */
+  restore_result restore(device_state& state, std::unique_lock<std::mutex>& lock, pool_id id,
+                         pool_residency& pool, CUstream stream)
+  {
+    std::size_t const needed = evicted_bytes(pool);  // restoring pages are mapped already
+    (void)make_room(state, lock, id, needed, room_reason::map);
+    if (auto done = restore_unless_full(state, lock, id, pool, stream)) { return *done; }
+    std::size_t const released = state.release_for_retry();
+    room_result const room     = make_room(state, lock, id, needed, room_reason::out_of_memory);
+    if (auto done = restore_unless_full(state, lock, id, pool, stream)) { return *done; }
+    throw out_of_memory(
+      oom_text(state,
+               "restoring pool '" + pool.pool().name() + "' (" + bytes_text(needed) +
+                 " of evicted pages)",
+               "its pages need " + bytes_text(needed) + " of device memory" + limit_text(state) +
+                 free_after_text(state.memory(), released + room.freed_bytes())),
+      needed, state.ordinal());
+  }
+
+  /**
+   * @brief `ensure_free`: makes room so that `bytes` can be mapped on `state` without
+   *        passing the high watermark. @throws out_of_memory with the table if it cannot;
+   *        cuda_error from a failed step, after the others ran.
+   * @pre `lock` holds state's mutex, context current.
+   */
+  room_result ensure_free(device_state& state, std::unique_lock<std::mutex>& lock,
+                          std::size_t bytes)
+  {
+    room_result done = make_room(state, lock, default_pool, bytes, room_reason::ensure_free);
+    if (done.error) { std::rethrow_exception(done.error); }
+    device_usage const after = state.usage(limit_of(state));
+    if (bytes_to_free(after, bytes, settings_.marks, room_reason::ensure_free) == 0) {
+      return done;
+    }
+    throw out_of_memory(
+      oom_text(state, "ensure_free(" + bytes_text(bytes) + ")",
+               "freed " + bytes_text(done.freed_bytes()) + ", and mapping " + bytes_text(bytes) +
+                 " more would still pass the high watermark of " +
+                 detail::fraction_text(settings_.marks.high) + limit_text(state) +
+                 "; what remains is pinned, active, critical or not evictable"),
+      bytes, state.ordinal());
+  }
+
+  /// Why pool `id` cannot be evicted on `state` now (policy.hpp refusal_of), or
+  /// refusal::none. Having nothing resident is no refusal here. @pre locked.
+  [[nodiscard]] static refusal eviction_refusal(device_state const& state, pool_id id,
+                                                pool_entry const& entry) noexcept
+  {
+    refusal const why = refusal_of(state.view(id, entry), room_reason::map);
+    return why == refusal::nothing_resident ? refusal::none : why;
+  }
+
+  /// `why` as the end of a sentence about pool `id`, with its `pins`.
+  [[nodiscard]] static std::string refusal_sentence(pool_id id, refusal why, std::size_t pins)
+  {
+    switch (why) {
+      case refusal::pinned_or_active:
+        return "it is pinned or active (" + std::to_string(pins) + " pins: it is in use)";
+      case refusal::critical:
+        return "its priority is critical";
+      case refusal::not_evictable:
+        return id == default_pool ? "it is the default pool"
+                                  : "it was created with evictable = false";
+      default:
+        return to_string(why);
+    }
+  }
+
+ private:
+  [[nodiscard]] static std::string asked(std::size_t bytes, pool_residency const& pool)
+  {
+    return "allocating " + bytes_text(bytes) + " (" + std::to_string(bytes) +
+           " bytes) in pool '" + pool.pool().name() + "'";
+  }
+
+  [[nodiscard]] static std::size_t evicted_bytes(pool_residency const& pool) noexcept
+  {
+    device_pool const& pages = pool.pool();
+    return pages.page_size() * pages.blocks().pages().count(page_state::evicted);
+  }
+
+  /// The restore under an engine lease, or nothing when the device was out of memory.
+  /// A pool restored meanwhile (another caller's restore or prefetch) gives a no-op.
+  [[nodiscard]] static std::optional<restore_result> restore_unless_full(
+    device_state& state, std::unique_lock<std::mutex>& lock, pool_id id, pool_residency& pool,
+    CUstream stream)
+  {
+    device_state::engine_lease const lease(state, lock);
+    if (pool.pool().parked_pages() == 0) { return restore_result{}; }
+    device_state::moving_pool const mark(state, id);
+    try {
+      state.settle_frees(id);
+      return state.restore(pool, stream, wait_gate(lock));
+    } catch (cuda_error const& error) {
+      if (error.code() != CUDA_ERROR_OUT_OF_MEMORY) { throw; }
+      return std::nullopt;
+    }
+  }
+
+  /// A block, or nullptr when the device or this process's limit (`device_full` set) or
+  /// the pool's range (not set) is out of memory. A block that took the process past its
+  /// limit is given back with the pages it mapped.
+  block* try_allocate(device_state& state, pool_residency& pool, std::size_t rounded,
+                      std::size_t bytes, stream_tag tag, bool& device_full)
+  {
+    block* found = nullptr;
+    try {
+      device_full = false;
+      found       = pool.allocate(rounded, bytes, tag);
+    } catch (cuda_error const& error) {
+      if (error.code() != CUDA_ERROR_OUT_OF_MEMORY) { throw; }
+      device_full = true;
+      return nullptr;
+    }
+    if (found != nullptr && settings_.device_limit && state.own_bytes() > limit_of(state)) {
+      pool.deallocate(found);
+      (void)pool.release_idle_pages();
+      device_full = true;
+      return nullptr;
+    }
+    return found;
+  }
+
+  /// " (this process may hold L of the device: ...)" when a limit is set.
+  [[nodiscard]] std::string limit_text(device_state const& state) const
+  {
+    if (!settings_.device_limit) { return {}; }
+    return " (this process may hold " + bytes_text(limit_of(state)) +
+           " of the device: allocator_options::device_limit or SWAPALLOC_DEVICE_LIMIT)";
+  }
+
+ public:
+  /// The out-of-memory report of `state` for `request`, failed because `why`.
+  /// @pre locked (takes the registry's lock per pool).
+  [[nodiscard]] std::string oom_text(device_state const& state, std::string const& request,
+                                     std::string const& why) const
+  {
+    std::vector<pool_row> const rows = state.rows([&](pool_id id) {
+      refusal const refused = eviction_refusal(state, id, registry_->entry(id, "report"));
+      if (refused == refusal::none) { return std::string("possible"); }
+      return "no (" + std::string(id == default_pool ? "default pool" : to_string(refused)) + ")";
+    });
+    return oom_report(state.ordinal(), request, why, rows, state.memory());
+  }
+
+ private:
+  driver const* driver_;
+  pool_registry const* registry_;
+  room_settings settings_;
+  std::once_flag workers_started_;
+  std::unique_ptr<worker_pool> workers_;  // outlives every device_state (see allocator)
+};
+
+}  // namespace swapalloc
