@@ -1,16 +1,20 @@
 /**
  * @file report.hpp
  * @brief What the allocator says about memory: byte counts as text, the statistics as
- *        JSON, and the out-of-memory report with its advice (DESIGN §8).
+ *        JSON, the out-of-memory report with its advice (DESIGN §8), the event log's
+ *        events as lines and JSON, and the leak report's lines.
  *
- * Pure formatting over snapshots the allocator takes under its locks: no driver call, no
- * lock. It is the only header that includes nlohmann/json.
+ * Formatting over snapshots the allocator takes under its locks: no driver call. Every
+ * function is pure except `events_json`, which takes the event log's (leaf) mutex for its
+ * snapshot, and `log_to_stderr`, which writes to stderr. It is the only header that
+ * includes nlohmann/json.
  *
- * Thread safety: pure; any thread.
+ * Thread safety: any thread.
  */
 #pragma once
 
 #include <swapalloc/errors.hpp>
+#include <swapalloc/event_log.hpp>
 #include <swapalloc/pool.hpp>
 
 #include <nlohmann/json.hpp>
@@ -18,9 +22,11 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace swapalloc {
@@ -163,6 +169,159 @@ struct device_memory {
     " resident in evictable pools), free tensors, " + "or free memory outside swapalloc; " +
     bytes_text(unevictable) + " resident in pinned or non-evictable pools cannot be evicted\n";
   return message;
+}
+
+// ------------------------------------------------------------------ events
+
+/// "850.0 us", "12.3 ms" or "2.50 s" for a duration in seconds (≥ 0). Pure; any thread.
+[[nodiscard]] inline std::string duration_text(double seconds)
+{
+  std::array<char, 32> text{};
+  if (seconds < 1e-3) {
+    std::snprintf(text.data(), text.size(), "%.1f us", seconds * 1e6);
+  } else if (seconds < 1.0) {
+    std::snprintf(text.data(), text.size(), "%.1f ms", seconds * 1e3);
+  } else {
+    std::snprintf(text.data(), text.size(), "%.2f s", seconds);
+  }
+  return text.data();
+}
+
+/// "41.6 GB/s"-style text for bytes per second (powers of 1000, as link speeds are
+/// quoted; one decimal; whole bytes below 1 KB/s). Pure; any thread.
+[[nodiscard]] inline std::string rate_text(double bytes_per_s)
+{
+  constexpr std::array<char const*, 5> units{"B/s", "KB/s", "MB/s", "GB/s", "TB/s"};
+  std::size_t unit = 0;
+  while (bytes_per_s >= 1000.0 && unit + 1 < units.size()) {
+    bytes_per_s /= 1000.0;
+    ++unit;
+  }
+  std::array<char, 32> text{};
+  std::snprintf(text.data(), text.size(), unit == 0 ? "%.0f %s" : "%.1f %s", bytes_per_s,
+                units[unit]);
+  return text.data();
+}
+
+/**
+ * @brief One line for `event`, without a newline: "swapalloc: [info] evict pool 'sdxl' on
+ *        device 0: 512.00 MiB in 12.3 ms (43.6 GB/s)". The pool is left out for
+ *        device-wide events (shown as "pool #id" when it has no name); the bytes when 0;
+ *        the duration when the event was not timed, and the throughput also when no bytes
+ *        moved; the detail, when there is one, follows after "; ".
+ * Pure; any thread.
+ */
+[[nodiscard]] inline std::string event_line(swap_event const& event)
+{
+  std::string line =
+    std::string("swapalloc: [") + to_string(event.level) + "] " + to_string(event.kind);
+  if (event.pool) {
+    line += event.pool_name.empty() ? " pool #" + std::to_string(*event.pool)
+                                    : " pool '" + event.pool_name + "'";
+  }
+  line += " on device " + std::to_string(event.device);
+  std::string body;
+  if (event.bytes > 0) { body = bytes_text(event.bytes); }
+  if (event.duration_s > 0.0) {
+    body += (body.empty() ? "took " : " in ") + duration_text(event.duration_s);
+    if (event.bytes > 0) { body += " (" + rate_text(event.throughput()) + ")"; }
+  }
+  if (!event.detail.empty()) { body += (body.empty() ? "" : "; ") + event.detail; }
+  if (!body.empty()) { line += ": " + body; }
+  return line;
+}
+
+/// {"kind", "level", "time_s", "pool" (id, or null for device-wide events), "pool_name",
+/// "device", "bytes", "duration_s", "throughput_bytes_per_s", "detail"}; kind and level
+/// by their to_string names. Pure; any thread.
+[[nodiscard]] inline nlohmann::json to_json(swap_event const& event)
+{
+  return {{"kind", to_string(event.kind)},
+          {"level", to_string(event.level)},
+          {"time_s", event.time_s},
+          {"pool", event.pool ? nlohmann::json(*event.pool) : nlohmann::json(nullptr)},
+          {"pool_name", event.pool_name},
+          {"device", event.device},
+          {"bytes", event.bytes},
+          {"duration_s", event.duration_s},
+          {"throughput_bytes_per_s", event.throughput()},
+          {"detail", event.detail}};
+}
+
+/// {"capacity", "recorded", "dropped" (recorded but overwritten), "events": [oldest
+/// first]}, from one snapshot of `log`. Takes the log's mutex. Thread safety: any thread.
+[[nodiscard]] inline nlohmann::json events_json(event_log const& log)
+{
+  event_snapshot const snapshot = log.snapshot();
+  nlohmann::json events         = nlohmann::json::array();
+  for (swap_event const& event : snapshot.events) {
+    events.push_back(to_json(event));
+  }
+  return {{"capacity", log.capacity()},
+          {"recorded", snapshot.recorded},
+          {"dropped", snapshot.recorded - snapshot.events.size()},
+          {"events", std::move(events)}};
+}
+
+/// Writes `event_line(event)` and a newline to stderr in one fputs call, so that lines
+/// from several threads do not interleave (stdio locks the stream per call). The sink the
+/// allocator installs by default. Errors writing are ignored. Thread safety: any thread.
+inline void log_to_stderr(swap_event const& event)
+{
+  std::string line = event_line(event);
+  line += '\n';
+  std::fputs(line.c_str(), stderr);
+}
+
+// ------------------------------------------------------------------ leaks
+
+/// The most block sizes a leak line lists.
+inline constexpr std::size_t leak_sizes_shown = 5;
+
+namespace detail {
+
+/// " (largest 8.00 MiB, 2.00 MiB)" for the first `leak_sizes_shown` sizes; "" for none.
+[[nodiscard]] inline std::string largest_text(std::span<std::size_t const> largest)
+{
+  std::size_t const shown = std::min(largest.size(), leak_sizes_shown);
+  std::string text;
+  for (std::size_t i = 0; i < shown; ++i) {
+    text += (i == 0 ? " (largest " : ", ") + bytes_text(largest[i]);
+  }
+  if (shown > 0) { text += ")"; }
+  return text;
+}
+
+}  // namespace detail
+
+/**
+ * @brief "3 live blocks (largest 8.00 MiB, 2.00 MiB, 2.00 MiB)": a pool's live blocks at
+ *        shutdown with the first `leak_sizes_shown` of `largest` (block sizes in bytes,
+ *        largest first; more are not shown; none: no parenthesis). The `detail` of a leak
+ *        event, whose `bytes` are the live bytes. Pure; any thread.
+ */
+[[nodiscard]] inline std::string leak_detail(std::size_t live_blocks,
+                                             std::span<std::size_t const> largest)
+{
+  std::string text =
+    std::to_string(live_blocks) + (live_blocks == 1 ? " live block" : " live blocks");
+  return text + detail::largest_text(largest);
+}
+
+/**
+ * @brief The leak report's line for one pool of one device: "pool 'sdxl' on device 0:
+ *        3 live blocks, 12.00 MiB (largest 8.00 MiB, 2.00 MiB, 2.00 MiB)". `live_bytes`
+ *        is the pool's allocated bytes; `largest` as for `leak_detail`. Pure; any thread.
+ */
+[[nodiscard]] inline std::string leak_text(std::string_view pool_name, int device,
+                                           std::size_t live_blocks, std::size_t live_bytes,
+                                           std::span<std::size_t const> largest)
+{
+  std::string text = "pool '" + std::string(pool_name) + "' on device " + std::to_string(device) +
+                     ": " + std::to_string(live_blocks) +
+                     (live_blocks == 1 ? " live block, " : " live blocks, ") +
+                     bytes_text(live_bytes);
+  return text + detail::largest_text(largest);
 }
 
 }  // namespace swapalloc
