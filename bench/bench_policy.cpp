@@ -210,7 +210,8 @@ void hot_path(benchmark::State& state, bool swapping)
       loop->rethrow();
       state.counters["cycles"] = static_cast<double>(during);
     }
-    state.counters["background_MiB"] = static_cast<double>(shared->background_bytes / MiB);
+    state.counters["background_MiB"] =
+      static_cast<double>(shared->background_bytes) / static_cast<double>(MiB);
   });
 }
 
