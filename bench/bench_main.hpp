@@ -67,16 +67,22 @@ void with_primary_context(driver const& cuda, Body&& body)
 }
 
 /// Runs the specified benchmarks with `shared` (what they read) pointing at `loaded`, and
-/// null again afterwards, however they end.
+/// null again afterwards, however they end. `display` (when not null) replaces the
+/// reporter --benchmark_format chooses, for a program that reads the results afterwards.
 template <typename Shared>
-void run_benchmarks_with(Shared const*& shared, Shared const& loaded)
+void run_benchmarks_with(Shared const*& shared, Shared const& loaded,
+                         benchmark::BenchmarkReporter* display = nullptr)
 {
   struct reset {
     Shared const*& slot;
     ~reset() { slot = nullptr; }
   } const guard{shared};
   shared = &loaded;
-  benchmark::RunSpecifiedBenchmarks();
+  if (display == nullptr) {
+    benchmark::RunSpecifiedBenchmarks();
+  } else {
+    benchmark::RunSpecifiedBenchmarks(display);
+  }
 }
 
 /**

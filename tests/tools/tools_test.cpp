@@ -7,6 +7,8 @@
  *   SWAPALLOC_CUDA_DRIVER and what was tried), never a crash.
  * - The demo's round trip succeeds, bit-exact, against the driver of the environment (the
  *   simulator in strict mode under ctest; libcuda.so.1 under tools/gpu-check).
+ * - The benchmarks' short runs complete and print their rows (bench_policy: and its goal
+ *   ratios), under ctest on the strict simulator, so a benchmark that leaks fails.
  * - The simulator's leak report: a leaking program fails with status 3 in strict mode, and
  *   still gets a report without it.
  *
@@ -32,7 +34,12 @@ constexpr char const* bench_sim_path = SWAPALLOC_BENCH_SIM_PATH;  // "" without 
 #ifdef SWAPALLOC_BENCH_ALLOC_PATH
 constexpr char const* bench_alloc_path = SWAPALLOC_BENCH_ALLOC_PATH;
 #else
-constexpr char const* bench_alloc_path = "";
+constexpr char const* bench_alloc_path  = "";
+#endif
+#ifdef SWAPALLOC_BENCH_POLICY_PATH
+constexpr char const* bench_policy_path = SWAPALLOC_BENCH_POLICY_PATH;
+#else
+constexpr char const* bench_policy_path = "";
 #endif
 
 constexpr char const* missing_driver = "/nonexistent/libcuda.so.1";
@@ -126,6 +133,33 @@ TEST(ToolsBench, AllocShortRunCompletes)
     {"--benchmark_filter=^BM_HotPath/4096$|^BM_Replay/cnn_infer$", "--benchmark_min_time=0.01"});
   ASSERT_EQ(result.exit_status, 0) << result.describe();
   for (char const* name : {"BM_HotPath/4096", "BM_Replay/cnn_infer", "reserved_over_live"}) {
+    EXPECT_TRUE(contains(result.out, name)) << name << ": " << result.describe();
+  }
+}
+
+TEST(ToolsNoDriver, BenchPolicyExitsWithClearError)
+{
+  if (*bench_policy_path == '\0') {
+    GTEST_SKIP() << "benchmarks not built (SWAPALLOC_BUILD_BENCHMARKS=OFF)";
+  }
+  expect_clear_no_driver_error(bench_policy_path);
+}
+
+TEST(ToolsBench, PolicyShortRunCompletes)
+{
+  if (*bench_policy_path == '\0') {
+    GTEST_SKIP() << "benchmarks not built (SWAPALLOC_BUILD_BENCHMARKS=OFF)";
+  }
+  // Every benchmark, briefly (BM_HotPathDuringEvict keeps its 2 s minimum), with a 4 MiB
+  // background pool: the ratios are printed.
+  child_result const result = run_child(bench_policy_path, {"--benchmark_min_time=0.01"},
+                                        {{"SWAPALLOC_BENCH_POLICY_MIB", "4"}});
+  ASSERT_EQ(result.exit_status, 0) << result.describe();
+  for (char const* name :
+       {"BM_HotPath/4096", "BM_HotPathDuringEvict/4096", "cycles", "BM_AllocateUnderPressure",
+        "BM_ExplicitEvictAllocate", "evicted_MiB=8", "BM_ActivateResident",
+        "ratio BM_HotPathDuringEvict / BM_HotPath = ",
+        "ratio BM_AllocateUnderPressure / BM_ExplicitEvictAllocate = ", "BM_ActivateResident = "}) {
     EXPECT_TRUE(contains(result.out, name)) << name << ": " << result.describe();
   }
 }
