@@ -131,10 +131,10 @@ class pressure_monitor {
   [[nodiscard]] static monitor_options const& checked(monitor_options const& options)
   {
     if (options.interval < min_interval || options.interval > max_interval) {
-      throw config_error("monitor_options::interval",
-                         "swapalloc: monitor_options::interval=" +
-                           std::to_string(options.interval.count()) +
-                           " ms is out of range: accepted 1 ms to 3600000 ms (1 hour)");
+      throw config_error(
+        "monitor_options::interval",
+        "swapalloc: monitor_options::interval=" + std::to_string(options.interval.count()) +
+          " ms is out of range: accepted 1 ms to 3600000 ms (1 hour)");
     }
     return options;
   }
