@@ -53,20 +53,22 @@ struct allocator_access {
     device_state& state    = *owner.devices_.at(0);
     {
       std::lock_guard const lock(state.mutex());
-      if (allocator::eviction_refusal(state, id, entry) != refusal::none) {
+      if (room_maker::eviction_refusal(state, id, entry) != refusal::none) {
         return outcome::refused;
       }
     }
     std::this_thread::sleep_for(window);
-    std::lock_guard const lock(state.mutex());
+    std::unique_lock lock(state.mutex());
+    device_state::engine_lease const lease(state, lock);  // as allocator::evict, less the check
     pool_residency* const pool = state.pool(id);
     if (pool == nullptr || state.context() == nullptr) { return outcome::nothing; }
     context_scope const current(*owner.driver_, state.context());
     evicted_pinned = state.pins(id) != 0;
-    state.wait_for_pool(id);
-    state.ensure_swap_tier(owner.workers(), owner.options_.host, owner.options_.transfer);
-    evict_result const done =
-      state.evict(*pool, SIZE_MAX, codec_choice{entry.options.dtype, entry.options.codec});
+    device_state::moving_pool const mark(state, id);
+    state.wait_for_pool(id, wait_gate(lock));
+    owner.room_.ensure_swap_tier(state);
+    evict_result const done = state.evict(
+      *pool, SIZE_MAX, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
     return done.released_bytes != 0 ? outcome::evicted : outcome::nothing;
   }
 };
