@@ -35,7 +35,9 @@
  */
 #pragma once
 
+#include <swapalloc/allocator_options.hpp>
 #include <swapalloc/config.hpp>
+#include <swapalloc/detail/misuse.hpp>
 #include <swapalloc/device_state.hpp>
 #include <swapalloc/errors.hpp>
 #include <swapalloc/pool_registry.hpp>
@@ -48,6 +50,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -62,26 +65,6 @@ namespace detail {
 struct allocator_access;  // tests only: reaches a device's state (tests/allocator)
 }  // namespace detail
 
-/// Allocator-wide settings; 0 takes the default. Explicit values win over the environment.
-struct allocator_options {
-  std::size_t capacity{0};   ///< bytes reserved per pool and device; 0: 2 × the device's memory
-  std::size_t page_size{0};  ///< bytes per page; 0: the allocation granularity
-  host_store_options host;  ///< each device's host store; limit 0: SWAPALLOC_HOST_LIMIT, else ½ RAM
-  std::size_t workers{0};   ///< compression threads; 0: SWAPALLOC_WORKERS, else cores − 1 (≤ 8)
-  transfer_options transfer;
-  /// The policy's watermarks, fractions of the limit (DESIGN §8); 0: SWAPALLOC_HIGH and
-  /// SWAPALLOC_LOW, else 0.85 and 0.75. Accepted: 0 < low < high <= 1.
-  double high_watermark{0};
-  double low_watermark{0};
-  /// What this process may hold per device; unset: SWAPALLOC_DEVICE_LIMIT, else the total.
-  std::optional<swapalloc::device_limit> device_limit;
-  /// false: pools are evicted only when asked (`evict`, `ensure_free`), and an allocation
-  /// or restore that finds the device full only releases cached pages before its retry
-  /// (the behaviour before the policy; the swap tier's model test runs so).
-  bool automatic_eviction{true};
-  bool read_environment{true};  ///< false: ignore every SWAPALLOC_* variable (config.hpp)
-};
-
 /// The caching allocator. See the file comment.
 class allocator {
  public:
@@ -94,9 +77,10 @@ class allocator {
    */
   explicit allocator(driver const& drv, allocator_options options = {})
     : driver_(&drv),
-      options_(with_environment(options)),
+      options_(resolve_options(options)),
       registry_(usage_),
-      room_(drv, registry_, room_settings_of(options_))
+      log_(log_options_of(options_)),
+      room_(drv, registry_, log_, room_settings_of(options_))
   {
     int const count = drv.device_count();
     for (int ordinal = 0; ordinal < count; ++ordinal) {
@@ -106,9 +90,11 @@ class allocator {
 
   allocator(allocator const&)            = delete;
   allocator& operator=(allocator const&) = delete;
-  /// Waits for each device's work, then gives back every page, range, copy, event and
-  /// context reference, best effort. Live blocks become invalid.
-  ~allocator() = default;
+  /// Reports the blocks still live (the leak report: a `leak` event per pool and device,
+  /// at warn), runs the prefetches queued, waits for each device's work, then gives back
+  /// every page, range, copy, event and context reference, best effort. Live blocks
+  /// become invalid.
+  ~allocator() { report_leaks(); }
 
   /// The devices the driver reported at construction; ordinals are 0 to this, exclusive.
   [[nodiscard]] int device_count() const noexcept { return static_cast<int>(devices_.size()); }
@@ -159,11 +145,11 @@ class allocator {
       // Freed blocks still waiting for events, or for a synchronization (a free whose event
       // could not be recorded), are not live: after this, only allocated blocks count.
       state->synchronize();
-      if (std::size_t const live = pool->pool().live_blocks(); live != 0) {
-        throw usage_.raise(usage_error_kind::bad_pool, "destroy_pool('" + name +
-                                                         "'): " + std::to_string(live) +
-                                                         " blocks are still allocated on device " +
-                                                         std::to_string(state->ordinal()));
+      if (pool->pool().live_blocks() != 0) {
+        std::string const live = leak_line(*state, id);
+        throw usage_.raise(usage_error_kind::bad_pool,
+                           "destroy_pool('" + name + "'): refused, blocks are still allocated: " +
+                             live);
       }
     }
     for (auto& state : devices_) {
@@ -306,7 +292,7 @@ class allocator {
    *        (or whose kept copy is current) are only unmapped, and go first. Page by page
    *        until at least `bytes` are released (default: every page).
    * @return what was done. Pages the host budget cannot hold stay resident; `refused`
-   *         says so (also logged to stderr), and nothing already stored is dropped.
+   *         says so (also a refusal event in the log, on stderr by default), and nothing already stored is dropped.
    * @throws usage_error (not_evictable) for the default pool, a pool created with
    *         `evictable = false` or `priority = critical`, or a pinned pool (checked under
    *         the device's lock, with the eviction); (bad_pool, bad_device) for bad ids.
@@ -321,18 +307,25 @@ class allocator {
     std::unique_lock lock(state.mutex());
     device_state::engine_lease const lease(state, lock);  // then no pool is moving
     if (refusal const why = room_maker::eviction_refusal(state, id, entry); why != refusal::none) {
+      std::string const sentence = room_maker::refusal_sentence(id, why, state.pins(id));
+      room_.note(event_kind::refusal, state, id, 0, 0, "evict refused: " + sentence);
       throw usage_.raise(usage_error_kind::not_evictable,
-                         "evict(pool '" + entry.name + "'): refused, " +
-                           room_maker::refusal_sentence(id, why, state.pins(id)));
+                         "evict(pool '" + entry.name + "'): refused, " + sentence);
     }
     pool_residency* const pool = state.pool(id);
     if (pool == nullptr || state.context() == nullptr) { return {}; }
     context_scope const current(*driver_, state.context());
     device_state::moving_pool const mark(state, id);
+    auto const start = std::chrono::steady_clock::now();
     state.wait_for_pool(id, wait_gate(lock));  // its own last use, else the device's work
     room_.ensure_swap_tier(state);
-    return state.evict(*pool, bytes, codec_choice{entry.options.dtype, entry.options.codec},
-                       wait_gate(lock));
+    evict_result const done = state.evict(
+      *pool, bytes, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
+    room_.note(event_kind::evict, state, id, done.released_bytes,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+               "explicit: " + bytes_text(done.bytes_copied) + " over the link");
+    if (!done.refused.empty()) { room_.note(event_kind::refusal, state, id, 0, 0, done.refused); }
+    return done;
   }
 
   /**
@@ -476,6 +469,7 @@ class allocator {
     std::unique_lock lock(state.mutex());
     if (state.context() == nullptr) { return {}; }
     context_scope const current(*driver_, state.context());
+    state.forget_usage_reading();  // another process's change is seen at the monitor's rate
     room_result done = room_.make_room(state, lock, default_pool, 0, room_reason::monitor);
     if (done.error) { std::rethrow_exception(done.error); }
     return done;
@@ -591,12 +585,25 @@ class allocator {
     for (auto const& state : devices_) {
       std::lock_guard const lock(state->mutex());
       std::vector<pool_row> const rows = state->rows([](pool_id) { return std::string(); });
-      out["devices"].push_back(device_json(state->ordinal(), rows, everything));
+      nlohmann::json device            = device_json(state->ordinal(), rows, everything);
+      if (state->context() != nullptr) {
+        context_scope const current(*driver_, state->context());
+        device_memory const memory = state->memory();
+        device_usage const usage{state->own_bytes(), room_.limit_of(*state),
+                                 memory.known ? memory.total_bytes - memory.free_bytes : 0,
+                                 memory.known ? memory.total_bytes : 0};
+        device["pressure"] = pressure_json(usage, room_.marks());
+      }
+      out["devices"].push_back(std::move(device));
     }
     out["total"]        = to_json(everything);
     out["usage_errors"] = usage_json(usage_);
+    out["events"]       = events_json(log_);
     return out;
   }
+
+  /// The event log's ring (event_log.hpp), oldest first. Thread safety: any thread.
+  [[nodiscard]] std::vector<swap_event> events() const { return log_.events(); }
 
   /// Structural check of every pool (tests): empty when consistent, else the first problem.
   [[nodiscard]] std::string check() const
@@ -610,21 +617,6 @@ class allocator {
 
  private:
   friend struct detail::allocator_access;
-
-  /// `options` with the environment's settings where it leaves them 0.
-  [[nodiscard]] static allocator_options with_environment(allocator_options options)
-  {
-    environment_settings const env =
-      options.read_environment ? read_environment() : environment_settings{};
-    if (options.host.limit_bytes == 0 && env.host_limit_bytes) {
-      options.host.limit_bytes = *env.host_limit_bytes;
-    }
-    if (options.workers == 0) { options.workers = env.workers.value_or(default_worker_count()); }
-    if (options.high_watermark == 0) { options.high_watermark = env.high.value_or(0.85); }
-    if (options.low_watermark == 0) { options.low_watermark = env.low.value_or(0.75); }
-    if (!options.device_limit) { options.device_limit = env.device; }
-    return options;
-  }
 
   /// Hot path: one compare (a negative ordinal wraps to a huge index) and a load.
   [[nodiscard]] device_state& state_of(int device, char const* function) const
@@ -644,21 +636,40 @@ class allocator {
                          " (exclusive), the devices the driver reports");
   }
 
-  /// The room maker's settings out of the resolved options.
-  /// @throws config_error ("watermarks") unless 0 < low < high <= 1.
-  [[nodiscard]] static room_settings room_settings_of(allocator_options const& options)
+  /// The event log's options out of resolved allocator options: stderr when no sink.
+  [[nodiscard]] static event_log_options log_options_of(allocator_options const& options)
   {
-    watermarks const marks{options.low_watermark, options.high_watermark};
-    if (std::string const problem = watermark_problem(marks); !problem.empty()) {
-      throw config_error("watermarks", "swapalloc: allocator_options: " + problem);
+    event_log_options out;
+    out.capacity = options.log_capacity;
+    out.level    = options.log_level.value_or(log_level::warn);
+    out.sink     = options.log_sink ? options.log_sink : event_sink(log_to_stderr);
+    return out;
+  }
+
+  /// Pool `id`'s live blocks on `state` as one line (report.hpp leak_text). @pre locked.
+  [[nodiscard]] static std::string leak_line(device_state const& state, pool_id id)
+  {
+    for (pool_leak const& leak : state.leaks(leak_sizes_shown)) {
+      if (leak.pool == id) {
+        return leak_text(leak.name, state.ordinal(), leak.blocks, leak.bytes, leak.largest);
+      }
     }
-    return room_settings{marks,
-                         options.device_limit,
-                         options.automatic_eviction,
-                         pool_defaults{options.capacity, options.page_size},
-                         options.host,
-                         options.transfer,
-                         options.workers};
+    return "none";
+  }
+
+  /// The leak report: a `leak` event for each pool with live blocks on each device.
+  void report_leaks() noexcept
+  {
+    try {
+      for (auto const& state : devices_) {
+        std::lock_guard const lock(state->mutex());
+        for (pool_leak const& leak : state->leaks(leak_sizes_shown)) {
+          room_.note(event_kind::leak, *state, leak.pool, leak.bytes, 0,
+                     "allocator destroyed with " + leak_detail(leak.blocks, leak.largest));
+        }
+      }
+    } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports what it can
+    }
   }
 
   /// The prefetch thread's task: restores pool `id` on `state` as `restore` does; if no
@@ -672,7 +683,7 @@ class allocator {
       if (pool == nullptr || pool->pool().parked_pages() == 0) { return; }
       std::uint64_t const used = state.last_use(id);
       context_scope const current(*driver_, state.context());
-      (void)room_.restore(state, lock, id, *pool, nullptr);
+      (void)room_.restore(state, lock, id, *pool, nullptr, event_kind::prefetch);
       if (state.last_use(id) == used && state.pins(id) == 0) { state.set_prefetched(id, true); }
     } catch (...) {  // NOLINT(bugprone-empty-catch): see above
     }
@@ -683,26 +694,8 @@ class allocator {
   void check_free(CUdeviceptr ptr, std::size_t bytes, CUstream stream, block const& freed) const
   {
     if (freed.requested != bytes || tag_of(stream) != freed.tag) [[unlikely]] {
-      throw_bad_free(ptr, bytes, stream, freed);
+      detail::throw_bad_free(usage_, ptr, bytes, stream, freed);
     }
-  }
-
-  [[noreturn]] __attribute__((noinline, cold)) void throw_bad_free(CUdeviceptr ptr,
-                                                                   std::size_t bytes,
-                                                                   CUstream stream,
-                                                                   block const& freed) const
-  {
-    if (freed.requested != bytes) {
-      throw usage_.raise(
-        usage_error_kind::wrong_size,
-        "deallocate(ptr=" + hex(ptr) + ", bytes=" + std::to_string(bytes) +
-          "): the block was allocated with bytes=" + std::to_string(freed.requested));
-    }
-    throw usage_.raise(usage_error_kind::wrong_stream,
-                       "deallocate(ptr=" + hex(ptr) +
-                         ", stream=" + hex(reinterpret_cast<std::uintptr_t>(stream)) +
-                         "): the block was allocated on stream=" +
-                         hex(reinterpret_cast<std::uintptr_t>(stream_of(freed.tag))));
   }
 
   std::size_t release_cached(pool_id const* only)
@@ -712,7 +705,12 @@ class allocator {
       std::lock_guard const lock(state->mutex());
       if (state->context() == nullptr) { continue; }
       context_scope const current(*driver_, state->context());
-      released += state->release_cache(only);
+      std::size_t const here = state->release_cache(only);
+      if (here != 0) {
+        room_.note(event_kind::release_cached, *state, only != nullptr ? std::optional(*only) : std::nullopt,
+                   here, 0, "empty_cache");
+      }
+      released += here;
     }
     return released;
   }
@@ -725,50 +723,7 @@ class allocator {
   {
     if (live_block const* const found = state.live().find(ptr); found != nullptr) { return *found; }
     lock.unlock();
-    throw diagnose(ptr, device, call());
-  }
-
-  /// Explains why `ptr` is not a live block on `device`, counts it, returns the error.
-  [[nodiscard]] usage_error diagnose(CUdeviceptr ptr, int device, std::string const& call) const
-  {
-    for (auto const& other : devices_) {
-      if (other->ordinal() == device) { continue; }
-      std::lock_guard const lock(other->mutex());
-      if (other->live().find(ptr) != nullptr) {
-        return usage_.raise(
-          usage_error_kind::wrong_device,
-          call + ": the block was allocated on device " + std::to_string(other->ordinal()));
-      }
-    }
-    device_state const& state = *devices_[static_cast<std::size_t>(device)];
-    std::lock_guard const lock(state.mutex());
-    for (std::size_t id = 0; id < registry_.size(); ++id) {
-      pool_residency const* const residency = state.pool(static_cast<pool_id>(id));
-      if (residency == nullptr || !residency->pool().contains(ptr)) { continue; }
-      return diagnose_in(residency->pool(), ptr, call);
-    }
-    return usage_.raise(
-      usage_error_kind::unknown_pointer,
-      call + ": not an address this allocator handed out on device " + std::to_string(device));
-  }
-
-  /// Explains why `ptr`, inside `pool`'s range, is not a live block's start.
-  [[nodiscard]] usage_error diagnose_in(device_pool const& pool, CUdeviceptr ptr,
-                                        std::string const& call) const
-  {
-    block const* const around = pool.blocks().block_at(ptr - pool.base());
-    std::string message       = call;
-    usage_error_kind kind     = usage_error_kind::double_free;
-    if (around != nullptr && around->state == block_state::allocated) {
-      kind = usage_error_kind::interior_pointer;
-      message += ": the address is " + std::to_string(ptr - pool.address(*around)) +
-                 " bytes inside the block at " + hex(pool.address(*around));
-    } else if (around != nullptr && pool.address(*around) == ptr) {
-      message += ": the block is already free";
-    } else {
-      message += ": no live block starts there (freed already?)";
-    }
-    return usage_.raise(kind, message + " in pool '" + pool.name() + "'");
+    throw detail::diagnose(devices_, registry_.size(), usage_, ptr, device, call());
   }
 
   driver const* driver_;
@@ -776,6 +731,7 @@ class allocator {
   usage_counters usage_;
   pool_registry registry_;
   scope_stack scopes_;
+  event_log log_;
   room_maker room_;  // owns the compression workers: outlives devices_
   std::vector<std::unique_ptr<device_state>> devices_;
   // The prefetch thread, started at the first prefetch; destroyed first, after it has run

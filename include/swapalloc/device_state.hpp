@@ -48,9 +48,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace swapalloc {
@@ -61,6 +64,15 @@ struct live_block {
   pool_id pool{0};
 };
 
+/// One step of a room plan as it was carried out.
+struct room_step_done {
+  pool_id pool{0};
+  room_step::action what{room_step::action::release_cached};
+  std::size_t bytes{0};   ///< released or evicted
+  double seconds{0};      ///< how long the step took, waits included
+  std::string refused;    ///< why the host budget kept pages, if it did
+};
+
 /// What making room did.
 struct room_result {
   std::size_t released_bytes{0};  ///< cached pages released (no copy)
@@ -68,8 +80,18 @@ struct room_result {
   std::vector<pool_id> evicted;   ///< the pools evicted from, in order
   std::string refused;            ///< why the host budget kept pages, if it did
   std::exception_ptr error;       ///< the first failed step's error (cuda_error), if any
+  std::vector<room_step_done> steps;  ///< the steps that ran, in order
 
   [[nodiscard]] std::size_t freed_bytes() const noexcept { return released_bytes + evicted_bytes; }
+};
+
+/// A pool's live blocks on a device, for the leak report (report.hpp leak_text).
+struct pool_leak {
+  pool_id pool{0};
+  std::string name;
+  std::size_t blocks{0};
+  std::size_t bytes{0};               ///< requested bytes
+  std::vector<std::size_t> largest;   ///< requested sizes, largest first
 };
 
 /// The sizes a pool gets on a device when its options leave them 0.
@@ -503,6 +525,18 @@ class device_state {
     return device_usage{own, limit, info_.known ? used : 0, info_.total};
   }
 
+  /// Makes the next `usage` read cuMemGetInfo (the monitor's pass: another process's
+  /// change must be seen at the monitor's rate, not at `info_refresh` × calls).
+  /// @pre locked.
+  void forget_usage_reading() noexcept { info_.known = false; }
+
+  /// Records `level` as the device's pressure level; returns the one it replaces.
+  /// @pre locked.
+  pressure_level exchange_level(pressure_level level) noexcept
+  {
+    return std::exchange(level_, level);
+  }
+
   /// The policy's snapshot of pool `id` here, without the walk that splits its mapped
   /// bytes into cached and resident ones (all count as resident). @pre locked.
   [[nodiscard]] pool_view view(pool_id id, pool_entry const& entry) const noexcept
@@ -556,9 +590,18 @@ class device_state {
     for (room_step const& step : plan.steps) {
       pool_residency* const pool = this->pool(step.pool);
       if (pool == nullptr || moving(step.pool)) { continue; }
+      auto const start = std::chrono::steady_clock::now();
+      auto const took  = [&] {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      };
       try {
         if (step.what == room_step::action::release_cached) {
-          out.released_bytes += pool->release_idle_pages();
+          // A freed block's page may still be in use by work queued before its free.
+          moving_pool const mark(*this, step.pool);
+          wait_for_pool(step.pool, wait_gate(lock));
+          std::size_t const released = pool->release_idle_pages();
+          out.released_bytes += released;
+          out.steps.push_back(room_step_done{step.pool, step.what, released, took(), {}});
           continue;
         }
         pool_entry const entry = entry_of(step.pool);
@@ -570,6 +613,8 @@ class device_state {
         out.evicted_bytes += done.released_bytes;
         if (done.released_bytes != 0) { out.evicted.push_back(step.pool); }
         if (!done.refused.empty() && out.refused.empty()) { out.refused = done.refused; }
+        out.steps.push_back(
+          room_step_done{step.pool, step.what, done.released_bytes, took(), done.refused});
       } catch (cuda_error const&) {
         if (!out.error) { out.error = std::current_exception(); }
       }
@@ -600,6 +645,28 @@ class device_state {
       out.push_back(pool_row{static_cast<pool_id>(id), pools_[id]->pool().name(),
                              pools_[id]->stats(), eviction(static_cast<pool_id>(id))});
     }
+    return out;
+  }
+
+  /// The live blocks of each pool here: count, bytes and the largest sizes (requested
+  /// bytes, largest first, at most `largest`), for pools that have any. @pre locked.
+  [[nodiscard]] std::vector<pool_leak> leaks(std::size_t largest) const
+  {
+    std::vector<pool_leak> out;
+    live_.for_each([&](std::uint64_t, live_block const& entry) {
+      auto found = std::find_if(out.begin(), out.end(),
+                                [&](pool_leak const& leak) { return leak.pool == entry.pool; });
+      if (found == out.end()) {
+        out.push_back(pool_leak{entry.pool, pools_[entry.pool]->pool().name(), 0, 0, {}});
+        found = std::prev(out.end());
+      }
+      std::size_t const bytes = entry.freed->requested;
+      ++found->blocks;
+      found->bytes += bytes;
+      auto& sizes = found->largest;
+      sizes.insert(std::upper_bound(sizes.begin(), sizes.end(), bytes, std::greater<>()), bytes);
+      if (sizes.size() > largest) { sizes.pop_back(); }
+    });
     return out;
   }
 
@@ -701,6 +768,7 @@ class device_state {
   } info_;
   std::uint64_t clock_{0};  // last_use's clock
   bool engine_busy_{false};  // an engine_lease lives
+  pressure_level level_{pressure_level::safe};  // the last level seen (exchange_level)
   std::condition_variable transfer_changed_;  // a lease or a moving mark ended
   event_pool events_;
   deferred_frees frees_;

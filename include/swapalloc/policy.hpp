@@ -292,6 +292,22 @@ enum class room_reason : std::uint8_t {
   out_of_memory,  // a real out-of-memory: everything allowed, then one retry
 };
 
+/// "map", "ensure_free", "monitor" or "out_of_memory".
+[[nodiscard]] constexpr char const* to_string(room_reason reason) noexcept
+{
+  switch (reason) {
+    case room_reason::map:
+      return "map";
+    case room_reason::ensure_free:
+      return "ensure_free";
+    case room_reason::monitor:
+      return "monitor";
+    case room_reason::out_of_memory:
+      return "out_of_memory";
+  }
+  return "?";
+}
+
 /**
  * @brief Bytes to free, for `reason`:
  *        - map, ensure_free (`request`: the bytes about to be mapped): 0 unless own + request

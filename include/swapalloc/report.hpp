@@ -83,6 +83,23 @@ struct device_memory {
           {"restores", s.restores}};
 }
 
+/**
+ * @brief A device's use and pressure level (policy.hpp pressure_of) against `marks`:
+ *   {"level": "WARNING", "use_fraction": 0.8, "own_bytes", "limit_bytes",
+ *    "device_used_bytes", "device_total_bytes", "low_watermark", "high_watermark"}.
+ */
+[[nodiscard]] inline nlohmann::json pressure_json(device_usage usage, watermarks marks)
+{
+  return nlohmann::json{{"level", to_string(pressure_of(usage, marks))},
+                        {"use_fraction", use_fraction(usage)},
+                        {"own_bytes", usage.own_bytes},
+                        {"limit_bytes", usage.limit_bytes},
+                        {"device_used_bytes", usage.device_used},
+                        {"device_total_bytes", usage.device_total},
+                        {"low_watermark", marks.low},
+                        {"high_watermark", marks.high}};
+}
+
 /// {"device": n, "pools": [{"id", "name", counters...}], "total": {...}}; adds the
 /// device's total to `everything`.
 [[nodiscard]] inline nlohmann::json device_json(int ordinal, std::span<pool_row const> rows,

@@ -15,6 +15,9 @@
  *   `out_of_memory` with the device's pool table and what would have fit.
  * - **The compression workers** are one set for every device, started at the first
  *   eviction, owned here.
+ * - **Events** (event_log.hpp): every step carried out (release, eviction, refusal), every
+ *   restore and prefetch, every out-of-memory failure and every change of the device's
+ *   pressure level is recorded, with its pool, bytes of device memory and duration.
  *
  * Thread safety: every member expects the device's mutex held through the `lock` it is
  * given (and may release it while waiting, as above); the registry's lock is taken
@@ -25,6 +28,7 @@
 #include <swapalloc/config.hpp>
 #include <swapalloc/device_state.hpp>
 #include <swapalloc/errors.hpp>
+#include <swapalloc/event_log.hpp>
 #include <swapalloc/policy.hpp>
 #include <swapalloc/pool_registry.hpp>
 #include <swapalloc/report.hpp>
@@ -32,6 +36,7 @@
 #include <swapalloc/worker_pool.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <memory>
@@ -56,8 +61,10 @@ struct room_settings {
 /// Carries the policy out on a device. See the file comment.
 class room_maker {
  public:
-  room_maker(driver const& drv, pool_registry const& registry, room_settings settings)
-    : driver_(&drv), registry_(&registry), settings_(std::move(settings))
+  /// @pre `registry` and `log` outlive the room maker.
+  room_maker(driver const& drv, pool_registry const& registry, event_log& log,
+             room_settings settings)
+    : driver_(&drv), registry_(&registry), log_(&log), settings_(settings)
   {
   }
 
@@ -100,9 +107,9 @@ class room_maker {
       return {};
     }
     // Cheap test first: most maps need no room, and take no lease.
-    if (bytes_to_free(state.usage(limit_of(state)), bytes, settings_.marks, reason) == 0) {
-      return {};
-    }
+    device_usage const before = state.usage(limit_of(state));
+    note_level(state, before);
+    if (bytes_to_free(before, bytes, settings_.marks, reason) == 0) { return {}; }
     device_state::engine_lease const lease(state, lock);
     device_usage const usage = state.usage(limit_of(state));  // again: the lease may wait
     if (bytes_to_free(usage, bytes, settings_.marks, reason) == 0) { return {}; }
@@ -116,7 +123,10 @@ class room_maker {
                     [](room_step step) { return step.what == room_step::action::evict; })) {
       ensure_swap_tier(state);
     }
-    return state.make_room(plan, entry_of, reason, lock);
+    room_result done = state.make_room(plan, entry_of, reason, lock);
+    note_steps(state, done, reason);
+    note_level(state, state.usage(limit_of(state)));
+    return done;
   }
 
   /**
@@ -135,11 +145,9 @@ class room_maker {
       id, [&](pool_id fresh) { return registry_->entry(fresh, "allocate"); }, settings_.defaults);
     std::size_t const range = pool.pool().capacity();
     if (rounded == 0 || rounded > range) {
-      throw out_of_memory(
-        oom_text(state, asked(bytes, pool),
-                 "the request exceeds the pool's capacity of " + bytes_text(range) +
-                   " (its reserved address range); nothing can be freed to make it fit"),
-        bytes, state.ordinal());
+      fail(state, id, bytes, asked(bytes, pool),
+           "the request exceeds the pool's capacity of " + bytes_text(range) +
+             " (its reserved address range); nothing can be freed to make it fit");
     }
     std::size_t const page = pool.pool().page_size();
     (void)make_room(state, lock, id, (rounded + page - 1) / page * page, room_reason::map);
@@ -148,7 +156,7 @@ class room_maker {
     if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
       return found;
     }
-    std::size_t const released = state.release_for_retry();
+    std::size_t const released = release_for_retry(state);
     room_result const room     = make_room(state, lock, id, rounded, room_reason::out_of_memory);
     state.wait_while_moving(lock, id);
     if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
@@ -161,7 +169,7 @@ class room_maker {
                   : "the pool's address range of " + bytes_text(range) + " has no free run of " +
                       bytes_text(rounded) + " (released " + bytes_text(released) +
                       " of cached pages and retried)";
-    throw out_of_memory(oom_text(state, asked(bytes, pool), why), bytes, state.ordinal());
+    fail(state, id, bytes, asked(bytes, pool), why);
   }
 
   /**
@@ -173,21 +181,18 @@ class room_maker {
    * @pre `lock` holds state's mutex, context current, no engine lease held by the caller.
    */
   restore_result restore(device_state& state, std::unique_lock<std::mutex>& lock, pool_id id,
-                         pool_residency& pool, CUstream stream)
+                         pool_residency& pool, CUstream stream, event_kind kind = event_kind::restore)
   {
     std::size_t const needed = evicted_bytes(pool);  // restoring pages are mapped already
     (void)make_room(state, lock, id, needed, room_reason::map);
-    if (auto done = restore_unless_full(state, lock, id, pool, stream)) { return *done; }
-    std::size_t const released = state.release_for_retry();
+    if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) { return *done; }
+    std::size_t const released = release_for_retry(state);
     room_result const room     = make_room(state, lock, id, needed, room_reason::out_of_memory);
-    if (auto done = restore_unless_full(state, lock, id, pool, stream)) { return *done; }
-    throw out_of_memory(
-      oom_text(state,
-               "restoring pool '" + pool.pool().name() + "' (" + bytes_text(needed) +
-                 " of evicted pages)",
-               "its pages need " + bytes_text(needed) + " of device memory" + limit_text(state) +
-                 free_after_text(state.memory(), released + room.freed_bytes())),
-      needed, state.ordinal());
+    if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) { return *done; }
+    fail(state, id, needed,
+         "restoring pool '" + pool.pool().name() + "' (" + bytes_text(needed) + " of evicted pages)",
+         "its pages need " + bytes_text(needed) + " of device memory" + limit_text(state) +
+           free_after_text(state.memory(), released + room.freed_bytes()));
   }
 
   /**
@@ -205,13 +210,50 @@ class room_maker {
     if (bytes_to_free(after, bytes, settings_.marks, room_reason::ensure_free) == 0) {
       return done;
     }
-    throw out_of_memory(
-      oom_text(state, "ensure_free(" + bytes_text(bytes) + ")",
-               "freed " + bytes_text(done.freed_bytes()) + ", and mapping " + bytes_text(bytes) +
-                 " more would still pass the high watermark of " +
-                 detail::fraction_text(settings_.marks.high) + limit_text(state) +
-                 "; what remains is pinned, active, critical or not evictable"),
-      bytes, state.ordinal());
+    fail(state, std::nullopt, bytes, "ensure_free(" + bytes_text(bytes) + ")",
+         "freed " + bytes_text(done.freed_bytes()) + ", and mapping " + bytes_text(bytes) +
+           " more would still pass the high watermark of " +
+           detail::fraction_text(settings_.marks.high) + limit_text(state) +
+           "; what remains is pinned, active, critical or not evictable");
+  }
+
+  /**
+   * @brief Records an event of `kind` about pool `id` (none: the device) on `state`, at
+   *        the kind's default level (event_log.hpp). `bytes`: device memory; `seconds`:
+   *        how long it took (0: not timed). @pre state locked.
+   */
+  void note(event_kind kind, device_state const& state, std::optional<pool_id> id,
+            std::size_t bytes, double seconds, std::string detail) const
+  {
+    swap_event event;
+    event.kind  = kind;
+    event.level = default_level(kind);
+    event.pool  = id;
+    if (pool_residency const* const pool = id ? state.pool(*id) : nullptr; pool != nullptr) {
+      event.pool_name = pool->pool().name();
+    }
+    event.device     = state.ordinal();
+    event.bytes      = bytes;
+    event.duration_s = seconds;
+    event.detail     = std::move(detail);
+    log_->record(std::move(event));
+  }
+
+  /// Records a level_change event if `usage` puts `state` at another pressure level than
+  /// the last one seen. Cost: a compare, unless it changed. @pre state locked.
+  void note_level(device_state& state, device_usage usage) const
+  {
+    pressure_level const now = pressure_of(usage, settings_.marks);
+    pressure_level const was = state.exchange_level(now);
+    if (now == was) { return; }
+    swap_event event;
+    event.kind   = event_kind::level_change;
+    event.level  = default_level(event_kind::level_change, now);
+    event.device = state.ordinal();
+    event.bytes  = usage.own_bytes;
+    event.detail = std::string(to_string(was)) + " -> " + to_string(now) + " (" +
+                   detail::fraction_text(use_fraction(usage)) + " of the limit in use)";
+    log_->record(std::move(event));
   }
 
   /// Why pool `id` cannot be evicted on `state` now (policy.hpp refusal_of), or
@@ -240,6 +282,46 @@ class room_maker {
   }
 
  private:
+  [[nodiscard]] static double seconds_since(std::chrono::steady_clock::time_point start) noexcept
+  {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
+  /// Records the out-of-memory and throws it, with the report of `state`.
+  [[noreturn]] void fail(device_state const& state, std::optional<pool_id> id, std::size_t bytes,
+                         std::string const& request, std::string const& why) const
+  {
+    note(event_kind::out_of_memory, state, id, bytes, 0, request + ": " + why);
+    throw out_of_memory(oom_text(state, request, why), bytes, state.ordinal());
+  }
+
+  /// Out of memory: releases every pool's cached pages before the one retry (noted).
+  std::size_t release_for_retry(device_state& state) const
+  {
+    std::size_t const released = state.release_for_retry();
+    if (released != 0) {
+      note(event_kind::release_cached, state, std::nullopt, released, 0,
+           "every pool's cached pages, before the out-of-memory retry");
+    }
+    return released;
+  }
+
+  /// Records the steps of a plan carried out for `reason`.
+  void note_steps(device_state const& state, room_result const& done, room_reason reason) const
+  {
+    std::string const why = std::string("policy: ") + to_string(reason);
+    for (room_step_done const& step : done.steps) {
+      bool const evicted = step.what == room_step::action::evict;
+      if (step.bytes != 0 || evicted) {
+        note(evicted ? event_kind::evict : event_kind::release_cached, state, step.pool, step.bytes,
+             step.seconds, why);
+      }
+      if (!step.refused.empty()) {
+        note(event_kind::refusal, state, step.pool, 0, 0, step.refused);
+      }
+    }
+  }
+
   [[nodiscard]] static std::string asked(std::size_t bytes, pool_residency const& pool)
   {
     return "allocating " + bytes_text(bytes) + " (" + std::to_string(bytes) +
@@ -254,16 +336,21 @@ class room_maker {
 
   /// The restore under an engine lease, or nothing when the device was out of memory.
   /// A pool restored meanwhile (another caller's restore or prefetch) gives a no-op.
-  [[nodiscard]] static std::optional<restore_result> restore_unless_full(
+  [[nodiscard]] std::optional<restore_result> restore_unless_full(
     device_state& state, std::unique_lock<std::mutex>& lock, pool_id id, pool_residency& pool,
-    CUstream stream)
+    CUstream stream, event_kind kind)
   {
     device_state::engine_lease const lease(state, lock);
     if (pool.pool().parked_pages() == 0) { return restore_result{}; }
     device_state::moving_pool const mark(state, id);
     try {
+      auto const start = std::chrono::steady_clock::now();
       state.settle_frees(id);
-      return state.restore(pool, stream, wait_gate(lock));
+      restore_result const done = state.restore(pool, stream, wait_gate(lock));
+      note(kind, state, id, done.pages * pool.pool().page_size(), seconds_since(start),
+           std::to_string(done.pages) + " pages, " + bytes_text(done.bytes_copied) +
+             " over the link");
+      return done;
     } catch (cuda_error const& error) {
       if (error.code() != CUDA_ERROR_OUT_OF_MEMORY) { throw; }
       return std::nullopt;
@@ -319,6 +406,7 @@ class room_maker {
  private:
   driver const* driver_;
   pool_registry const* registry_;
+  event_log* log_;
   room_settings settings_;
   std::once_flag workers_started_;
   std::unique_ptr<worker_pool> workers_;  // outlives every device_state (see allocator)

@@ -848,8 +848,7 @@ class transfer_engine {
       std::to_string(store_->limit_bytes()) + " bytes is exhausted (" +
       std::to_string(store_->used_bytes()) + " in use); " + std::to_string(kept) +
       " pages stay resident, nothing stored was dropped (raise SWAPALLOC_HOST_LIMIT)";
-    std::fprintf(stderr, "%s\n", text.c_str());
-    return text;
+    return text;  // the caller logs it (the allocator's event log: a refusal event)
   }
 
   /// Calls `visit(pool_offset, packed_into_chunk, bytes)` for each part of the live ranges

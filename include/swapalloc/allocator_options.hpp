@@ -1,0 +1,97 @@
+/**
+ * @file allocator_options.hpp
+ * @brief The allocator's settings (`allocator_options`) and how they resolve: a value left
+ *        0 (or unset) takes the environment's (config.hpp reads every SWAPALLOC_* variable
+ *        once), else the default. Explicit values win over the environment.
+ *
+ * Thread safety: plain data and pure functions (resolve_options reads the environment).
+ */
+#pragma once
+
+#include <swapalloc/config.hpp>
+#include <swapalloc/errors.hpp>
+#include <swapalloc/event_log.hpp>
+#include <swapalloc/host_store.hpp>
+#include <swapalloc/policy.hpp>
+#include <swapalloc/room_maker.hpp>
+#include <swapalloc/transfer.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+namespace swapalloc {
+
+/// Allocator-wide settings; 0 takes the default. Explicit values win over the environment.
+struct allocator_options {
+  std::size_t capacity{0};   ///< bytes reserved per pool and device; 0: 2 × the device's memory
+  std::size_t page_size{0};  ///< bytes per page; 0: the allocation granularity
+  host_store_options host;  ///< each device's host store; limit 0: SWAPALLOC_HOST_LIMIT, else ½ RAM
+  std::size_t workers{0};   ///< compression threads; 0: SWAPALLOC_WORKERS, else cores − 1 (≤ 8)
+  transfer_options transfer;
+  /// The policy's watermarks, fractions of the limit (DESIGN §8); 0: SWAPALLOC_HIGH and
+  /// SWAPALLOC_LOW, else 0.85 and 0.75. Accepted: 0 < low < high <= 1.
+  double high_watermark{0};
+  double low_watermark{0};
+  /// What this process may hold per device; unset: SWAPALLOC_DEVICE_LIMIT, else the total.
+  std::optional<swapalloc::device_limit> device_limit;
+  /// false: pools are evicted only when asked (`evict`, `ensure_free`, a pressure
+  /// monitor), and an allocation or restore that finds the device full only releases
+  /// cached pages before its retry (the behaviour before the policy; the swap tier's model
+  /// test runs so).
+  bool automatic_eviction{true};
+  /// Events kept in the event log's ring (event_log.hpp); 0: 1024.
+  std::size_t log_capacity{0};
+  /// The level at which events reach `log_sink`; unset: SWAPALLOC_LOG, else warn.
+  std::optional<swapalloc::log_level> log_level;
+  /// Where events at `log_level` or above go; empty: one line each on stderr (report.hpp
+  /// log_to_stderr). It runs on the thread that caused the event, possibly under a
+  /// device's lock: it must be short and must not call the allocator.
+  event_sink log_sink;
+  bool read_environment{true};  ///< false: ignore every SWAPALLOC_* variable (config.hpp)
+};
+
+/// The default capacity of the event log's ring, in events.
+inline constexpr std::size_t default_log_capacity = 1024;
+
+/**
+ * @brief `options` with the environment's settings (unless `read_environment` is false)
+ *        and then the defaults where it leaves them 0 or unset.
+ * @throws config_error for a SWAPALLOC_* value that is not accepted, naming it.
+ */
+[[nodiscard]] inline allocator_options resolve_options(allocator_options options)
+{
+  environment_settings const env =
+    options.read_environment ? read_environment() : environment_settings{};
+  if (options.host.limit_bytes == 0 && env.host_limit_bytes) {
+    options.host.limit_bytes = *env.host_limit_bytes;
+  }
+  if (options.workers == 0) { options.workers = env.workers.value_or(default_worker_count()); }
+  if (options.high_watermark == 0) { options.high_watermark = env.high.value_or(0.85); }
+  if (options.low_watermark == 0) { options.low_watermark = env.low.value_or(0.75); }
+  if (!options.device_limit) { options.device_limit = env.device; }
+  if (options.log_capacity == 0) { options.log_capacity = default_log_capacity; }
+  if (!options.log_level) { options.log_level = env.log.value_or(log_level::warn); }
+  return options;
+}
+
+/**
+ * @brief The room maker's settings out of resolved options.
+ * @throws config_error ("watermarks") unless 0 < low < high <= 1.
+ */
+[[nodiscard]] inline room_settings room_settings_of(allocator_options const& options)
+{
+  watermarks const marks{options.low_watermark, options.high_watermark};
+  if (std::string const problem = watermark_problem(marks); !problem.empty()) {
+    throw config_error("watermarks", "swapalloc: allocator_options: " + problem);
+  }
+  return room_settings{marks,
+                       options.device_limit,
+                       options.automatic_eviction,
+                       pool_defaults{options.capacity, options.page_size},
+                       options.host,
+                       options.transfer,
+                       options.workers};
+}
+
+}  // namespace swapalloc
