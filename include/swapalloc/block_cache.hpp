@@ -267,13 +267,13 @@ class block_cache {
    *        changes no page). This is what a pool's release gives back, and what it reports
    *        before releasing.
    * Changes nothing, allocates nothing. Cost: a walk over the pages; on a page with users,
-   * over the blocks touching it (the blocks are walked once in address order, so pages +
-   * blocks steps in all).
+   * over the blocks touching it, from a cursor that only moves forward (a block is looked
+   * at once per page it touches: at most about pages + 2 × blocks steps in all).
    */
   template <typename Visitor>
   void for_each_releasable_run(Visitor&& visit) const
   {
-    block const* cursor   = first_;  // no block before it ends after the current page
+    block const* cursor   = first_;  // the blocks before it end below the current page
     std::size_t run_start = 0;
     std::size_t run_count = 0;
     for (std::size_t index = 0; index < pages_.size(); ++index) {
