@@ -26,7 +26,9 @@
  * Block states: `free` (in the best-fit index), `cached` (in a bin), `allocated` (the
  * caller's), `awaiting_events` (freed, waiting for events on other streams; the owner
  * then passes it to `cache`). Page *users* count the non-free blocks touching a page: a
- * resident page with no users holds no data and may be released.
+ * resident page with no users holds no data and may be released. Cached blocks count
+ * until a flush (the hot path touches no page), so a page whose users are all cached
+ * holds no data either: `for_each_releasable_run` names both kinds.
  *
  * - **Parked space** (the swap tier). Pages whose data is in host memory (`evicted`,
  *   `restoring`: page_table.hpp) keep their allocated blocks; every free byte on them is
@@ -257,6 +259,38 @@ class block_cache {
   }
 
   /**
+   * @brief Calls `visit(first_page, count)` for each run of *releasable* pages: resident
+   *        pages that no allocated or waiting block touches. Free and cached blocks hold
+   *        no data, so they keep no page; but a cached block still counts among its pages'
+   *        users until `flush_bins`, so these are the pages `for_each_idle_run` names after
+   *        a flush, found without one (a flush turns cached blocks into free ones and
+   *        changes no page). This is what a pool's release gives back, and what it reports
+   *        before releasing.
+   * Changes nothing, allocates nothing. Cost: a walk over the pages; on a page with users,
+   * over the blocks touching it, from a cursor that only moves forward (a block is looked
+   * at once per page it touches: at most about pages + 2 × blocks steps in all).
+   */
+  template <typename Visitor>
+  void for_each_releasable_run(Visitor&& visit) const
+  {
+    block const* cursor   = first_;  // the blocks before it end below the current page
+    std::size_t run_start = 0;
+    std::size_t run_count = 0;
+    for (std::size_t index = 0; index < pages_.size(); ++index) {
+      bool const releasable = pages_.state(index) == page_state::resident &&
+                              (pages_.users(index) == 0 || !holds_data(index, cursor));
+      if (releasable) {
+        run_start = run_count == 0 ? index : run_start;
+        ++run_count;
+        continue;
+      }
+      if (run_count != 0) { visit(run_start, run_count); }
+      run_count = 0;
+    }
+    if (run_count != 0) { visit(run_start, run_count); }
+  }
+
+  /**
    * @brief Throws unless pages [first, first + count) may change to `to` (page_table.hpp),
    *        and reserves what `change_pages` needs, so that it cannot fail after it.
    *        Changes nothing. Call it before the driver call that makes a change real, so
@@ -291,6 +325,26 @@ class block_cache {
   }
 
  private:
+  /// True when an allocated or waiting block touches page `index`. The walk starts at
+  /// `cursor`: every block before it must end at or below the page's start (ask pages in
+  /// increasing order, starting from `first_`); it is moved past the blocks that do.
+  [[nodiscard]] bool holds_data(std::size_t index, block const*& cursor) const noexcept
+  {
+    std::size_t const start = index * page_size_;
+    std::size_t const stop  = start + page_size_;
+    while (cursor != nullptr && cursor->end() <= start) {
+      cursor = cursor->next;
+    }
+    for (block const* current = cursor; current != nullptr && current->offset < stop;
+         current              = current->next) {
+      if (current->state == block_state::allocated ||
+          current->state == block_state::awaiting_events) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   /// True when free space on page `index` must be parked.
   [[nodiscard]] bool parks(std::size_t index) const noexcept
   {

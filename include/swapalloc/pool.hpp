@@ -206,9 +206,10 @@ class device_pool {
   /**
    * @brief Gives back every resident page that no block uses; returns the bytes released.
    * Flushes the caches and forgets stream ownership first, so it frees all the pool's
-   * cached memory. Calls `released(page)` after each page is unmapped (the residency
-   * drops a host copy the page may have kept). @pre all work on the device has completed
-   * (the caller synchronized).
+   * cached memory: every resident page with no allocated or waiting block, which
+   * `idle_page_bytes` reports beforehand. Calls `released(page)` after each page is
+   * unmapped (the residency drops a host copy the page may have kept). @pre all work on
+   * the device has completed (the caller synchronized).
    * @throws cuda_error for the first page whose cuMemUnmap failed, after unmapping every
    *         other page it could; a page that failed stays resident and cached.
    */
@@ -219,7 +220,8 @@ class device_pool {
     blocks_.flush_bins();
     blocks_.forget_streams();
     runs_.clear();
-    blocks_.for_each_idle_run(
+    // The runs idle_page_bytes counts: after the flush, exactly the pages without users.
+    blocks_.for_each_releasable_run(
       [&](std::size_t first, std::size_t count) { runs_.emplace_back(first, count); });
     std::size_t released = 0;
     CUresult first_error = CUDA_SUCCESS;
@@ -292,14 +294,21 @@ class device_pool {
            stray_.bytes();
   }
 
-  /// Bytes of resident pages no block uses: what releasing the cached pages gives back
-  /// (blocks waiting for events count as users). Cost: a walk over the pages.
+  /**
+   * @brief Bytes that `release_idle_pages` would give back now: resident pages on which
+   *        no block is allocated or waiting for events. Free space counts whether it is in
+   *        the best-fit index or still in a stream's bin (release flushes the bins first),
+   *        so the policy sees a pool's freed memory as cached, not as live data to evict.
+   *        Both walk the same runs (block_cache::for_each_releasable_run), so they agree
+   *        unless an unmap fails. Changes nothing, allocates nothing, no driver call.
+   * Cost: a walk over the pages, and over the blocks on pages that have users (pages +
+   * blocks steps). @pre the caller serializes calls (the device lock).
+   */
   [[nodiscard]] std::size_t idle_page_bytes() const noexcept
   {
     std::size_t idle = 0;
-    for (std::size_t index = 0; index < page_count(); ++index) {
-      idle += page(index) == page_state::resident && page_users(index) == 0 ? 1 : 0;
-    }
+    blocks_.for_each_releasable_run(
+      [&idle](std::size_t, std::size_t count) noexcept { idle += count; });
     return idle * page_size();
   }
   [[nodiscard]] std::uint32_t page_users(std::size_t index) const noexcept

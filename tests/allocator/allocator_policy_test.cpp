@@ -100,6 +100,42 @@ TEST_F(PolicyAllocatorTest, AllocatingPastTheHighWatermarkEvictsTheLeastRecently
   }
 }
 
+TEST_F(PolicyAllocatorTest, FreedMemoryInAStreamBinIsReleasedBeforeLiveDataIsEvicted)
+{
+  // A pool whose free space sits in a stream's bin once showed no cached bytes to the
+  // policy, which then evicted 8 MiB of a's live data and released nothing of c.
+  pool_id const a = make_pool("a");
+  pool_id const b = make_pool("b");
+  pool_id const c = make_pool("c");
+  std::vector<filled_block> const in_a{use(a, 14 * MiB, 16)};
+  std::vector<filled_block> const in_b{use(b, 14 * MiB, 17)};
+  {
+    activation const active(alloc(), c, 0, nullptr);
+    filled_block const freed = fill_new(c, 14 * MiB, 18);
+    alloc().deallocate(freed.ptr, freed.bytes, 0, nullptr);  // into the default stream's bin
+  }
+  pool_stats const c_before = alloc().stats(c, 0);
+  ASSERT_EQ(c_before.allocated_bytes, 0U);
+  ASSERT_EQ(c_before.reserved_bytes, 14 * MiB) << "the freed block's pages stay cached";
+  // 42 + 14 MiB would pass 0.85 × 64 = 54.4 MiB: releasing c's 14 cached MiB makes the
+  // room, down past 0.75 × 64 = 48 MiB, without evicting anything.
+  pool_id const d = make_pool("d");
+  std::vector<filled_block> const in_d{use(d, 14 * MiB, 19)};
+  EXPECT_EQ(alloc().stats(c, 0).reserved_bytes, 0U) << "c's cached pages were released";
+  EXPECT_EQ(alloc().stats(a, 0).evicted_bytes, 0U) << "a's live data was evicted";
+  EXPECT_EQ(alloc().stats(b, 0).evicted_bytes, 0U);
+  EXPECT_EQ(alloc().stats(a, 0).evictions, 0U);
+  EXPECT_EQ(used_bytes(), 42 * MiB) << "a, b and d, nothing else";
+  expect_intact(in_a, "a");
+  expect_intact(in_b, "b");
+  expect_intact(in_d, "d");
+  for (auto const* blocks : {&in_a, &in_b, &in_d}) {
+    for (filled_block const& block : *blocks) {
+      alloc().deallocate(block.ptr, block.bytes, 0, nullptr);
+    }
+  }
+}
+
 TEST_F(PolicyAllocatorTest, CriticalAndActivePoolsAreNeverEvicted)
 {
   pool_options critical;

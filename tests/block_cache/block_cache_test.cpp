@@ -246,6 +246,50 @@ TEST_F(BlockCacheTest, IdleRunsAreResidentPagesWithoutUsers)
   EXPECT_EQ(idle[0], std::make_pair(std::size_t{0}, std::size_t{3}));
 }
 
+/// The runs `for_each_releasable_run` names, or `for_each_idle_run` (`idle`).
+using page_runs = std::vector<std::pair<std::size_t, std::size_t>>;
+page_runs releasable_runs(block_cache const& cache)
+{
+  page_runs runs;
+  cache.for_each_releasable_run(
+    [&](std::size_t first, std::size_t count) { runs.emplace_back(first, count); });
+  return runs;
+}
+page_runs idle_runs(block_cache const& cache)
+{
+  page_runs runs;
+  cache.for_each_idle_run(
+    [&](std::size_t first, std::size_t count) { runs.emplace_back(first, count); });
+  return runs;
+}
+
+TEST_F(BlockCacheTest, ReleasableRunsSkipOnlyPagesWithAllocatedOrWaitingBlocks)
+{
+  block* a    = take(3 * MiB);  // pages 0-1
+  block* b    = take(3 * MiB);  // pages 1-2
+  block* c    = take(4 * MiB);  // pages 3-4
+  block* d    = take(4 * MiB);  // pages 5-6
+  block* tiny = take(4096);     // page 7, small
+  ASSERT_TRUE(a && b && c && d && tiny);
+  EXPECT_TRUE(releasable_runs(cache_).empty());
+  cache_.cache(b);
+  cache_.cache(d);
+  cache_.cache(tiny);
+  EXPECT_EQ(releasable_runs(cache_), (page_runs{{2, 1}, {5, 3}}))
+    << "cached blocks hold no data; page 1 still holds a's";
+  EXPECT_TRUE(idle_runs(cache_).empty()) << "but they are users until a flush";
+  cache_.hold(c, 1);
+  EXPECT_EQ(releasable_runs(cache_), (page_runs{{2, 1}, {5, 3}})) << "a waiting block keeps c's";
+  cache_.cache(c);
+  cache_.release(a);
+  page_runs const before = releasable_runs(cache_);
+  EXPECT_EQ(before, (page_runs{{0, 8}}));
+  cache_.flush_bins();
+  EXPECT_EQ(releasable_runs(cache_), before) << "a flush changes no page";
+  EXPECT_EQ(idle_runs(cache_), before);
+  expect_consistent();
+}
+
 TEST_F(BlockCacheTest, TrimEndLowersTheHighWaterMarkOverUnmappedPages)
 {
   block* a = take(4 * MiB);
@@ -322,9 +366,12 @@ TEST(BlockCacheRandom, RandomOperationsKeepEveryInvariant)
     } else if (what < 98) {
       cache.flush_bins();
     } else {
-      // A pool's empty_cache: flush, forget streams, give back idle pages, trim.
+      // A pool's empty_cache: flush, forget streams, give back idle pages, trim. What it
+      // gives back is what the releasable runs named before the flush.
+      page_runs const releasable = releasable_runs(cache);
       cache.flush_bins();
       cache.forget_streams();
+      ASSERT_EQ(idle_runs(cache), releasable) << "after step " << step;
       cache.for_each_idle_run([&](std::size_t first, std::size_t count) {
         cache.change_pages(first, count, page_state::unmapped);
       });

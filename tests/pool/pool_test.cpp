@@ -6,8 +6,10 @@
 #include "driver_fixture.hpp"
 
 #include <cstddef>
+#include <functional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace swapalloc::testing {
 namespace {
@@ -94,6 +96,132 @@ TEST_F(PoolTest, ReleaseIdlePagesGivesMemoryBackAndKeepsLiveBlocks)
   EXPECT_EQ(pool.stats().reserved_bytes, 0U);
   EXPECT_EQ(pool.stats().peak_reserved_bytes, 5 * gran());
   EXPECT_EQ(pool.check(), "");
+}
+
+/// One row of the idle-bytes table: blocks set up in a fresh pool, the pages
+/// idle_page_bytes must report, and the blocks to free afterwards (live or held).
+struct idle_case {
+  char const* name;
+  std::size_t idle_pages;
+  /// Sets the pool up; returns the blocks still allocated (`held`: waiting for events).
+  std::function<void(device_pool&, std::size_t page, std::vector<block*>& live,
+                     std::vector<block*>& held)>
+    setup;
+};
+
+/// A block of `bytes` on the default stream; fails the test if there is none.
+block* take(device_pool& pool, std::size_t bytes)
+{
+  block* const b = pool.allocate(round_request(bytes), bytes, tag_of(nullptr));
+  EXPECT_NE(b, nullptr) << bytes << " bytes";
+  return b;
+}
+
+std::vector<idle_case> idle_cases()
+{
+  using blocks = std::vector<block*>;
+  return {
+    {"free space in a stream bin", 3,
+     [](device_pool& pool, std::size_t page, blocks&, blocks&) {
+       pool.deallocate(take(pool, 3 * page));
+       EXPECT_EQ(pool.blocks().cached_blocks(), 1U) << "binned, not flushed";
+     }},
+    {"cached free space, flushed into the index", 3,
+     [](device_pool& pool, std::size_t page, blocks&, blocks&) {
+       pool.deallocate(take(pool, 3 * page));
+       pool.prepare_swap();  // flushes the bins
+       EXPECT_EQ(pool.blocks().cached_blocks(), 0U);
+     }},
+    {"a page with one live block", 0,
+     [](device_pool& pool, std::size_t page, blocks& live, blocks&) {
+       live.push_back(take(pool, page));
+     }},
+    {"a small page with one live small block and binned ones", 0,
+     [](device_pool& pool, std::size_t, blocks& live, blocks&) {
+       live.push_back(take(pool, 4096));
+       pool.deallocate(take(pool, 8192));
+       pool.deallocate(take(pool, 4096));
+     }},
+    {"a small page with binned small blocks only", 1,
+     [](device_pool& pool, std::size_t, blocks&, blocks&) {
+       block* const first = take(pool, 4096);
+       pool.deallocate(take(pool, 8192));
+       pool.deallocate(first);
+     }},
+    {"a block held for events", 0,
+     [](device_pool& pool, std::size_t page, blocks&, blocks& held) {
+       block* const b = take(pool, 2 * page);
+       pool.hold(b, 1);
+       held.push_back(b);
+     }},
+    {"a held block whose events completed", 2,
+     [](device_pool& pool, std::size_t page, blocks&, blocks&) {
+       block* const b = take(pool, 2 * page);
+       pool.hold(b, 1);
+       pool.finish_waiting(b);  // binned now
+     }},
+    {"pages shared by a live block and a binned one", 1,  // pages 0-1 live, 1-2 binned
+     [](device_pool& pool, std::size_t page, blocks& live, blocks&) {
+       live.push_back(take(pool, page + page / 2));
+       pool.deallocate(take(pool, page + page / 2));
+     }},
+    {"pages shared by a live block and a flushed one", 1,
+     [](device_pool& pool, std::size_t page, blocks& live, blocks&) {
+       live.push_back(take(pool, page + page / 2));
+       pool.deallocate(take(pool, page + page / 2));
+       pool.prepare_swap();
+     }},
+    {"pages shared by a held block and a binned one", 1,
+     [](device_pool& pool, std::size_t page, blocks&, blocks& held) {
+       block* const b = take(pool, page + page / 2);
+       pool.deallocate(take(pool, page + page / 2));
+       pool.hold(b, 2);
+       held.push_back(b);
+     }},
+    {"live, binned, flushed and held blocks side by side", 4,
+     [](device_pool& pool, std::size_t page, blocks& live, blocks& held) {
+       block* const flushed = take(pool, 2 * page);  // pages 0-1: idle
+       live.push_back(take(pool, page));             // page 2
+       block* const binned = take(pool, 2 * page);   // pages 3-4: idle
+       block* const waits  = take(pool, page / 2);   // page 5 (small)
+       pool.deallocate(flushed);
+       pool.prepare_swap();
+       pool.deallocate(binned);
+       pool.hold(waits, 1);
+       held.push_back(waits);
+     }},
+  };
+}
+
+TEST_F(PoolTest, IdlePageBytesIsWhatReleaseIdlePagesThenReleases)
+{
+  for (idle_case const& row : idle_cases()) {
+    SCOPED_TRACE(row.name);
+    device_pool pool = make_pool();
+    std::vector<block*> live;
+    std::vector<block*> held;
+    row.setup(pool, gran(), live, held);
+    ASSERT_EQ(pool.check(), "");
+    std::size_t const reserved = pool.stats().reserved_bytes;
+    std::size_t const idle     = pool.idle_page_bytes();
+    EXPECT_EQ(idle, row.idle_pages * gran());
+    EXPECT_EQ(pool.check(), "") << "the query changed nothing";
+    EXPECT_EQ(pool.stats().reserved_bytes, reserved);
+    drv().synchronize_context();
+    EXPECT_EQ(pool.release_idle_pages(), idle) << "released what was reported";
+    EXPECT_EQ(pool.stats().reserved_bytes, reserved - idle);
+    EXPECT_EQ(pool.idle_page_bytes(), 0U) << "nothing is left to release";
+    for (block* b : live) {
+      pool.deallocate(b);
+    }
+    for (block* b : held) {
+      pool.finish_waiting(b);
+    }
+    EXPECT_EQ(pool.idle_page_bytes(), reserved - idle) << "every page is free now";
+    EXPECT_EQ(pool.release_idle_pages(), reserved - idle);
+    EXPECT_EQ(pool.stats().reserved_bytes, 0U);
+    EXPECT_EQ(pool.check(), "");
+  }
 }
 
 TEST_F(PoolTest, ReturnsNullWhenTheRangeIsFull)
