@@ -47,10 +47,10 @@
 #include <swapalloc/worker_pool.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
-#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -147,9 +147,9 @@ class allocator {
       state->synchronize();
       if (pool->pool().live_blocks() != 0) {
         std::string const live = leak_line(*state, id);
-        throw usage_.raise(usage_error_kind::bad_pool,
-                           "destroy_pool('" + name + "'): refused, blocks are still allocated: " +
-                             live);
+        throw usage_.raise(
+          usage_error_kind::bad_pool,
+          "destroy_pool('" + name + "'): refused, blocks are still allocated: " + live);
       }
     }
     for (auto& state : devices_) {
@@ -228,10 +228,12 @@ class allocator {
              ", device=" + std::to_string(device) + ")";
     };
     live_block found = live_or_throw(state, lock, ptr, device, call);
-    while (state.moving(found.pool)) [[unlikely]] {  // its pages may be in flight
-      state.wait_while_moving(lock, found.pool);
-      found = live_or_throw(state, lock, ptr, device, call);
-    }
+    while (state.moving(found.pool))
+      [[unlikely]]
+      {  // its pages may be in flight
+        state.wait_while_moving(lock, found.pool);
+        found = live_or_throw(state, lock, ptr, device, call);
+      }
     check_free(ptr, bytes, stream, *found.freed);
     state.live().erase(ptr);
     pool_residency& pool = *state.pool(found.pool);
@@ -292,12 +294,14 @@ class allocator {
    *        (or whose kept copy is current) are only unmapped, and go first. Page by page
    *        until at least `bytes` are released (default: every page).
    * @return what was done. Pages the host budget cannot hold stay resident; `refused`
-   *         says so (also a refusal event in the log, on stderr by default), and nothing already stored is dropped.
+   *         says so (also a refusal event in the log, on stderr by default), and nothing already
+   * stored is dropped.
    * @throws usage_error (not_evictable) for the default pool, a pool created with
    *         `evictable = false` or `priority = critical`, or a pinned pool (checked under
    *         the device's lock, with the eviction); (bad_pool, bad_device) for bad ids.
    * @throws cuda_error from a failing driver call: pages not yet released stay resident
    *         and usable, the released ones are evicted and restorable.
+   * A prefetched pool is evicted too (the policy alone spares it until its use).
    * @pre no GPU work will touch the pool until it is restored (DESIGN §6).
    */
   evict_result evict(pool_id id, int device, std::size_t bytes = SIZE_MAX)
@@ -306,7 +310,9 @@ class allocator {
     device_state& state    = state_of(device, "evict");
     std::unique_lock lock(state.mutex());
     device_state::engine_lease const lease(state, lock);  // then no pool is moving
-    if (refusal const why = room_maker::eviction_refusal(state, id, entry); why != refusal::none) {
+    // Asked for by name: a prefetched pool goes too (the policy alone spares it).
+    if (refusal const why = room_maker::eviction_refusal(state, id, entry);
+        why != refusal::none && why != refusal::prefetched) {
       std::string const sentence = room_maker::refusal_sentence(id, why, state.pins(id));
       room_.note(event_kind::refusal, state, id, 0, 0, "evict refused: " + sentence);
       throw usage_.raise(usage_error_kind::not_evictable,
@@ -321,6 +327,7 @@ class allocator {
     room_.ensure_swap_tier(state);
     evict_result const done = state.evict(
       *pool, bytes, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
+    state.set_prefetched(id, false);
     room_.note(event_kind::evict, state, id, done.released_bytes,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
                "explicit: " + bytes_text(done.bytes_copied) + " over the link");
@@ -683,9 +690,18 @@ class allocator {
       if (pool == nullptr || pool->pool().parked_pages() == 0) { return; }
       std::uint64_t const used = state.last_use(id);
       context_scope const current(*driver_, state.context());
-      (void)room_.restore(state, lock, id, *pool, nullptr, event_kind::prefetch);
-      if (state.last_use(id) == used && state.pins(id) == 0) { state.set_prefetched(id, true); }
-    } catch (...) {  // NOLINT(bugprone-empty-catch): see above
+      try {
+        restore_result const done =
+          room_.restore(state, lock, id, *pool, nullptr, event_kind::prefetch);
+        if (done.pages != 0 && state.last_use(id) == used && state.pins(id) == 0) {
+          state.set_prefetched(id, true);
+        }
+      } catch (std::exception const& error) {  // the pool stays evicted, its copies intact
+        room_.note(event_kind::prefetch, state, id, 0, 0,
+                   std::string("failed (activate will restore it): ") + error.what(),
+                   log_level::warn);
+      }
+    } catch (...) {  // NOLINT(bugprone-empty-catch): nothing was changed; activate restores
     }
   }
 
@@ -707,8 +723,8 @@ class allocator {
       context_scope const current(*driver_, state->context());
       std::size_t const here = state->release_cache(only);
       if (here != 0) {
-        room_.note(event_kind::release_cached, *state, only != nullptr ? std::optional(*only) : std::nullopt,
-                   here, 0, "empty_cache");
+        room_.note(event_kind::release_cached, *state,
+                   only != nullptr ? std::optional(*only) : std::nullopt, here, 0, "empty_cache");
       }
       released += here;
     }

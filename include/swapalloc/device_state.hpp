@@ -68,18 +68,18 @@ struct live_block {
 struct room_step_done {
   pool_id pool{0};
   room_step::action what{room_step::action::release_cached};
-  std::size_t bytes{0};   ///< released or evicted
-  double seconds{0};      ///< how long the step took, waits included
-  std::string refused;    ///< why the host budget kept pages, if it did
+  std::size_t bytes{0};  ///< released or evicted
+  double seconds{0};     ///< how long the step took, waits included
+  std::string refused;   ///< why the host budget kept pages, if it did
 };
 
 /// What making room did.
 struct room_result {
-  std::size_t released_bytes{0};  ///< cached pages released (no copy)
-  std::size_t evicted_bytes{0};   ///< pages evicted (copied out or unmapped)
-  std::vector<pool_id> evicted;   ///< the pools evicted from, in order
-  std::string refused;            ///< why the host budget kept pages, if it did
-  std::exception_ptr error;       ///< the first failed step's error (cuda_error), if any
+  std::size_t released_bytes{0};      ///< cached pages released (no copy)
+  std::size_t evicted_bytes{0};       ///< pages evicted (copied out or unmapped)
+  std::vector<pool_id> evicted;       ///< the pools evicted from, in order
+  std::string refused;                ///< why the host budget kept pages, if it did
+  std::exception_ptr error;           ///< the first failed step's error (cuda_error), if any
   std::vector<room_step_done> steps;  ///< the steps that ran, in order
 
   [[nodiscard]] std::size_t freed_bytes() const noexcept { return released_bytes + evicted_bytes; }
@@ -90,8 +90,8 @@ struct pool_leak {
   pool_id pool{0};
   std::string name;
   std::size_t blocks{0};
-  std::size_t bytes{0};               ///< requested bytes
-  std::vector<std::size_t> largest;   ///< requested sizes, largest first
+  std::size_t bytes{0};              ///< requested bytes
+  std::vector<std::size_t> largest;  ///< requested sizes, largest first
 };
 
 /// The sizes a pool gets on a device when its options leave them 0.
@@ -288,7 +288,7 @@ class device_state {
     ++pool.active;
     pool.activated  = true;
     pool.prefetched = false;
-    pool.last_use  = ++clock_;
+    pool.last_use   = ++clock_;
   }
 
   /// Undoes an `activate` whose restore failed: no last use is recorded. @pre locked.
@@ -466,8 +466,7 @@ class device_state {
       bool const no_copy = pages_of.page_users(page) == 0 || pool.copy(page) == copy_state::current;
       candidates.push_back(page_view{page, !no_copy});
     }
-    return engine_->evict(pool, plan_pages(candidates, bytes, pages_of.page_size()), choice,
-                          gate);
+    return engine_->evict(pool, plan_pages(candidates, bytes, pages_of.page_size()), choice, gate);
   }
 
   /// Restores every page of `pool` whose data is in host memory; `stream` (if not null)
@@ -608,9 +607,11 @@ class device_state {
         if (refusal_of(view(step.pool, entry), reason) != refusal::none) { continue; }
         moving_pool const mark(*this, step.pool);
         wait_for_pool(step.pool, wait_gate(lock));
-        evict_result const done = evict(
-          *pool, step.bytes, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
+        evict_result const done =
+          evict(*pool, step.bytes, codec_choice{entry.options.dtype, entry.options.codec},
+                wait_gate(lock));
         out.evicted_bytes += done.released_bytes;
+        control(step.pool).prefetched = false;  // out of memory took it: no longer a prefetch
         if (done.released_bytes != 0) { out.evicted.push_back(step.pool); }
         if (!done.refused.empty() && out.refused.empty()) { out.refused = done.refused; }
         out.steps.push_back(
@@ -709,8 +710,8 @@ class device_state {
     std::size_t pins{0};    // pin_pool
     std::size_t active{0};  // activate - deactivate
     std::uint64_t last_use{0};
-    bool activated{false};  // used through activations: its last-use events are known
-    bool moving{false};     // being evicted or restored (moving_pool)
+    bool activated{false};   // used through activations: its last-use events are known
+    bool moving{false};      // being evicted or restored (moving_pool)
     bool prefetched{false};  // restored by a prefetch and not activated since
     std::vector<std::pair<CUstream, CUevent>> last_use_events;  // one per stream
   };
@@ -766,10 +767,10 @@ class device_state {
     unsigned calls{0};   // usage() calls since the clock was last read
     std::chrono::steady_clock::time_point read_at{};
   } info_;
-  std::uint64_t clock_{0};  // last_use's clock
-  bool engine_busy_{false};  // an engine_lease lives
+  std::uint64_t clock_{0};                      // last_use's clock
+  bool engine_busy_{false};                     // an engine_lease lives
   pressure_level level_{pressure_level::safe};  // the last level seen (exchange_level)
-  std::condition_variable transfer_changed_;  // a lease or a moving mark ended
+  std::condition_variable transfer_changed_;    // a lease or a moving mark ended
   event_pool events_;
   deferred_frees frees_;
   // The swap tier, created at the device's first eviction.

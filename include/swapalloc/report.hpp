@@ -132,10 +132,14 @@ struct device_memory {
   return errors;
 }
 
-/// ", and the device has F free after releasing R of cached pages and retrying".
-[[nodiscard]] inline std::string free_after_text(device_memory const& memory, std::size_t released)
+/// ", and the device has F free after releasing R of cached pages[, evicting E of pools,]
+/// and retrying": what the out-of-memory ladder did before it gave up (bytes).
+[[nodiscard]] inline std::string free_after_text(device_memory const& memory, std::size_t released,
+                                                 std::size_t evicted = 0)
 {
-  std::string const freed = "releasing " + bytes_text(released) + " of cached pages and retrying";
+  std::string const freed =
+    "releasing " + bytes_text(released) + " of cached pages" +
+    (evicted != 0 ? ", evicting " + bytes_text(evicted) + " of pools," : "") + " and retrying";
   if (!memory.known) { return " (after " + freed + ")"; }
   return ", and the device has " + bytes_text(memory.free_bytes) + " free after " + freed;
 }

@@ -99,8 +99,8 @@ class room_maker {
    * @return what was done; a failed step is in `error`, the others still ran.
    * @pre `lock` holds state's mutex, context current, no engine lease held by the caller.
    */
-  room_result make_room(device_state& state, std::unique_lock<std::mutex>& lock,
-                        pool_id requester, std::size_t bytes, room_reason reason)
+  room_result make_room(device_state& state, std::unique_lock<std::mutex>& lock, pool_id requester,
+                        std::size_t bytes, room_reason reason)
   {
     if (!settings_.automatic_eviction && reason != room_reason::ensure_free &&
         reason != room_reason::monitor) {
@@ -113,7 +113,7 @@ class room_maker {
     device_state::engine_lease const lease(state, lock);
     device_usage const usage = state.usage(limit_of(state));  // again: the lease may wait
     if (bytes_to_free(usage, bytes, settings_.marks, reason) == 0) { return {}; }
-    auto const entry_of          = [&](pool_id pool) { return registry_->entry(pool, "make_room"); };
+    auto const entry_of = [&](pool_id pool) { return registry_->entry(pool, "make_room"); };
     std::vector<pool_view> views = state.views(entry_of);
     for (pool_view& view : views) {
       view.pinned = view.pinned || view.id == requester;
@@ -150,7 +150,8 @@ class room_maker {
              " (its reserved address range); nothing can be freed to make it fit");
     }
     std::size_t const page = pool.pool().page_size();
-    (void)make_room(state, lock, id, (rounded + page - 1) / page * page, room_reason::map);
+    room_result const first =
+      make_room(state, lock, id, (rounded + page - 1) / page * page, room_reason::map);
     state.wait_while_moving(lock, id);  // never evicted (requester), but maybe being restored
     bool device_full = false;
     if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
@@ -162,13 +163,15 @@ class room_maker {
     if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
       return found;
     }
+    std::size_t const cached = first.released_bytes + released + room.released_bytes;
     std::string const why =
-      device_full ? "its block needs " + bytes_text(pool.pool().last_map_bytes()) +
-                      " of new pages" + limit_text(state) +
-                      free_after_text(state.memory(), released + room.freed_bytes())
-                  : "the pool's address range of " + bytes_text(range) + " has no free run of " +
-                      bytes_text(rounded) + " (released " + bytes_text(released) +
-                      " of cached pages and retried)";
+      device_full
+        ? "its block needs " + bytes_text(pool.pool().last_map_bytes()) + " of new pages" +
+            limit_text(state) +
+            free_after_text(state.memory(), cached, first.evicted_bytes + room.evicted_bytes)
+        : "the pool's address range of " + bytes_text(range) + " has no free run of " +
+            bytes_text(rounded) + " (released " + bytes_text(cached) +
+            " of cached pages and retried)";
     fail(state, id, bytes, asked(bytes, pool), why);
   }
 
@@ -181,18 +184,21 @@ class room_maker {
    * @pre `lock` holds state's mutex, context current, no engine lease held by the caller.
    */
   restore_result restore(device_state& state, std::unique_lock<std::mutex>& lock, pool_id id,
-                         pool_residency& pool, CUstream stream, event_kind kind = event_kind::restore)
+                         pool_residency& pool, CUstream stream,
+                         event_kind kind = event_kind::restore)
   {
     std::size_t const needed = evicted_bytes(pool);  // restoring pages are mapped already
-    (void)make_room(state, lock, id, needed, room_reason::map);
+    room_result const first  = make_room(state, lock, id, needed, room_reason::map);
     if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) { return *done; }
     std::size_t const released = release_for_retry(state);
     room_result const room     = make_room(state, lock, id, needed, room_reason::out_of_memory);
     if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) { return *done; }
-    fail(state, id, needed,
-         "restoring pool '" + pool.pool().name() + "' (" + bytes_text(needed) + " of evicted pages)",
-         "its pages need " + bytes_text(needed) + " of device memory" + limit_text(state) +
-           free_after_text(state.memory(), released + room.freed_bytes()));
+    fail(
+      state, id, needed,
+      "restoring pool '" + pool.pool().name() + "' (" + bytes_text(needed) + " of evicted pages)",
+      "its pages need " + bytes_text(needed) + " of device memory" + limit_text(state) +
+        free_after_text(state.memory(), first.released_bytes + released + room.released_bytes,
+                        first.evicted_bytes + room.evicted_bytes));
   }
 
   /**
@@ -220,14 +226,16 @@ class room_maker {
   /**
    * @brief Records an event of `kind` about pool `id` (none: the device) on `state`, at
    *        the kind's default level (event_log.hpp). `bytes`: device memory; `seconds`:
-   *        how long it took (0: not timed). @pre state locked.
+   *        how long it took (0: not timed); `level` overrides the kind's (a failure).
+   *        @pre state locked.
    */
   void note(event_kind kind, device_state const& state, std::optional<pool_id> id,
-            std::size_t bytes, double seconds, std::string detail) const
+            std::size_t bytes, double seconds, std::string detail,
+            std::optional<log_level> level = std::nullopt) const
   {
     swap_event event;
     event.kind  = kind;
-    event.level = default_level(kind);
+    event.level = level.value_or(default_level(kind));
     event.pool  = id;
     if (pool_residency const* const pool = id ? state.pool(*id) : nullptr; pool != nullptr) {
       event.pool_name = pool->pool().name();
@@ -324,8 +332,8 @@ class room_maker {
 
   [[nodiscard]] static std::string asked(std::size_t bytes, pool_residency const& pool)
   {
-    return "allocating " + bytes_text(bytes) + " (" + std::to_string(bytes) +
-           " bytes) in pool '" + pool.pool().name() + "'";
+    return "allocating " + bytes_text(bytes) + " (" + std::to_string(bytes) + " bytes) in pool '" +
+           pool.pool().name() + "'";
   }
 
   [[nodiscard]] static std::size_t evicted_bytes(pool_residency const& pool) noexcept
@@ -347,9 +355,9 @@ class room_maker {
       auto const start = std::chrono::steady_clock::now();
       state.settle_frees(id);
       restore_result const done = state.restore(pool, stream, wait_gate(lock));
-      note(kind, state, id, done.pages * pool.pool().page_size(), seconds_since(start),
-           std::to_string(done.pages) + " pages, " + bytes_text(done.bytes_copied) +
-             " over the link");
+      note(
+        kind, state, id, done.pages * pool.pool().page_size(), seconds_since(start),
+        std::to_string(done.pages) + " pages, " + bytes_text(done.bytes_copied) + " over the link");
       return done;
     } catch (cuda_error const& error) {
       if (error.code() != CUDA_ERROR_OUT_OF_MEMORY) { throw; }

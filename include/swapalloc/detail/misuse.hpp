@@ -28,9 +28,11 @@ namespace swapalloc::detail {
 
 /// Throws the usage error for a free of `freed` (at `ptr`) with a `bytes` or `stream`
 /// other than its allocation's (wrong_size first). Cold: the hot path only compares.
-[[noreturn]] __attribute__((noinline, cold)) inline void throw_bad_free(
-  usage_counters const& usage, CUdeviceptr ptr, std::size_t bytes, CUstream stream,
-  block const& freed)
+[[noreturn]] __attribute__((noinline, cold)) inline void throw_bad_free(usage_counters const& usage,
+                                                                        CUdeviceptr ptr,
+                                                                        std::size_t bytes,
+                                                                        CUstream stream,
+                                                                        block const& freed)
 {
   if (freed.requested != bytes) {
     throw usage.raise(usage_error_kind::wrong_size,
@@ -78,8 +80,9 @@ namespace swapalloc::detail {
     if (other->ordinal() == device) { continue; }
     std::lock_guard const lock(other->mutex());
     if (other->live().find(ptr) != nullptr) {
-      return usage.raise(usage_error_kind::wrong_device, call + ": the block was allocated on device " +
-                                                           std::to_string(other->ordinal()));
+      return usage.raise(
+        usage_error_kind::wrong_device,
+        call + ": the block was allocated on device " + std::to_string(other->ordinal()));
     }
   }
   device_state const& state = *devices[static_cast<std::size_t>(device)];
@@ -89,9 +92,9 @@ namespace swapalloc::detail {
     if (residency == nullptr || !residency->pool().contains(ptr)) { continue; }
     return diagnose_in(usage, residency->pool(), ptr, call);
   }
-  return usage.raise(usage_error_kind::unknown_pointer,
-                     call + ": not an address this allocator handed out on device " +
-                       std::to_string(device));
+  return usage.raise(
+    usage_error_kind::unknown_pointer,
+    call + ": not an address this allocator handed out on device " + std::to_string(device));
 }
 
 }  // namespace swapalloc::detail
