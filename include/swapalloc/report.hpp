@@ -148,7 +148,8 @@ struct device_memory {
  * @brief The out-of-memory report (DESIGN §8): "swapalloc: out of memory on device D:
  *        <request>; <why>.", a table of the device's pools (allocated, resident,
  *        cached-free, largest-free, evicted and host bytes, and whether eviction can free
- *        them), the device's memory, and what the user can do.
+ *        them), the device's memory, what would fit now (free plus evictable), and what
+ *        the user can do.
  */
 [[nodiscard]] inline std::string oom_report(int device, std::string const& request,
                                             std::string const& why, std::span<pool_row const> rows,
@@ -182,6 +183,9 @@ struct device_memory {
                bytes_text(memory.free_bytes) + ", resident in these pools " + bytes_text(resident) +
                ", used outside them (other processes, contexts, streams) " +
                bytes_text(used - std::min(used, resident)) + "\n";
+    message += "  would fit now: up to " + bytes_text(memory.free_bytes + evictable) +
+               " (the free " + bytes_text(memory.free_bytes) +
+               " plus what evicting every evictable pool would free)\n";
   } else {
     message += "  device memory: unknown (" + memory.unknown_why + ")\n";
   }
