@@ -14,11 +14,27 @@
 
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
 namespace swapalloc::bench {
+
+/// The positive number in environment variable `name`, else `fallback` when it is unset
+/// or empty. @throws std::invalid_argument naming the variable and its value otherwise.
+inline double env_number(char const* name, double fallback)
+{
+  char const* const text = std::getenv(name);
+  if (text == nullptr || *text == '\0') { return fallback; }
+  char* end          = nullptr;
+  double const value = std::strtod(text, &end);
+  if (end == text || *end != '\0' || value <= 0) {
+    throw std::invalid_argument(std::string(name) + "='" + text + "': expected a positive number");
+  }
+  return value;
+}
 
 /// Context lines at the top of the report: which driver and device. Returns whether the
 /// loaded driver is the simulator (its control API is present).

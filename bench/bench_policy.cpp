@@ -352,18 +352,6 @@ class ratio_reporter : public benchmark::ConsoleReporter {
   std::map<std::string, double> seconds_;
 };
 
-double env_number(char const* name, double fallback)
-{
-  char const* const text = std::getenv(name);
-  if (text == nullptr || *text == '\0') { return fallback; }
-  char* end          = nullptr;
-  double const value = std::strtod(text, &end);
-  if (end == text || *end != '\0' || value <= 0) {
-    throw std::invalid_argument(std::string(name) + "='" + text + "': expected a positive number");
-  }
-  return value;
-}
-
 }  // namespace
 
 // A custom main (bench_main.hpp): the driver is loaded before any benchmark runs.
@@ -374,13 +362,14 @@ int main(int argc, char** argv)
       bool const simulated =
         swapalloc::bench::add_driver_context(cuda, device, cuda.allocation_granularity(device));
       if (simulated) {
-        double const gbps = env_number("SWAPALLOC_BENCH_LINK_GBPS", 1.0);
+        double const gbps = swapalloc::bench::env_number("SWAPALLOC_BENCH_LINK_GBPS", 1.0);
         using set_link    = void (*)(double);
         reinterpret_cast<set_link>(cuda.find_symbol("cudasimSetLinkBandwidth"))(gbps);
         benchmark::AddCustomContext("link_GBps", std::to_string(gbps));
       }
       auto const background =
-        static_cast<std::size_t>(env_number("SWAPALLOC_BENCH_POLICY_MIB", 64)) * MiB;
+        static_cast<std::size_t>(swapalloc::bench::env_number("SWAPALLOC_BENCH_POLICY_MIB", 64)) *
+        MiB;
       bench_device const loaded{cuda, background};
       ratio_reporter reporter;
       swapalloc::bench::run_benchmarks_with(shared, loaded, &reporter);

@@ -206,18 +206,6 @@ void register_all()
   }
 }
 
-double env_number(char const* name, double fallback)
-{
-  char const* const text = std::getenv(name);
-  if (text == nullptr || *text == '\0') { return fallback; }
-  char* end          = nullptr;
-  double const value = std::strtod(text, &end);
-  if (end == text || *end != '\0' || value <= 0) {
-    throw std::invalid_argument(std::string(name) + "='" + text + "': expected a positive number");
-  }
-  return value;
-}
-
 }  // namespace
 
 int main(int argc, char** argv)
@@ -228,12 +216,13 @@ int main(int argc, char** argv)
       bool const simulated =
         swapalloc::bench::add_driver_context(cuda, device, cuda.allocation_granularity(device));
       if (simulated) {
-        double const gbps = env_number("SWAPALLOC_BENCH_LINK_GBPS", 0.5);
+        double const gbps = swapalloc::bench::env_number("SWAPALLOC_BENCH_LINK_GBPS", 0.5);
         using set_link    = void (*)(double);
         reinterpret_cast<set_link>(cuda.find_symbol("cudasimSetLinkBandwidth"))(gbps);
       }
       std::size_t const live =
-        static_cast<std::size_t>(env_number("SWAPALLOC_BENCH_SWAP_MIB", 256)) * MiB;
+        static_cast<std::size_t>(swapalloc::bench::env_number("SWAPALLOC_BENCH_SWAP_MIB", 256)) *
+        MiB;
       auto const [out, in] = measure_link(cuda);
       benchmark::AddCustomContext("link_to_host_GBps", std::to_string(out / 1e9));
       benchmark::AddCustomContext("link_to_device_GBps", std::to_string(in / 1e9));

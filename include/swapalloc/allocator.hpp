@@ -77,7 +77,7 @@ class allocator {
    */
   explicit allocator(driver const& drv, allocator_options options = {})
     : driver_(&drv),
-      options_(resolve_options(options)),
+      options_(resolve_options(std::move(options))),
       registry_(usage_),
       log_(log_options_of(options_)),
       room_(drv, registry_, log_, room_settings_of(options_))
@@ -146,10 +146,9 @@ class allocator {
       // could not be recorded), are not live: after this, only allocated blocks count.
       state->synchronize();
       if (pool->pool().live_blocks() != 0) {
-        std::string const live = leak_line(*state, id);
-        throw usage_.raise(
-          usage_error_kind::bad_pool,
-          "destroy_pool('" + name + "'): refused, blocks are still allocated: " + live);
+        std::string message = "destroy_pool('" + name + "'): refused, blocks are still allocated: ";
+        message += leak_line(*state, id);
+        throw usage_.raise(usage_error_kind::bad_pool, message);
       }
     }
     for (auto& state : devices_) {
@@ -325,13 +324,12 @@ class allocator {
     auto const start = std::chrono::steady_clock::now();
     state.wait_for_pool(id, wait_gate(lock));  // its own last use, else the device's work
     room_.ensure_swap_tier(state);
-    evict_result const done = state.evict(
+    evict_result done = state.evict(
       *pool, bytes, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
     state.set_prefetched(id, false);
-    room_.note(event_kind::evict, state, id, done.released_bytes,
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-               "explicit: " + bytes_text(done.bytes_copied) + " over the link");
-    if (!done.refused.empty()) { room_.note(event_kind::refusal, state, id, 0, 0, done.refused); }
+    room_.note_eviction(
+      state, id, done,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), "explicit");
     return done;
   }
 
@@ -490,7 +488,9 @@ class allocator {
     std::lock_guard const lock(state.mutex());
     if (state.context() == nullptr) { return pressure_level::safe; }
     context_scope const current(*driver_, state.context());
-    return pressure_of(state.usage(room_.limit_of(state)), room_.marks());
+    device_usage const usage = state.usage(room_.limit_of(state));
+    room_.note_level(state, usage);
+    return pressure_of(usage, room_.marks());
   }
 
   /**

@@ -68,9 +68,9 @@ struct live_block {
 struct room_step_done {
   pool_id pool{0};
   room_step::action what{room_step::action::release_cached};
-  std::size_t bytes{0};  ///< released or evicted
+  std::size_t bytes{0};  ///< released (cached pages) or given back by the eviction
   double seconds{0};     ///< how long the step took, waits included
-  std::string refused;   ///< why the host budget kept pages, if it did
+  evict_result evicted;  ///< an eviction's outcome
 };
 
 /// What making room did.
@@ -615,7 +615,7 @@ class device_state {
         if (done.released_bytes != 0) { out.evicted.push_back(step.pool); }
         if (!done.refused.empty() && out.refused.empty()) { out.refused = done.refused; }
         out.steps.push_back(
-          room_step_done{step.pool, step.what, done.released_bytes, took(), done.refused});
+          room_step_done{step.pool, step.what, done.released_bytes, took(), done});
       } catch (cuda_error const&) {
         if (!out.error) { out.error = std::current_exception(); }
       }

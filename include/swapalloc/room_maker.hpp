@@ -155,12 +155,14 @@ class room_maker {
     state.wait_while_moving(lock, id);  // never evicted (requester), but maybe being restored
     bool device_full = false;
     if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
+      note_level(state, state.usage(limit_of(state)));  // a map may move the level
       return found;
     }
     std::size_t const released = release_for_retry(state);
     room_result const room     = make_room(state, lock, id, rounded, room_reason::out_of_memory);
     state.wait_while_moving(lock, id);
     if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
+      note_level(state, state.usage(limit_of(state)));  // a map may move the level
       return found;
     }
     std::size_t const cached = first.released_bytes + released + room.released_bytes;
@@ -189,10 +191,16 @@ class room_maker {
   {
     std::size_t const needed = evicted_bytes(pool);  // restoring pages are mapped already
     room_result const first  = make_room(state, lock, id, needed, room_reason::map);
-    if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) { return *done; }
+    if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) {
+      note_level(state, state.usage(limit_of(state)));
+      return *done;
+    }
     std::size_t const released = release_for_retry(state);
     room_result const room     = make_room(state, lock, id, needed, room_reason::out_of_memory);
-    if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) { return *done; }
+    if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) {
+      note_level(state, state.usage(limit_of(state)));
+      return *done;
+    }
     fail(
       state, id, needed,
       "restoring pool '" + pool.pool().name() + "' (" + bytes_text(needed) + " of evicted pages)",
@@ -245,6 +253,27 @@ class room_maker {
     event.duration_s = seconds;
     event.detail     = std::move(detail);
     log_->record(std::move(event));
+  }
+
+  /**
+   * @brief Records what an eviction of pool `id` did: an `evict` event with the bytes
+   *        whose data went to the host (they come back at restore), a `release_cached`
+   *        one for the pages it gave back without data, a `refusal` if the host budget
+   *        kept pages. `detail` says who asked. @pre state locked.
+   */
+  void note_eviction(device_state const& state, pool_id id, evict_result const& done,
+                     double seconds, std::string const& detail) const
+  {
+    pool_residency const* const pool = state.pool(id);
+    std::size_t const page           = pool != nullptr ? pool->pool().page_size() : 0;
+    std::size_t const released       = done.pages_released * page;
+    note(event_kind::evict, state, id,
+         done.released_bytes - std::min(released, done.released_bytes), seconds,
+         detail + ": " + bytes_text(done.bytes_copied) + " over the link");
+    if (released != 0) {
+      note(event_kind::release_cached, state, id, released, 0, detail + ": pages without data");
+    }
+    if (!done.refused.empty()) { note(event_kind::refusal, state, id, 0, 0, done.refused); }
   }
 
   /// Records a level_change event if `usage` puts `state` at another pressure level than
@@ -319,13 +348,10 @@ class room_maker {
   {
     std::string const why = std::string("policy: ") + to_string(reason);
     for (room_step_done const& step : done.steps) {
-      bool const evicted = step.what == room_step::action::evict;
-      if (step.bytes != 0 || evicted) {
-        note(evicted ? event_kind::evict : event_kind::release_cached, state, step.pool, step.bytes,
-             step.seconds, why);
-      }
-      if (!step.refused.empty()) {
-        note(event_kind::refusal, state, step.pool, 0, 0, step.refused);
+      if (step.what == room_step::action::evict) {
+        note_eviction(state, step.pool, step.evicted, step.seconds, why);
+      } else if (step.bytes != 0) {
+        note(event_kind::release_cached, state, step.pool, step.bytes, step.seconds, why);
       }
     }
   }

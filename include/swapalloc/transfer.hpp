@@ -125,6 +125,7 @@ struct evict_result {
   std::size_t released_bytes{0};  ///< device memory given back (whole pages)
   std::size_t pages_copied{0};    ///< pages whose live bytes were copied out and unmapped
   std::size_t pages_unmapped{0};  ///< pages unmapped without a copy (no live bytes, or clean)
+  std::size_t pages_released{0};  ///< of those, pages without live bytes (nothing to restore)
   std::size_t pages_kept{0};      ///< pages left resident because the host budget was short
   std::size_t live_bytes{0};      ///< live bytes of the copied pages
   std::size_t bytes_copied{0};    ///< bytes moved over the link (live bytes and small gaps)
@@ -198,6 +199,7 @@ class transfer_engine {
         if (copy->ranges.empty()) {  // free bytes only: nothing to keep (a kept copy goes)
           residency.release_page(page);
           ++pass.out.pages_unmapped;
+          ++pass.out.pages_released;
           continue;
         }
         if (residency.copy(page) == copy_state::current) {  // kept, or a restoring page

@@ -5,7 +5,7 @@
 // sink sees exactly the events at or above its level (allocator_options::log_level, else
 // SWAPALLOC_LOG); stats_json shows the ring and each device's pressure; log_capacity
 // bounds the ring.
-#include "swap_fixture.hpp"
+#include "small_device_fixture.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -19,9 +19,7 @@
 namespace swapalloc::testing {
 namespace {
 
-int const device_64m = ::setenv("SWAPALLOC_SIM_MEMORY", "64M", 0);
-
-constexpr std::size_t device_bytes = 64 * MiB;
+constexpr std::size_t device_bytes = small_device_bytes;
 
 /// The events a sink was told of, in order. Outlives the allocator (shared with the sink).
 class event_capture {
@@ -102,11 +100,11 @@ class scoped_env {
   char const* name_;
 };
 
-class EventsTest : public SwapTest {
+class EventsTest : public SmallDeviceTest {
  protected:
   [[nodiscard]] allocator_options options() const override
   {
-    allocator_options o = SwapTest::options();
+    allocator_options o = SmallDeviceTest::options();
     o.read_environment  = false;  // the defaults: 0.85 and 0.75 of the device
     o.log_level         = verbosity();
     o.log_capacity      = log_capacity();
@@ -117,30 +115,6 @@ class EventsTest : public SwapTest {
   [[nodiscard]] virtual log_level verbosity() const { return log_level::info; }
   /// The ring's capacity; 0: the default.
   [[nodiscard]] virtual std::size_t log_capacity() const { return 0; }
-
-  void SetUp() override
-  {
-    SwapTest::SetUp();
-    ASSERT_EQ(device_64m, 0);
-    ASSERT_EQ(drv().mem_get_info().total, device_bytes);
-  }
-
-  /// A block of `bytes` in `pool`, filled, inside one activation on the default stream.
-  filled_block use(pool_id pool, std::size_t bytes, std::uint64_t seed)
-  {
-    activation const active(alloc(), pool, 0, nullptr);
-    return fill_new(pool, bytes, seed);
-  }
-
-  /// Activates `pool` (restoring it) and deactivates it.
-  void touch(pool_id pool) { activation const active(alloc(), pool, 0, nullptr); }
-
-  void free_blocks(std::vector<filled_block> const& blocks)
-  {
-    for (filled_block const& block : blocks) {
-      alloc().deallocate(block.ptr, block.bytes, 0, nullptr);
-    }
-  }
 
   [[nodiscard]] std::vector<swap_event> told() const { return capture_->events(); }
 
@@ -180,29 +154,32 @@ TEST_F(EventsTest, APolicyEvictionAndTheLevelChangesAreRecordedAndAllReachAnInfo
   EXPECT_EQ(out.device, 0);
   EXPECT_EQ(out.bytes, evicted) << "the event's bytes are those stats() reports evicted";
   EXPECT_GT(out.duration_s, 0.0);
-  EXPECT_EQ(out.detail, "policy: map");
+  EXPECT_EQ(out.detail, "policy: map: 8.00 MiB over the link");
   EXPECT_EQ(out.level, log_level::info);
-  EXPECT_TRUE(of_kind(alloc().events(), event_kind::level_change).empty())
-    << "34 MiB after the eviction: still SAFE when the room maker looked";
-  // d's map took the device to 48 MiB, 0.75: the next room maker's look (a's restore)
-  // sees WARNING; restoring a evicts 8 MiB of b, back to 40 MiB (SAFE).
+  // d's map took the device from 34 to 48 MiB, 0.75 of it: WARNING, noted after the map.
+  std::vector<swap_event> const first = of_kind(alloc().events(), event_kind::level_change);
+  ASSERT_EQ(first.size(), 1U);
+  EXPECT_EQ(first[0].detail, "SAFE -> WARNING (0.75 of the limit in use)");
+  EXPECT_EQ(first[0].level, log_level::info);
+  EXPECT_EQ(first[0].bytes, 48 * MiB);
+  EXPECT_EQ(first[0].pool, std::nullopt) << "device-wide";
+  EXPECT_EQ(first[0].device, 0);
+  // Restoring a makes room first: 8 MiB of b go (40 MiB, SAFE); a's 8 MiB come back
+  // (48 MiB, WARNING again).
   {
     activation const active(alloc(), a, 0, nullptr);
     expect_intact({blocks[0]}, "a after its eviction");
   }
   std::vector<swap_event> const changes = of_kind(alloc().events(), event_kind::level_change);
-  ASSERT_EQ(changes.size(), 2U);
-  EXPECT_EQ(changes[0].detail, "SAFE -> WARNING (0.75 of the limit in use)");
-  EXPECT_EQ(changes[0].level, log_level::info);
-  EXPECT_EQ(changes[0].bytes, 48 * MiB);
-  EXPECT_EQ(changes[0].pool, std::nullopt) << "device-wide";
-  EXPECT_EQ(changes[0].device, 0);
+  ASSERT_EQ(changes.size(), 3U);
   EXPECT_EQ(changes[1].detail, "WARNING -> SAFE (0.625 of the limit in use)");
   EXPECT_EQ(changes[1].bytes, 40 * MiB);
+  EXPECT_EQ(changes[2].detail, "SAFE -> WARNING (0.75 of the limit in use)");
+  EXPECT_EQ(changes[2].bytes, 48 * MiB);
   std::vector<swap_event> const of_b = of_kind(alloc().events(), event_kind::evict, b);
   ASSERT_EQ(of_b.size(), 1U);
   EXPECT_EQ(of_b[0].bytes, alloc().stats(b, 0).evicted_bytes);
-  EXPECT_EQ(of_b[0].detail, "policy: map");
+  EXPECT_EQ(of_b[0].detail, "policy: map: 8.00 MiB over the link");
   std::vector<swap_event> const restored = of_kind(alloc().events(), event_kind::restore, a);
   ASSERT_EQ(restored.size(), 1U);
   EXPECT_EQ(restored[0].bytes, 8 * MiB);
@@ -304,6 +281,37 @@ TEST_F(EventsTest, ExplicitEvictionsAndRestoresAccountForEveryByteMoved)
   expect_intact(blocks, "a after two evictions");
   expect_sink_saw_exactly(stored, told(), log_level::info);
   free_blocks(blocks);
+}
+
+TEST_F(EventsTest, PagesWithoutDataAreAReleaseNotAnEviction)
+{
+  // 8 MiB live and 4 MiB freed (cached) in a: evicting a copies the 8 MiB out and only
+  // gives the 4 MiB back. The evict event says 8 MiB (what the restore brings back), a
+  // release_cached event the other 4.
+  pool_id const a         = make_pool("a");
+  filled_block const live = use(a, 8 * MiB, 11);
+  {
+    filled_block const gone = use(a, 4 * MiB, 12);
+    alloc().deallocate(gone.ptr, gone.bytes, 0, nullptr);
+  }
+  ASSERT_EQ(alloc().stats(a, 0).reserved_bytes, 12 * MiB);
+  evict_result const done = alloc().evict(a, 0);
+  EXPECT_EQ(done.released_bytes, 12 * MiB);
+  EXPECT_EQ(done.pages_released, 2U);
+  touch(a);
+  std::vector<swap_event> const stored = alloc().events();
+  std::vector<swap_event> const evicts = of_kind(stored, event_kind::evict, a);
+  std::vector<swap_event> const frees  = of_kind(stored, event_kind::release_cached, a);
+  std::vector<swap_event> const backs  = of_kind(stored, event_kind::restore, a);
+  ASSERT_EQ(evicts.size(), 1U);
+  ASSERT_EQ(frees.size(), 1U);
+  ASSERT_EQ(backs.size(), 1U);
+  EXPECT_EQ(evicts[0].bytes, 8 * MiB);
+  EXPECT_EQ(frees[0].bytes, 4 * MiB);
+  EXPECT_EQ(frees[0].detail, "explicit: pages without data");
+  EXPECT_EQ(backs[0].bytes, evicts[0].bytes) << "the log adds up";
+  expect_intact({live}, "a after its eviction");
+  free_blocks({live});
 }
 
 TEST_F(EventsTest, AnOutOfMemoryIsRecordedAtErrorBeforeItIsThrown)

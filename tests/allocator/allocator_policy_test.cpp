@@ -4,7 +4,7 @@
 // critical and active pools are never evicted; ensure_free makes room or says why not;
 // activate restores; evicting a pool waits for its own last use, not for other streams.
 #include "fault_sweep.hpp"
-#include "swap_fixture.hpp"
+#include "small_device_fixture.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -16,39 +16,16 @@
 namespace swapalloc::testing {
 namespace {
 
-int const device_64m = ::setenv("SWAPALLOC_SIM_MEMORY", "64M", 0);
-
-constexpr std::size_t device_bytes = 64 * MiB;
+constexpr std::size_t device_bytes = small_device_bytes;
 constexpr std::size_t page_bytes   = 2 * MiB;
 /// 0.85 × 64 MiB, the high watermark's bytes, plus one page: the bound on device use.
 constexpr std::size_t use_bound = (device_bytes / 100 * 85) + page_bytes;
 
-class PolicyAllocatorTest : public SwapTest {
+class PolicyAllocatorTest : public SmallDeviceTest {
  public:
   using SwapTest::alloc;
 
  protected:
-  [[nodiscard]] allocator_options options() const override
-  {
-    allocator_options o = SwapTest::options();
-    o.read_environment  = false;  // the defaults: 0.85 and 0.75 of the device
-    return o;
-  }
-
-  void SetUp() override
-  {
-    SwapTest::SetUp();
-    ASSERT_EQ(device_64m, 0);
-    ASSERT_EQ(drv().mem_get_info().total, device_bytes);
-  }
-
-  /// Device-wide used bytes, as cuMemGetInfo reports them.
-  [[nodiscard]] std::size_t used_bytes() const
-  {
-    auto const info = drv().mem_get_info();
-    return info.total - info.free;
-  }
-
   /// A block of `bytes` in `pool`, filled, inside one activation on the default stream.
   filled_block use(pool_id pool, std::size_t bytes, std::uint64_t seed)
   {

@@ -5,7 +5,7 @@
 // spares a prefetched pool until its use, except on out-of-memory; misuse; a failed
 // prefetch loses nothing; destroying a pool or the allocator with prefetches queued.
 #include "fault_sweep.hpp"
-#include "swap_fixture.hpp"
+#include "small_device_fixture.hpp"
 
 #include <chrono>
 #include <cstdlib>
@@ -17,9 +17,7 @@
 namespace swapalloc::testing {
 namespace {
 
-int const device_64m = ::setenv("SWAPALLOC_SIM_MEMORY", "64M", 0);
-
-constexpr std::size_t device_bytes = 64 * MiB;
+constexpr std::size_t device_bytes = small_device_bytes;
 constexpr std::size_t page_bytes   = 2 * MiB;
 constexpr std::size_t pool_bytes   = 16 * MiB;  // the prefetched pool's data
 constexpr std::size_t pool_pages   = pool_bytes / page_bytes;
@@ -56,32 +54,11 @@ struct moves {
   }
 };
 
-class PrefetchTest : public SwapTest {
+class PrefetchTest : public SmallDeviceTest {
  public:
   using SwapTest::alloc;
 
  protected:
-  [[nodiscard]] allocator_options options() const override
-  {
-    allocator_options o = SwapTest::options();
-    o.read_environment  = false;  // the defaults: 0.85 and 0.75 of the device
-    return o;
-  }
-
-  void SetUp() override
-  {
-    SwapTest::SetUp();
-    ASSERT_EQ(device_64m, 0);
-    ASSERT_EQ(drv().mem_get_info().total, device_bytes);
-  }
-
-  /// A block of `bytes` in `pool`, filled, inside one activation on the default stream.
-  filled_block use(pool_id pool, std::size_t bytes, std::uint64_t seed)
-  {
-    activation const active(alloc(), pool, 0, nullptr);
-    return fill_new(pool, bytes, seed);
-  }
-
   /// Evicts every page of `pool` and waits for the compression behind it, so that each
   /// restore finds the same host copies (the copy calls of a restore depend on whether a
   /// chunk is still raw).

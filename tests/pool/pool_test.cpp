@@ -117,6 +117,8 @@ block* take(device_pool& pool, std::size_t bytes)
   return b;
 }
 
+// A table: one entry per case, read top to bottom.
+// NOLINTNEXTLINE(readability-function-size)
 std::vector<idle_case> idle_cases()
 {
   using blocks = std::vector<block*>;

@@ -7,7 +7,7 @@
 // is counted and the thread keeps going. Waits poll (up to 10 s) and assert no timing.
 #include <swapalloc/pressure_monitor.hpp>
 
-#include "swap_fixture.hpp"
+#include "small_device_fixture.hpp"
 
 #include <chrono>
 #include <cstdlib>
@@ -19,9 +19,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-int const device_64m = ::setenv("SWAPALLOC_SIM_MEMORY", "64M", 0);
-
-constexpr std::size_t device_bytes = 64 * MiB;
+constexpr std::size_t device_bytes = small_device_bytes;
 constexpr std::size_t page_bytes   = 2 * MiB;
 /// 0.75 × 64 MiB, the low watermark's bytes.
 constexpr std::size_t low_bytes = device_bytes / 100 * 75;
@@ -30,22 +28,8 @@ constexpr std::chrono::milliseconds patience = 10s;
 /// A fast monitor, so that the waits are short.
 constexpr monitor_options fast{5ms};
 
-class PressureMonitorTest : public SwapTest {
+class PressureMonitorTest : public SmallDeviceTest {
  protected:
-  [[nodiscard]] allocator_options options() const override
-  {
-    allocator_options o = SwapTest::options();
-    o.read_environment  = false;  // the defaults: 0.85 and 0.75 of the device
-    return o;
-  }
-
-  void SetUp() override
-  {
-    SwapTest::SetUp();
-    ASSERT_EQ(device_64m, 0);
-    ASSERT_EQ(drv().mem_get_info().total, device_bytes);
-  }
-
   void TearDown() override
   {
     if (sim().available()) { EXPECT_EQ(sim().set_external_usage(0, 0), CUDA_SUCCESS); }
@@ -56,21 +40,6 @@ class PressureMonitorTest : public SwapTest {
   void set_external(std::size_t bytes) const
   {
     ASSERT_EQ(sim().set_external_usage(0, bytes), CUDA_SUCCESS);
-  }
-
-  /// Device-wide used bytes, as cuMemGetInfo reports them.
-  [[nodiscard]] std::size_t used_bytes() const
-  {
-    auto const info = drv().mem_get_info();
-    return info.total - info.free;
-  }
-
-  /// A block of `bytes` in `pool`, filled through a host copy, inside one activation (so
-  /// that the pools' order of last use is their order of creation).
-  filled_block use(pool_id pool, std::size_t bytes, std::uint64_t seed)
-  {
-    activation const active(alloc(), pool, 0, nullptr);
-    return fill_new(pool, bytes, seed);
   }
 
   /// Activates `pool` (restoring what is evicted), checks `blocks` read back intact.
