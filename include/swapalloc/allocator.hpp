@@ -3,8 +3,10 @@
  * @brief The facade: per-model pools, PyTorch's malloc/free/record_stream/empty_cache
  *        semantics, eviction to host memory and restore, statistics. It routes each call
  *        to the device it concerns (device_state.hpp) under that device's mutex; the
- *        pools' names and options live in the registry (pool_registry.hpp), reports are
- *        formatted in report.hpp, settings read in config.hpp.
+ *        policy is decided in policy.hpp and carried out in room_maker.hpp, the pools'
+ *        names and options live in the registry (pool_registry.hpp), events in the event
+ *        log (event_log.hpp), reports are formatted in report.hpp, settings resolved in
+ *        allocator_options.hpp (config.hpp reads the environment).
  *
  * - **Pools.** `create_pool(name)` registers a pool; a thread's allocations go to the pool
  *   of its innermost `pool_scope` (or `push_pool`), else to the default pool. A pool's
@@ -13,10 +15,12 @@
  *   stream. `record_stream(ptr, stream)` adds a stream that uses the block: at free, an
  *   event is recorded on each such stream and the block is reused only after all have
  *   completed (stream_events.hpp).
- * - **Out of memory.** When cuMemCreate reports out of memory, or a pool's range has no
- *   room, the cached pages of every pool on the device are released (after waiting for
- *   the device's work) and the request is retried once; then `out_of_memory` is thrown
- *   with the device's memory and a table of its pools.
+ * - **The policy** (DESIGN §8, room_maker.hpp). Before every map, room is made down to
+ *   the low watermark when the map would pass the high one; on a real out-of-memory the
+ *   cached pages of every pool are released, everything the policy allows is evicted,
+ *   and the request retried once; then `out_of_memory` is thrown with the device's
+ *   memory, a table of its pools and what would fit. `activate`/`deactivate` pin a pool
+ *   while GPU work uses it; `prefetch` restores one in the background.
  * - **Misuse** (unknown pointer, double free, wrong size, device or stream) throws
  *   `usage_error` naming the pointer and what it is, counts it, and changes nothing.
  * - **Swap tier.** `evict(pool, device)` moves a pool's live bytes to the host store
@@ -29,6 +33,9 @@
  * and `deallocate` of a block without `record_stream` — makes no driver call and no
  * allocation and holds the device's mutex for a bin lookup and a hash-map update. The
  * slow path holds it across driver calls (mapping pages), as PyTorch's allocator does.
+ * An eviction or restore holds it for its driver calls and state changes only, never
+ * while it waits for copies, compression or a pool's last use (transfer.hpp wait_gate):
+ * calls on other pools go on meanwhile, calls on the pool that moves wait for it.
  *
  * Thread safety: every member may be called from any thread. Calls on different devices
  * do not contend. Lock order: a device's mutex, then the registry's (pool_registry.hpp).
