@@ -154,7 +154,7 @@ class allocator {
       state->synchronize();
       if (pool->pool().live_blocks() != 0) {
         std::string message = "destroy_pool('" + name + "'): refused, blocks are still allocated: ";
-        message += leak_line(*state, id);
+        message += room_maker::leak_line(*state, id);
         throw usage_.raise(usage_error_kind::bad_pool, message);
       }
     }
@@ -650,64 +650,27 @@ class allocator {
                          " (exclusive), the devices the driver reports");
   }
 
-  /// The event log's options out of resolved allocator options: stderr when no sink.
-  [[nodiscard]] static event_log_options log_options_of(allocator_options const& options)
-  {
-    event_log_options out;
-    out.capacity = options.log_capacity;
-    out.level    = options.log_level.value_or(log_level::warn);
-    out.sink     = options.log_sink ? options.log_sink : event_sink(log_to_stderr);
-    return out;
-  }
-
-  /// Pool `id`'s live blocks on `state` as one line (report.hpp leak_text). @pre locked.
-  [[nodiscard]] static std::string leak_line(device_state const& state, pool_id id)
-  {
-    for (pool_leak const& leak : state.leaks(leak_sizes_shown)) {
-      if (leak.pool == id) {
-        return leak_text(leak.name, state.ordinal(), leak.blocks, leak.bytes, leak.largest);
-      }
-    }
-    return "none";
-  }
-
   /// The leak report: a `leak` event for each pool with live blocks on each device.
   void report_leaks() noexcept
   {
     try {
       for (auto const& state : devices_) {
         std::lock_guard const lock(state->mutex());
-        for (pool_leak const& leak : state->leaks(leak_sizes_shown)) {
-          room_.note(event_kind::leak, *state, leak.pool, leak.bytes, 0,
-                     "allocator destroyed with " + leak_detail(leak.blocks, leak.largest));
-        }
+        room_.note_leaks(*state);
       }
     } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports what it can
     }
   }
 
-  /// The prefetch thread's task: restores pool `id` on `state` as `restore` does; if no
-  /// activation came meanwhile, marks it prefetched. A failure leaves the pool evicted
-  /// with its copies, for `activate` to restore and report.
+  /// The prefetch thread's task (room_maker::prefetch). Reports nothing: a failure is an
+  /// event, and leaves the pool evicted with its copies for `activate` to restore.
   void run_prefetch(device_state& state, pool_id id) noexcept
   {
     try {
       std::unique_lock lock(state.mutex());
-      pool_residency* const pool = state.pool(id);
-      if (pool == nullptr || pool->pool().parked_pages() == 0) { return; }
-      std::uint64_t const used = state.last_use(id);
+      if (state.context() == nullptr) { return; }
       context_scope const current(*driver_, state.context());
-      try {
-        restore_result const done =
-          room_.restore(state, lock, id, *pool, nullptr, event_kind::prefetch);
-        if (done.pages != 0 && state.last_use(id) == used && state.pins(id) == 0) {
-          state.set_prefetched(id, true);
-        }
-      } catch (std::exception const& error) {  // the pool stays evicted, its copies intact
-        room_.note(event_kind::prefetch, state, id, 0, 0,
-                   std::string("failed (activate will restore it): ") + error.what(),
-                   log_level::warn);
-      }
+      room_.prefetch(state, lock, id);
     } catch (...) {  // NOLINT(bugprone-empty-catch): nothing was changed; activate restores
     }
   }

@@ -13,6 +13,7 @@
 #include <swapalloc/event_log.hpp>
 #include <swapalloc/host_store.hpp>
 #include <swapalloc/policy.hpp>
+#include <swapalloc/report.hpp>
 #include <swapalloc/room_maker.hpp>
 #include <swapalloc/transfer.hpp>
 
@@ -73,6 +74,16 @@ inline constexpr std::size_t default_log_capacity = 1024;
   if (options.log_capacity == 0) { options.log_capacity = default_log_capacity; }
   if (!options.log_level) { options.log_level = env.log.value_or(log_level::warn); }
   return options;
+}
+
+/// The event log's options out of resolved allocator options: stderr when no sink.
+[[nodiscard]] inline event_log_options log_options_of(allocator_options const& options)
+{
+  event_log_options out;
+  out.capacity = options.log_capacity;
+  out.level    = options.log_level.value_or(log_level::warn);
+  out.sink     = options.log_sink ? options.log_sink : event_sink(log_to_stderr);
+  return out;
 }
 
 /**

@@ -38,6 +38,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -291,6 +292,50 @@ class room_maker {
     event.detail = std::string(to_string(was)) + " -> " + to_string(now) + " (" +
                    detail::fraction_text(use_fraction(usage)) + " of the limit in use)";
     log_->record(std::move(event));
+  }
+
+  /**
+   * @brief The prefetch thread's task: restores pool `id` on `state` as `restore` does
+   *        (a `prefetch` event); if no activation came meanwhile and it restored pages,
+   *        marks the pool prefetched. A failure is a warn event: the pool stays evicted
+   *        with its copies, for `activate` to restore and report.
+   * @pre `lock` holds state's mutex, context current, no engine lease held.
+   */
+  void prefetch(device_state& state, std::unique_lock<std::mutex>& lock, pool_id id)
+  {
+    pool_residency* const pool = state.pool(id);
+    if (pool == nullptr || pool->pool().parked_pages() == 0) { return; }
+    std::uint64_t const used = state.last_use(id);
+    try {
+      restore_result const done = restore(state, lock, id, *pool, nullptr, event_kind::prefetch);
+      if (done.pages != 0 && state.last_use(id) == used && state.pins(id) == 0) {
+        state.set_prefetched(id, true);
+      }
+    } catch (std::exception const& error) {
+      note(event_kind::prefetch, state, id, 0, 0,
+           std::string("failed (activate will restore it): ") + error.what(), log_level::warn);
+    }
+  }
+
+  /// Records a `leak` event for each pool with live blocks on `state` (the allocator's
+  /// destruction). @pre state locked.
+  void note_leaks(device_state const& state) const
+  {
+    for (pool_leak const& leak : state.leaks(leak_sizes_shown)) {
+      note(event_kind::leak, state, leak.pool, leak.bytes, 0,
+           "allocator destroyed with " + leak_detail(leak.blocks, leak.largest));
+    }
+  }
+
+  /// Pool `id`'s live blocks on `state` as one line (report.hpp leak_text). @pre locked.
+  [[nodiscard]] static std::string leak_line(device_state const& state, pool_id id)
+  {
+    for (pool_leak const& leak : state.leaks(leak_sizes_shown)) {
+      if (leak.pool == id) {
+        return leak_text(leak.name, state.ordinal(), leak.blocks, leak.bytes, leak.largest);
+      }
+    }
+    return "none";
   }
 
   /// Why pool `id` cannot be evicted on `state` now (policy.hpp refusal_of), or
