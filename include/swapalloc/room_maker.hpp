@@ -126,7 +126,7 @@ class room_maker {
     }
     room_result done = state.make_room(plan, entry_of, reason, lock);
     note_steps(state, done, reason);
-    note_level(state, state.usage(limit_of(state)));
+    note_level_now(state);
     return done;
   }
 
@@ -156,14 +156,14 @@ class room_maker {
     state.wait_while_moving(lock, id);  // never evicted (requester), but maybe being restored
     bool device_full = false;
     if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
-      note_level(state, state.usage(limit_of(state)));  // a map may move the level
+      note_level_now(state);  // a map may move the level
       return found;
     }
     std::size_t const released = release_for_retry(state);
     room_result const room     = make_room(state, lock, id, rounded, room_reason::out_of_memory);
     state.wait_while_moving(lock, id);
     if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
-      note_level(state, state.usage(limit_of(state)));  // a map may move the level
+      note_level_now(state);  // a map may move the level
       return found;
     }
     std::size_t const cached = first.released_bytes + released + room.released_bytes;
@@ -193,13 +193,13 @@ class room_maker {
     std::size_t const needed = evicted_bytes(pool);  // restoring pages are mapped already
     room_result const first  = make_room(state, lock, id, needed, room_reason::map);
     if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) {
-      note_level(state, state.usage(limit_of(state)));
+      note_level_now(state);
       return *done;
     }
     std::size_t const released = release_for_retry(state);
     room_result const room     = make_room(state, lock, id, needed, room_reason::out_of_memory);
     if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) {
-      note_level(state, state.usage(limit_of(state)));
+      note_level_now(state);
       return *done;
     }
     fail(
@@ -275,6 +275,12 @@ class room_maker {
       note(event_kind::release_cached, state, id, released, 0, detail + ": pages without data");
     }
     if (!done.refused.empty()) { note(event_kind::refusal, state, id, 0, 0, done.refused); }
+  }
+
+  /// note_level with the device's use now. @pre state locked, context current.
+  void note_level_now(device_state& state) const
+  {
+    note_level(state, state.usage(limit_of(state)));
   }
 
   /// Records a level_change event if `usage` puts `state` at another pressure level than
