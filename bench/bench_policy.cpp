@@ -45,7 +45,9 @@
  *
  * Exit status: 0 done; 1 a CUDA call failed outside a benchmark; 2 no usable driver.
  */
+#include <swapalloc/activation.hpp>
 #include <swapalloc/allocator.hpp>
+#include <swapalloc/pool_scope.hpp>
 #include <swapalloc/driver.hpp>
 
 #include "bench_main.hpp"

@@ -18,7 +18,9 @@
 #include "bench_main.hpp"
 #include "data_kinds.hpp"
 
+#include <swapalloc/activation.hpp>
 #include <swapalloc/allocator.hpp>
+#include <swapalloc/pool_scope.hpp>
 
 #include <benchmark/benchmark.h>
 

@@ -127,8 +127,9 @@ class allocator {
   }
 
   /**
-   * @brief Destroys pool `id` on every device: waits for the device's work, then unmaps
-   *        its pages, frees its range and its host copies. Its name becomes free.
+   * @brief Destroys pool `id` on every device: waits for the GPU work that used it (its
+   *        last-use events, else the device's work) without holding the device's lock,
+   *        then unmaps its pages, frees its range and its host copies. Its name becomes free.
    * @throws usage_error (bad_pool) for the default pool, an unknown id, or a pool that
    *         still has live blocks (nothing is destroyed then).
    * @throws cuda_error if a page cannot be unmapped: the pool stays, with what could not
@@ -145,26 +146,17 @@ class allocator {
     prefetches_.wait();             // no prefetch holds the pool's residency
     for (auto& state : devices_) {  // first pass: refuse while in use, change nothing
       std::unique_lock lock(state->mutex());
-      state->wait_while_moving(lock, id);
-      pool_residency const* const pool = state->pool(id);
-      if (pool == nullptr) { continue; }
+      if (state->context() == nullptr) { continue; }
       context_scope const current(*driver_, state->context());
-      // Freed blocks still waiting for events, or for a synchronization (a free whose event
-      // could not be recorded), are not live: after this, only allocated blocks count.
-      state->synchronize();
-      if (pool->pool().live_blocks() != 0) {
-        std::string message = "destroy_pool('" + name + "'): refused, blocks are still allocated: ";
-        message += room_maker::leak_line(*state, id);
-        throw usage_.raise(usage_error_kind::bad_pool, message);
-      }
+      if (state->holds_blocks(lock, id)) { refuse_destroy(*state, id, name); }
     }
     for (auto& state : devices_) {
       std::unique_lock lock(state->mutex());
-      state->wait_while_moving(lock, id);
-      if (state->pool(id) == nullptr) { continue; }
+      if (state->context() == nullptr) { continue; }
       context_scope const current(*driver_, state->context());
-      driver_->synchronize_context();
-      state->destroy(id);  // a failure here leaves the pool to destroy again
+      // A failure leaves the pool to destroy again; blocks allocated since the first pass
+      // (a race of the caller's) refuse it, as there.
+      if (!state->destroy(lock, id)) { refuse_destroy(*state, id, name); }
     }
     registry_.retire(id);
   }
@@ -233,13 +225,7 @@ class allocator {
       return "deallocate(ptr=" + hex(ptr) + ", bytes=" + std::to_string(bytes) +
              ", device=" + std::to_string(device) + ")";
     };
-    live_block found = live_or_throw(state, lock, ptr, device, call);
-    while (state.moving(found.pool))
-      [[unlikely]]
-      {  // its pages may be in flight
-        state.wait_while_moving(lock, found.pool);
-        found = live_or_throw(state, lock, ptr, device, call);
-      }
+    live_block const found = settled_block(state, lock, ptr, device, call);
     check_free(ptr, bytes, stream, *found.freed);
     state.live().erase(ptr);
     pool_residency& pool = *state.pool(found.pool);
@@ -315,11 +301,11 @@ class allocator {
     pool_entry const entry = registry_.entry(id, "evict");
     device_state& state    = state_of(device, "evict");
     std::unique_lock lock(state.mutex());
-    device_state::engine_lease const lease(state, lock);  // then no pool is moving
+    pool_controls::engine_lease const lease(state.controls(), lock);  // then no pool is moving
     // Asked for by name: a prefetched pool goes too (the policy alone spares it).
     if (refusal const why = room_maker::eviction_refusal(state, id, entry);
         why != refusal::none && why != refusal::prefetched) {
-      std::string const sentence = room_maker::refusal_sentence(id, why, state.pins(id));
+      std::string const sentence = room_maker::refusal_sentence(id, why, state.controls().pins(id));
       room_.note(event_kind::refusal, state, id, 0, 0, "evict refused: " + sentence);
       throw usage_.raise(usage_error_kind::not_evictable,
                          "evict(pool '" + entry.name + "'): refused, " + sentence);
@@ -327,13 +313,13 @@ class allocator {
     pool_residency* const pool = state.pool(id);
     if (pool == nullptr || state.context() == nullptr) { return {}; }
     context_scope const current(*driver_, state.context());
-    device_state::moving_pool const mark(state, id);
+    pool_controls::moving_pool const mark(state.controls(), id);
     auto const start = std::chrono::steady_clock::now();
     state.wait_for_pool(id, wait_gate(lock));  // its own last use, else the device's work
     room_.ensure_swap_tier(state);
     evict_result done = state.evict(
       *pool, bytes, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
-    state.set_prefetched(id, false);
+    state.controls().set_prefetched(id, false);
     room_.note_eviction(
       state, id, done,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), "explicit");
@@ -409,7 +395,7 @@ class allocator {
     registry_.require(id, "activate");
     device_state& state = state_of(device, "activate");
     std::unique_lock lock(state.mutex());
-    state.activate(id);  // pinned from here: no eviction starts on it
+    state.controls().activate(id);  // pinned from here: no eviction starts on it
     try {
       state.wait_while_moving(lock, id);  // an eviction begun before, or a prefetch
       pool_residency* const pool = state.pool(id);
@@ -417,7 +403,7 @@ class allocator {
       context_scope const current(*driver_, state.context());
       return room_.restore(state, lock, id, *pool, stream);
     } catch (...) {
-      state.cancel_activation(id);
+      state.controls().cancel_activation(id);
       throw;
     }
   }
@@ -434,7 +420,8 @@ class allocator {
     std::string const name = registry_.entry(id, "deactivate").name;
     device_state& state    = state_of(device, "deactivate");
     std::lock_guard const lock(state.mutex());
-    if (!state.end_activation(id)) {  // first, so that a driver failure below cannot keep it
+    if (!state.controls().end_activation(
+          id)) {  // first, so that a driver failure below cannot keep it
       throw usage_.raise(usage_error_kind::bad_pool, "deactivate('" + name + "', device=" +
                                                        std::to_string(device) + "): not active");
     }
@@ -443,7 +430,7 @@ class allocator {
       context_scope const current(*driver_, state.context());
       state.record_last_use(id, stream);
     } catch (...) {
-      state.forget_last_use(id);
+      state.controls().forget_last_use(id);
       throw;
     }
   }
@@ -513,6 +500,7 @@ class allocator {
     registry_.set_read_only(id, read_only);
     for (auto& state : devices_) {
       std::unique_lock lock(state->mutex());
+      if (!read_only) { state->wait_for_compression(lock, &id); }  // dropping copies waits not
       state->wait_while_moving(lock, id);
       if (pool_residency* const pool = state->pool(id); pool != nullptr) {
         context_scope const current(*driver_, state->context());  // host frees may call it
@@ -529,7 +517,7 @@ class allocator {
     for (auto& state : devices_) {
       std::unique_lock lock(state->mutex());
       state->wait_while_moving(lock, id);  // an eviction begun before the pin completes
-      state->pin(id);
+      state->controls().pin(id);
     }
   }
   /// Undoes one `pin_pool`. @throws usage_error (bad_pool) if the pool is not pinned.
@@ -538,7 +526,7 @@ class allocator {
     std::string const name = registry_.entry(id, "unpin_pool").name;
     for (auto& state : devices_) {
       std::lock_guard const lock(state->mutex());
-      if (!state->unpin(id)) {
+      if (!state->controls().unpin(id)) {
         throw usage_.raise(usage_error_kind::bad_pool, "unpin_pool('" + name + "'): not pinned");
       }
     }
@@ -550,10 +538,8 @@ class allocator {
   {
     registry_.require(id, "wait_for_compression");
     for (auto& state : devices_) {
-      std::lock_guard const lock(state->mutex());
-      if (pool_residency* const pool = state->pool(id); pool != nullptr) {
-        pool->wait_for_compression();
-      }
+      std::unique_lock lock(state->mutex());
+      state->wait_for_compression(lock, &id);  // with the lock released
     }
   }
 
@@ -662,6 +648,13 @@ class allocator {
     }
   }
 
+  [[noreturn]] void refuse_destroy(device_state const& state, pool_id id, std::string const& name)
+  {
+    throw usage_.raise(usage_error_kind::bad_pool, "destroy_pool('" + name +
+                                                     "'): refused, blocks are still allocated: " +
+                                                     room_maker::leak_line(state, id));
+  }
+
   /// The prefetch thread's task (room_maker::prefetch). Reports nothing: a failure is an
   /// event, and leaves the pool evicted with its copies for `activate` to restore.
   void run_prefetch(device_state& state, pool_id id) noexcept
@@ -688,10 +681,10 @@ class allocator {
   {
     std::size_t released = 0;
     for (auto& state : devices_) {
-      std::lock_guard const lock(state->mutex());
+      std::unique_lock lock(state->mutex());
       if (state->context() == nullptr) { continue; }
       context_scope const current(*driver_, state->context());
-      std::size_t const here = state->release_cache(only);
+      std::size_t const here = state->release_cache(lock, only);  // waits without the lock
       if (here != 0) {
         room_.note(event_kind::release_cached, *state,
                    only != nullptr ? std::optional(*only) : std::nullopt, here, 0, "empty_cache");
@@ -699,6 +692,31 @@ class allocator {
       released += here;
     }
     return released;
+  }
+
+  /**
+   * @brief The live block at `ptr` (as `live_or_throw`), once it can be freed: its pool is
+   *        not moving, and when the block lies on evicted pages (a free drops their copies)
+   *        no compression of the pool is in flight. Both waits release `lock`; the block
+   *        is looked up again after each. Hot path: a lookup and two compares.
+   */
+  template <typename CallText>
+  [[nodiscard]] live_block settled_block(device_state& state, std::unique_lock<std::mutex>& lock,
+                                         CUdeviceptr ptr, int device, CallText const& call) const
+  {
+    for (;;) {
+      live_block const found = live_or_throw(state, lock, ptr, device, call);
+      if (state.moving(found.pool)) [[unlikely]] {  // its pages may be in flight
+        state.wait_while_moving(lock, found.pool);
+        continue;
+      }
+      pool_residency& pool = *state.pool(found.pool);
+      if (!pool.on_parked_pages(*found.freed)) [[likely]] { return found; }
+      task_group* const jobs = pool.compression_in_flight();
+      if (jobs == nullptr) { return found; }
+      // The pool lives on: a live block refuses destroy_pool.
+      wait_gate(lock).outside([&] { jobs->wait(); });
+    }
   }
 
   /// The live block at `ptr`. If there is none, unlocks `lock` (the diagnosis locks every
@@ -726,49 +744,6 @@ class allocator {
   task_group prefetches_;
   std::once_flag prefetcher_started_;
   std::unique_ptr<worker_pool> prefetcher_;
-};
-
-/// Activates a pool on a device and stream for the guard's lifetime (DESIGN §6):
-/// `activate` at construction, `deactivate` at destruction.
-class activation {
- public:
-  /// @throws as allocator::activate; nothing is active then.
-  activation(allocator& owner, pool_id id, int device, CUstream stream)
-    : owner_(&owner), id_(id), device_(device), stream_(stream)
-  {
-    (void)owner.activate(id, device, stream);
-  }
-  activation(activation const&)            = delete;
-  activation& operator=(activation const&) = delete;
-  /// Deactivates. A failure to record the last-use event is not reported: the activation
-  /// ends anyway and the next eviction of the pool waits for the device (allocator.hpp).
-  ~activation()
-  {
-    try {
-      owner_->deactivate(id_, device_, stream_);
-    } catch (...) {  // NOLINT(bugprone-empty-catch): see above
-    }
-  }
-
- private:
-  allocator* owner_;
-  pool_id id_;
-  int device_;
-  CUstream stream_;
-};
-
-/// Makes a pool current on the calling thread for the guard's lifetime.
-class pool_scope {
- public:
-  pool_scope(allocator& owner, pool_id id) : owner_(&owner) { owner.push_pool(id); }
-  pool_scope(pool_scope const&)            = delete;
-  pool_scope& operator=(pool_scope const&) = delete;
-  // pop_pool throws only if this thread has no scope left, i.e. someone popped this
-  // guard's scope: a bug that terminating names best.
-  ~pool_scope() { owner_->pop_pool(); }  // NOLINT(bugprone-exception-escape)
-
- private:
-  allocator* owner_;
 };
 
 }  // namespace swapalloc

@@ -10,9 +10,10 @@
  * where it calls the driver. Lock order: this mutex, then the registry's
  * (pool_registry.hpp); never two devices' mutexes at once.
  *
- * - **Pins** live here, under the device mutex, so that "is the pool pinned?" and the
- *   eviction that depends on the answer happen in one critical section (a pin check under
- *   another lock, before this one, let an eviction race an activation).
+ * - **Pins, activations and moving marks** (pool_controls.hpp) live here, under the device
+ *   mutex, so that "is the pool pinned?" and the eviction that depends on the answer
+ *   happen in one critical section (a pin check under another lock, before this one, let
+ *   an eviction race an activation).
  * - **The swap tier** (host store and transfer engine) is created at the device's first
  *   eviction; the compression workers are the allocator's, shared by every device.
  * - **Transfers leave the lock while they wait** (transfer.hpp wait_gate): for a copy,
@@ -35,6 +36,7 @@
 #include <swapalloc/driver.hpp>
 #include <swapalloc/host_store.hpp>
 #include <swapalloc/policy.hpp>
+#include <swapalloc/pool_controls.hpp>
 #include <swapalloc/pool_registry.hpp>
 #include <swapalloc/report.hpp>
 #include <swapalloc/residency.hpp>
@@ -44,7 +46,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -134,11 +135,7 @@ class device_state {
       context_scope const current(*driver_, context_);
       (void)driver_->table().cuCtxSynchronize();
       frees_.destroy_all();
-      for (pool_control& pool : control_) {
-        for (auto const& [stream, event] : pool.last_use_events) {
-          events_.give_back(event);
-        }
-      }
+      controls_.for_each_event([&](CUevent event) { events_.give_back(event); });
       pools_.clear();  // waits for compression jobs, gives host memory back, unmaps
       engine_.reset();
       store_.reset();
@@ -220,28 +217,37 @@ class device_state {
                   [&](block* held, std::uint32_t waits) { pool.hold(held, waits); });
   }
 
-  /// Waits for the pending events and the device's work; held blocks become reusable.
-  /// @pre locked, context current.
-  void synchronize()
+  /**
+   * @brief Waits for the device's work (cuCtxSynchronize), with `gate`'s lock released,
+   *        then returns to their caches the freed blocks whose waits that covers: every
+   *        pending event (recorded before, so complete) and the untracked waits recorded
+   *        before it began; frees made meanwhile wait on. @pre locked, context current.
+   */
+  void synchronize(wait_gate gate = {})
   {
-    frees_.wait_all(events_, finisher());
-    driver_->synchronize_context();
-    frees_.synchronized(finisher());
+    std::uint64_t const mark = frees_.synchronize_mark();
+    gate.outside([&] { driver_->synchronize_context(); });
+    frees_.harvest(events_, finisher());
+    frees_.synchronized(mark, finisher());
   }
 
-  /// Synchronizes, then releases the idle pages of every pool (or of `*only`).
-  /// @return bytes released. @throws cuda_error for the first failure, after releasing
-  ///         all it could. @pre locked, context current.
-  std::size_t release_cache(pool_id const* only)
+  /**
+   * @brief Releases the idle pages of every pool (or of `*only`) after the device's work up
+   *        to now (torch.cuda.empty_cache). It waits with `lock` released, for the device
+   *        and for the compression of copies a release would drop, under an engine lease so
+   *        that no pool starts moving; the pools it waits for are marked moving meanwhile.
+   *        A pool moving when it is called is skipped.
+   * @return bytes released. @throws cuda_error for the first failure, after releasing
+   *         all it could. @pre `lock` holds the mutex, context current, no lease held.
+   */
+  std::size_t release_cache(std::unique_lock<std::mutex>& lock, pool_id const* only)
   {
-    synchronize();
+    pool_controls::engine_lease const lease(controls_, lock);
+    settle_compression(lock, only, [&] { synchronize(wait_gate(lock)); });
     std::size_t released = 0;
     std::exception_ptr first_error;
     for (std::size_t id = 0; id < pools_.size(); ++id) {
-      if (pools_[id] == nullptr || moving(static_cast<pool_id>(id)) ||
-          (only != nullptr && *only != id)) {
-        continue;
-      }
+      if (!selected(static_cast<pool_id>(id), only)) { continue; }
       try {
         released += pools_[id]->release_idle_pages();
       } catch (cuda_error const&) {
@@ -254,112 +260,95 @@ class device_state {
 
   /// Out of memory: releases every pool's cached pages before one retry. Returns the bytes
   /// released; a failure is not an error here (the retry decides). @pre as release_cache.
-  std::size_t release_for_retry() noexcept
+  std::size_t release_for_retry(std::unique_lock<std::mutex>& lock) noexcept
   {
     try {
-      return release_cache(nullptr);
+      return release_cache(lock, nullptr);
     } catch (...) {  // NOLINT(bugprone-empty-catch): see above
       return 0;
     }
   }
 
+  /// Waits, with `lock` released, until no compression job of pool `*only` (null: of any
+  /// pool) is in flight; such pools are marked moving meanwhile, under an engine lease.
+  /// @pre `lock` holds the mutex, no lease held.
+  void wait_for_compression(std::unique_lock<std::mutex>& lock, pool_id const* only)
+  {
+    pool_controls::engine_lease const lease(controls_, lock);
+    settle_compression(lock, only, [] {});
+  }
+
   // ---------------------------------------------------------------- pins and activation
 
-  /// Pins pool `id` here: no eviction takes it until as many `unpin`. @pre locked.
-  void pin(pool_id id) { ++control(id).pins; }
-  /// Undoes one `pin`; false if the pool was not pinned here. @pre locked.
-  [[nodiscard]] bool unpin(pool_id id) noexcept
+  /// Pins, activations, the LRU clock, the prefetched and moving marks, the engine lease
+  /// (pool_controls.hpp). @pre locked, for every use.
+  [[nodiscard]] pool_controls& controls() noexcept { return controls_; }
+  [[nodiscard]] pool_controls const& controls() const noexcept { return controls_; }
+  /// Whether pool `id` is being evicted or restored. Hot path: a compare and a load.
+  [[nodiscard]] bool moving(pool_id id) const noexcept { return controls_.moving(id); }
+  /// Waits, releasing `lock`, until pool `id` is not moving. @pre `lock` holds the mutex.
+  void wait_while_moving(std::unique_lock<std::mutex>& lock, pool_id id)
   {
-    if (pins(id) == 0) { return false; }
-    --control_[id].pins;
-    return true;
-  }
-  /// Pins of pool `id` here (explicit pins and activations). @pre locked.
-  [[nodiscard]] std::size_t pins(pool_id id) const noexcept
-  {
-    return id < control_.size() ? control_[id].pins + control_[id].active : 0;
-  }
-
-  /// Pool `id` is in use from now (DESIGN §6): pinned, and the most recently used.
-  /// @pre locked.
-  void activate(pool_id id)
-  {
-    pool_control& pool = control(id);
-    ++pool.active;
-    pool.activated  = true;
-    pool.prefetched = false;
-    pool.last_use   = ++clock_;
-  }
-
-  /// Undoes an `activate` whose restore failed: no last use is recorded. @pre locked.
-  void cancel_activation(pool_id id) noexcept
-  {
-    if (id < control_.size() && control_[id].active != 0) { --control_[id].active; }
-  }
-
-  /// Ends one activation of pool `id` (no driver call): unpinned, most recently used.
-  /// @return false if the pool is not active here (nothing changes). @pre locked.
-  [[nodiscard]] bool end_activation(pool_id id) noexcept
-  {
-    if (id >= control_.size() || control_[id].active == 0) { return false; }
-    --control_[id].active;
-    control_[id].last_use = ++clock_;
-    return true;
+    controls_.wait_while_moving(lock, id);
   }
 
   /**
    * @brief Records pool `id`'s last use on `stream`, re-recording that stream's event if
    *        the pool has one: its next eviction waits for it, not for the device.
    * @throws cuda_error if the event cannot be created or recorded; then call
-   *         `forget_last_use`. @pre locked, context current.
+   *         `controls().forget_last_use`. @pre locked, context current.
    */
-  void record_last_use(pool_id id, CUstream stream) { record_last_use(control(id), stream); }
-
-  /// Pool `id`'s last use is unknown (its recording failed): its next eviction waits for
-  /// the whole device. @pre locked.
-  void forget_last_use(pool_id id) noexcept
+  void record_last_use(pool_id id, CUstream stream)
   {
-    if (id < control_.size()) { control_[id].activated = false; }
-  }
-
-  /// Pool `id` was restored by a prefetch (true), or activated since (false): the policy
-  /// evicts a prefetched pool only on out-of-memory. @pre locked.
-  void set_prefetched(pool_id id, bool value) { control(id).prefetched = value; }
-  [[nodiscard]] bool prefetched(pool_id id) const noexcept
-  {
-    return id < control_.size() && control_[id].prefetched;
-  }
-
-  /// When pool `id` was last activated or deactivated (a logical clock). @pre locked.
-  [[nodiscard]] std::uint64_t last_use(pool_id id) const noexcept
-  {
-    return id < control_.size() ? control_[id].last_use : 0;
+    pool_controls::last_use_events& events = controls_.events(id);
+    for (auto& [known, event] : events) {
+      if (known == stream) {
+        driver_->event_record(event, stream);
+        return;
+      }
+    }
+    CUevent const event = events_.take();
+    try {
+      driver_->event_record(event, stream);
+      events.emplace_back(stream, event);
+    } catch (...) {
+      events_.give_back(event);
+      throw;
+    }
   }
 
   /**
    * @brief Waits until no GPU work can still touch pool `id`: for its last-use events and
    *        its blocks' record_stream events when it has been used through activations
-   *        (DESIGN §6), else for the whole device. @pre locked, context current.
+   *        (DESIGN §6), else for the whole device; and for the compression of its copies,
+   *        which the move may drop. Each wait runs with `gate`'s lock released.
+   * @pre locked, context current, the pool marked moving.
    */
   void wait_for_pool(pool_id id, wait_gate gate = {})
   {
-    if (id >= control_.size() || !control_[id].activated) {
-      gate.outside([&] { driver_->synchronize_context(); });
+    pool_residency* const residency = pool(id);
+    task_group* const jobs = residency != nullptr ? residency->compression_in_flight() : nullptr;
+    if (!controls_.activated(id)) {
+      gate.outside([&] {
+        driver_->synchronize_context();
+        if (jobs != nullptr) { jobs->wait(); }
+      });
     } else {
       // Copied: a deactivation may add an event while the lock is released. An event it
       // records again meanwhile is waited for at its new record; the pool is moving, so
       // only a use that began before the wait (and is waited for) can have recorded it.
-      std::vector<CUevent> last_uses;
-      for (auto const& [stream, event] : control_[id].last_use_events) {
-        last_uses.push_back(event);
+      std::vector<CUevent> waits = frees_.events_of(id);
+      for (auto const& [stream, event] : controls_.events(id)) {
+        waits.push_back(event);
       }
       gate.outside([&] {
-        for (CUevent const event : last_uses) {
+        for (CUevent const event : waits) {
           driver_->event_synchronize(event);
         }
+        if (jobs != nullptr) { jobs->wait(); }
       });
     }
-    settle_frees(id);
+    settle_frees(id, gate);
   }
 
   /**
@@ -368,70 +357,12 @@ class device_state {
    *        cache while the pool moves: a moving pool holds no waiting block, and gets no
    *        new one (its frees wait). @pre locked, context current.
    */
-  void settle_frees(pool_id id)
+  void settle_frees(pool_id id, wait_gate gate = {})
   {
-    if (!frees_.wait_for_pool(events_, id, finisher())) { synchronize(); }
+    if (!frees_.wait_for_pool(events_, id, finisher())) { synchronize(gate); }
   }
 
   // ---------------------------------------------------------------- transfers
-
-  /**
-   * @brief Holds this device's transfer engine for one caller: the constructor waits,
-   *        releasing `lock`, until no other lease lives. @pre `lock` holds the device's
-   *        mutex. Thread safety: the lease must end on the thread that holds the lock.
-   */
-  class engine_lease {
-   public:
-    engine_lease(device_state& state, std::unique_lock<std::mutex>& lock) : state_(&state)
-    {
-      state.transfer_changed_.wait(lock, [&] { return !state.engine_busy_; });
-      state.engine_busy_ = true;
-    }
-    engine_lease(engine_lease const&)            = delete;
-    engine_lease& operator=(engine_lease const&) = delete;
-    ~engine_lease()
-    {
-      state_->engine_busy_ = false;
-      state_->transfer_changed_.notify_all();
-    }
-
-   private:
-    device_state* state_;
-  };
-
-  /// Marks pool `id` moving for its lifetime (see the file comment). @pre locked, the
-  /// pool not moving; ends under the lock.
-  class moving_pool {
-   public:
-    moving_pool(device_state& state, pool_id id) : state_(&state), id_(id)
-    {
-      state.control(id).moving = true;
-    }
-    moving_pool(moving_pool const&)            = delete;
-    moving_pool& operator=(moving_pool const&) = delete;
-    ~moving_pool()
-    {
-      state_->control_[id_].moving = false;
-      state_->transfer_changed_.notify_all();
-    }
-
-   private:
-    device_state* state_;
-    pool_id id_;
-  };
-
-  /// Whether pool `id` is being evicted or restored. Hot path: a compare and a load.
-  /// @pre locked.
-  [[nodiscard]] bool moving(pool_id id) const noexcept
-  {
-    return id < control_.size() && control_[id].moving;
-  }
-
-  /// Waits, releasing `lock`, until pool `id` is not moving. @pre `lock` holds the mutex.
-  void wait_while_moving(std::unique_lock<std::mutex>& lock, pool_id id)
-  {
-    transfer_changed_.wait(lock, [&] { return !moving(id); });
-  }
 
   // ---------------------------------------------------------------- swap tier
 
@@ -456,7 +387,9 @@ class device_state {
   evict_result evict(pool_residency& pool, std::size_t bytes, codec_choice const& choice,
                      wait_gate gate = {})
   {
-    gate.outside([&] { pool.wait_for_compression(); });  // so that dropping copies waits not
+    if (task_group* const jobs = pool.compression_in_flight()) {  // dropping copies waits not
+      gate.outside([&] { jobs->wait(); });
+    }
     pool.prepare_swap();
     device_pool const& pages_of = pool.pool();
     std::vector<page_view> candidates;
@@ -544,9 +477,9 @@ class device_state {
     out.id             = id;
     out.priority       = entry.options.priority;
     out.evictable      = id != default_pool && entry.options.evictable;
-    out.pinned         = pins(id) != 0 || moving(id);
-    out.prefetched     = prefetched(id);
-    out.last_use       = last_use(id);
+    out.pinned         = controls_.pins(id) != 0 || moving(id);
+    out.prefetched     = controls_.prefetched(id);
+    out.last_use       = controls_.last_use(id);
     out.resident_bytes = pool(id) != nullptr ? pool(id)->pool().mapped_bytes() : 0;
     out.page_size      = pool(id) != nullptr ? pool(id)->pool().page_size() : 1;
     return out;
@@ -596,7 +529,7 @@ class device_state {
       try {
         if (step.what == room_step::action::release_cached) {
           // A freed block's page may still be in use by work queued before its free.
-          moving_pool const mark(*this, step.pool);
+          pool_controls::moving_pool const mark(controls_, step.pool);
           wait_for_pool(step.pool, wait_gate(lock));
           std::size_t const released = pool->release_idle_pages();
           out.released_bytes += released;
@@ -605,13 +538,13 @@ class device_state {
         }
         pool_entry const entry = entry_of(step.pool);
         if (refusal_of(view(step.pool, entry), reason) != refusal::none) { continue; }
-        moving_pool const mark(*this, step.pool);
+        pool_controls::moving_pool const mark(controls_, step.pool);
         wait_for_pool(step.pool, wait_gate(lock));
         evict_result const done =
           evict(*pool, step.bytes, codec_choice{entry.options.dtype, entry.options.codec},
                 wait_gate(lock));
         out.evicted_bytes += done.released_bytes;
-        control(step.pool).prefetched = false;  // out of memory took it: no longer a prefetch
+        controls_.set_prefetched(step.pool, false);  // out of memory took it: not a prefetch
         if (done.released_bytes != 0) { out.evicted.push_back(step.pool); }
         if (!done.refused.empty() && out.refused.empty()) { out.refused = done.refused; }
         out.steps.push_back(
@@ -671,20 +604,48 @@ class device_state {
     return out;
   }
 
-  /// Gives back every page and host copy of pool `id` and forgets it.
-  /// @throws cuda_error if a page cannot be unmapped: the pool stays, to destroy again.
-  /// @pre locked, context current, the device synchronized, no live block in the pool.
-  void destroy(pool_id id)
+  /**
+   * @brief Whether pool `id` has allocated blocks here, once its freed blocks' waits are
+   *        over (record_stream events, waited for with `lock` released; the device's work
+   *        only for a free whose event could not be recorded): a block freed with a wait
+   *        pending is not allocated. A move of the pool is waited for.
+   * @pre `lock` holds the mutex, context current.
+   */
+  [[nodiscard]] bool holds_blocks(std::unique_lock<std::mutex>& lock, pool_id id)
   {
-    if (pool(id) == nullptr) { return; }
+    std::vector<CUevent> const waits = frees_.events_of(id);
+    wait_gate(lock).outside([&] {
+      for (CUevent const event : waits) {
+        driver_->event_synchronize(event);
+      }
+    });
+    settle_frees(id, wait_gate(lock));
+    wait_while_moving(lock, id);
+    return pool(id) != nullptr && pools_[id]->pool().live_blocks() != 0;
+  }
+
+  /**
+   * @brief Gives back every page and host copy of pool `id` and forgets it, after the GPU
+   *        work that used it (`wait_for_pool`, with `lock` released, under an engine lease).
+   * @return false, with nothing changed, if the pool holds allocated blocks by then.
+   * @throws cuda_error if a page cannot be unmapped: the pool stays, to destroy again.
+   * @pre `lock` holds the mutex, context current, no lease held.
+   */
+  [[nodiscard]] bool destroy(std::unique_lock<std::mutex>& lock, pool_id id)
+  {
+    pool_controls::engine_lease const lease(controls_, lock);  // a move of the pool ends first
+    if (pool(id) == nullptr) { return true; }
+    {
+      pool_controls::moving_pool const mark(controls_, id);
+      wait_for_pool(id, wait_gate(lock));
+    }
+    if (pools_[id]->pool().live_blocks() != 0) { return false; }
     pools_[id]->release_all();
     pools_[id].reset();
-    if (id < control_.size()) {
-      for (auto const& [stream, event] : control_[id].last_use_events) {
-        events_.give_back(event);
-      }
-      control_[id] = pool_control{};
+    for (auto const& [stream, event] : controls_.forget(id)) {
+      events_.give_back(event);
     }
+    return true;
   }
 
   /// Structural check (tests): empty when consistent, else the first problem. @pre locked.
@@ -705,40 +666,36 @@ class device_state {
   }
 
  private:
-  /// Pins, activations and last use of one pool here.
-  struct pool_control {
-    std::size_t pins{0};    // pin_pool
-    std::size_t active{0};  // activate - deactivate
-    std::uint64_t last_use{0};
-    bool activated{false};   // used through activations: its last-use events are known
-    bool moving{false};      // being evicted or restored (moving_pool)
-    bool prefetched{false};  // restored by a prefetch and not activated since
-    std::vector<std::pair<CUstream, CUevent>> last_use_events;  // one per stream
-  };
-
-  [[nodiscard]] pool_control& control(pool_id id)
+  /// Whether `release_cache` takes pool `id`: it exists, is not moving, and is `*only`
+  /// when `only` is set.
+  [[nodiscard]] bool selected(pool_id id, pool_id const* only) const noexcept
   {
-    if (control_.size() <= id) { control_.resize(id + 1); }
-    return control_[id];
+    return id < pools_.size() && pools_[id] != nullptr && !moving(id) &&
+           (only == nullptr || *only == id);
   }
 
-  /// Records `pool`'s last use on `stream`, re-recording the stream's event if it has one.
-  void record_last_use(pool_control& pool, CUstream stream)
+  /// Runs `also()`, then waits for the compression jobs in flight of the pools `selected`
+  /// picks with `lock` released; those pools are marked moving from before `also` until
+  /// the wait ends. @pre `lock` holds the mutex, an engine lease.
+  template <typename Also>
+  void settle_compression(std::unique_lock<std::mutex>& lock, pool_id const* only, Also&& also)
   {
-    for (auto& [known, event] : pool.last_use_events) {
-      if (known == stream) {
-        driver_->event_record(event, stream);
-        return;
+    std::vector<std::unique_ptr<pool_controls::moving_pool>> marks;
+    std::vector<task_group*> jobs;
+    for (std::size_t id = 0; id < pools_.size(); ++id) {
+      if (!selected(static_cast<pool_id>(id), only)) { continue; }
+      if (task_group* const group = pools_[id]->compression_in_flight()) {
+        marks.push_back(
+          std::make_unique<pool_controls::moving_pool>(controls_, static_cast<pool_id>(id)));
+        jobs.push_back(group);
       }
     }
-    CUevent const event = events_.take();
-    try {
-      driver_->event_record(event, stream);
-      pool.last_use_events.emplace_back(stream, event);
-    } catch (...) {
-      events_.give_back(event);
-      throw;
-    }
+    also();
+    wait_gate(lock).outside([&] {
+      for (task_group* const group : jobs) {
+        group->wait();
+      }
+    });
   }
 
   /// The callback that ends one of a held block's waits; the last one makes it reusable.
@@ -758,7 +715,7 @@ class device_state {
   CUcontext context_{nullptr};
   std::size_t total_bytes_{0};  // cuDeviceTotalMem, read with the context
   address_map<live_block> live_;
-  std::vector<pool_control> control_;  // by pool_id
+  pool_controls controls_;
   struct memory_reading {
     bool known{false};
     std::size_t used{0};  // device-wide, at read_at
@@ -767,10 +724,7 @@ class device_state {
     unsigned calls{0};   // usage() calls since the clock was last read
     std::chrono::steady_clock::time_point read_at{};
   } info_;
-  std::uint64_t clock_{0};                      // last_use's clock
-  bool engine_busy_{false};                     // an engine_lease lives
   pressure_level level_{pressure_level::safe};  // the last level seen (exchange_level)
-  std::condition_variable transfer_changed_;    // a lease or a moving mark ended
   event_pool events_;
   deferred_frees frees_;
   // The swap tier, created at the device's first eviction.

@@ -214,6 +214,14 @@ class pool_residency {
     if (image_ != nullptr) { image_->jobs().wait(); }
   }
 
+  /// The compression jobs of the pool's copies when any is in flight, else null: a caller
+  /// that would drop a copy waits for them first, with its lock released (a drop waits
+  /// for them otherwise). The group lives as long as the pool.
+  [[nodiscard]] task_group* compression_in_flight() noexcept
+  {
+    return image_ != nullptr && image_->jobs().pending() != 0 ? &image_->jobs() : nullptr;
+  }
+
   // ------------------------------------------------- transitions (transfer_engine)
 
   /// Resident page `page` without blocks: unmapped, its copy (if kept) dropped.

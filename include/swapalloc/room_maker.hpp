@@ -111,7 +111,7 @@ class room_maker {
     device_usage const before = state.usage(limit_of(state));
     note_level(state, before);
     if (bytes_to_free(before, bytes, settings_.marks, reason) == 0) { return {}; }
-    device_state::engine_lease const lease(state, lock);
+    pool_controls::engine_lease const lease(state.controls(), lock);
     device_usage const usage = state.usage(limit_of(state));  // again: the lease may wait
     if (bytes_to_free(usage, bytes, settings_.marks, reason) == 0) { return {}; }
     auto const entry_of = [&](pool_id pool) { return registry_->entry(pool, "make_room"); };
@@ -159,7 +159,7 @@ class room_maker {
       note_level_now(state);  // a map may move the level
       return found;
     }
-    std::size_t const released = release_for_retry(state);
+    std::size_t const released = release_for_retry(state, lock);
     room_result const room     = make_room(state, lock, id, rounded, room_reason::out_of_memory);
     state.wait_while_moving(lock, id);
     if (block* const found = try_allocate(state, pool, rounded, bytes, tag, device_full)) {
@@ -196,7 +196,7 @@ class room_maker {
       note_level_now(state);
       return *done;
     }
-    std::size_t const released = release_for_retry(state);
+    std::size_t const released = release_for_retry(state, lock);
     room_result const room     = make_room(state, lock, id, needed, room_reason::out_of_memory);
     if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) {
       note_level_now(state);
@@ -311,11 +311,12 @@ class room_maker {
   {
     pool_residency* const pool = state.pool(id);
     if (pool == nullptr || pool->pool().parked_pages() == 0) { return; }
-    std::uint64_t const used = state.last_use(id);
+    std::uint64_t const used = state.controls().last_use(id);
     try {
       restore_result const done = restore(state, lock, id, *pool, nullptr, event_kind::prefetch);
-      if (done.pages != 0 && state.last_use(id) == used && state.pins(id) == 0) {
-        state.set_prefetched(id, true);
+      if (done.pages != 0 && state.controls().last_use(id) == used &&
+          state.controls().pins(id) == 0) {
+        state.controls().set_prefetched(id, true);
       }
     } catch (std::exception const& error) {
       note(event_kind::prefetch, state, id, 0, 0,
@@ -384,9 +385,9 @@ class room_maker {
   }
 
   /// Out of memory: releases every pool's cached pages before the one retry (noted).
-  std::size_t release_for_retry(device_state& state) const
+  std::size_t release_for_retry(device_state& state, std::unique_lock<std::mutex>& lock) const
   {
-    std::size_t const released = state.release_for_retry();
+    std::size_t const released = state.release_for_retry(lock);
     if (released != 0) {
       note(event_kind::release_cached, state, std::nullopt, released, 0,
            "every pool's cached pages, before the out-of-memory retry");
@@ -425,9 +426,9 @@ class room_maker {
     device_state& state, std::unique_lock<std::mutex>& lock, pool_id id, pool_residency& pool,
     CUstream stream, event_kind kind)
   {
-    device_state::engine_lease const lease(state, lock);
+    pool_controls::engine_lease const lease(state.controls(), lock);
     if (pool.pool().parked_pages() == 0) { return restore_result{}; }
-    device_state::moving_pool const mark(state, id);
+    pool_controls::moving_pool const mark(state.controls(), id);
     try {
       auto const start = std::chrono::steady_clock::now();
       state.settle_frees(id);

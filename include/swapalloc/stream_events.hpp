@@ -109,7 +109,7 @@ class deferred_frees {
       }
     } catch (...) {
       hold(freed, recorded + 1);
-      unsynced_.push_back(held_block{freed, owner});
+      unsynced_.push_back(held_block{freed, owner, unsynced_recorded_++});
       throw;
     }
     hold(freed, recorded);
@@ -159,14 +159,40 @@ class deferred_frees {
                         [&](held_block const& held) { return held.pool == owner; });
   }
 
+  /// The pending events of `owner`'s blocks (to wait for without the owner's lock; the
+  /// waits complete under it, with `wait_for_pool` or `harvest`).
+  [[nodiscard]] std::vector<CUevent> events_of(pool_id owner) const
+  {
+    std::vector<CUevent> out;
+    for (waiting_event const& waiting : pending_) {
+      if (waiting.pool == owner) { out.push_back(waiting.event); }
+    }
+    return out;
+  }
+
   /// The device was synchronized: the untracked waits are over.
   template <typename Finish>
   void synchronized(Finish&& finish)
   {
-    for (held_block const& parked : unsynced_) {
-      finish(parked.freed, parked.pool);
+    synchronized(unsynced_recorded_, finish);
+  }
+
+  /// Taken just before a synchronization of the device that runs without the owner's lock:
+  /// `synchronized(mark, finish)` then completes only the untracked waits recorded before.
+  [[nodiscard]] std::uint64_t synchronize_mark() const noexcept { return unsynced_recorded_; }
+
+  /// A synchronization begun at `mark` (`synchronize_mark`) has completed: the untracked
+  /// waits recorded before it are over; later ones still wait.
+  template <typename Finish>
+  void synchronized(std::uint64_t mark, Finish&& finish)
+  {
+    auto const over = std::partition_point(  // in record order: the ones before form a prefix
+      unsynced_.begin(), unsynced_.end(),
+      [&](held_block const& held) { return held.order < mark; });
+    for (auto it = unsynced_.begin(); it != over; ++it) {
+      finish(it->freed, it->pool);
     }
-    unsynced_.clear();
+    unsynced_.erase(unsynced_.begin(), over);
   }
 
   /// Destroys the pending events, best effort. @pre the context is current and the
@@ -192,6 +218,7 @@ class deferred_frees {
   struct held_block {
     block* freed;
     pool_id pool;
+    std::uint64_t order;  // its place among every untracked wait recorded
   };
 
   template <typename Finish>
@@ -206,6 +233,7 @@ class deferred_frees {
   driver const* driver_;
   std::deque<waiting_event> pending_;  // in record order
   std::vector<held_block> unsynced_;   // freed blocks waiting for a synchronization
+  std::uint64_t unsynced_recorded_{0};
 };
 
 }  // namespace swapalloc

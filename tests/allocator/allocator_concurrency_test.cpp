@@ -59,12 +59,13 @@ struct allocator_access {
     }
     std::this_thread::sleep_for(window);
     std::unique_lock lock(state.mutex());
-    device_state::engine_lease const lease(state, lock);  // as allocator::evict, less the check
+    pool_controls::engine_lease const lease(state.controls(),
+                                            lock);  // as allocator::evict, less the check
     pool_residency* const pool = state.pool(id);
     if (pool == nullptr || state.context() == nullptr) { return outcome::nothing; }
     context_scope const current(*owner.driver_, state.context());
-    evicted_pinned = state.pins(id) != 0;
-    device_state::moving_pool const mark(state, id);
+    evicted_pinned = state.controls().pins(id) != 0;
+    pool_controls::moving_pool const mark(state.controls(), id);
     state.wait_for_pool(id, wait_gate(lock));
     owner.room_.ensure_swap_tier(state);
     evict_result const done = state.evict(

@@ -6,7 +6,9 @@
  */
 #pragma once
 
+#include <swapalloc/activation.hpp>
 #include <swapalloc/allocator.hpp>
+#include <swapalloc/pool_scope.hpp>
 
 #include "driver_fixture.hpp"
 

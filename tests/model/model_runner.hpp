@@ -36,7 +36,9 @@
 #include "model_ops.hpp"
 #include "model_shadow.hpp"
 
+#include <swapalloc/activation.hpp>
 #include <swapalloc/allocator.hpp>
+#include <swapalloc/pool_scope.hpp>
 
 #include <algorithm>
 #include <array>
