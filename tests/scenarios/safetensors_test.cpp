@@ -33,7 +33,7 @@ std::string open_error(std::string const& header, std::size_t payload_bytes,
   try {
     (void)safetensors_file::open(path);
   } catch (safetensors_error const& error) {
-    std::string const message = error.what();
+    std::string message = error.what();
     EXPECT_THAT(message, HasSubstr(path.string()));
     return message;
   }

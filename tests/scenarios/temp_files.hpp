@@ -75,6 +75,7 @@ inline void write_safetensors(std::filesystem::path const& path, std::string con
 {
   std::uint64_t const stated = length.value_or(header.size());
   std::vector<std::byte> bytes;
+  bytes.reserve(8 + header.size() + payload.size());
   for (int i = 0; i < 8; ++i) {
     bytes.push_back(static_cast<std::byte>((stated >> (8 * i)) & 0xFFU));
   }

@@ -108,7 +108,7 @@ TEST(Weights, FillTilesFp32FromTheSaltsStart)
   std::vector<float> const values = test_values(1000);
   weight_source const source      = raw_source(dir.path(), values);
   std::size_t const start         = source.start_of(11);
-  std::vector<std::byte> out(2503 * 4);
+  std::vector<std::byte> out(std::size_t{2503} * 4);
   source.fill(out, weight_dtype::fp32, 11);
   for (std::size_t i = 0; i < 2503; ++i) {
     std::uint32_t got = 0;
@@ -123,14 +123,14 @@ TEST(Weights, FillTilesBf16FromTheSaltsStart)
   std::vector<float> const values = test_values(1000);
   weight_source const source      = raw_source(dir.path(), values);
   std::size_t const start         = source.start_of(5);
-  std::vector<std::byte> out(9001 * 2);
+  std::vector<std::byte> out(std::size_t{9001} * 2);
   source.fill(out, weight_dtype::bf16, 5);
   for (std::size_t i = 0; i < 9001; ++i) {
     std::uint16_t got = 0;
     std::memcpy(&got, out.data() + i * 2, 2);
     ASSERT_EQ(got, to_bf16(values[(start + i) % 1000])) << "element " << i;
   }
-  std::vector<std::byte> shorter(7 * 2);  // less than one period
+  std::vector<std::byte> shorter(std::size_t{7} * 2);  // less than one period
   source.fill(shorter, weight_dtype::bf16, 5);
   EXPECT_TRUE(std::equal(shorter.begin(), shorter.end(), out.begin()));
 }
