@@ -151,15 +151,17 @@ TEST(ToolsBench, PolicyShortRunCompletes)
     GTEST_SKIP() << "benchmarks not built (SWAPALLOC_BUILD_BENCHMARKS=OFF)";
   }
   // Every benchmark, briefly (BM_HotPathDuringEvict keeps its 2 s minimum), with a 4 MiB
-  // background pool: the ratios are printed.
-  child_result const result = run_child(bench_policy_path, {"--benchmark_min_time=0.01"},
-                                        {{"SWAPALLOC_BENCH_POLICY_MIB", "4"}});
+  // background pool and a 4 MiB BM_RepeatRequest model: the ratios are printed.
+  child_result const result =
+    run_child(bench_policy_path, {"--benchmark_min_time=0.01"},
+              {{"SWAPALLOC_BENCH_POLICY_MIB", "4"}, {"SWAPALLOC_BENCH_REPEAT_MIB", "4"}});
   ASSERT_EQ(result.exit_status, 0) << result.describe();
   for (char const* name :
        {"BM_HotPath/4096", "BM_HotPathDuringEvict/4096", "cycles", "BM_AllocateUnderPressure",
         "BM_ExplicitEvictAllocate", "evicted_MiB=8", "BM_ActivateResident",
         "ratio BM_HotPathDuringEvict / BM_HotPath = ",
-        "ratio BM_AllocateUnderPressure / BM_ExplicitEvictAllocate = ", "BM_ActivateResident = "}) {
+        "ratio BM_AllocateUnderPressure / BM_ExplicitEvictAllocate = ", "BM_ActivateResident = ",
+        "BM_RepeatRequest", "disk_read_GBps=", "BM_RepeatRequest restore_speedup = "}) {
     EXPECT_TRUE(contains(result.out, name)) << name << ": " << result.describe();
   }
 }
