@@ -35,3 +35,18 @@ endif()
 ")
   set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${environment_file}")
 endfunction()
+
+# swapalloc_add_emulated_run(<target> <memory>)
+#
+# Runs every test of <target> once more, as one CTest entry named <target>.emulated, on a
+# simulated device of <memory> bytes (SWAPALLOC_SIM_MEMORY, e.g. 4G). The 64 MiB policy
+# programs then emulate their device with a 64 MiB device limit, which is how they run on a
+# real GPU (tests/allocator/small_device_fixture.hpp): CI checks that path without one.
+function(swapalloc_add_emulated_run target memory)
+  if(NOT SWAPALLOC_TEST_DRIVER STREQUAL "sim")
+    return()
+  endif()
+  add_test(NAME ${target}.emulated COMMAND ${target})
+  set_tests_properties(${target}.emulated PROPERTIES TIMEOUT 600 ENVIRONMENT
+    "SWAPALLOC_SIM_QUIET=1;SWAPALLOC_SIM_STRICT=1;SWAPALLOC_SIM_MEMORY=${memory};SWAPALLOC_CUDA_DRIVER=$<TARGET_FILE:cudasim>")
+endfunction()

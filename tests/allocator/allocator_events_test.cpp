@@ -515,12 +515,15 @@ TEST_F(SmallLogEventsTest, LogCapacityBoundsTheRingAndCountsWhatWasDropped)
 }
 
 /// Options read from the environment, into `capture`, the level left to SWAPALLOC_LOG.
-[[nodiscard]] allocator_options environment_options(std::shared_ptr<event_capture> const& capture)
+/// `emulated`: the 64 MiB device is emulated with a limit (small_device_fixture.hpp).
+[[nodiscard]] allocator_options environment_options(std::shared_ptr<event_capture> const& capture,
+                                                    bool emulated)
 {
   allocator_options o;
   o.workers          = 2;
   o.read_environment = true;
   o.log_sink         = sink_into(capture);
+  if (emulated) { o.device_limit = device_limit{small_device_bytes, 1.0}; }
   return o;
 }
 
@@ -562,7 +565,7 @@ TEST_F(EventsTest, SwapallocLogErrorLetsOnlyErrorEventsReachTheSink)
   std::vector<swap_event> stored;
   {
     scoped_env const level("SWAPALLOC_LOG", "error");
-    allocator subject(drv(), environment_options(capture));
+    allocator subject(drv(), environment_options(capture, emulated()));
     record_each_level(subject, drv());
     stored = subject.events();
   }
@@ -582,7 +585,7 @@ TEST_F(EventsTest, AnExplicitLogLevelWinsOverSwapallocLog)
   std::vector<swap_event> stored;
   {
     scoped_env const level("SWAPALLOC_LOG", "error");
-    allocator_options o = environment_options(capture);
+    allocator_options o = environment_options(capture, emulated());
     o.log_level         = log_level::info;
     allocator subject(drv(), o);
     record_each_level(subject, drv());
@@ -596,7 +599,8 @@ TEST_F(EventsTest, AnInvalidSwapallocLogIsAConfigErrorNamingIt)
 {
   scoped_env const level("SWAPALLOC_LOG", "verbose");
   try {
-    allocator const rejected(drv(), environment_options(std::make_shared<event_capture>()));
+    allocator const rejected(drv(),
+                             environment_options(std::make_shared<event_capture>(), emulated()));
     ADD_FAILURE() << "SWAPALLOC_LOG=verbose accepted";
   } catch (config_error const& error) {
     std::string const message = error.what();
@@ -604,7 +608,7 @@ TEST_F(EventsTest, AnInvalidSwapallocLogIsAConfigErrorNamingIt)
     EXPECT_NE(message.find("SWAPALLOC_LOG"), std::string::npos) << message;
     EXPECT_NE(message.find("verbose"), std::string::npos) << message;
   }
-  allocator_options ignored = environment_options(std::make_shared<event_capture>());
+  allocator_options ignored = environment_options(std::make_shared<event_capture>(), emulated());
   ignored.read_environment  = false;
   EXPECT_NO_THROW(allocator const fine(drv(), ignored)) << "the environment was not read";
 }

@@ -89,7 +89,7 @@ class PressureMonitorTest : public SmallDeviceTest {
 
 TEST_F(PressureMonitorTest, ExternalPressureEvictsTheLeastRecentlyUsedPoolToTheLowWatermark)
 {
-  SIM_ONLY(sim(), "sets the device memory other processes use");
+  SMALL_SIMULATED_DEVICE_ONLY("sets the device memory other processes use");
   three_pools pools = make_three();
   pressure_monitor monitor(alloc(), fast);
   // 42 + 14 = 56 MiB passes 0.85 × 64 = 54.4 MiB: down to 0.75 × 64 = 48 MiB, 8 MiB out of
@@ -111,7 +111,7 @@ TEST_F(PressureMonitorTest, ExternalPressureEvictsTheLeastRecentlyUsedPoolToTheL
 
 TEST_F(PressureMonitorTest, CachedPagesAreReleasedBeforeAnyPoolIsEvicted)
 {
-  SIM_ONLY(sim(), "sets the device memory other processes use");
+  SMALL_SIMULATED_DEVICE_ONLY("sets the device memory other processes use");
   pool_id const a = make_pool("a");
   pool_id const b = make_pool("b");
   pool_id const c = make_pool("c");
@@ -148,7 +148,7 @@ TEST_F(PressureMonitorTest, CachedPagesAreReleasedBeforeAnyPoolIsEvicted)
 
 TEST_F(PressureMonitorTest, CriticalAndActivePoolsAreNeverEvicted)
 {
-  SIM_ONLY(sim(), "sets the device memory other processes use");
+  SMALL_SIMULATED_DEVICE_ONLY("sets the device memory other processes use");
   pool_id const spare = make_pool("spare");  // the only eligible pool, and the coldest
   pool_options critical;
   critical.priority    = pool_priority::critical;
@@ -185,7 +185,7 @@ TEST_F(PressureMonitorTest, CriticalAndActivePoolsAreNeverEvicted)
 
 TEST_F(PressureMonitorTest, NothingHappensBelowTheHighWatermark)
 {
-  SIM_ONLY(sim(), "sets the device memory other processes use");
+  SMALL_SIMULATED_DEVICE_ONLY("sets the device memory other processes use");
   three_pools pools = make_three();
   set_external(10 * MiB);  // 52 MiB: past the low watermark, not the high one
   pressure_monitor monitor(alloc(), fast);
@@ -235,7 +235,7 @@ TEST_F(PressureMonitorTest, DestructionInterruptsTheWaitBetweenPasses)
 
 TEST_F(PressureMonitorTest, StopIsIdempotentAndEndsThePasses)
 {
-  SIM_ONLY(sim(), "sets the device memory other processes use");
+  SMALL_SIMULATED_DEVICE_ONLY("sets the device memory other processes use");
   three_pools pools = make_three();
   pressure_monitor monitor(alloc(), fast);
   wait_for_passes(monitor, 2);
@@ -254,7 +254,7 @@ TEST_F(PressureMonitorTest, StopIsIdempotentAndEndsThePasses)
 
 TEST_F(PressureMonitorTest, AFailingStepIsCountedAndTheThreadKeepsGoing)
 {
-  SIM_ONLY(sim(), "injects a driver failure");
+  SMALL_SIMULATED_DEVICE_ONLY("injects a driver failure, sets other processes' use");
   three_pools pools = make_three();
   // The eviction's first device-to-host copy fails (the test's own copies are
   // synchronous: only the monitor's eviction makes this call).
