@@ -4,9 +4,10 @@
  *        semantics, eviction to host memory and restore, statistics. It routes each call
  *        to the device it concerns (device_state.hpp) under that device's mutex; the
  *        policy is decided in policy.hpp and carried out in room_maker.hpp, the pools'
- *        names and options live in the registry (pool_registry.hpp), events in the event
- *        log (event_log.hpp), reports are formatted in report.hpp, settings resolved in
- *        allocator_options.hpp (config.hpp reads the environment).
+ *        names and options live in the registry (pool_registry.hpp), events are recorded
+ *        by device_events.hpp into the event log (event_log.hpp), reports are formatted in
+ *        report.hpp, settings resolved in allocator_options.hpp (config.hpp reads the
+ *        environment). Its RAII guards are activation.hpp and pool_scope.hpp.
  *
  * - **Pools.** `create_pool(name)` registers a pool; a thread's allocations go to the pool
  *   of its innermost `pool_scope` (or `push_pool`), else to the default pool. A pool's
@@ -45,6 +46,7 @@
 #include <swapalloc/allocator_options.hpp>
 #include <swapalloc/config.hpp>
 #include <swapalloc/detail/misuse.hpp>
+#include <swapalloc/device_events.hpp>
 #include <swapalloc/device_state.hpp>
 #include <swapalloc/errors.hpp>
 #include <swapalloc/pool_registry.hpp>
@@ -53,8 +55,6 @@
 #include <swapalloc/scope_stack.hpp>
 #include <swapalloc/worker_pool.hpp>
 
-#include <algorithm>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -87,7 +87,8 @@ class allocator {
       options_(resolve_options(std::move(options))),
       registry_(usage_),
       log_(log_options_of(options_)),
-      room_(drv, registry_, log_, room_settings_of(options_))
+      notes_(log_, room_settings_of(options_).marks),
+      room_(drv, registry_, notes_, room_settings_of(options_))
   {
     int const count = drv.device_count();
     for (int ordinal = 0; ordinal < count; ++ordinal) {
@@ -301,29 +302,12 @@ class allocator {
     pool_entry const entry = registry_.entry(id, "evict");
     device_state& state    = state_of(device, "evict");
     std::unique_lock lock(state.mutex());
-    pool_controls::engine_lease const lease(state.controls(), lock);  // then no pool is moving
-    // Asked for by name: a prefetched pool goes too (the policy alone spares it).
-    if (refusal const why = room_maker::eviction_refusal(state, id, entry);
-        why != refusal::none && why != refusal::prefetched) {
-      std::string const sentence = room_maker::refusal_sentence(id, why, state.controls().pins(id));
-      room_.note(event_kind::refusal, state, id, 0, 0, "evict refused: " + sentence);
+    room_maker::explicit_eviction outcome = room_.evict(state, lock, id, entry, bytes);
+    if (!outcome.refused.empty()) {
       throw usage_.raise(usage_error_kind::not_evictable,
-                         "evict(pool '" + entry.name + "'): refused, " + sentence);
+                         "evict(pool '" + entry.name + "'): refused, " + outcome.refused);
     }
-    pool_residency* const pool = state.pool(id);
-    if (pool == nullptr || state.context() == nullptr) { return {}; }
-    context_scope const current(*driver_, state.context());
-    pool_controls::moving_pool const mark(state.controls(), id);
-    auto const start = std::chrono::steady_clock::now();
-    state.wait_for_pool(id, wait_gate(lock));  // its own last use, else the device's work
-    room_.ensure_swap_tier(state);
-    evict_result done = state.evict(
-      *pool, bytes, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
-    state.controls().set_prefetched(id, false);
-    room_.note_eviction(
-      state, id, done,
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), "explicit");
-    return done;
+    return std::move(outcome.done);
   }
 
   /**
@@ -483,7 +467,7 @@ class allocator {
     if (state.context() == nullptr) { return pressure_level::safe; }
     context_scope const current(*driver_, state.context());
     device_usage const usage = state.usage(room_.limit_of(state));
-    room_.note_level(state, usage);
+    notes_.note_level(state, usage);
     return pressure_of(usage, room_.marks());
   }
 
@@ -642,7 +626,7 @@ class allocator {
     try {
       for (auto const& state : devices_) {
         std::lock_guard const lock(state->mutex());
-        room_.note_leaks(*state);
+        notes_.note_leaks(*state);
       }
     } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports what it can
     }
@@ -652,7 +636,7 @@ class allocator {
   {
     throw usage_.raise(usage_error_kind::bad_pool, "destroy_pool('" + name +
                                                      "'): refused, blocks are still allocated: " +
-                                                     room_maker::leak_line(state, id));
+                                                     device_events::leak_line(state, id));
   }
 
   /// The prefetch thread's task (room_maker::prefetch). Reports nothing: a failure is an
@@ -686,8 +670,8 @@ class allocator {
       context_scope const current(*driver_, state->context());
       std::size_t const here = state->release_cache(lock, only);  // waits without the lock
       if (here != 0) {
-        room_.note(event_kind::release_cached, *state,
-                   only != nullptr ? std::optional(*only) : std::nullopt, here, 0, "empty_cache");
+        notes_.note(event_kind::release_cached, *state,
+                    only != nullptr ? std::optional(*only) : std::nullopt, here, 0, "empty_cache");
       }
       released += here;
     }
@@ -736,7 +720,8 @@ class allocator {
   pool_registry registry_;
   scope_stack scopes_;
   event_log log_;
-  room_maker room_;  // owns the compression workers: outlives devices_
+  device_events notes_;  // records into log_
+  room_maker room_;      // owns the compression workers: outlives devices_
   std::vector<std::unique_ptr<device_state>> devices_;
   // The prefetch thread, started at the first prefetch; destroyed first, after it has run
   // every queued prefetch (worker_pool.hpp), so its tasks find every device alive. Its one

@@ -15,9 +15,9 @@
  *   `out_of_memory` with the device's pool table and what would have fit.
  * - **The compression workers** are one set for every device, started at the first
  *   eviction, owned here.
- * - **Events** (event_log.hpp): every step carried out (release, eviction, refusal), every
- *   restore and prefetch, every out-of-memory failure and every change of the device's
- *   pressure level is recorded, with its pool, bytes of device memory and duration.
+ * - **Events** (device_events.hpp): every step carried out (release, eviction, refusal),
+ *   every restore and prefetch, every out-of-memory failure and every change of the
+ *   device's pressure level is recorded, with its pool, bytes of device memory and duration.
  *
  * Thread safety: every member expects the device's mutex held through the `lock` it is
  * given (and may release it while waiting, as above); the registry's lock is taken
@@ -26,6 +26,7 @@
 #pragma once
 
 #include <swapalloc/config.hpp>
+#include <swapalloc/device_events.hpp>
 #include <swapalloc/device_state.hpp>
 #include <swapalloc/errors.hpp>
 #include <swapalloc/event_log.hpp>
@@ -62,10 +63,10 @@ struct room_settings {
 /// Carries the policy out on a device. See the file comment.
 class room_maker {
  public:
-  /// @pre `registry` and `log` outlive the room maker.
-  room_maker(driver const& drv, pool_registry const& registry, event_log& log,
+  /// @pre `registry` and `events` outlive the room maker.
+  room_maker(driver const& drv, pool_registry const& registry, device_events& events,
              room_settings settings)
-    : driver_(&drv), registry_(&registry), log_(&log), settings_(settings)
+    : driver_(&drv), registry_(&registry), events_(&events), settings_(settings)
   {
   }
 
@@ -109,7 +110,7 @@ class room_maker {
     }
     // Cheap test first: most maps need no room, and take no lease.
     device_usage const before = state.usage(limit_of(state));
-    note_level(state, before);
+    events_->note_level(state, before);
     if (bytes_to_free(before, bytes, settings_.marks, reason) == 0) { return {}; }
     pool_controls::engine_lease const lease(state.controls(), lock);
     device_usage const usage = state.usage(limit_of(state));  // again: the lease may wait
@@ -125,7 +126,7 @@ class room_maker {
       ensure_swap_tier(state);
     }
     room_result done = state.make_room(plan, entry_of, reason, lock);
-    note_steps(state, done, reason);
+    events_->note_steps(state, done, reason);
     note_level_now(state);
     return done;
   }
@@ -232,72 +233,47 @@ class room_maker {
            "; what remains is pinned, active, critical or not evictable");
   }
 
-  /**
-   * @brief Records an event of `kind` about pool `id` (none: the device) on `state`, at
-   *        the kind's default level (event_log.hpp). `bytes`: device memory; `seconds`:
-   *        how long it took (0: not timed); `level` overrides the kind's (a failure).
-   *        @pre state locked.
-   */
-  void note(event_kind kind, device_state const& state, std::optional<pool_id> id,
-            std::size_t bytes, double seconds, std::string detail,
-            std::optional<log_level> level = std::nullopt) const
-  {
-    swap_event event;
-    event.kind  = kind;
-    event.level = level.value_or(default_level(kind));
-    event.pool  = id;
-    if (pool_residency const* const pool = id ? state.pool(*id) : nullptr; pool != nullptr) {
-      event.pool_name = pool->pool().name();
-    }
-    event.device     = state.ordinal();
-    event.bytes      = bytes;
-    event.duration_s = seconds;
-    event.detail     = std::move(detail);
-    log_->record(std::move(event));
-  }
-
-  /**
-   * @brief Records what an eviction of pool `id` did: an `evict` event with the bytes
-   *        whose data went to the host (they come back at restore), a `release_cached`
-   *        one for the pages it gave back without data, a `refusal` if the host budget
-   *        kept pages. `detail` says who asked. @pre state locked.
-   */
-  void note_eviction(device_state const& state, pool_id id, evict_result const& done,
-                     double seconds, std::string const& detail) const
-  {
-    pool_residency const* const pool = state.pool(id);
-    std::size_t const page           = pool != nullptr ? pool->pool().page_size() : 0;
-    std::size_t const released       = done.pages_released * page;
-    note(event_kind::evict, state, id,
-         done.released_bytes - std::min(released, done.released_bytes), seconds,
-         detail + ": " + bytes_text(done.bytes_copied) + " over the link");
-    if (released != 0) {
-      note(event_kind::release_cached, state, id, released, 0, detail + ": pages without data");
-    }
-    if (!done.refused.empty()) { note(event_kind::refusal, state, id, 0, 0, done.refused); }
-  }
-
   /// note_level with the device's use now. @pre state locked, context current.
   void note_level_now(device_state& state) const
   {
-    note_level(state, state.usage(limit_of(state)));
+    events_->note_level(state, state.usage(limit_of(state)));
   }
 
-  /// Records a level_change event if `usage` puts `state` at another pressure level than
-  /// the last one seen. Cost: a compare, unless it changed. @pre state locked.
-  void note_level(device_state& state, device_usage usage) const
+  /// An explicit eviction's outcome: what was done, or why it was refused.
+  struct explicit_eviction {
+    evict_result done;
+    std::string refused;  ///< non-empty: the end of "refused, ..." (nothing was done)
+  };
+
+  /**
+   * @brief allocator::evict: pool `id` (`entry`) on `state`, page by page until `bytes` are
+   *        released, after its last use, under an engine lease; noted as an `evict` event,
+   *        or as a `refusal` when the pool is critical, pinned, active or not evictable
+   *        (checked under the lease). A prefetched pool goes too: it was asked for by name.
+   * @throws cuda_error as device_state::evict. @pre `lock` holds state's mutex, no lease.
+   */
+  explicit_eviction evict(device_state& state, std::unique_lock<std::mutex>& lock, pool_id id,
+                          pool_entry const& entry, std::size_t bytes)
   {
-    pressure_level const now = pressure_of(usage, settings_.marks);
-    pressure_level const was = state.exchange_level(now);
-    if (now == was) { return; }
-    swap_event event;
-    event.kind   = event_kind::level_change;
-    event.level  = default_level(event_kind::level_change, now);
-    event.device = state.ordinal();
-    event.bytes  = usage.own_bytes;
-    event.detail = std::string(to_string(was)) + " -> " + to_string(now) + " (" +
-                   detail::fraction_text(use_fraction(usage)) + " of the limit in use)";
-    log_->record(std::move(event));
+    pool_controls::engine_lease const lease(state.controls(), lock);  // then nothing moves
+    if (refusal const why = eviction_refusal(state, id, entry);
+        why != refusal::none && why != refusal::prefetched) {
+      std::string sentence = refusal_sentence(id, why, state.controls().pins(id));
+      events_->note(event_kind::refusal, state, id, 0, 0, "evict refused: " + sentence);
+      return {{}, std::move(sentence)};
+    }
+    pool_residency* const pool = state.pool(id);
+    if (pool == nullptr || state.context() == nullptr) { return {}; }
+    context_scope const current(*driver_, state.context());
+    pool_controls::moving_pool const mark(state.controls(), id);
+    auto const start = std::chrono::steady_clock::now();
+    state.wait_for_pool(id, wait_gate(lock));  // its own last use, else the device's work
+    ensure_swap_tier(state);
+    evict_result done = state.evict(
+      *pool, bytes, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
+    state.controls().set_prefetched(id, false);
+    events_->note_eviction(state, id, done, seconds_since(start), "explicit");
+    return {std::move(done), {}};
   }
 
   /**
@@ -319,30 +295,10 @@ class room_maker {
         state.controls().set_prefetched(id, true);
       }
     } catch (std::exception const& error) {
-      note(event_kind::prefetch, state, id, 0, 0,
-           std::string("failed (activate will restore it): ") + error.what(), log_level::warn);
+      events_->note(event_kind::prefetch, state, id, 0, 0,
+                    std::string("failed (activate will restore it): ") + error.what(),
+                    log_level::warn);
     }
-  }
-
-  /// Records a `leak` event for each pool with live blocks on `state` (the allocator's
-  /// destruction). @pre state locked.
-  void note_leaks(device_state const& state) const
-  {
-    for (pool_leak const& leak : state.leaks(leak_sizes_shown)) {
-      note(event_kind::leak, state, leak.pool, leak.bytes, 0,
-           "allocator destroyed with " + leak_detail(leak.blocks, leak.largest));
-    }
-  }
-
-  /// Pool `id`'s live blocks on `state` as one line (report.hpp leak_text). @pre locked.
-  [[nodiscard]] static std::string leak_line(device_state const& state, pool_id id)
-  {
-    for (pool_leak const& leak : state.leaks(leak_sizes_shown)) {
-      if (leak.pool == id) {
-        return leak_text(leak.name, state.ordinal(), leak.blocks, leak.bytes, leak.largest);
-      }
-    }
-    return "none";
   }
 
   /// Why pool `id` cannot be evicted on `state` now (policy.hpp refusal_of), or
@@ -380,7 +336,7 @@ class room_maker {
   [[noreturn]] void fail(device_state const& state, std::optional<pool_id> id, std::size_t bytes,
                          std::string const& request, std::string const& why) const
   {
-    note(event_kind::out_of_memory, state, id, bytes, 0, request + ": " + why);
+    events_->note(event_kind::out_of_memory, state, id, bytes, 0, request + ": " + why);
     throw out_of_memory(oom_text(state, request, why), bytes, state.ordinal());
   }
 
@@ -389,23 +345,10 @@ class room_maker {
   {
     std::size_t const released = state.release_for_retry(lock);
     if (released != 0) {
-      note(event_kind::release_cached, state, std::nullopt, released, 0,
-           "every pool's cached pages, before the out-of-memory retry");
+      events_->note(event_kind::release_cached, state, std::nullopt, released, 0,
+                    "every pool's cached pages, before the out-of-memory retry");
     }
     return released;
-  }
-
-  /// Records the steps of a plan carried out for `reason`.
-  void note_steps(device_state const& state, room_result const& done, room_reason reason) const
-  {
-    std::string const why = std::string("policy: ") + to_string(reason);
-    for (room_step_done const& step : done.steps) {
-      if (step.what == room_step::action::evict) {
-        note_eviction(state, step.pool, step.evicted, step.seconds, why);
-      } else if (step.bytes != 0) {
-        note(event_kind::release_cached, state, step.pool, step.bytes, step.seconds, why);
-      }
-    }
   }
 
   [[nodiscard]] static std::string asked(std::size_t bytes, pool_residency const& pool)
@@ -433,7 +376,7 @@ class room_maker {
       auto const start = std::chrono::steady_clock::now();
       state.settle_frees(id);
       restore_result const done = state.restore(pool, stream, wait_gate(lock));
-      note(
+      events_->note(
         kind, state, id, done.pages * pool.pool().page_size(), seconds_since(start),
         std::to_string(done.pages) + " pages, " + bytes_text(done.bytes_copied) + " over the link");
       return done;
@@ -492,7 +435,7 @@ class room_maker {
  private:
   driver const* driver_;
   pool_registry const* registry_;
-  event_log* log_;
+  device_events* events_;
   room_settings settings_;
   std::once_flag workers_started_;
   std::unique_ptr<worker_pool> workers_;  // outlives every device_state (see allocator)
