@@ -74,8 +74,8 @@
  */
 #include <swapalloc/activation.hpp>
 #include <swapalloc/allocator.hpp>
-#include <swapalloc/pool_scope.hpp>
 #include <swapalloc/driver.hpp>
+#include <swapalloc/pool_scope.hpp>
 
 #include "bench_main.hpp"
 #include "weights.hpp"
