@@ -104,6 +104,18 @@ class room_maker {
   room_result make_room(device_state& state, std::unique_lock<std::mutex>& lock, pool_id requester,
                         std::size_t bytes, room_reason reason)
   {
+    return make_room_for(state, lock, requester, [bytes] { return bytes; }, reason);
+  }
+
+  /**
+   * @brief As `make_room`, for the bytes `needed()` returns: read before the lease and
+   *        again after its wait, because the lease may wait for a transfer that changed
+   *        them (a restore of the same pool by another thread, which then needs nothing).
+   */
+  template <typename Needed>
+  room_result make_room_for(device_state& state, std::unique_lock<std::mutex>& lock,
+                            pool_id requester, Needed&& needed, room_reason reason)
+  {
     if (!settings_.automatic_eviction && reason != room_reason::ensure_free &&
         reason != room_reason::monitor) {
       return {};
@@ -111,9 +123,10 @@ class room_maker {
     // Cheap test first: most maps need no room, and take no lease.
     device_usage const before = state.usage(limit_of(state));
     events_->note_level(state, before);
-    if (bytes_to_free(before, bytes, settings_.marks, reason) == 0) { return {}; }
+    if (bytes_to_free(before, needed(), settings_.marks, reason) == 0) { return {}; }
     pool_controls::engine_lease const lease(state.controls(), lock);
     device_usage const usage = state.usage(limit_of(state));  // again: the lease may wait
+    std::size_t const bytes  = needed();
     if (bytes_to_free(usage, bytes, settings_.marks, reason) == 0) { return {}; }
     auto const entry_of = [&](pool_id pool) { return registry_->entry(pool, "make_room"); };
     std::vector<pool_view> views = state.views(entry_of);
@@ -192,13 +205,15 @@ class room_maker {
                          event_kind kind = event_kind::restore)
   {
     std::size_t const needed = evicted_bytes(pool);  // restoring pages are mapped already
-    room_result const first  = make_room(state, lock, id, needed, room_reason::map);
+    auto const still_needed  = [&] { return evicted_bytes(pool); };  // after the lease's wait
+    room_result const first  = make_room_for(state, lock, id, still_needed, room_reason::map);
     if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) {
       note_level_now(state);
       return *done;
     }
     std::size_t const released = release_for_retry(state, lock);
-    room_result const room     = make_room(state, lock, id, needed, room_reason::out_of_memory);
+    room_result const room =
+      make_room_for(state, lock, id, still_needed, room_reason::out_of_memory);
     if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) {
       note_level_now(state);
       return *done;
