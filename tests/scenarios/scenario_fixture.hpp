@@ -1,0 +1,207 @@
+/**
+ * @file scenario_fixture.hpp
+ * @brief The fixture of the seed scenario tests (tests/scenarios): an allocator over the
+ *        shared driver with the event recorder installed, the scenario context with the
+ *        generated bf16 weights, and the checks every scenario makes (issue 11):
+ *        - no out-of-memory (no out_of_memory event);
+ *        - peak device use ≤ high watermark × limit + one page, after every step, for this
+ *          process against its limit and device-wide (other processes included) against
+ *          the device's memory;
+ *        - every model's weights bit-identical to their first load (verify_weights);
+ *        - critical pools never evicted (no evict event, no evicted page in the stats);
+ *        - the event log accounts for every byte moved: per pool, the evict events' bytes
+ *          are the pages the stats count evicted, the restore and prefetch events' bytes
+ *          the pages they count restored, and their difference the bytes evicted now; and
+ *          the runner's records saw all of it.
+ *
+ * Each program sets the simulator's capacity before cuInit (`set_sim_memory`, at static
+ * initialization, as small_device_fixture.hpp does): the simulator reads it once.
+ */
+#pragma once
+
+#include "driver_fixture.hpp"
+#include "generated_weights.hpp"
+#include "pipeline.hpp"
+#include "runner.hpp"
+
+#include <swapalloc/allocator.hpp>
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace swapalloc::testing {
+
+using scenarios::GiB;
+using scenarios::KiB;
+using scenarios::MiB;
+
+/// Sets SWAPALLOC_SIM_MEMORY to `bytes` unless the environment sets it (before main);
+/// returns setenv's result.
+[[nodiscard]] inline int set_sim_memory(std::size_t bytes)
+{
+  return ::setenv("SWAPALLOC_SIM_MEMORY", std::to_string(bytes).c_str(), 0);
+}
+
+/// This process's resident set size, in bytes (/proc/self/statm); 0 if unreadable.
+[[nodiscard]] inline std::size_t resident_set_bytes()
+{
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages    = 0;
+  std::size_t resident = 0;
+  if (!(statm >> pages >> resident)) { return 0; }
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+/// One scenario's allocator, event recorder and runner (destroyed runner first, then the
+/// allocator, then the recorder its sink shares state with).
+struct scenario_run {
+  scenarios::event_recorder events;
+  std::unique_ptr<allocator> owner;
+  std::unique_ptr<scenarios::scenario_runner> run;
+
+  /// Watches every model of `models`.
+  void watch(std::vector<scenarios::model const*> const& models) const
+  {
+    for (scenarios::model const* m : models) {
+      run->watch(*m);
+    }
+  }
+};
+
+class ScenarioTest : public DriverTest {
+ protected:
+  /**
+   * @brief A scenario's allocator: no SWAPALLOC_* variable read (unless
+   *        `read_environment`), two compression workers, `limit` bytes for this process
+   *        (none: the device's memory), every event to the run's recorder; and its runner
+   *        on device 0, keeping its records.
+   */
+  [[nodiscard]] std::unique_ptr<scenario_run> start(std::optional<std::size_t> limit,
+                                                    bool read_environment = false) const
+  {
+    auto made = std::make_unique<scenario_run>();
+    allocator_options o;
+    o.read_environment = read_environment;
+    o.workers          = 2;
+    if (limit) { o.device_limit = device_limit{*limit, 1.0}; }
+    made->events.install(o);
+    made->owner = std::make_unique<allocator>(drv(), std::move(o));
+    made->run   = std::make_unique<scenarios::scenario_runner>(*made->owner, drv(), 0, made->events,
+                                                                  trace_sink());
+    return made;
+  }
+
+  /// With SWAPALLOC_SCENARIO_TRACE=1, one line per step on stderr (for debugging a
+  /// scenario); else nothing.
+  [[nodiscard]] static scenarios::step_callback trace_sink()
+  {
+    char const* trace = std::getenv("SWAPALLOC_SCENARIO_TRACE");
+    if (trace == nullptr || std::string(trace) != "1") { return {}; }
+    return [](scenarios::step_record const& r) {
+      std::string line = "step " + std::to_string(r.index) + " '" + r.name + "': own " +
+                         bytes_text(r.own_bytes) + ", device " + bytes_text(r.device_used_bytes) +
+                         " of " + bytes_text(r.device_total_bytes) + ", " + to_string(r.pressure) +
+                         ", evicted " + bytes_text(r.evicted_bytes) + ", restored " +
+                         bytes_text(r.restored_bytes) + " |";
+      for (scenarios::pool_sample const& p : r.pools) {
+        line += " " + p.name + " " + bytes_text(p.resident_bytes) + "/" + bytes_text(p.evicted_bytes);
+      }
+      std::fprintf(stderr, "%s\n", line.c_str());
+    };
+  }
+
+  /// The scenario context on device 0 of `owner`, weights from generated_bf16_weights.
+  [[nodiscard]] scenarios::scenario_context context(scenario_run const& s) const
+  {
+    return scenarios::scenario_context{s.owner.get(), &drv(), 0, generated_bf16_weights(),
+                                       16 * KiB};
+  }
+
+  /// Expects no out-of-memory event, and no record past high × limit + one page.
+  void expect_within_watermark(scenario_run const& s) const
+  {
+    EXPECT_EQ(s.events.count(event_kind::out_of_memory), 0U) << "an out-of-memory event";
+    std::vector<scenarios::step_record> const records = s.run->records();
+    ASSERT_FALSE(records.empty());
+    for (scenarios::step_record const& r : records) {
+      auto const bound = [&](std::size_t capacity) {
+        return static_cast<std::size_t>(r.high_watermark * static_cast<double>(capacity)) + gran();
+      };
+      ASSERT_GT(r.limit_bytes, 0U) << r.name;
+      EXPECT_LE(r.own_bytes, bound(r.limit_bytes))
+        << "after step '" << r.name << "': this process holds " << r.own_bytes << " of "
+        << r.limit_bytes;
+      EXPECT_LE(r.device_used_bytes, bound(r.device_total_bytes))
+        << "after step '" << r.name << "': the device has " << r.device_used_bytes << " of "
+        << r.device_total_bytes << " in use";
+    }
+  }
+
+  /// Expects every loaded model's weights to be their first load's (a restore if evicted).
+  static void expect_weights_intact(std::vector<scenarios::model*> const& models)
+  {
+    for (scenarios::model* m : models) {
+      if (!m->loaded()) { continue; }
+      std::vector<std::string> const differing = m->verify_weights();
+      EXPECT_TRUE(differing.empty())
+        << "model '" << m->name() << "': " << differing.size() << " tensors differ from the "
+        << "first load, the first '" << (differing.empty() ? "" : differing.front()) << "'";
+    }
+  }
+
+  /// Expects no critical model's pool ever evicted (events and statistics).
+  static void expect_critical_never_evicted(scenario_run const& s,
+                                            std::vector<scenarios::model const*> const& models)
+  {
+    for (scenarios::model const* m : models) {
+      if (m->priority() != pool_priority::critical) { continue; }
+      pool_stats const st = s.owner->stats(m->pool(), 0);
+      EXPECT_EQ(s.events.count(event_kind::evict, m->pool()), 0U) << m->name();
+      EXPECT_EQ(st.evictions, 0U) << m->name();
+      EXPECT_EQ(st.evicted_bytes, 0U) << m->name();
+    }
+  }
+
+  /**
+   * @brief Expects the events to account for every byte moved, per model's pool (see the
+   *        file comment), and the runner's records to have seen every evict, restore and
+   *        prefetch event. @return the bytes evicted over all the models' pools.
+   */
+  std::size_t expect_accounted(scenario_run const& s,
+                               std::vector<scenarios::model const*> const& models) const
+  {
+    std::size_t evicted  = 0;
+    std::size_t returned = 0;
+    for (scenarios::model const* m : models) {
+      pool_stats const st             = s.owner->stats(m->pool(), 0);
+      scenarios::event_totals const t = s.events.totals(m->pool());
+      EXPECT_EQ(t.evicted_bytes, st.evictions * gran()) << m->name() << ": evict events' bytes";
+      EXPECT_EQ(t.returned_bytes(), st.restores * gran())
+        << m->name() << ": restore events' bytes";
+      EXPECT_EQ(t.evicted_bytes - t.returned_bytes(), st.evicted_bytes)
+        << m->name() << ": evicted minus restored is what is evicted now";
+      evicted += t.evicted_bytes;
+      returned += t.returned_bytes();
+    }
+    std::size_t seen_evicted  = 0;
+    std::size_t seen_returned = 0;
+    for (scenarios::step_record const& r : s.run->records()) {
+      seen_evicted += r.evicted_bytes;
+      seen_returned += r.restored_bytes;
+    }
+    EXPECT_EQ(seen_evicted, evicted) << "the runner's records saw every eviction";
+    EXPECT_EQ(seen_returned, returned) << "the runner's records saw every restore";
+    return evicted;
+  }
+};
+
+}  // namespace swapalloc::testing
