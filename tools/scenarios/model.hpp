@@ -43,6 +43,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -73,6 +74,7 @@ struct model_spec {
   std::string name;
   pool_priority priority{pool_priority::normal};
   dtype_hint dtype{dtype_hint::bf16};  ///< the pool's codec hint (codec.hpp)
+  std::optional<codec_id> codec;       ///< forces the pool's codec (tests, benchmarks)
   std::vector<tensor_spec> tensors;
   std::size_t activation_bytes{1 * MiB};  ///< per slot; at least header + samples × sample
   std::size_t slots{1};                   ///< requests served at once
@@ -204,6 +206,7 @@ class model {
       pool_options options;
       options.priority = spec_.priority;
       options.dtype    = spec_.dtype;
+      options.codec    = spec_.codec;
       pool_            = owner.create_pool(spec_.name, options);
     } catch (...) {
       release_driver_objects();
@@ -254,6 +257,10 @@ class model {
   {
     return weight_bytes() + spec_.slots * (spec_.activation_bytes + output_bytes());
   }
+
+  /// The device address of tensor `i` (loaded only): for tests that corrupt one on purpose.
+  /// @throws std::out_of_range for a bad index or an unloaded model.
+  [[nodiscard]] CUdeviceptr tensor_address(std::size_t i) const { return tensors_.at(i).ptr; }
 
   /// The tensors' hashes recorded at the first load (empty before it).
   [[nodiscard]] std::vector<tensor_hash> const& first_load_hashes() const noexcept

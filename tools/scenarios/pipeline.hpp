@@ -15,9 +15,11 @@
  * | 003 | `memory_guard(name, required)` before each trial of an LLM tuning system |
  *
  * Sizes are binary (GiB, MiB) and in bytes; a seed's "1.7 GB" is 1.7 GiB here.
- * Activations: each model has a request area of 1/32 of its weights per slot (1/128 for
- * the LLM servers of seed 002/004, whose KV caches the seed sizes inside the 2.2 and
- * 4.4 GB), at least what a request's samples need.
+ * Activations: each model has a request area of 1/32 of its weights per slot, at least
+ * what a request's samples need; 1/8 for seed 001's diffusion models (activations at
+ * 1024×1024 are large: with them the three models need 22.4 GiB, past the 22 GiB device,
+ * which is the seed's out-of-memory at step 3 when every model is kept), 1/128 for the
+ * LLM servers of seed 002/004 (the seed's 2.2 and 4.4 GB include their KV caches).
  *
  * Thread safety: as model.hpp; `seed002_service::run_clients` runs its own threads.
  */
@@ -37,6 +39,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -58,6 +61,7 @@ struct scenario_context {
   int device{0};
   weight_filler filler;
   std::size_t sample_bytes{16 * KiB};  ///< model_spec::sample_bytes of every model
+  std::optional<codec_id> codec;       ///< model_spec::codec of every model (none: chosen)
 
   /**
    * @brief A model of `weight_bytes` in `tensors` tensors, with a request area of
@@ -73,6 +77,7 @@ struct scenario_context {
     std::size_t const least = request_header_bytes + spec.samples * spec.sample_bytes;
     spec.activation_bytes   = std::max(least, weight_bytes / activation_divisor / 256 * 256);
     spec.slots              = slots;
+    spec.codec              = codec;
     return std::make_unique<model>(*owner, *drv, device, std::move(spec), filler);
   }
 };
@@ -260,9 +265,9 @@ class seed001_pipeline {
   seed001_pipeline(scenario_context const& context, seed001_sizes const& sizes,
                    bool auto_unload = false)
     : auto_unload_(auto_unload),
-      models_{context.make_model("sdxl", pool_priority::normal, sizes.sdxl_bytes, 16),
-              context.make_model("birefnet", pool_priority::normal, sizes.birefnet_bytes, 8),
-              context.make_model("flux-inpaint", pool_priority::normal, sizes.flux_bytes, 16)}
+      models_{context.make_model("sdxl", pool_priority::normal, sizes.sdxl_bytes, 16, 8),
+              context.make_model("birefnet", pool_priority::normal, sizes.birefnet_bytes, 8, 8),
+              context.make_model("flux-inpaint", pool_priority::normal, sizes.flux_bytes, 16, 8)}
   {
   }
 

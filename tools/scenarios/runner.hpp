@@ -211,6 +211,8 @@ class scenario_runner {
    * @param keep_records false: records go to `on_step` only (a long soak keeps its host
    *        memory flat); the peaks are kept either way.
    * @pre `owner`, `drv` and `events` (installed in `owner`'s options) outlive the runner.
+   * @throws cuda_error if the device's primary context cannot be retained (the runner reads
+   *         cuMemGetInfo in it, on whichever thread a step ends).
    */
   scenario_runner(allocator& owner, driver const& drv, int device, event_recorder& events,
                   step_callback on_step = {}, bool keep_records = true)
@@ -219,9 +221,14 @@ class scenario_runner {
       device_(device),
       events_(&events),
       on_step_(std::move(on_step)),
-      keep_(keep_records)
+      keep_(keep_records),
+      cu_device_(drv.device(device)),
+      context_(drv.retain_primary_context(cu_device_))
   {
   }
+  scenario_runner(scenario_runner const&)            = delete;
+  scenario_runner& operator=(scenario_runner const&) = delete;
+  ~scenario_runner() { (void)driver_->table().cuDevicePrimaryCtxRelease(cu_device_); }
 
   /// Samples pool `pool` after every step from now on, under `name` and `priority`.
   void watch(pool_id pool, std::string name, pool_priority priority)
@@ -323,6 +330,7 @@ class scenario_runner {
     }
     record.pressure                 = owner_->pressure(device_);
     record.own_bytes                = owner_->device_stats(device_).reserved_bytes;
+    context_scope const current(*driver_, context_);
     driver::memory_info const info  = driver_->mem_get_info();
     record.device_total_bytes       = info.total;
     record.device_used_bytes        = info.total - info.free;
@@ -382,6 +390,8 @@ class scenario_runner {
   event_recorder* events_;
   step_callback on_step_;
   bool keep_;
+  CUdevice cu_device_;
+  CUcontext context_;
   mutable std::mutex mutex_;
   std::vector<watched> watched_;       // guarded by mutex_
   std::vector<step_record> records_;   // guarded by mutex_
