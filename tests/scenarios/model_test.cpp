@@ -73,7 +73,10 @@ TEST_F(ModelTest, ACorruptedTensorIsNamedByVerifyAndChangesTheOutput)
     before.push_back(m->infer(request));
   }
   // Every request samples every stretch of the weights; tensor 2 is all of one stretch.
+  // cuMemsetD8 runs on the legacy stream, which the model's non-blocking stream does not
+  // wait for: the host waits for it first.
   drv().memset_d8(m->tensor_address(2), 0x5A, m->spec().tensors[2].bytes);
+  drv().stream_synchronize(nullptr);
   EXPECT_EQ(m->verify_weights(), std::vector<std::string>{"m.blocks.2"});
   for (std::uint64_t request = 0; request < 4; ++request) {
     EXPECT_NE(m->infer(request), before[request]) << "request " << request;
@@ -134,9 +137,10 @@ TEST_F(ModelTest, ThreadsShareTheSlotsAndGetTheOutputsOfSequentialRuns)
 
 TEST_F(ModelTest, InconsistentSpecsAreRefusedNamingTheField)
 {
-  scenarios::model_spec spec = scenarios::make_model_spec("bad", pool_priority::normal, MiB, 2, MiB);
-  spec.sample_bytes          = 1000 + 2;
-  auto const refused         = [&](scenarios::model_spec const& bad, char const* word) {
+  scenarios::model_spec spec =
+    scenarios::make_model_spec("bad", pool_priority::normal, MiB, 2, MiB);
+  spec.sample_bytes  = 1000 + 2;
+  auto const refused = [&](scenarios::model_spec const& bad, char const* word) {
     try {
       scenarios::model m(*s_->owner, drv(), 0, bad, generated_bf16_weights());
       ADD_FAILURE() << "accepted a spec without " << word;
@@ -148,7 +152,7 @@ TEST_F(ModelTest, InconsistentSpecsAreRefusedNamingTheField)
   spec.sample_bytes     = 16 * KiB;
   spec.activation_bytes = 1024;
   refused(spec, "activation_bytes");
-  spec.activation_bytes = MiB;
+  spec.activation_bytes      = MiB;
   spec.tensors.front().bytes = 1024;
   refused(spec, "tensor 'bad.blocks.0'");
   EXPECT_THROW((void)scenarios::make_model_spec("x", pool_priority::normal, 1024, 2, MiB),

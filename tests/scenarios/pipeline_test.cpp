@@ -37,9 +37,9 @@ TEST(PipelineTest, AModelSpecSplitsItsWeightsIntoEqualTensorsButTheLast)
   EXPECT_EQ(spec.tensors[0].name, "m.blocks.0");
   EXPECT_EQ(spec.tensors[0].bytes, spec.tensors[1].bytes);
   EXPECT_EQ(spec.tensors[0].bytes % 256, 0U);
-  std::size_t const total = std::accumulate(
-    spec.tensors.begin(), spec.tensors.end(), std::size_t{0},
-    [](std::size_t sum, scenarios::tensor_spec const& t) { return sum + t.bytes; });
+  std::size_t const total =
+    std::accumulate(spec.tensors.begin(), spec.tensors.end(), std::size_t{0},
+                    [](std::size_t sum, scenarios::tensor_spec const& t) { return sum + t.bytes; });
   EXPECT_EQ(total, (10 * MiB + 300) / 256 * 256);
   EXPECT_EQ(spec.priority, pool_priority::high);
   // Too small for 8 tensors of one sample each: fewer tensors.

@@ -69,12 +69,13 @@ TEST_F(RunnerTest, WithoutRecordsTheCallbackSeesEveryStepAndThePeaksAreKept)
   auto const s = start(std::nullopt);
   std::vector<std::string> seen;
   std::mutex seen_mutex;
-  scenarios::scenario_runner run(*s->owner, drv(), 0, s->events,
-                                 [&](scenarios::step_record const& r) {
-                                   std::lock_guard const lock(seen_mutex);
-                                   seen.push_back(r.name);
-                                 },
-                                 /*keep_records=*/false);
+  scenarios::scenario_runner run(
+    *s->owner, drv(), 0, s->events,
+    [&](scenarios::step_record const& r) {
+      std::lock_guard const lock(seen_mutex);
+      seen.push_back(r.name);
+    },
+    /*keep_records=*/false);
   auto const m = context(*s).make_model("m", pool_priority::normal, 8 * MiB, 4);
   run.step("load", [&] { m->load(); });
   run.step("unload", [&] { m->unload(); });
@@ -106,12 +107,12 @@ TEST_F(RunnerTest, TheRecorderTotalsEachPoolsBytesAndForwardsOnlyFromItsLevel)
   {
     allocator owner(drv(), o);
     scenarios::scenario_context made;
-    made.owner  = &owner;
-    made.drv    = &drv();
-    made.filler = generated_bf16_weights();
+    made.owner   = &owner;
+    made.drv     = &drv();
+    made.filler  = generated_bf16_weights();
     auto const m = made.make_model("m", pool_priority::normal, 8 * MiB, 4);
     m->load();
-    evict_result const done = owner.evict(m->pool(), 0);
+    evict_result const done              = owner.evict(m->pool(), 0);
     scenarios::event_totals const totals = recorder.totals(m->pool());
     EXPECT_EQ(totals.evicted_bytes, done.pages_copied * gran());
     EXPECT_EQ(totals.evict_events, 1U);

@@ -83,12 +83,11 @@ class step_tally {
     if (r.limit_bytes == 0 || r.own_bytes > bound(r.limit_bytes) ||
         r.device_used_bytes > bound(r.device_total_bytes)) {
       if (over_.size() < 10) {
-        over_.push_back("after step '" + r.name + "': this process holds " +
-                        std::to_string(r.own_bytes) + " of a limit of " +
-                        std::to_string(r.limit_bytes) + ", the device has " +
-                        std::to_string(r.device_used_bytes) + " of " +
-                        std::to_string(r.device_total_bytes) + " in use (high watermark " +
-                        std::to_string(r.high_watermark) + ")");
+        over_.push_back(
+          "after step '" + r.name + "': this process holds " + std::to_string(r.own_bytes) +
+          " of a limit of " + std::to_string(r.limit_bytes) + ", the device has " +
+          std::to_string(r.device_used_bytes) + " of " + std::to_string(r.device_total_bytes) +
+          " in use (high watermark " + std::to_string(r.high_watermark) + ")");
       }
       ++over_count_;
     }
@@ -153,7 +152,8 @@ struct scenario_run {
 #if defined(SWAPALLOC_SCENARIO_SANITIZED)
 // sanitizer_common's allocator statistics (sanitizer/allocator_interface.h, which GCC 12
 // does not ship): bytes in live heap blocks, without the quarantine or the shadow.
-extern "C" std::size_t __sanitizer_get_current_allocated_bytes();  // NOLINT(bugprone-reserved-identifier)
+extern "C" std::size_t
+__sanitizer_get_current_allocated_bytes();  // NOLINT(bugprone-reserved-identifier)
 #endif
 
 /**
@@ -166,7 +166,8 @@ extern "C" std::size_t __sanitizer_get_current_allocated_bytes();  // NOLINT(bug
 [[nodiscard]] inline std::size_t host_memory_in_use(sim_control const& sim)
 {
 #if defined(SWAPALLOC_SCENARIO_SANITIZED)
-  return __sanitizer_get_current_allocated_bytes() + (sim.available() ? sim.census().host_bytes : 0);
+  return __sanitizer_get_current_allocated_bytes() +
+         (sim.available() ? sim.census().host_bytes : 0);
 #else
   (void)sim;
   ::malloc_trim(0);
@@ -219,7 +220,8 @@ class ScenarioTest : public DriverTest {
                          ", evicted " + bytes_text(r.evicted_bytes) + ", restored " +
                          bytes_text(r.restored_bytes) + " |";
       for (scenarios::pool_sample const& p : r.pools) {
-        line += " " + p.name + " " + bytes_text(p.resident_bytes) + "/" + bytes_text(p.evicted_bytes);
+        line +=
+          " " + p.name + " " + bytes_text(p.resident_bytes) + "/" + bytes_text(p.evicted_bytes);
       }
       std::fprintf(stderr, "%s\n", line.c_str());
     };
@@ -284,8 +286,7 @@ class ScenarioTest : public DriverTest {
       pool_stats const st             = s.owner->stats(m->pool(), 0);
       scenarios::event_totals const t = s.events.totals(m->pool());
       EXPECT_EQ(t.evicted_bytes, st.evictions * gran()) << m->name() << ": evict events' bytes";
-      EXPECT_EQ(t.returned_bytes(), st.restores * gran())
-        << m->name() << ": restore events' bytes";
+      EXPECT_EQ(t.returned_bytes(), st.restores * gran()) << m->name() << ": restore events' bytes";
       EXPECT_EQ(t.evicted_bytes - t.returned_bytes(), st.evicted_bytes)
         << m->name() << ": evicted minus restored is what is evicted now";
       evicted += t.evicted_bytes;

@@ -11,7 +11,7 @@
 namespace swapalloc::testing {
 namespace {
 
-constexpr std::size_t scale = 32;  // 8 GiB -> 256 MiB
+constexpr std::size_t scale          = 32;  // 8 GiB -> 256 MiB
 scenarios::seed000_sizes const sizes = scenarios::seed000_sizes::scaled_by(scale);
 int const sim_memory_set             = set_sim_memory(sizes.device_bytes);
 
@@ -38,7 +38,8 @@ class Seed000Test : public ScenarioTest {
 TEST_F(Seed000Test, WithHigh085AllFiveHeadsStayResidentWhereTheSeedKeepsNone)
 {
   scoped_env const high("SWAPALLOC_HIGH", "0.85");  // read by the allocator at construction
-  scoped_env const low("SWAPALLOC_LOW", nullptr);
+  scoped_env const low("SWAPALLOC_LOW", nullptr);  // the others are set explicitly, or:
+  scoped_env const limit("SWAPALLOC_DEVICE_LIMIT", nullptr);
   auto const s = start(std::nullopt, /*read_environment=*/true);
   scenarios::seed000_scenario seed(context(*s), sizes);
   s->watch(seed.models());

@@ -12,8 +12,8 @@
 namespace swapalloc::testing {
 namespace {
 
-constexpr std::size_t scale    = 128;  // 22 GiB -> 176 MiB
-constexpr std::size_t requests = 10;
+constexpr std::size_t scale          = 128;  // 22 GiB -> 176 MiB
+constexpr std::size_t requests       = 10;
 scenarios::seed001_sizes const sizes = scenarios::seed001_sizes::scaled_by(scale);
 int const sim_memory_set             = set_sim_memory(scenarios::scaled(32 * GiB, scale));
 
@@ -96,8 +96,8 @@ TEST_F(Seed001Test, KeepingEveryModelWithoutThePolicyRunsOutOfMemoryAtStep3)
 {
   // The seed's test 1: auto_unload=False with nothing evicting (automatic_eviction off)
   // fails when Flux loads, with the report's pool table and advice.
-  auto const s = start(sizes.device_bytes, false,
-                       [](allocator_options& o) { o.automatic_eviction = false; });
+  auto const s =
+    start(sizes.device_bytes, false, [](allocator_options& o) { o.automatic_eviction = false; });
   scenarios::seed001_pipeline pipeline(context(*s), sizes);
   s->watch(pipeline.models());
   try {

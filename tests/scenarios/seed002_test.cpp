@@ -27,9 +27,9 @@ namespace {
 // request slots) and the other processes' 4 MiB are 0.875 of the device, within the checks'
 // one-page allowance above 0.85 (at full scale: 4.97 of 6 GiB, 0.83). The soak's 1100
 // requests take about 10 s in a plain build and 70 s under ThreadSanitizer (2 cores).
-constexpr std::size_t scale   = 128;
-constexpr std::size_t clients = 10;
-constexpr std::size_t prompts = 8;
+constexpr std::size_t scale          = 128;
+constexpr std::size_t clients        = 10;
+constexpr std::size_t prompts        = 8;
 scenarios::seed002_sizes const sizes = scenarios::seed002_sizes::scaled_by(scale);
 int const sim_memory_set             = set_sim_memory(sizes.device_bytes);
 
@@ -112,7 +112,9 @@ class Seed002Test : public ScenarioTest {
   /// Invariants at the end: weights intact (a step), under the watermark, accounted.
   void expect_scenario_invariants(scenario_run const& s, scenarios::seed002_service& service) const
   {
-    s.run->step("verify weights", [&] { expect_weights_intact({&service.chat(), &service.code()}); });
+    s.run->step("verify weights", [&] {
+      expect_weights_intact({&service.chat(), &service.code()});
+    });
     expect_within_watermark(s);
     EXPECT_GT(expect_accounted(s, service.models()), 0U);
   }
@@ -161,8 +163,8 @@ TEST_F(Seed002Test, ASoakOfAThousandRequestsKeepsHostMemoryFlat)
   std::size_t const end = settled_host_memory(*s, service);
   // Measured: within 1.5 MiB of each other (plain build). A leak of 4 KiB per request
   // passes the bound of 4 MiB in 1000 requests; the host copy of the code model is 35 MiB.
-  EXPECT_LE(end, warm + 4 * MiB) << "host memory after warm-up " << warm << ", after "
-                                 << soaked << " more requests " << end;
+  EXPECT_LE(end, warm + 4 * MiB) << "host memory after warm-up " << warm << ", after " << soaked
+                                 << " more requests " << end;
   EXPECT_EQ(check.wrong(), 0U);
   EXPECT_EQ(check.replies(), 100 + soaked);
   expect_scenario_invariants(*s, service);

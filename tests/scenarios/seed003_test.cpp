@@ -11,7 +11,7 @@
 namespace swapalloc::testing {
 namespace {
 
-constexpr std::size_t scale = 64;  // 16 GiB -> 256 MiB
+constexpr std::size_t scale          = 64;  // 16 GiB -> 256 MiB
 scenarios::seed003_sizes const sizes = scenarios::seed003_sizes::scaled_by(scale);
 int const sim_memory_set             = set_sim_memory(sizes.device_bytes);
 
@@ -44,7 +44,9 @@ TEST_F(Seed003Test, AGuardEvictsTheBaselineForTheTrialAndEverythingComesBackInta
   EXPECT_EQ(again, trial);
   EXPECT_EQ(made_again.freed_bytes(), 0U) << "the baseline is still evicted: room enough";
   EXPECT_EQ(tuning.compare(*s->run, 3), compared) << "the baseline restored computes the same";
-  s->run->step("verify weights", [&] { expect_weights_intact({&tuning.tuned(), &tuning.baseline()}); });
+  s->run->step("verify weights", [&] {
+    expect_weights_intact({&tuning.tuned(), &tuning.baseline()});
+  });
   expect_within_watermark(*s);
   expect_critical_never_evicted(*s, tuning.models());
   EXPECT_GT(expect_accounted(*s, tuning.models()), 0U);

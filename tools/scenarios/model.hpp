@@ -100,11 +100,10 @@ inline constexpr std::size_t request_header_bytes = 256;
                                                 std::size_t sample_bytes = 16 * KiB)
 {
   if (tensor_count == 0 || weight_bytes < sample_bytes || sample_bytes == 0) {
-    throw std::invalid_argument("swapalloc::scenarios::make_model_spec('" + name +
-                                "'): weight_bytes=" + std::to_string(weight_bytes) +
-                                ", tensor_count=" + std::to_string(tensor_count) +
-                                ": expected at least one tensor of at least sample_bytes=" +
-                                std::to_string(sample_bytes));
+    throw std::invalid_argument(
+      "swapalloc::scenarios::make_model_spec('" + name + "'): weight_bytes=" +
+      std::to_string(weight_bytes) + ", tensor_count=" + std::to_string(tensor_count) +
+      ": expected at least one tensor of at least sample_bytes=" + std::to_string(sample_bytes));
   }
   weight_bytes = weight_bytes / 256 * 256;
   tensor_count = std::min(tensor_count, weight_bytes / std::max<std::size_t>(sample_bytes, 256));
@@ -375,7 +374,10 @@ class model {
     {
       if (state_ == nullptr || XXH64_reset(state_.get(), 0) != XXH_OK) { throw std::bad_alloc(); }
     }
-    void update(std::span<std::byte const> bytes) { (void)XXH64_update(state_.get(), bytes.data(), bytes.size()); }
+    void update(std::span<std::byte const> bytes)
+    {
+      (void)XXH64_update(state_.get(), bytes.data(), bytes.size());
+    }
     [[nodiscard]] std::uint64_t digest() const { return XXH64_digest(state_.get()); }
 
    private:
@@ -421,7 +423,8 @@ class model {
     if (spec.tensors.empty()) { fail("no tensors"); }
     if (spec.slots == 0 || spec.samples == 0) { fail("slots and samples must be at least 1"); }
     if (spec.sample_bytes == 0 || spec.sample_bytes % 4 != 0) {
-      fail("sample_bytes=" + std::to_string(spec.sample_bytes) + " is not a positive multiple of 4");
+      fail("sample_bytes=" + std::to_string(spec.sample_bytes) +
+           " is not a positive multiple of 4");
     }
     for (tensor_spec const& tensor : spec.tensors) {
       if (tensor.bytes < spec.sample_bytes || tensor.bytes % 4 != 0) {
@@ -506,8 +509,9 @@ class model {
     std::size_t const places = (spec_.activation_bytes - request_header_bytes) / spec_.sample_bytes;
     for (std::size_t j = 0; j < spec_.samples; ++j) {
       std::size_t const place = (static_cast<std::size_t>(key % places) + j) % places;
-      driver_->memcpy_dtod_async(used.activations + request_header_bytes + place * spec_.sample_bytes,
-                                 weight_slice(key, j), spec_.sample_bytes, stream_);
+      driver_->memcpy_dtod_async(
+        used.activations + request_header_bytes + place * spec_.sample_bytes, weight_slice(key, j),
+        spec_.sample_bytes, stream_);
     }
   }
 
@@ -520,9 +524,9 @@ class model {
     for (std::size_t j = 0; j < spec_.samples; ++j) {
       std::size_t const place = (static_cast<std::size_t>(key % places) + j) % places;
       std::size_t const to    = request_header_bytes + (spec_.samples - 1 - j) * spec_.sample_bytes;
-      driver_->memcpy_dtod_async(used.output + to,
-                                 used.activations + request_header_bytes + place * spec_.sample_bytes,
-                                 spec_.sample_bytes, stream_);
+      driver_->memcpy_dtod_async(
+        used.output + to, used.activations + request_header_bytes + place * spec_.sample_bytes,
+        spec_.sample_bytes, stream_);
     }
   }
 
@@ -533,8 +537,9 @@ class model {
   {
     std::size_t const total   = weight_bytes();
     std::size_t const stretch = total / spec_.samples;
-    std::size_t at            = j * stretch + static_cast<std::size_t>(mix64(key + j) % std::max<std::size_t>(stretch, 1));
-    at                        = std::min(at, total - 1) / 4 * 4;
+    std::size_t at =
+      j * stretch + static_cast<std::size_t>(mix64(key + j) % std::max<std::size_t>(stretch, 1));
+    at = std::min(at, total - 1) / 4 * 4;
     for (loaded_tensor const& tensor : tensors_) {
       if (at < tensor.bytes) {
         return tensor.ptr + std::min(at, tensor.bytes - spec_.sample_bytes);

@@ -73,7 +73,8 @@ struct scenario_context {
                                                   std::size_t activation_divisor = 32,
                                                   std::size_t slots              = 1) const
   {
-    model_spec spec = make_model_spec(std::move(name), priority, weight_bytes, tensors, 0, sample_bytes);
+    model_spec spec =
+      make_model_spec(std::move(name), priority, weight_bytes, tensors, 0, sample_bytes);
     std::size_t const least = request_header_bytes + spec.samples * spec.sample_bytes;
     spec.activation_bytes   = std::max(least, weight_bytes / activation_divisor / 256 * 256);
     spec.slots              = slots;
@@ -135,8 +136,8 @@ class seed000_scenario {
       cache_(context.make_model("feature_cache", pool_priority::low, sizes.cache_bytes, 8))
   {
     for (std::size_t i = 0; i < heads_.size(); ++i) {
-      heads_[i] = context.make_model(seed000_head_names[i], pool_priority::normal,
-                                     sizes.head_bytes[i], 4);
+      heads_[i] =
+        context.make_model(seed000_head_names[i], pool_priority::normal, sizes.head_bytes[i], 4);
     }
   }
 
@@ -183,20 +184,24 @@ class seed000_scenario {
   /// @return the heads' outputs, in order: equal to heads_in_turn's for the same request.
   std::vector<std::uint64_t> heads_together(scenario_runner& run, std::uint64_t request)
   {
-    return run.step("all heads", [&] {
-      std::vector<std::unique_ptr<activation>> active;
-      for (model const* m : models()) {
-        if (m != cache_.get()) {
-          active.push_back(std::make_unique<activation>(*owner_, m->pool(), m->device(), m->stream()));
-        }
-      }
-      std::uint64_t const features = backbone_->infer(request);
-      std::vector<std::uint64_t> outputs;
-      for (std::size_t i = 0; i < heads_.size(); ++i) {
-        outputs.push_back(heads_[i]->infer(head_input(features, i)));
-      }
-      return outputs;
-    }).outputs;
+    return run
+      .step("all heads",
+            [&] {
+              std::vector<std::unique_ptr<activation>> active;
+              for (model const* m : models()) {
+                if (m != cache_.get()) {
+                  active.push_back(
+                    std::make_unique<activation>(*owner_, m->pool(), m->device(), m->stream()));
+                }
+              }
+              std::uint64_t const features = backbone_->infer(request);
+              std::vector<std::uint64_t> outputs;
+              for (std::size_t i = 0; i < heads_.size(); ++i) {
+                outputs.push_back(heads_[i]->infer(head_input(features, i)));
+              }
+              return outputs;
+            })
+      .outputs;
   }
 
   /// One step ("fill feature cache"): loads the low-priority cache of intermediate results,
@@ -437,8 +442,8 @@ class seed002_service {
                   std::size_t slots = 2, std::size_t quantum = 10)
     : models_{context.make_model("qwen2.5-3b-chat", pool_priority::normal, sizes.chat_bytes, 12,
                                  128, slots),
-              context.make_model("qwen2.5-coder-7b", pool_priority::normal, sizes.code_bytes,
-                                 16, 128, slots)},
+              context.make_model("qwen2.5-coder-7b", pool_priority::normal, sizes.code_bytes, 16,
+                                 128, slots)},
       turns_(2, quantum)
   {
   }
@@ -464,10 +469,13 @@ class seed002_service {
   std::uint64_t serve(scenario_runner& run, std::size_t which, std::uint64_t prompt)
   {
     model& m = *models_.at(which);
-    return run.step(m.name() + " prompt " + std::to_string(prompt), [&] {
-      auto const place = turns_.enter(which);
-      return std::vector<std::uint64_t>{m.infer(prompt)};
-    }).outputs.front();
+    return run
+      .step(m.name() + " prompt " + std::to_string(prompt),
+            [&] {
+              auto const place = turns_.enter(which);
+              return std::vector<std::uint64_t>{m.infer(prompt)};
+            })
+      .outputs.front();
   }
 
   /**
@@ -590,12 +598,15 @@ class seed003_tuning {
   /// Step "compare": loads both models and runs `prompt` on each. @return both outputs.
   std::vector<std::uint64_t> compare(scenario_runner& run, std::uint64_t prompt)
   {
-    return run.step("compare", [&] {
-      for (model* m : {tuned_.get(), baseline_.get()}) {
-        if (!m->loaded()) { m->load(); }
-      }
-      return std::vector<std::uint64_t>{tuned_->infer(prompt), baseline_->infer(prompt)};
-    }).outputs;
+    return run
+      .step("compare",
+            [&] {
+              for (model* m : {tuned_.get(), baseline_.get()}) {
+                if (!m->loaded()) { m->load(); }
+              }
+              return std::vector<std::uint64_t>{tuned_->infer(prompt), baseline_->infer(prompt)};
+            })
+      .outputs;
   }
 
   /**
@@ -625,7 +636,8 @@ class seed003_tuning {
   void guard_too_big(scenario_runner& run)
   {
     run.step("guard too big", [&] {
-      memory_guard const guard(*context_.owner, context_.device, "qwen2.5-32b", sizes_.too_big_bytes);
+      memory_guard const guard(*context_.owner, context_.device, "qwen2.5-32b",
+                               sizes_.too_big_bytes);
     });
   }
 

@@ -48,10 +48,10 @@ namespace swapalloc::scenarios {
 
 /// Bytes each kind of event moved for one pool (or, for `pool` none, the device), summed.
 struct event_totals {
-  std::size_t evicted_bytes{0};   ///< evict events: pages whose data went to the host
-  std::size_t restored_bytes{0};  ///< restore events
+  std::size_t evicted_bytes{0};     ///< evict events: pages whose data went to the host
+  std::size_t restored_bytes{0};    ///< restore events
   std::size_t prefetched_bytes{0};  ///< prefetch events (restores started ahead of use)
-  std::size_t released_bytes{0};  ///< release_cached events: pages given back without data
+  std::size_t released_bytes{0};    ///< release_cached events: pages given back without data
   std::size_t evict_events{0};
   std::size_t restore_events{0};  ///< restore and prefetch events
 
@@ -118,8 +118,8 @@ class event_recorder {
   struct shared {
     std::chrono::steady_clock::time_point const start = std::chrono::steady_clock::now();
     std::mutex mutex;
-    std::vector<swap_event> pending;                             // guarded by mutex
-    std::map<std::optional<pool_id>, event_totals> totals;       // guarded by mutex
+    std::vector<swap_event> pending;                        // guarded by mutex
+    std::map<std::optional<pool_id>, event_totals> totals;  // guarded by mutex
     std::map<std::pair<event_kind, std::optional<pool_id>>, std::size_t> counts;  // guarded
 
     [[nodiscard]] double now() const noexcept
@@ -176,22 +176,22 @@ struct pool_sample {
  *        timeline.
  */
 struct step_record {
-  std::size_t index{0};    ///< 0 for the first step of the runner, in order of completion
-  std::string name;        ///< the step, e.g. "request 3: flux-inpaint"
-  double start_s{0.0};     ///< when the step began
-  double time_s{0.0};      ///< when it ended (the sample's time)
-  std::size_t device_used_bytes{0};   ///< device-wide, other processes included (cuMemGetInfo)
+  std::size_t index{0};              ///< 0 for the first step of the runner, in order of completion
+  std::string name;                  ///< the step, e.g. "request 3: flux-inpaint"
+  double start_s{0.0};               ///< when the step began
+  double time_s{0.0};                ///< when it ended (the sample's time)
+  std::size_t device_used_bytes{0};  ///< device-wide, other processes included (cuMemGetInfo)
   std::size_t device_total_bytes{0};  ///< the device's memory
   std::size_t own_bytes{0};           ///< this allocator's resident pages, every pool
   std::size_t limit_bytes{0};         ///< what the policy lets this process hold
   double high_watermark{0.0};         ///< fractions of the limit
   double low_watermark{0.0};
   pressure_level pressure{pressure_level::safe};  ///< allocator::pressure after the step
-  std::vector<pool_sample> pools;                  ///< the watched pools, in watch order
-  std::size_t evicted_bytes{0};   ///< since the previous sample: evict events
-  std::size_t restored_bytes{0};  ///< restore and prefetch events
-  std::size_t released_bytes{0};  ///< release_cached events
-  std::vector<swap_event> events;     ///< the events since the previous sample
+  std::vector<pool_sample> pools;                 ///< the watched pools, in watch order
+  std::size_t evicted_bytes{0};                   ///< since the previous sample: evict events
+  std::size_t restored_bytes{0};                  ///< restore and prefetch events
+  std::size_t released_bytes{0};                  ///< release_cached events
+  std::vector<swap_event> events;                 ///< the events since the previous sample
   std::vector<std::uint64_t> outputs;  ///< the step's output hashes, as `work` returned them
 
   /// Bytes moved over the link since the previous sample, both directions.
@@ -328,12 +328,12 @@ class scenario_runner {
       record.pools.push_back({w.pool, w.name, w.priority, s.reserved_bytes, s.allocated_bytes,
                               s.evicted_bytes, s.host_bytes});
     }
-    record.pressure                 = owner_->pressure(device_);
-    record.own_bytes                = owner_->device_stats(device_).reserved_bytes;
+    record.pressure  = owner_->pressure(device_);
+    record.own_bytes = owner_->device_stats(device_).reserved_bytes;
     context_scope const current(*driver_, context_);
-    driver::memory_info const info  = driver_->mem_get_info();
-    record.device_total_bytes       = info.total;
-    record.device_used_bytes        = info.total - info.free;
+    driver::memory_info const info = driver_->mem_get_info();
+    record.device_total_bytes      = info.total;
+    record.device_used_bytes       = info.total - info.free;
     read_budget(record);
     record.events = events_->take();
     for (swap_event const& event : record.events) {
@@ -360,15 +360,15 @@ class scenario_runner {
         return;
       }
     }
-    nlohmann::json const stats = owner_->stats_json();
+    nlohmann::json const stats   = owner_->stats_json();
     nlohmann::json const& device = stats.at("devices").at(static_cast<std::size_t>(device_));
     if (!device.contains("pressure")) { return; }
     nlohmann::json const& pressure = device.at("pressure");
     std::lock_guard const lock(mutex_);
-    limit_       = pressure.at("limit_bytes").get<std::size_t>();
-    high_        = pressure.at("high_watermark").get<double>();
-    low_         = pressure.at("low_watermark").get<double>();
-    budget_read_ = true;
+    limit_                = pressure.at("limit_bytes").get<std::size_t>();
+    high_                 = pressure.at("high_watermark").get<double>();
+    low_                  = pressure.at("low_watermark").get<double>();
+    budget_read_          = true;
     record.limit_bytes    = limit_;
     record.high_watermark = high_;
     record.low_watermark  = low_;
@@ -393,16 +393,16 @@ class scenario_runner {
   CUdevice cu_device_;
   CUcontext context_;
   mutable std::mutex mutex_;
-  std::vector<watched> watched_;       // guarded by mutex_
-  std::vector<step_record> records_;   // guarded by mutex_
-  std::size_t count_{0};               // guarded by mutex_
-  std::size_t peak_used_{0};           // guarded by mutex_
-  std::size_t peak_own_{0};            // guarded by mutex_
-  std::string peak_step_;              // guarded by mutex_
-  bool budget_read_{false};            // guarded by mutex_
-  std::size_t limit_{0};               // guarded by mutex_
-  double high_{0.0};                   // guarded by mutex_
-  double low_{0.0};                    // guarded by mutex_
+  std::vector<watched> watched_;      // guarded by mutex_
+  std::vector<step_record> records_;  // guarded by mutex_
+  std::size_t count_{0};              // guarded by mutex_
+  std::size_t peak_used_{0};          // guarded by mutex_
+  std::size_t peak_own_{0};           // guarded by mutex_
+  std::string peak_step_;             // guarded by mutex_
+  bool budget_read_{false};           // guarded by mutex_
+  std::size_t limit_{0};              // guarded by mutex_
+  double high_{0.0};                  // guarded by mutex_
+  double low_{0.0};                   // guarded by mutex_
 };
 
 }  // namespace swapalloc::scenarios
