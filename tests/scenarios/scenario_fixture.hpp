@@ -207,8 +207,8 @@ class ScenarioTest : public DriverTest {
     return made;
   }
 
-  /// With SWAPALLOC_SCENARIO_TRACE=1, one line per step on stderr (for debugging a
-  /// scenario); else nothing.
+  /// With SWAPALLOC_SCENARIO_TRACE=1, one line per step on stderr, then its events (for
+  /// debugging a scenario); else nothing.
   [[nodiscard]] static scenarios::step_callback trace_sink()
   {
     char const* trace = std::getenv("SWAPALLOC_SCENARIO_TRACE");
@@ -224,6 +224,12 @@ class ScenarioTest : public DriverTest {
           " " + p.name + " " + bytes_text(p.resident_bytes) + "/" + bytes_text(p.evicted_bytes);
       }
       std::fprintf(stderr, "%s\n", line.c_str());
+      for (swap_event const& event : r.events) {
+        std::fprintf(stderr, "    %.6f %s\n", event.time_s, event_line(event).c_str());
+      }
+      for (swap_event const& event : r.events) {
+        std::fprintf(stderr, "    %.6f %s\n", event.time_s, event_line(event).c_str());
+      }
     };
   }
 
