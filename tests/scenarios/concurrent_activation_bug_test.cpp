@@ -41,9 +41,12 @@ TEST_F(ConcurrentActivationBugTest,
     drv().memset_d32(ptr, 0xA5A5A5A5U, bytes / 4);
     return std::pair{pool, ptr};
   };
-  auto const [a, in_a] = filled("a", 24 * MiB);
-  auto const [b, in_b] = filled("b", 20 * MiB);  // b is used before c: the first victim
-  auto const [c, in_c] = filled("c", 20 * MiB);
+  auto const filled_a = filled("a", 24 * MiB);
+  auto const filled_b = filled("b", 20 * MiB);  // b is used before c: the first victim
+  auto const filled_c = filled("c", 20 * MiB);
+  pool_id const a     = filled_a.first;
+  pool_id const b     = filled_b.first;
+  pool_id const c     = filled_c.first;
   (void)owner.evict(a, 0);  // 40 MiB resident
   sim().set_link_bandwidth(0.05);
   scope_exit const unthrottled([&] { sim().set_link_bandwidth(0.0); });
@@ -60,9 +63,9 @@ TEST_F(ConcurrentActivationBugTest,
   EXPECT_EQ(owner.stats(c, 0).evicted_bytes, 0U)
     << "c was evicted after a had been restored: room made twice for one restore";
   EXPECT_EQ(events.totals(c).evicted_bytes, 0U);
-  owner.deallocate(in_a, 24 * MiB, 0, nullptr);
-  owner.deallocate(in_b, 20 * MiB, 0, nullptr);
-  owner.deallocate(in_c, 20 * MiB, 0, nullptr);
+  owner.deallocate(filled_a.second, 24 * MiB, 0, nullptr);
+  owner.deallocate(filled_b.second, 20 * MiB, 0, nullptr);
+  owner.deallocate(filled_c.second, 20 * MiB, 0, nullptr);
 }
 
 }  // namespace

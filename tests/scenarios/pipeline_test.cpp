@@ -54,6 +54,7 @@ TEST(PipelineTest, ModelTurnsLetOneModelInAtATimeAndStarveNoOne)
   std::atomic<int> both{0};
   std::atomic<int> done{0};
   std::vector<std::thread> threads;
+  threads.reserve(8);
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {
       for (int k = 0; k < 50; ++k) {

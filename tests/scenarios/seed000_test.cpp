@@ -38,7 +38,7 @@ class Seed000Test : public ScenarioTest {
 TEST_F(Seed000Test, WithHigh085AllFiveHeadsStayResidentWhereTheSeedKeepsNone)
 {
   scoped_env const high("SWAPALLOC_HIGH", "0.85");  // read by the allocator at construction
-  scoped_env const low("SWAPALLOC_LOW", nullptr);  // the others are set explicitly, or:
+  scoped_env const low("SWAPALLOC_LOW", nullptr);   // the others are set explicitly, or:
   scoped_env const limit("SWAPALLOC_DEVICE_LIMIT", nullptr);
   auto const s = start(std::nullopt, /*read_environment=*/true);
   scenarios::seed000_scenario seed(context(*s), sizes);

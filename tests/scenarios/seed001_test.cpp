@@ -43,7 +43,7 @@ class Seed001Test : public ScenarioTest {
   {
     auto const s = start(std::nullopt);
     scenarios::seed001_pipeline pipeline(context(*s), sizes);
-    outputs const out = run_requests(*s, pipeline);
+    outputs out = run_requests(*s, pipeline);
     EXPECT_EQ(s->events.count(event_kind::evict), 0U) << "the reference run evicted";
     return out;
   }

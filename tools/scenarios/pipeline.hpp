@@ -493,6 +493,7 @@ class seed002_service {
     std::exception_ptr first;
     std::mutex first_mutex;
     std::vector<std::thread> threads;
+    threads.reserve(clients);
     for (std::size_t c = 0; c < clients; ++c) {
       threads.emplace_back([&, c] {
         try {
