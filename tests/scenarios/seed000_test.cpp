@@ -3,7 +3,8 @@
 // to the CPU right after initializing it, so only the backbone stays on the GPU (21.5% of
 // the device); under the policy the heads stay resident while there is room, and when the
 // seed's planned "cache layer" fills the device past 85%, heads are evicted, never the
-// backbone.
+// backbone. The device is a simulated one of that size and a process limit of the same
+// (allocator_options::device_limit), which alone emulates it on a GPU.
 #include "scenario_fixture.hpp"
 
 #include "scoped_env.hpp"
@@ -21,7 +22,9 @@ class Seed000Test : public ScenarioTest {
   {
     ScenarioTest::SetUp();
     ASSERT_EQ(sim_memory_set, 0);
-    ASSERT_EQ(drv().mem_get_info().total, sizes.device_bytes) << "SWAPALLOC_SIM_MEMORY was set";
+    if (sim().available()) {  // on a GPU, the limit emulates the device
+      ASSERT_EQ(drv().mem_get_info().total, sizes.device_bytes) << "SWAPALLOC_SIM_MEMORY was set";
+    }
   }
 
   /// Every model of the scenario, mutable (for verify_weights).
@@ -40,7 +43,7 @@ TEST_F(Seed000Test, WithHigh085AllFiveHeadsStayResidentWhereTheSeedKeepsNone)
   scoped_env const high("SWAPALLOC_HIGH", "0.85");  // read by the allocator at construction
   scoped_env const low("SWAPALLOC_LOW", nullptr);   // the others are set explicitly, or:
   scoped_env const limit("SWAPALLOC_DEVICE_LIMIT", nullptr);
-  auto const s = start(std::nullopt, /*read_environment=*/true);
+  auto const s = start(sizes.device_bytes, /*read_environment=*/true);
   scenarios::seed000_scenario seed(context(*s), sizes);
   s->watch(seed.models());
   seed.load(*s->run);
@@ -54,6 +57,7 @@ TEST_F(Seed000Test, WithHigh085AllFiveHeadsStayResidentWhereTheSeedKeepsNone)
   EXPECT_EQ(together, in_turn) << "the heads run together compute what they did in turn";
   EXPECT_EQ(seed.heads_resident(), 5U);
   EXPECT_EQ(s->run->records().back().high_watermark, 0.85) << "SWAPALLOC_HIGH was read";
+  EXPECT_EQ(s->run->records().back().limit_bytes, sizes.device_bytes);
   EXPECT_EQ(s->events.count(event_kind::evict), 0U) << "nothing needed the room";
   expect_within_watermark(*s);
   expect_critical_never_evicted(*s, seed.models());
@@ -62,7 +66,7 @@ TEST_F(Seed000Test, WithHigh085AllFiveHeadsStayResidentWhereTheSeedKeepsNone)
 
 TEST_F(Seed000Test, TheFeatureCacheEvictsHeadsNeverTheBackboneAndTheHeadsComeBackIntact)
 {
-  auto const s = start(std::nullopt);
+  auto const s = start(sizes.device_bytes);
   scenarios::seed000_scenario seed(context(*s), sizes);
   s->watch(seed.models());
   seed.load(*s->run);
