@@ -1,9 +1,9 @@
-// An allocator bug found by the seed 002/004 scenario (ten threads, two models), reduced to
-// two threads and three pools. DISABLED until it is fixed in include/swapalloc (room_maker.hpp
-// restore / make_room); run it with --gtest_also_run_disabled_tests.
+// The regression test of an allocator bug found by the seed 002/004 scenario (ten threads,
+// two models), reduced to two threads and three pools; fixed by room_maker::make_room_for,
+// which reads the bytes a restore needs again after the engine lease's wait.
 //
-// room_maker::restore computed `needed` (the pool's evicted bytes) before make_room waits for
-// the device's engine lease. When a second thread activates a pool that a first thread is
+// The bug: room_maker::restore computed `needed` (the pool's evicted bytes) before make_room waits
+// for the device's engine lease. When a second thread activates a pool that a first thread is
 // already restoring (the second passed wait_while_moving while the first was still making
 // room, before the pool was marked moving), the second thread's make_room gets the lease only
 // after the first thread's restore, re-reads the device's use (which now includes the

@@ -24,7 +24,9 @@
 #include "pipeline.hpp"
 #include "runner.hpp"
 
+#include <swapalloc/activation.hpp>
 #include <swapalloc/allocator.hpp>
+#include <swapalloc/pool_scope.hpp>
 
 #include <gtest/gtest.h>
 #include <malloc.h>

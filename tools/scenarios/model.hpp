@@ -30,9 +30,11 @@
  */
 #pragma once
 
+#include <swapalloc/activation.hpp>
 #include <swapalloc/allocator.hpp>
 #include <swapalloc/driver.hpp>
 #include <swapalloc/errors.hpp>
+#include <swapalloc/pool_scope.hpp>
 
 #include <xxhash.h>
 

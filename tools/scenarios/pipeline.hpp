@@ -28,7 +28,9 @@
 #include "model.hpp"
 #include "runner.hpp"
 
+#include <swapalloc/activation.hpp>
 #include <swapalloc/allocator.hpp>
+#include <swapalloc/pool_scope.hpp>
 
 #include <array>
 #include <atomic>
