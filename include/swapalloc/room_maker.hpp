@@ -104,7 +104,8 @@ class room_maker {
   room_result make_room(device_state& state, std::unique_lock<std::mutex>& lock, pool_id requester,
                         std::size_t bytes, room_reason reason)
   {
-    return make_room_for(state, lock, requester, [bytes] { return bytes; }, reason);
+    return make_room_for(
+      state, lock, requester, [bytes] { return bytes; }, reason);
   }
 
   /**
