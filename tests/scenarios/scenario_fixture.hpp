@@ -57,16 +57,6 @@ using scenarios::MiB;
   return ::setenv("SWAPALLOC_SIM_MEMORY", std::to_string(bytes).c_str(), 0);
 }
 
-/// This process's resident set size, in bytes (/proc/self/statm); 0 if unreadable.
-[[nodiscard]] inline std::size_t resident_set_bytes()
-{
-  std::ifstream statm("/proc/self/statm");
-  std::size_t pages    = 0;
-  std::size_t resident = 0;
-  if (!(statm >> pages >> resident)) { return 0; }
-  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-}
-
 /// What the fixture's step callback saw of every step, kept or not: the bytes moved and
 /// the steps past the watermark bound (high × capacity + one page). Thread safety: any.
 class step_tally {
@@ -159,11 +149,12 @@ __sanitizer_get_current_allocated_bytes();  // NOLINT(bugprone-reserved-identifi
 #endif
 
 /**
- * @brief The host memory this process holds, for flatness checks over a long run. Plain
- *        builds: the resident set size after malloc_trim(0) (memory free in ten threads'
- *        malloc arenas varies by megabytes and is no leak). Sanitizer builds, whose resident
- *        set holds a quarantine and shadow memory that grow on their own: the bytes in live
- *        heap blocks plus the simulator's pinned host bytes (census).
+ * @brief The host memory this process holds, for flatness checks over a long run: the
+ *        bytes in live heap blocks (glibc's mallinfo2, every arena; the sanitizers' own
+ *        allocator statistics in their builds) plus the simulator's pinned host bytes
+ *        (census). Not the resident set: memory free in ten threads' malloc arenas varies
+ *        by megabytes with the scheduling (seen under load), and a sanitizer's quarantine
+ *        and shadow grow on their own; neither is a leak.
  */
 [[nodiscard]] inline std::size_t host_memory_in_use(sim_control const& sim)
 {
@@ -171,9 +162,8 @@ __sanitizer_get_current_allocated_bytes();  // NOLINT(bugprone-reserved-identifi
   return __sanitizer_get_current_allocated_bytes() +
          (sim.available() ? sim.census().host_bytes : 0);
 #else
-  (void)sim;
-  ::malloc_trim(0);
-  return resident_set_bytes();
+  struct mallinfo2 const heap = ::mallinfo2();  // every arena's live blocks, mmapped ones too
+  return heap.uordblks + heap.hblkhd + (sim.available() ? sim.census().host_bytes : 0);
 #endif
 }
 

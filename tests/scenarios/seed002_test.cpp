@@ -161,10 +161,11 @@ TEST_F(Seed002Test, ASoakOfAThousandRequestsKeepsHostMemoryFlat)
     soaked += 1000;
   } while (std::chrono::steady_clock::now() < until);
   std::size_t const end = settled_host_memory(*s, service);
-  // Measured: within 1.5 MiB of each other (plain build). A leak of 4 KiB per request
-  // passes the bound of 4 MiB in 1000 requests; the host copy of the code model is 35 MiB.
-  EXPECT_LE(end, warm + 4 * MiB) << "host memory after warm-up " << warm << ", after " << soaked
-                                 << " more requests " << end;
+  // Measured: 44 KiB apart (live heap bytes, scenario_fixture.hpp). A leak of 1 KiB per
+  // request passes the bound of 1 MiB in 1000 requests; the host copy of the code model is
+  // 35 MiB.
+  EXPECT_LE(end, warm + MiB) << "host memory after warm-up " << warm << ", after " << soaked
+                             << " more requests " << end;
   EXPECT_EQ(check.wrong(), 0U);
   EXPECT_EQ(check.replies(), 100 + soaked);
   expect_scenario_invariants(*s, service);
