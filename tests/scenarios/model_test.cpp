@@ -143,7 +143,7 @@ TEST_F(ModelTest, InconsistentSpecsAreRefusedNamingTheField)
   spec.sample_bytes  = 1000 + 2;
   auto const refused = [&](scenarios::model_spec const& bad, char const* word) {
     try {
-      scenarios::model m(*s_->owner, drv(), 0, bad, generated_bf16_weights());
+      scenarios::model m(*s_->owner, drv(), 0, bad, scenario_bf16_weights());
       ADD_FAILURE() << "accepted a spec without " << word;
     } catch (std::invalid_argument const& error) {
       EXPECT_NE(std::string(error.what()).find(word), std::string::npos) << error.what();
@@ -163,7 +163,7 @@ TEST_F(ModelTest, InconsistentSpecsAreRefusedNamingTheField)
 TEST_F(ModelTest, AFillerThatChangesBetweenLoadsIsCaughtAtTheReload)
 {
   auto calls    = std::make_shared<std::atomic<int>>(0);
-  auto const ok = generated_bf16_weights();
+  auto const ok = scenario_bf16_weights();
   scenarios::model m(*s_->owner, drv(), 0,
                      scenarios::make_model_spec("drift", pool_priority::normal, MiB, 1, MiB),
                      [calls, ok](std::span<std::byte> out, std::uint64_t salt) {

@@ -109,7 +109,7 @@ TEST_F(RunnerTest, TheRecorderTotalsEachPoolsBytesAndForwardsOnlyFromItsLevel)
     scenarios::scenario_context made;
     made.owner   = &owner;
     made.drv     = &drv();
-    made.filler  = generated_bf16_weights();
+    made.filler  = scenario_bf16_weights();
     auto const m = made.make_model("m", pool_priority::normal, 8 * MiB, 4);
     m->load();
     evict_result const done              = owner.evict(m->pool(), 0);

@@ -2,7 +2,7 @@
  * @file scenario_fixture.hpp
  * @brief The fixture of the seed scenario tests (tests/scenarios): an allocator over the
  *        shared driver with the event recorder installed, the scenario context with the
- *        generated bf16 weights, and the checks every scenario makes (issue 11):
+ *        real (or generated) bf16 weights, and the checks every scenario makes (issue 11):
  *        - no out-of-memory (no out_of_memory event);
  *        - peak device use ≤ high watermark × limit + one page, after every step, for this
  *          process against its limit and device-wide (other processes included) against
@@ -20,9 +20,9 @@
 #pragma once
 
 #include "driver_fixture.hpp"
-#include "generated_weights.hpp"
 #include "pipeline.hpp"
 #include "runner.hpp"
+#include "weights.hpp"
 
 #include <swapalloc/activation.hpp>
 #include <swapalloc/allocator.hpp>
@@ -35,11 +35,13 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -167,6 +169,32 @@ __sanitizer_get_current_allocated_bytes();  // NOLINT(bugprone-reserved-identifi
 #endif
 }
 
+/**
+ * @brief The scenarios' weights (issue 11), found once per program and named on stderr:
+ *        the real ones tools/fetch-weights fetched into the build directory, else the
+ *        project's real data (../shared/data), else generated N(0, 0.02) values
+ *        (weights.hpp weight_source::find, SWAPALLOC_WEIGHTS first). Thread safety: any.
+ */
+[[nodiscard]] inline scenarios::weight_source const& scenario_weights()
+{
+  static scenarios::weight_source const source = [] {
+    scenarios::weight_source found =
+      scenarios::weight_source::find({}, std::filesystem::path(SWAPALLOC_SCENARIO_SEARCH_ROOT));
+    std::fprintf(stderr, "scenario weights: %s\n", found.description().c_str());
+    return found;
+  }();
+  return source;
+}
+
+/// A weight_filler (model.hpp) of bf16 values of `scenario_weights()`: the same bytes for
+/// the same (size, salt).
+[[nodiscard]] inline scenarios::weight_filler scenario_bf16_weights()
+{
+  return [](std::span<std::byte> out, std::uint64_t salt) {
+    scenario_weights().fill(out, scenarios::weight_dtype::bf16, salt);
+  };
+}
+
 class ScenarioTest : public DriverTest {
  protected:
   /**
@@ -225,13 +253,13 @@ class ScenarioTest : public DriverTest {
     };
   }
 
-  /// The scenario context on device 0 of `owner`, weights from generated_bf16_weights.
+  /// The scenario context on device 0 of `owner`, weights from scenario_bf16_weights.
   [[nodiscard]] scenarios::scenario_context context(scenario_run const& s) const
   {
     scenarios::scenario_context made;
     made.owner  = s.owner.get();
     made.drv    = &drv();
-    made.filler = generated_bf16_weights();
+    made.filler = scenario_bf16_weights();
     return made;
   }
 
