@@ -194,48 +194,61 @@ namespace detail {
   return sum / static_cast<double>(r.request_seconds.size() - 1);
 }
 
+/// "174.00 MiB, 0.41 GB/s", or "-" for no bytes.
+[[nodiscard]] inline std::string moved_cell(std::size_t bytes, double seconds)
+{
+  return bytes == 0 ? std::string("-") : bytes_text(bytes) + ", " + rate(bytes, seconds);
+}
+
+/// "290.00 MiB (82%)", or "limit reached (OOM)" for a mode that ran out of memory (its peak
+/// lasted too short a time for the sampler).
+[[nodiscard]] inline std::string peak_cell(mode_result const& r)
+{
+  if (r.out_of_memory) { return "limit reached (OOM)"; }
+  double const share = r.limit_bytes == 0 ? 0.0
+                                          : 100.0 * static_cast<double>(r.peak_bytes) /
+                                              static_cast<double>(r.limit_bytes);
+  return format("%s (%.0f%%)", bytes_text(r.peak_bytes).c_str(), share);
+}
+
+/// "1.19x (102.00 MiB in 86.04 MiB)", or "-" when nothing is stored.
+[[nodiscard]] inline std::string ratio_cell(mode_result const& r)
+{
+  if (r.host_bytes == 0) { return "-"; }
+  return format("%.2fx (%s in %s)", r.compression_ratio(), bytes_text(r.stored_bytes).c_str(),
+                bytes_text(r.host_bytes).c_str());
+}
+
 /// The cells of one mode's column, in the order of `summary_rows`.
 [[nodiscard]] inline std::vector<std::string> summary_column(mode_result const& r,
                                                              std::size_t requests)
 {
-  double const first      = r.request_seconds.empty() ? -1.0 : r.request_seconds.front();
-  double const peak_share = r.limit_bytes == 0 ? 0.0
-                                               : 100.0 * static_cast<double>(r.peak_bytes) /
-                                                   static_cast<double>(r.limit_bytes);
-  std::string const moved =
-    r.evicted_bytes + r.restored_bytes == 0
-      ? std::string("0")
-      : bytes_text(r.evicted_bytes) + " out, " + bytes_text(r.restored_bytes) + " in";
-  std::string const ratio  = r.host_bytes == 0 ? std::string("-")
-                                               : format("%.2fx (%s in %s)", r.compression_ratio(),
-                                                        bytes_text(r.stored_bytes).c_str(),
-                                                        bytes_text(r.host_bytes).c_str());
-  std::string const intact = !r.weights_intact ? std::string("-")
-                             : *r.weights_intact
-                               ? "yes, after " + std::to_string(r.evictions) + " evictions"
-                               : std::string("NO");
-  std::string const peak   = r.out_of_memory
-                               ? std::string("limit reached (OOM)")
-                               : format("%s (%.0f%%)", bytes_text(r.peak_bytes).c_str(), peak_share);
+  std::string intact = "-";
+  if (r.weights_intact) {
+    intact = *r.weights_intact ? "yes, after " + std::to_string(r.evictions) + " evictions" : "NO";
+  }
   return {result_cell(r, requests),
-          time_cell(first),
+          time_cell(r.request_seconds.empty() ? -1.0 : r.request_seconds.front()),
           time_cell(repeated_mean(r)),
-          peak,
-          moved,
-          bytes_text(r.disk.bytes) + " (" + std::to_string(r.disk.loads) + " loads)",
-          ratio,
+          peak_cell(r),
+          bytes_text(r.disk.bytes) + ", " + std::to_string(r.disk.loads) + " loads, " +
+            rate(r.disk.bytes, r.disk.seconds),
+          moved_cell(r.evicted_bytes, r.evict_seconds),
+          moved_cell(r.restored_bytes, r.restore_seconds),
+          ratio_cell(r),
           intact};
 }
 
 }  // namespace detail
 
 /// The summary's row labels.
-inline constexpr std::array<char const*, 8> summary_rows{"requests run",
+inline constexpr std::array<char const*, 9> summary_rows{"requests run",
                                                          "first request",
                                                          "repeated request (mean)",
                                                          "peak device use (sampled)",
-                                                         "moved over the link",
                                                          "read from model files",
+                                                         "evicted to the host store",
+                                                         "restored from the host store",
                                                          "compression ratio",
                                                          "weights bit-identical"};
 

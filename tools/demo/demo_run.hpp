@@ -92,6 +92,8 @@ struct mode_result {
   std::size_t evicted_bytes{0};        ///< evict events' bytes
   std::size_t restored_bytes{0};       ///< restore and prefetch events' bytes
   std::size_t evictions{0};            ///< evict events
+  double evict_seconds{0.0};           ///< evict events' durations, summed
+  double restore_seconds{0.0};         ///< restore and prefetch events' durations, summed
   std::size_t repeated_restoring{0};   ///< requests after the first that restored from the host
   read_totals disk;                    ///< what the mode read from the model files
   std::size_t stored_bytes{0};         ///< evicted bytes at the end, compression finished
@@ -249,7 +251,11 @@ class mode_run {
     result_.evicted_bytes += record.evicted_bytes;
     result_.restored_bytes += record.restored_bytes;
     for (swap_event const& event : record.events) {
-      result_.evictions += event.kind == event_kind::evict ? 1 : 0;
+      bool const evict   = event.kind == event_kind::evict;
+      bool const restore = event.kind == event_kind::restore || event.kind == event_kind::prefetch;
+      result_.evictions += evict ? 1 : 0;
+      result_.evict_seconds += evict ? event.duration_s : 0.0;
+      result_.restore_seconds += restore ? event.duration_s : 0.0;
     }
     restored_in_request_ += record.restored_bytes;
     bool const in_request = current_request_ != 0;

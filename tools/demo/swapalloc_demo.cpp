@@ -210,6 +210,7 @@ struct run_facts {
   bool real_weights{false};
   std::string files;
   std::string codec;
+  std::size_t workers{0};  ///< the allocator's compression threads
 };
 
 /// Writes the model files (a pipeline on a throwaway allocator names their chunks).
@@ -256,7 +257,10 @@ void print_header(demo_options const& opts, demo_setup const& setup, run_facts c
     swapalloc::bytes_text(s.flux_bytes).c_str());
   std::printf("weights  %s, tiled and rounded to bf16\nfiles    %s\n", facts.weights.c_str(),
               facts.files.c_str());
-  std::printf("codec    %s for the host store of swapalloc's evicted pools\n", facts.codec.c_str());
+  std::printf(
+    "codec    %s for the host store of swapalloc's evicted pools, %zu compression "
+    "worker%s\n",
+    facts.codec.c_str(), facts.workers, facts.workers == 1 ? "" : "s");
 }
 
 /// What each mode is, printed above its lines.
@@ -315,6 +319,7 @@ void write_timeline(std::filesystem::path const& path, demo_options const& opts,
                         {"simulated", facts.simulated},
                         {"link", facts.link},
                         {"codec", facts.codec},
+                        {"workers", facts.workers},
                         {"weights", facts.weights},
                         {"real_weights", facts.real_weights}};
   std::vector<mode_timeline> timelines;
@@ -383,6 +388,7 @@ int run_demo(demo_options const& opts)
   facts.weights      = weights.description();
   facts.real_weights = weights.real();
   facts.codec        = codec_text(opts.codec);
+  facts.workers      = swapalloc::resolve_options(swapalloc::allocator_options{}).workers;
   model_file_store files(
     opts.model_dir.empty() ? std::filesystem::path(build_dir) / "demo" / "models" : opts.model_dir,
     weights);
