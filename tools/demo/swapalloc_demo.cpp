@@ -376,11 +376,11 @@ int run_demo(demo_options const& opts)
   setup.codec    = opts.codec;
   // The simulator reads its capacity once, at cuInit: the seed's device, unless set.
   (void)::setenv("SWAPALLOC_SIM_MEMORY", std::to_string(setup.sizes.device_bytes).c_str(), 0);
-  scenarios::weight_source const weights = find_weights(opts);
   swapalloc::driver const cuda;
   primary_context const context(cuda, cuda.device(0));
-  setup.drv                = &cuda;
-  setup.device_total_bytes = cuda.mem_get_info().total;
+  scenarios::weight_source const weights = find_weights(opts);
+  setup.drv                              = &cuda;
+  setup.device_total_bytes               = cuda.mem_get_info().total;
   run_facts facts;
   facts.simulated    = cuda.find_symbol("cudasimGetCensus") != nullptr;
   facts.driver       = driver_text(cuda, facts.simulated);
