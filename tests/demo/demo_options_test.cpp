@@ -49,9 +49,9 @@ TEST(DemoOptions, DefaultsAreAllModesTenRequestsAndTheDefaultScale)
 
 TEST(DemoOptions, ValuesAreTakenAfterASpaceOrAnEqualsSign)
 {
-  demo_options const o = parse({"--requests", "3", "--scale=256", "--mode", "swapalloc",
-                                "--link-gbps=12.5", "--weights", "w", "--timeline=t.json",
-                                "--model-dir", "m", "--codec=raw"});
+  demo_options const o =
+    parse({"--requests", "3", "--scale=256", "--mode", "swapalloc", "--link-gbps=12.5", "--weights",
+           "w", "--timeline=t.json", "--model-dir", "m", "--codec=raw"});
   EXPECT_EQ(o.requests, 3U);
   EXPECT_EQ(o.scale, 256U);
   EXPECT_EQ(o.modes, std::vector<demo_mode>{demo_mode::swapalloc});
@@ -111,7 +111,8 @@ TEST(DemoOptions, BadValuesNameTheOptionTheValueAndWhatIsAccepted)
 
 TEST(DemoOptions, UnknownMissingRepeatedAndRunDemosOptionsAreRefused)
 {
-  EXPECT_TRUE(contains(mistake({"--frobnicate"}), "unknown option '--frobnicate' (accepted: --mode"))
+  EXPECT_TRUE(
+    contains(mistake({"--frobnicate"}), "unknown option '--frobnicate' (accepted: --mode"))
     << mistake({"--frobnicate"});
   EXPECT_TRUE(contains(mistake({"requests"}), "unknown option 'requests'"));
   EXPECT_TRUE(contains(mistake({"--requests"}), "--requests needs a value"));

@@ -57,11 +57,12 @@ TEST(DemoReport, StepLineShowsUseLevelPoolsAndWhatMoved)
   record.limit_bytes = 100 * MiB;
   record.pressure    = pressure_level::critical;
   record.pools.push_back({1, "sdxl", pool_priority::normal, 64 * MiB, 0, 0, 0});
-  record.pools.push_back({2, "flux-inpaint", pool_priority::normal, 21 * MiB, 0, 32 * MiB, 20 * MiB});
+  record.pools.push_back(
+    {2, "flux-inpaint", pool_priority::normal, 21 * MiB, 0, 32 * MiB, 20 * MiB});
   swap_event evict;
-  evict.kind       = event_kind::evict;
-  evict.bytes      = 32 * MiB;
-  evict.duration_s = 0.01;
+  evict.kind         = event_kind::evict;
+  evict.bytes        = 32 * MiB;
+  evict.duration_s   = 0.01;
   swap_event restore = evict;
   restore.kind       = event_kind::restore;
   record.events      = {evict, restore};
@@ -114,16 +115,15 @@ TEST(DemoReport, ResultTextSaysHowTheRequestsEnded)
 {
   EXPECT_EQ(result_text(keep_out_of_memory({}), 10),
             "out of memory at request 1, step 3 (flux-inpaint)");
-  EXPECT_EQ(result_text(completed(demo_mode::swapalloc, {1, 2, 3, 4, 5, 6}), 2),
-            "2 of 2 requests");
-  mode_result failed = keep_out_of_memory({});
+  EXPECT_EQ(result_text(completed(demo_mode::swapalloc, {1, 2, 3, 4, 5, 6}), 2), "2 of 2 requests");
+  mode_result failed   = keep_out_of_memory({});
   failed.out_of_memory = false;
   EXPECT_EQ(result_text(failed, 10), "failed at request 1, step 3 (flux-inpaint)");
 }
 
 TEST(DemoReport, SummaryHasAColumnPerModeEveryRowAndTheVerdict)
 {
-  mode_result swapped = completed(demo_mode::swapalloc, {1, 2, 3, 4, 5, 6});
+  mode_result swapped     = completed(demo_mode::swapalloc, {1, 2, 3, 4, 5, 6});
   swapped.evicted_bytes   = 64 * MiB;
   swapped.evict_seconds   = 0.02;
   swapped.restored_bytes  = 32 * MiB;
@@ -133,9 +133,8 @@ TEST(DemoReport, SummaryHasAColumnPerModeEveryRowAndTheVerdict)
   swapped.evictions       = 7;
   swapped.weights_intact  = true;
   swapped.disk            = {3, 40 * MiB, 0.02};
-  std::vector<mode_result> const results{keep_out_of_memory({1, 2}),
-                                         completed(demo_mode::auto_unload, {1, 2, 3, 4, 5, 6}),
-                                         swapped};
+  std::vector<mode_result> const results{
+    keep_out_of_memory({1, 2}), completed(demo_mode::auto_unload, {1, 2, 3, 4, 5, 6}), swapped};
   std::string const table = summary_table(results, 2);
   for (char const* row : summary_rows) {
     EXPECT_TRUE(contains(table, row)) << row << "\n" << table;

@@ -50,9 +50,9 @@ class DemoRunTest : public ScenarioTest {
   /// How many of `r`'s marks are of `kind`.
   static std::size_t marks_of_kind(mode_result const& r, std::string const& kind)
   {
-    return static_cast<std::size_t>(std::count_if(
-      r.timeline.marks.begin(), r.timeline.marks.end(),
-      [&](demo::timeline_mark const& m) { return m.kind == kind; }));
+    return static_cast<std::size_t>(
+      std::count_if(r.timeline.marks.begin(), r.timeline.marks.end(),
+                    [&](demo::timeline_mark const& m) { return m.kind == kind; }));
   }
 
   scenarios::testing::temp_dir const dir_;
@@ -62,7 +62,7 @@ class DemoRunTest : public ScenarioTest {
 
 TEST_F(DemoRunTest, KeepRunsOutOfMemoryAtStep3OfRequest1WithThePoolTable)
 {
-  std::size_t steps           = 0;
+  std::size_t steps   = 0;
   mode_result const r = demo::run_mode(demo_mode::keep, setup_, [&](demo::step_view const& v) {
     ++steps;
     EXPECT_EQ(v.request, 1U);
@@ -110,8 +110,8 @@ TEST_F(DemoRunTest, SwapallocGivesAutoUnloadsOutputsRestoringFromTheHostStore)
 
 TEST_F(DemoRunTest, TimelinesHoldTicksStepSamplesAndMarks)
 {
-  setup_.sample_period = std::chrono::milliseconds(1);
-  mode_result const r  = demo::run_mode(demo_mode::swapalloc, setup_);
+  setup_.sample_period         = std::chrono::milliseconds(1);
+  mode_result const r          = demo::run_mode(demo_mode::swapalloc, setup_);
   demo::mode_timeline const& t = r.timeline;
   EXPECT_EQ(t.pools, (std::vector<std::string>{"sdxl", "birefnet", "flux-inpaint"}));
   EXPECT_EQ(t.limit_bytes, setup_.sizes.device_bytes);

@@ -104,14 +104,14 @@ TEST(DemoTimeline, JsonHasTheFieldsThePlotReads)
   EXPECT_EQ(j.at("version"), 1);
   EXPECT_EQ(j.at("scale"), 64);
   nlohmann::json const& mode = j.at("modes").at(0);
-  for (char const* field : {"mode", "completed", "result", "pools", "limit_bytes",
-                            "high_watermark", "low_watermark", "steps", "samples", "marks"}) {
+  for (char const* field : {"mode", "completed", "result", "pools", "limit_bytes", "high_watermark",
+                            "low_watermark", "steps", "samples", "marks"}) {
     EXPECT_TRUE(mode.contains(field)) << field;
   }
   nlohmann::json const& sample = mode.at("samples").at(0);
-  for (char const* field : {"time_s", "step", "after_step", "own_bytes", "device_used_bytes",
-                            "device_total_bytes", "limit_bytes", "high_watermark",
-                            "low_watermark", "level", "pools"}) {
+  for (char const* field :
+       {"time_s", "step", "after_step", "own_bytes", "device_used_bytes", "device_total_bytes",
+        "limit_bytes", "high_watermark", "low_watermark", "level", "pools"}) {
     EXPECT_TRUE(sample.contains(field)) << field;
   }
   EXPECT_EQ(sample.at("level"), "CRITICAL");
