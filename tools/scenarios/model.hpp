@@ -131,6 +131,15 @@ inline constexpr std::size_t request_header_bytes = 256;
   return x ^ (x >> 31);
 }
 
+/// One call `load` makes to the weight filler: bytes [offset, offset + bytes) of tensor
+/// `tensor` (an index into model_spec::tensors), filled with salt `salt`.
+struct weight_chunk {
+  std::size_t tensor{0};
+  std::size_t offset{0};
+  std::size_t bytes{0};
+  std::uint64_t salt{0};
+};
+
 /// A tensor's name and the xxHash64 (seed 0) of its bytes.
 struct tensor_hash {
   std::string name;
@@ -262,6 +271,29 @@ class model {
   /// The device address of tensor `i` (loaded only): for tests that corrupt one on purpose.
   /// @throws std::out_of_range for a bad index or an unloaded model.
   [[nodiscard]] CUdeviceptr tensor_address(std::size_t i) const { return tensors_.at(i).ptr; }
+
+  /**
+   * @brief The filler calls every `load` makes, in order: each tensor's chunks of the
+   *        staging buffer's size, with their salts. For a program that stores the weights
+   *        in a file once and reads them back at each load (the demo's auto_unload): the
+   *        bytes the filler writes for these chunks, in this order, are the model's weights.
+   * Pure; allocates nothing on the device.
+   */
+  [[nodiscard]] std::vector<weight_chunk> weight_chunks() const
+  {
+    std::size_t const staging      = staging_size();
+    std::uint64_t const model_salt = XXH64(spec_.name.data(), spec_.name.size(), 0);
+    std::vector<weight_chunk> chunks;
+    for (std::size_t t = 0; t < spec_.tensors.size(); ++t) {
+      std::size_t const bytes = spec_.tensors[t].bytes;
+      std::size_t chunk       = 0;
+      for (std::size_t done = 0; done < bytes; done += staging, ++chunk) {
+        chunks.push_back({t, done, std::min(staging, bytes - done),
+                          mix64(model_salt ^ mix64((t << 32U) ^ chunk))});
+      }
+    }
+    return chunks;
+  }
 
   /// The tensors' hashes recorded at the first load (empty before it).
   [[nodiscard]] std::vector<tensor_hash> const& first_load_hashes() const noexcept
@@ -476,25 +508,23 @@ class model {
     }
   }
 
-  /// Fills each tensor chunk by chunk through the staging buffer; returns their hashes.
+  /// Fills each tensor chunk by chunk (weight_chunks) through the staging buffer; returns
+  /// their hashes.
   [[nodiscard]] std::vector<tensor_hash> copy_weights_in()
   {
     pinned_buffer const staging(*driver_, staging_size());
-    std::uint64_t const model_salt = XXH64(spec_.name.data(), spec_.name.size(), 0);
+    std::vector<hasher> states(tensors_.size());
+    for (weight_chunk const& chunk : weight_chunks()) {
+      std::span<std::byte> const out = staging.span().first(chunk.bytes);
+      filler_(out, chunk.salt);
+      states[chunk.tensor].update(out);
+      driver_->memcpy_htod_async(tensors_[chunk.tensor].ptr + chunk.offset, out.data(), out.size(),
+                                 stream_);
+      driver_->stream_synchronize(stream_);  // the staging buffer is reused next
+    }
     std::vector<tensor_hash> hashes;
     for (std::size_t t = 0; t < tensors_.size(); ++t) {
-      loaded_tensor const& tensor = tensors_[t];
-      hasher state;
-      std::size_t chunk = 0;
-      for (std::size_t done = 0; done < tensor.bytes; done += staging.span().size(), ++chunk) {
-        std::span<std::byte> const out =
-          staging.span().first(std::min(staging.span().size(), tensor.bytes - done));
-        filler_(out, mix64(model_salt ^ mix64((t << 32U) ^ chunk)));
-        state.update(out);
-        driver_->memcpy_htod_async(tensor.ptr + done, out.data(), out.size(), stream_);
-        driver_->stream_synchronize(stream_);  // the staging buffer is reused next
-      }
-      hashes.push_back({tensor.name, state.digest()});
+      hashes.push_back({tensors_[t].name, states[t].digest()});
     }
     return hashes;
   }
