@@ -190,6 +190,7 @@ int main(int argc, char** argv)
     }
   }
   int kept_count = static_cast<int>(kept.size());
+  kept.push_back(nullptr);  // argv[argc] is null: GoogleTest moves it when it removes a flag
   ::testing::InitGoogleTest(&kept_count, kept.data());
   return RUN_ALL_TESTS();
 }
