@@ -59,9 +59,9 @@ template <class... Args>
 
 /// The legend printed above a mode's step lines.
 inline constexpr char const* step_legend =
-  "  (per step: time; this process's device use of the limit and the pressure level; per "
-  "pool resident|evicted|compressed MiB; what the step evicted and restored over the link "
-  "and read from the model files)";
+  "  mode request step model  time  device use/limit, level  per pool: resident|evicted|"
+  "compressed MiB\n  then what the step evicted and restored (host store) and read (model "
+  "files), and how fast";
 
 /// "evicted 96.0 MiB 3.20 GB/s" for the events of `kinds` in `record`; empty when none.
 [[nodiscard]] inline std::string moved_text(scenarios::step_record const& record, char const* verb,
