@@ -197,6 +197,17 @@ __sanitizer_get_current_allocated_bytes();  // NOLINT(bugprone-reserved-identifi
 
 class ScenarioTest : public DriverTest {
  protected:
+  /// Expects the program's SWAPALLOC_SIM_MEMORY setting (`sim_memory_set`, set_sim_memory's
+  /// result) to have taken effect: on the simulator the device has `device_bytes`; on a GPU
+  /// the scenario's limit emulates the device instead.
+  void expect_scenario_device(int sim_memory_set, std::size_t device_bytes) const
+  {
+    ASSERT_EQ(sim_memory_set, 0);
+    if (sim().available()) {
+      ASSERT_EQ(drv().mem_get_info().total, device_bytes) << "SWAPALLOC_SIM_MEMORY was set";
+    }
+  }
+
   /**
    * @brief A scenario's allocator: no SWAPALLOC_* variable read (unless
    *        `read_environment`), two compression workers, `limit` bytes for this process

@@ -21,10 +21,7 @@ class Seed003Test : public ScenarioTest {
   void SetUp() override
   {
     ScenarioTest::SetUp();
-    ASSERT_EQ(sim_memory_set, 0);
-    if (sim().available()) {  // on a GPU, the limit emulates the device
-      ASSERT_EQ(drv().mem_get_info().total, sizes.device_bytes) << "SWAPALLOC_SIM_MEMORY was set";
-    }
+    expect_scenario_device(sim_memory_set, sizes.device_bytes);
   }
 };
 
