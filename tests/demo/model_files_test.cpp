@@ -26,19 +26,9 @@ using scenarios::weight_source;
 
 int const sim_memory_set = set_sim_memory(256 * MiB);
 
-class DemoModelFilesTest : public ScenarioTest {
+class DemoModelFilesTest : public StartedScenarioTest {
  protected:
-  void SetUp() override
-  {
-    ScenarioTest::SetUp();
-    ASSERT_EQ(sim_memory_set, 0);
-    s_ = start(std::nullopt);
-  }
-  void TearDown() override
-  {
-    s_.reset();
-    ScenarioTest::TearDown();
-  }
+  DemoModelFilesTest() : StartedScenarioTest(sim_memory_set) {}
 
   /// A model of 3 MiB in 3 tensors (1 MiB chunks: the staging buffer is cut to 1 MiB), its
   /// weights from `filler`.
@@ -64,7 +54,6 @@ class DemoModelFilesTest : public ScenarioTest {
 
   weight_source const source_ = weight_source::generated(7);
   scenarios::testing::temp_dir const dir_;
-  std::unique_ptr<scenario_run> s_;
 };
 
 TEST_F(DemoModelFilesTest, WeightChunksAreTheFillerCallsOfALoad)

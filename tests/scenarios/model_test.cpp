@@ -15,27 +15,15 @@ namespace {
 
 int const sim_memory_set = set_sim_memory(256 * MiB);
 
-class ModelTest : public ScenarioTest {
+class ModelTest : public StartedScenarioTest {
  protected:
-  void SetUp() override
-  {
-    ScenarioTest::SetUp();
-    ASSERT_EQ(sim_memory_set, 0);
-    s_ = start(std::nullopt);
-  }
-  void TearDown() override
-  {
-    s_.reset();
-    ScenarioTest::TearDown();
-  }
+  ModelTest() : StartedScenarioTest(sim_memory_set) {}
 
   /// A model of 8 MiB in 4 tensors with 1 MiB of activations per slot.
   [[nodiscard]] std::unique_ptr<scenarios::model> make(std::string name, std::size_t slots = 1)
   {
     return context(*s_).make_model(std::move(name), pool_priority::normal, 8 * MiB, 4, 8, slots);
   }
-
-  std::unique_ptr<scenario_run> s_;
 };
 
 TEST_F(ModelTest, LoadRecordsEachTensorsHashAndVerifyFindsThemEqual)

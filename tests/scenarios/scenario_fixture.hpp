@@ -335,4 +335,29 @@ class ScenarioTest : public DriverTest {
   }
 };
 
+/// A ScenarioTest whose run (`s_`: no limit, the whole simulated device) starts in SetUp,
+/// after checking the program's SWAPALLOC_SIM_MEMORY setting (`sim_memory_set`,
+/// set_sim_memory's result), and ends in TearDown.
+class StartedScenarioTest : public ScenarioTest {
+ protected:
+  explicit StartedScenarioTest(int sim_memory_set) : sim_memory_set_(sim_memory_set) {}
+
+  void SetUp() override
+  {
+    ScenarioTest::SetUp();
+    ASSERT_EQ(sim_memory_set_, 0);
+    s_ = start(std::nullopt);
+  }
+  void TearDown() override
+  {
+    s_.reset();
+    ScenarioTest::TearDown();
+  }
+
+  std::unique_ptr<scenario_run> s_;
+
+ private:
+  int sim_memory_set_;
+};
+
 }  // namespace swapalloc::testing

@@ -12,6 +12,8 @@
  */
 #pragma once
 
+#include "../../tools/scenarios/bf16.hpp"
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -51,16 +53,8 @@ inline constexpr std::array<data_kind, 6> all_data_kinds{
   return index < names.size() ? names[index] : std::string_view{"unknown"};
 }
 
-/// float -> bf16, round to nearest even (what frameworks do when they cast).
-[[nodiscard]] inline std::uint16_t to_bf16(float value) noexcept
-{
-  auto const bits = std::bit_cast<std::uint32_t>(value);
-  if ((bits & 0x7FFFFFFFU) > 0x7F800000U) {
-    return static_cast<std::uint16_t>((bits >> 16) | 0x40);
-  }
-  std::uint32_t const rounding = 0x7FFFU + ((bits >> 16) & 1U);
-  return static_cast<std::uint16_t>((bits + rounding) >> 16);
-}
+/// float -> bf16, round to nearest even: the scenarios' conversion (tools/scenarios/bf16.hpp).
+using swapalloc::scenarios::to_bf16;
 
 /// float -> IEEE fp16, round to nearest even, subnormals kept.
 [[nodiscard]] inline std::uint16_t to_fp16(float value) noexcept

@@ -25,6 +25,7 @@
  */
 #pragma once
 
+#include "bf16.hpp"
 #include "safetensors.hpp"
 
 #include <algorithm>
@@ -62,18 +63,6 @@ enum class weight_dtype : std::uint8_t { bf16, fp32 };
 [[nodiscard]] constexpr std::string_view to_string(weight_dtype dtype) noexcept
 {
   return dtype == weight_dtype::bf16 ? "bf16" : "fp32";
-}
-
-/// float -> bf16 bits, round to nearest even (ties to the even mantissa; values past bf16's
-/// largest round to infinity); a NaN stays a NaN (quiet, sign kept). Thread safety: pure.
-[[nodiscard]] constexpr std::uint16_t to_bf16(float value) noexcept
-{
-  auto const bits = std::bit_cast<std::uint32_t>(value);
-  if ((bits & 0x7FFFFFFFU) > 0x7F800000U) {  // NaN: truncating could leave an infinity
-    return static_cast<std::uint16_t>((bits >> 16) | 0x40U);
-  }
-  std::uint32_t const rounding = 0x7FFFU + ((bits >> 16) & 1U);
-  return static_cast<std::uint16_t>((bits + rounding) >> 16);
 }
 
 /// The source of model weights. See the file comment.
