@@ -121,6 +121,23 @@ class allocator {
   }
   /// The id of the live pool named `name`. @throws usage_error (bad_pool) if none.
   [[nodiscard]] pool_id find_pool(std::string_view name) const { return registry_.find(name); }
+  /// The id of the live pool named `name`, if any: a query, not a misuse when there is none.
+  [[nodiscard]] std::optional<pool_id> lookup_pool(std::string_view name) const
+  {
+    return registry_.lookup(name);
+  }
+  /// Whether pool `id` exists (created, not destroyed): a query, not a misuse when not.
+  [[nodiscard]] bool has_pool(pool_id id) const { return registry_.alive(id); }
+  /// The device holding the live block at `ptr`, if any: a query, not a misuse when none.
+  /// Cost: one lock and lookup per device until found.
+  [[nodiscard]] std::optional<int> device_of(CUdeviceptr ptr) const
+  {
+    for (auto const& state : devices_) {
+      std::lock_guard const lock(state->mutex());
+      if (state->live().find(ptr) != nullptr) { return state->ordinal(); }
+    }
+    return std::nullopt;
+  }
   /// The name of pool `id`. @throws usage_error (bad_pool) if it does not exist.
   [[nodiscard]] std::string pool_name(pool_id id) const
   {
@@ -456,6 +473,29 @@ class allocator {
     room_result done = room_.make_room(state, lock, default_pool, 0, room_reason::monitor);
     if (done.error) { std::rethrow_exception(done.error); }
     return done;
+  }
+
+  /**
+   * @brief Sets what this process may hold on `device` from now on, replacing
+   *        allocator_options::device_limit there (PyTorch's set_per_process_memory_fraction
+   *        through the plugin). Blocks already allocated stay: an allocation past the new
+   *        limit makes room first, and the background monitor, when running, brings use
+   *        back under the new watermarks.
+   * @throws usage_error (bad_device); config_error ("device_limit") for a fraction outside
+   *         (0, 1] with no byte count.
+   */
+  void set_device_limit(int device, device_limit limit)
+  {
+    if (limit.bytes == 0 && !(limit.fraction > 0.0 && limit.fraction <= 1.0)) {
+      throw config_error("device_limit",
+                         "swapalloc: set_device_limit(device=" + std::to_string(device) +
+                           "): fraction " + std::to_string(limit.fraction) +
+                           " is outside (0, 1] (accepted: a fraction of the "
+                           "device's memory in (0, 1], or a byte count)");
+    }
+    device_state& state = state_of(device, "set_device_limit");
+    std::lock_guard const lock(state.mutex());
+    state.set_limit_override(limit);
   }
 
   /// The pressure level of `device` (policy.hpp pressure_of): SAFE below the low watermark,

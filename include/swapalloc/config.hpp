@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -242,6 +243,24 @@ struct device_limit {
                    detail::device_limit_accepted);
   }
   return device_limit{*bytes, 1.0};
+}
+
+/**
+ * @brief Parses a period in whole milliseconds, 1 to 3600000 (one hour): the background
+ *        monitor's interval (pressure_monitor.hpp).
+ * @throws config_error naming `what`, the text, and what is accepted.
+ */
+[[nodiscard]] inline std::chrono::milliseconds parse_interval_ms(std::string_view text,
+                                                                 std::string_view what)
+{
+  std::int64_t value      = 0;
+  auto const [end, error] = std::from_chars(text.data(), text.data() + text.size(), value, 10);
+  if (error != std::errc() || end != text.data() + text.size() || text.empty() || value < 1 ||
+      value > 3'600'000) {
+    detail::reject(what, text, "is not a period in milliseconds",
+                   "is a whole number of milliseconds from 1 to 3600000");
+  }
+  return std::chrono::milliseconds(value);
 }
 
 /// Parses a log level: off, error, warn, info or debug. @throws config_error.

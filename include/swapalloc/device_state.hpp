@@ -33,6 +33,7 @@
 
 #include <swapalloc/address_map.hpp>
 #include <swapalloc/block.hpp>
+#include <swapalloc/config.hpp>
 #include <swapalloc/driver.hpp>
 #include <swapalloc/host_store.hpp>
 #include <swapalloc/policy.hpp>
@@ -53,6 +54,7 @@
 #include <iterator>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -163,6 +165,15 @@ class device_state {
 
   /// The device's memory (cuDeviceTotalMem), read once. @pre ensure_context() was called.
   [[nodiscard]] std::size_t total_bytes() const noexcept { return total_bytes_; }
+
+  /// The limit set on this device at run time (allocator::set_device_limit), which replaces
+  /// allocator_options::device_limit here; unset: none was. @pre locked.
+  [[nodiscard]] std::optional<device_limit> const& limit_override() const noexcept
+  {
+    return limit_override_;
+  }
+  /// @pre locked.
+  void set_limit_override(device_limit limit) noexcept { limit_override_ = limit; }
 
   /// Pool `id`'s residency here, or null before its first allocation here. @pre locked.
   [[nodiscard]] pool_residency* pool(pool_id id) const noexcept
@@ -714,6 +725,7 @@ class device_state {
   mutable std::mutex mutex_;
   CUcontext context_{nullptr};
   std::size_t total_bytes_{0};  // cuDeviceTotalMem, read with the context
+  std::optional<device_limit> limit_override_;
   address_map<live_block> live_;
   pool_controls controls_;
   struct memory_reading {

@@ -85,12 +85,26 @@ class pool_registry {
   /// The id of the live pool named `name`. @throws usage_error (bad_pool) if none.
   [[nodiscard]] pool_id find(std::string_view name) const
   {
+    if (std::optional<pool_id> const found = lookup(name)) { return *found; }
+    throw usage_->raise(usage_error_kind::bad_pool,
+                        "find_pool(\"" + std::string(name) + "\"): no such pool");
+  }
+
+  /// The id of the live pool named `name`, if any (not a misuse when none).
+  [[nodiscard]] std::optional<pool_id> lookup(std::string_view name) const
+  {
     std::lock_guard const lock(mutex_);
     for (std::size_t id = 0; id < pools_.size(); ++id) {
       if (pools_[id].alive && pools_[id].name == name) { return static_cast<pool_id>(id); }
     }
-    throw usage_->raise(usage_error_kind::bad_pool,
-                        "find_pool(\"" + std::string(name) + "\"): no such pool");
+    return std::nullopt;
+  }
+
+  /// Whether pool `id` was created and not destroyed (not a misuse when not).
+  [[nodiscard]] bool alive(pool_id id) const
+  {
+    std::lock_guard const lock(mutex_);
+    return id < pools_.size() && pools_[id].alive;
   }
 
   /// A copy of live pool `id`'s entry; `function` names the caller in the error.

@@ -72,12 +72,20 @@ class room_maker {
 
   [[nodiscard]] watermarks marks() const noexcept { return settings_.marks; }
 
-  /// What this process may hold on `state`'s device: the configured limit, else the
-  /// device's total. @pre state's context was ensured.
+  /// The limit on `state`'s device: the one set there at run time, else the configured
+  /// one; unset: none. @pre locked.
+  [[nodiscard]] std::optional<device_limit> const& limit_setting(device_state const& state) const
+  {
+    return state.limit_override() ? state.limit_override() : settings_.device_limit;
+  }
+
+  /// What this process may hold on `state`'s device: its limit (limit_setting), else the
+  /// device's total. @pre locked, state's context was ensured.
   [[nodiscard]] std::size_t limit_of(device_state const& state) const
   {
-    std::size_t const total = state.total_bytes();
-    return settings_.device_limit ? settings_.device_limit->resolve(total) : total;
+    std::size_t const total                  = state.total_bytes();
+    std::optional<device_limit> const& limit = limit_setting(state);
+    return limit ? limit->resolve(total) : total;
   }
 
   /// The compression workers, shared by every device, started at the first call.
@@ -417,7 +425,7 @@ class room_maker {
       device_full = true;
       return nullptr;
     }
-    if (found != nullptr && settings_.device_limit && state.own_bytes() > limit_of(state)) {
+    if (found != nullptr && limit_setting(state) && state.own_bytes() > limit_of(state)) {
       pool.deallocate(found);
       (void)pool.release_idle_pages();
       device_full = true;
@@ -429,9 +437,10 @@ class room_maker {
   /// " (this process may hold L of the device: ...)" when a limit is set.
   [[nodiscard]] std::string limit_text(device_state const& state) const
   {
-    if (!settings_.device_limit) { return {}; }
+    if (!limit_setting(state)) { return {}; }
     return " (this process may hold " + bytes_text(limit_of(state)) +
-           " of the device: allocator_options::device_limit or SWAPALLOC_DEVICE_LIMIT)";
+           " of the device: allocator_options::device_limit, SWAPALLOC_DEVICE_LIMIT or "
+           "allocator::set_device_limit)";
   }
 
  public:

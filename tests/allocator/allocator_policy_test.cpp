@@ -311,6 +311,34 @@ TEST_F(PolicyAllocatorTest, DeactivateWithoutActivateIsAMisuse)
   EXPECT_THROW(alloc().deactivate(a, 0, nullptr), usage_error) << "one deactivate per activate";
 }
 
+TEST_F(PolicyAllocatorTest, ALimitSetAtRunTimeMovesTheWatermarksAndBoundsTheDefaultPool)
+{
+  pool_id const a = make_pool("a");
+  pool_id const b = make_pool("b");
+  std::vector<filled_block> const in_a{use(a, 14 * MiB, 1)};
+  alloc().set_device_limit(0, device_limit{32 * MiB, 1.0});
+  // 28 MiB passes 0.85 × 32 = 27.2 MiB: room is made down to 0.75 × 32 = 24 MiB, from a.
+  std::vector<filled_block> const in_b{use(b, 14 * MiB, 2)};
+  EXPECT_GT(alloc().stats(a, 0).evicted_bytes, 0U) << "the limit of 32 MiB applies";
+  EXPECT_EQ(alloc().stats(b, 0).evicted_bytes, 0U);
+  pool_stats const own = alloc().device_stats(0);
+  EXPECT_LE(own.reserved_bytes, (32 * MiB / 100 * 85) + page_bytes);
+  std::string report;
+  try {  // more than the limit itself, whatever is evicted
+    (void)alloc().allocate(34 * MiB, 0, nullptr);
+    ADD_FAILURE() << "34 MiB fit under a limit of 32 MiB";
+  } catch (out_of_memory const& error) {
+    report = error.what();
+  }
+  EXPECT_NE(report.find("set_device_limit"), std::string::npos) << report;
+  EXPECT_THROW(alloc().set_device_limit(0, device_limit{0, 0.0}), config_error);
+  EXPECT_THROW(alloc().set_device_limit(0, device_limit{0, 1.5}), config_error);
+  EXPECT_THROW(alloc().set_device_limit(7, device_limit{0, 0.5}), usage_error);
+  expect_intact_when_active(a, in_a, "a after the limit evicted it");
+  free_blocks(in_a);
+  free_blocks(in_b);
+}
+
 TEST(PolicyOptions, ALowWatermarkNotBelowTheHighOneIsRejected)
 {
   driver const drv;

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -93,6 +94,20 @@ TEST(ConfigWorkers, AcceptsOneTo256)
     EXPECT_NE(message.find("SWAPALLOC_WORKERS=\"" + std::string(bad) + "\""), std::string::npos)
       << message;
     EXPECT_NE(message.find("1 to 256"), std::string::npos) << message;
+  }
+}
+
+TEST(ConfigInterval, AcceptsOneMillisecondToOneHour)
+{
+  EXPECT_EQ(parse_interval_ms("1", "interval"), std::chrono::milliseconds(1));
+  EXPECT_EQ(parse_interval_ms("100", "interval"), std::chrono::milliseconds(100));
+  EXPECT_EQ(parse_interval_ms("3600000", "interval"), std::chrono::hours(1));
+  for (char const* bad : {"0", "3600001", "-5", "1.5", "10ms", "", " 7"}) {
+    std::string const message = rejection(
+      [&] { (void)parse_interval_ms(bad, "monitor_interval_ms"); }, "monitor_interval_ms");
+    EXPECT_NE(message.find("monitor_interval_ms=\"" + std::string(bad) + "\""), std::string::npos)
+      << message;
+    EXPECT_NE(message.find("1 to 3600000"), std::string::npos) << message;
   }
 }
 
