@@ -600,7 +600,8 @@ class allocator {
   /**
    * @brief Every counter, per device and pool and in total, plus the usage errors:
    *   {"devices": [{"device": 0, "pools": [{"id", "name", "allocated_bytes", ...}],
-   *     "total": {...}}], "total": {...}, "usage_errors": {"total": n, "<kind>": n}}
+   *     "total": {...}, "pressure": {...}, "counters": {"alloc_retries", "ooms"}}],
+   *    "total": {...}, "usage_errors": {"total": n, "<kind>": n}, "events": {...}}
    */
   [[nodiscard]] nlohmann::json stats_json() const
   {
@@ -618,6 +619,9 @@ class allocator {
                                  memory.known ? memory.total_bytes : 0};
         device["pressure"] = pressure_json(usage, room_.marks());
       }
+      device["counters"] = {
+        {"alloc_retries", state->counters().alloc_retries.load(std::memory_order_relaxed)},
+        {"ooms", state->counters().ooms.load(std::memory_order_relaxed)}};
       out["devices"].push_back(std::move(device));
     }
     out["total"]        = to_json(everything);

@@ -46,6 +46,7 @@
 #include <swapalloc/worker_pool.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -86,6 +87,13 @@ struct room_result {
   std::vector<room_step_done> steps;  ///< the steps that ran, in order
 
   [[nodiscard]] std::size_t freed_bytes() const noexcept { return released_bytes + evicted_bytes; }
+};
+
+/// What happened on a device that PyTorch's memory_stats counts (num_alloc_retries,
+/// num_ooms): atomics, so that the const paths that fail an allocation can count it.
+struct device_counters {
+  std::atomic<std::uint64_t> alloc_retries{0};  ///< cache released and the request retried
+  std::atomic<std::uint64_t> ooms{0};           ///< out_of_memory thrown
 };
 
 /// A pool's live blocks on a device, for the leak report (report.hpp leak_text).
@@ -165,6 +173,9 @@ class device_state {
 
   /// The device's memory (cuDeviceTotalMem), read once. @pre ensure_context() was called.
   [[nodiscard]] std::size_t total_bytes() const noexcept { return total_bytes_; }
+
+  /// The device's counters. Thread safety: any thread (atomics).
+  [[nodiscard]] device_counters& counters() const noexcept { return counters_; }
 
   /// The limit set on this device at run time (allocator::set_device_limit), which replaces
   /// allocator_options::device_limit here; unset: none was. @pre locked.
@@ -726,6 +737,7 @@ class device_state {
   CUcontext context_{nullptr};
   std::size_t total_bytes_{0};  // cuDeviceTotalMem, read with the context
   std::optional<device_limit> limit_override_;
+  mutable device_counters counters_;
   address_map<live_block> live_;
   pool_controls controls_;
   struct memory_reading {

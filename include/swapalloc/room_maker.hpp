@@ -361,6 +361,7 @@ class room_maker {
                          std::string const& request, std::string const& why) const
   {
     events_->note(event_kind::out_of_memory, state, id, bytes, 0, request + ": " + why);
+    state.counters().ooms.fetch_add(1, std::memory_order_relaxed);
     throw out_of_memory(oom_text(state, request, why), bytes, state.ordinal());
   }
 
@@ -368,6 +369,7 @@ class room_maker {
   std::size_t release_for_retry(device_state& state, std::unique_lock<std::mutex>& lock) const
   {
     std::size_t const released = state.release_for_retry(lock);
+    state.counters().alloc_retries.fetch_add(1, std::memory_order_relaxed);
     if (released != 0) {
       events_->note(event_kind::release_cached, state, std::nullopt, released, 0,
                     "every pool's cached pages, before the out-of-memory retry");

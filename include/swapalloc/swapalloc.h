@@ -163,7 +163,8 @@ SWAPALLOC_API void* swapalloc_malloc(ssize_t size, int device, void* stream);
  */
 SWAPALLOC_API void swapalloc_free(void* ptr, ssize_t size, int device, void* stream);
 
-/** The init hook: initializes (swapalloc_init) if not yet; checks `device_count`. */
+/** The init hook: initializes (swapalloc_init) if not yet; checks a `device_count` above 0
+ *  against the driver's (torch passes 0 when it creates the allocator, before its CUDA init). */
 SWAPALLOC_API void swapalloc_hook_init(int device_count);
 
 /** The reset hook (torch.cuda.empty_cache): releases every cached page (swapalloc_empty_cache). */

@@ -170,7 +170,9 @@ void swapalloc_hook_init(int device_count)
   if (swapalloc_init() != SWAPALLOC_SUCCESS) { return; }
   (void)guarded([&] {
     int const found = require_instance("swapalloc_hook_init").cache().device_count();
-    if (device_count != found) {
+    // createCustomAllocator calls init with the device count torch knew then (0 before
+    // its lazy CUDA init, CUDAPluggableAllocator.cpp): only a count it knows is checked.
+    if (device_count > 0 && device_count != found) {
       throw abi_error(SWAPALLOC_ERROR_INVALID_VALUE,
                       "swapalloc_hook_init(device_count=" + std::to_string(device_count) +
                         "): the driver swapalloc loaded reports " + std::to_string(found) +

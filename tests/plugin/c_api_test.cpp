@@ -44,13 +44,19 @@ void mark_last_error()
 /// Whether no call failed since mark_last_error.
 bool no_failure_since_mark() { return has(message(), "(\"sentinel\")"); }
 
-/// The device use of pool `name` in swapalloc_stats_json, or an empty object.
-nlohmann::json pool_json(std::string const& name)
+/// Device 0's entry of swapalloc_stats_json.
+nlohmann::json device_json()
 {
   char const* json = nullptr;
   EXPECT_EQ(swapalloc_stats_json(&json), SWAPALLOC_SUCCESS) << message();
-  nlohmann::json const stats = nlohmann::json::parse(json);  // outlives the loop below
-  for (auto const& pool : stats.at("devices").at(0).at("pools")) {
+  return nlohmann::json::parse(json).at("devices").at(0);
+}
+
+/// The device use of pool `name` in swapalloc_stats_json, or an empty object.
+nlohmann::json pool_json(std::string const& name)
+{
+  nlohmann::json const device = device_json();  // outlives the loop below
+  for (auto const& pool : device.at("pools")) {
     if (pool.at("name") == name) { return pool; }
   }
   return nlohmann::json::object();
@@ -385,6 +391,9 @@ TEST_F(PluginTest, MemoryFractionHookLimitsTheProcessAndResetReleasesTheCache)
   swapalloc_hook_memory_fraction(0.25, 0);  // 64 of 256 MiB
   EXPECT_EQ(swapalloc_malloc(static_cast<ssize_t>(80 * MiB), 0, nullptr), nullptr);
   EXPECT_TRUE(has(message(), "set_device_limit")) << message();
+  EXPECT_EQ(device_json().at("counters").at("ooms"), 1U);
+  EXPECT_GE(device_json().at("counters").at("alloc_retries").get<std::size_t>(), 1U)
+    << "the cache is released and the request retried before out of memory";
   void* const ptr = filled(40 * MiB, 9);
   ASSERT_NE(ptr, nullptr);
   swapalloc_free(ptr, static_cast<ssize_t>(40 * MiB), 0, nullptr);
@@ -420,8 +429,11 @@ TEST_F(PluginTest, RecordStreamHookDelaysReuseAndRefusesAForeignPointer)
 TEST_F(PluginTest, InitHookInitializesAndChecksTheDeviceCount)
 {
   ASSERT_EQ(swapalloc_shutdown(), SWAPALLOC_SUCCESS);
-  swapalloc_hook_init(1);
+  swapalloc_hook_init(0);  // torch's call at createCustomAllocator: no count known yet
   EXPECT_EQ(swapalloc_is_initialized(), 1) << message();
+  mark_last_error();
+  swapalloc_hook_init(1);
+  EXPECT_TRUE(no_failure_since_mark()) << message();
   swapalloc_hook_init(3);
   EXPECT_TRUE(has(message(), "device_count=3")) << message();
 }
