@@ -43,6 +43,8 @@ __all__ = [
     "configure",
     "pool",
     "create_pool",
+    "active",
+    "guard",
     "attach",
     "prefetch",
     "evict",
@@ -166,6 +168,32 @@ def pool(name: str, **options: Any) -> Iterator[int]:
         yield handle
     finally:
         check(lib.swapalloc_pool_pop())
+
+
+@contextlib.contextmanager
+def active(name: str, device: int = 0, stream: int | None = None) -> Iterator[int]:
+    """Pool ``name`` is in use inside the block: restored first if evicted (``stream``, a
+    CUstream address, defaults to torch's current stream when torch is loaded, else the
+    default stream, and waits for the copies), and never evicted until the block ends.
+    What ``attach`` does around each forward. Nests. Yields the pool's handle."""
+    handle = _require_pool(name)
+    if stream is None:
+        stream = _current_stream(device)
+    lib = library()
+    check(lib.swapalloc_activate(handle, device, ctypes.c_void_p(stream)))
+    try:
+        yield handle
+    finally:
+        check(lib.swapalloc_deactivate(handle, device, ctypes.c_void_p(stream)))
+
+
+def _current_stream(device: int) -> int:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return 0
+    return torch.cuda.current_stream(device).cuda_stream
 
 
 def evict(name: str, device: int = 0) -> int:

@@ -1,0 +1,60 @@
+"""swapalloc under real torch 2.15 on the simulator (through the CUDA runtime shim): the
+allocator swap and every hook, pool scopes, attach() in a three-model pipeline that does not
+fit, memory_stats, ensure_free and prefetch. Each case runs in a fresh process (conftest)."""
+MiB = 1 << 20
+
+
+def test_install_swaps_the_allocator_and_every_hook_reaches_swapalloc(case):
+    out = case("install_hooks")
+    assert out["initialized_before_cuda"] is True
+    assert out["backend"] == "pluggable"
+    assert out["default_allocated"] == 3 * MiB, "the tensor's bytes are in the default pool"
+    assert out["round_trip"] is True, ".cuda() then .cpu() gives the same bytes"
+    assert out["reserved_before_empty_cache"] > 0, "the freed block stays cached"
+    assert out["reserved_after_empty_cache"] == 0, "torch.cuda.empty_cache() -> reset hook"
+    assert out["over_fraction"] != "allocated", "set_per_process_memory_fraction(0.25) limits"
+    assert out["ooms"] == 1
+    assert out["usage_errors"] == 0, "record_stream and the frees were all valid"
+
+
+def test_install_after_cuda_init_refuses_and_says_what_to_do(case):
+    out = case("install_after_cuda_init")
+    assert out["raised"] == "MisuseError"
+    assert "already initialized" in out["message"]
+    assert "swapalloc.install() first" in out["message"]
+
+
+def test_pool_scopes_put_each_tensor_in_its_pool(case):
+    out = case("pool_scopes")
+    assert out["sdxl"] == 7 * MiB
+    assert out["sdxl_blocks"] == 2
+    assert out["birefnet"] == 2 * MiB, "the inner scope wins"
+    assert out["default"] == MiB, "outside every scope"
+    assert out["handle_is_int"] is True
+    assert out["after_free"] == 0
+
+
+def test_attached_models_are_restored_before_each_forward_and_stay_bit_identical(case):
+    out = case("attach_pipeline")
+    assert out["forwards"] == 30
+    assert out["restored_before_forward"] is True
+    assert out["outputs_equal"] is True
+    assert out["weights_equal"] is True, "parameters after 10 rounds are the loaded ones"
+    assert out["evictions"] > 0 and out["restores"] > 0, "the three did not fit: it swapped"
+    assert out["peak_reserved_MiB"] < 256
+
+
+def test_memory_stats_ensure_free_guard_and_prefetch(case):
+    out = case("memory_stats_ensure_free_prefetch")
+    assert out["keys"] == sorted([
+        "allocated_bytes.all.current", "allocated_bytes.all.peak",
+        "reserved_bytes.all.current", "reserved_bytes.all.peak",
+        "num_alloc_retries", "num_ooms",
+    ])
+    assert out["allocated"] == 64 * MiB
+    assert out["freed"] >= 64 * MiB, "ensure_free evicted pool a"
+    assert out["a_evicted"] == 64 * MiB
+    assert out["guard_freed"] == 0, "10 MiB were free already"
+    assert out["a_evicted_after"] == 0, "active: restored"
+    assert out["a_equal"] is True
+    assert out["too_much"] == "OutOfMemoryError"

@@ -1,0 +1,160 @@
+"""The torch cases of the Python package's tests: `python torch_cases.py <case>` runs one in
+this fresh process and prints its result as one JSON line. Run by conftest.run_case.
+
+Only copies run on the simulator (kernels do not): tensors are made on the CPU and moved
+with .cuda()/.to()/copy_/clone, or made with torch.empty on the device; nothing prints a
+CUDA tensor. Sizes suit SWAPALLOC_SIM_MEMORY=256M.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+import swapalloc
+
+MiB = 1 << 20
+
+
+def pool_stats(name: str) -> dict:
+    for pool in swapalloc.stats()["devices"][0]["pools"]:
+        if pool["name"] == name:
+            return pool
+    return {}
+
+
+def host_tensor(nbytes: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(-(2**31), 2**31 - 1, (nbytes // 4,), dtype=torch.int32, generator=generator)
+
+
+def case_install_hooks() -> dict:
+    swapalloc.install()
+    out = {"initialized_before_cuda": swapalloc.is_initialized(),
+           "backend": torch.cuda.get_allocator_backend()}
+    data = host_tensor(3 * MiB, 1)
+    on_device = data.cuda()
+    out["default_allocated"] = pool_stats("default")["allocated_bytes"]
+    out["round_trip"] = bool(torch.equal(on_device.cpu(), data))
+    del on_device
+    out["reserved_before_empty_cache"] = pool_stats("default")["reserved_bytes"]
+    torch.cuda.empty_cache()  # the reset hook
+    out["reserved_after_empty_cache"] = pool_stats("default")["reserved_bytes"]
+    torch.cuda.set_per_process_memory_fraction(0.25)  # 64 of 256 MiB: the fraction hook
+    try:
+        torch.empty(80 * MiB, dtype=torch.uint8, device="cuda")
+        out["over_fraction"] = "allocated"
+    except Exception as error:  # noqa: BLE001 - the case reports what torch raised
+        out["over_fraction"] = type(error).__name__
+        out["over_fraction_message"] = str(error)[:400]
+    out["ooms"] = swapalloc.memory_stats()["num_ooms"]
+    torch.cuda.set_per_process_memory_fraction(1.0)
+    side = torch.cuda.Stream()
+    block = torch.empty(MiB, dtype=torch.uint8, device="cuda")
+    block.record_stream(side)  # the record_stream hook
+    del block
+    torch.cuda.synchronize()
+    out["usage_errors"] = swapalloc.stats()["usage_errors"]["total"]
+    return out
+
+
+def case_install_after_cuda_init() -> dict:
+    torch.empty(16, device="cuda")  # the native allocator, CUDA initialized
+    try:
+        swapalloc.install()
+    except swapalloc.MisuseError as error:
+        return {"raised": "MisuseError", "message": str(error)}
+    return {"raised": None}
+
+
+def case_pool_scopes() -> dict:
+    swapalloc.install()
+    with swapalloc.pool("sdxl", priority="high", dtype="bf16") as handle:
+        a = host_tensor(4 * MiB, 2).cuda()
+        b = torch.empty(3 * MiB, dtype=torch.uint8, device="cuda")
+        with swapalloc.pool("birefnet"):
+            c = host_tensor(2 * MiB, 3).cuda()
+    d = torch.empty(MiB, dtype=torch.uint8, device="cuda")
+    out = {name: pool_stats(name)["allocated_bytes"] for name in ("sdxl", "birefnet", "default")}
+    out["handle_is_int"] = isinstance(handle, int)
+    out["sdxl_blocks"] = pool_stats("sdxl")["live_blocks"]
+    del a, b, c, d
+    out["after_free"] = pool_stats("sdxl")["allocated_bytes"]
+    return out
+
+
+class CopyModel(torch.nn.Module):
+    """A model whose forward only copies: out = a copy of its weight, into a new tensor."""
+
+    def __init__(self, nbytes: int, seed: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(host_tensor(nbytes, seed), requires_grad=False)
+        self.restored_before_forward: list[bool] = []
+
+    def forward(self, pool_name: str) -> torch.Tensor:
+        self.restored_before_forward.append(pool_stats(pool_name)["evicted_bytes"] == 0)
+        out = torch.empty_like(self.weight)
+        out.copy_(self.weight)
+        return out
+
+
+def case_attach_pipeline() -> dict:
+    swapalloc.install()
+    names = ["sdxl", "birefnet", "flux"]
+    models = [CopyModel(96 * MiB, seed) for seed in range(3)]  # 288 MiB > 0.85 x 256 MiB
+    expected = [m.weight.detach().clone() for m in models]
+    for model, name in zip(models, names):
+        swapalloc.attach(model, name, device="cuda")
+    outputs_equal = True
+    for _ in range(10):
+        for model, name in zip(models, names):
+            out = model(name)
+            outputs_equal &= bool(torch.equal(out.cpu(), expected[names.index(name)]))
+            del out
+    weights_equal = True
+    for model, name, weights in zip(models, names, expected):
+        with swapalloc.active(name):  # evicted ones are restored to be read
+            weights_equal &= bool(torch.equal(model.weight.detach().cpu(), weights))
+    return {
+        "restored_before_forward": all(all(m.restored_before_forward) for m in models),
+        "forwards": sum(len(m.restored_before_forward) for m in models),
+        "outputs_equal": outputs_equal,
+        "weights_equal": weights_equal,
+        "evictions": sum(pool_stats(n)["evictions"] for n in names),
+        "restores": sum(pool_stats(n)["restores"] for n in names),
+        "peak_reserved_MiB": swapalloc.memory_stats()["reserved_bytes.all.peak"] / MiB,
+    }
+
+
+def case_memory_stats_ensure_free_prefetch() -> dict:
+    swapalloc.install()
+    with swapalloc.pool("a"):
+        kept = host_tensor(64 * MiB, 4)
+        a = kept.cuda()
+    stats = swapalloc.memory_stats()
+    out = {"keys": sorted(stats), "allocated": stats["allocated_bytes.all.current"]}
+    out["freed"] = swapalloc.ensure_free(200 * MiB)  # 64 + 200 > 217.6 MiB: a is evicted
+    out["a_evicted"] = pool_stats("a")["evicted_bytes"]
+    with swapalloc.guard(10 * MiB) as freed:
+        out["guard_freed"] = freed
+    swapalloc.prefetch("a")
+    with swapalloc.active("a"):  # waits for what the prefetch has left
+        out["a_evicted_after"] = pool_stats("a")["evicted_bytes"]
+        out["a_equal"] = bool(torch.equal(a.cpu(), kept))
+    try:
+        swapalloc.ensure_free(300 * MiB)
+        out["too_much"] = None
+    except swapalloc.OutOfMemoryError as error:
+        out["too_much"] = "OutOfMemoryError"
+        out["too_much_message"] = str(error)[:200]
+    return out
+
+
+CASES = {name[len("case_"):]: function for name, function in globals().items() if name.startswith("case_")}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in CASES:
+        print(f"usage: torch_cases.py <case>; cases: {', '.join(CASES)}", file=sys.stderr)
+        sys.exit(64)
+    print(json.dumps(CASES[sys.argv[1]]()))
