@@ -15,6 +15,7 @@
 
 #include "driver_fixture.hpp"
 #include "sim_control.hpp"
+#include "unwrapped_entry_points.hpp"
 
 namespace swapalloc::testing {
 namespace {
@@ -264,6 +265,30 @@ TEST_F(SimLeakCheck, StrictModeFailsTheProcessOnALeak)
 {
   EXPECT_EXIT(strict_child([](driver const& drv, CUdevice) { (void)drv.stream_create(); }),
               ::testing::ExitedWithCode(3), "stream");
+}
+
+TEST_F(SimLeakCheck, StrictModeCountsARetainedHandleNotReleased)
+{
+  // cuda.h (cuMemRetainAllocationHandle): "The returned handle must be released with
+  // corresponding number of calls to cuMemRelease." Here the reference cuMemCreate gave
+  // is released, but not the retained one.
+  EXPECT_EXIT(
+    strict_child([](driver const& drv, CUdevice device) {
+      auto const retain      = unwrapped_entry_points(drv).mem_retain_allocation_handle;
+      std::size_t const size = drv.allocation_granularity(device);
+      CUdeviceptr const ptr  = drv.address_reserve(size);
+      auto const handle      = drv.mem_create(size, device);
+      CUmemGenericAllocationHandle retained{};
+      drv.mem_map(ptr, size, handle);
+      if (retain == nullptr || retain(&retained, reinterpret_cast<void*>(ptr)) != CUDA_SUCCESS) {
+        child_exit(1);
+      }
+      drv.mem_release(handle);
+      drv.mem_unmap(ptr, size);
+      drv.address_free(ptr, size);
+      drv.release_primary_context(device);
+    }),
+    ::testing::ExitedWithCode(3), "1 memory handle not released");
 }
 
 TEST_F(SimLeakCheck, StrictModePassesWhenEverythingIsGivenBack)

@@ -1,8 +1,8 @@
 // Conformance: devices and contexts.
 // Spec: tools/cudasim/README.md "Devices, contexts, initialization". cuda.h docs
 // checked: cuDeviceGetCount, cuDeviceGet, cuDeviceGetName, cuDeviceTotalMem,
-// cuDeviceGetAttribute, cuDevicePrimaryCtxRetain/Release, cuCtxSetCurrent/GetCurrent,
-// cuCtxGetDevice, cuCtxSynchronize, cuMemGetInfo.
+// cuDeviceGetAttribute, cuDevicePrimaryCtxRetain/Release, cuDevicePrimaryCtxGetState,
+// cuCtxSetCurrent/GetCurrent, cuCtxGetDevice, cuCtxSynchronize, cuMemGetInfo.
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "driver_fixture.hpp"
+#include "unwrapped_entry_points.hpp"
 
 namespace swapalloc::testing {
 namespace {
@@ -199,6 +200,56 @@ TEST_F(SimContext, GetDeviceAndSynchronize)
   ASSERT_CU(CUDA_SUCCESS, table().cuCtxGetDevice(&current));
   EXPECT_EQ(current, device());
   EXPECT_CU(CUDA_SUCCESS, table().cuCtxSynchronize());
+}
+
+// ---- cuDevicePrimaryCtxGetState (not in swapalloc::driver's table; ATen calls it) -----
+
+TEST(SimContextState, ActiveExactlyWhileRetained)
+{
+  // cuda.h: "active - Pointer to store context state; 0 = inactive, 1 = active". No test
+  // holds device 0's primary context outside its fixture (SimContextRefcount relies on
+  // that too), so here it starts inactive.
+  driver const& drv    = shared_driver();
+  auto const get_state = unwrapped_entry_points(drv).primary_ctx_get_state;
+  ASSERT_NE(get_state, nullptr) << "the driver does not export cuDevicePrimaryCtxGetState";
+  CUdevice const device = drv.device(0);
+  unsigned int flags    = 0xdead;
+  int active            = -1;
+  ASSERT_CU(CUDA_SUCCESS, get_state(device, &flags, &active));
+  EXPECT_EQ(active, 0) << "not retained";
+  unsigned int const idle_flags = flags;
+  CUcontext context             = nullptr;
+  ASSERT_CU(CUDA_SUCCESS, drv.table().cuDevicePrimaryCtxRetain(&context, device));
+  ASSERT_CU(CUDA_SUCCESS, drv.table().cuDevicePrimaryCtxRetain(&context, device));
+  EXPECT_CU(CUDA_SUCCESS, get_state(device, &flags, &active));
+  EXPECT_EQ(active, 1) << "retained twice";
+  EXPECT_EQ(flags, idle_flags) << "retaining does not change the flags";
+  EXPECT_CU(CUDA_SUCCESS, drv.table().cuDevicePrimaryCtxRelease(device));
+  EXPECT_CU(CUDA_SUCCESS, get_state(device, &flags, &active));
+  EXPECT_EQ(active, 1) << "one reference is left";
+  EXPECT_CU(CUDA_SUCCESS, drv.table().cuDevicePrimaryCtxRelease(device));
+  EXPECT_CU(CUDA_SUCCESS, get_state(device, &flags, &active));
+  EXPECT_EQ(active, 0) << "the last reference is released";
+  if (sim_control(drv).available()) {
+    // cuDevicePrimaryCtxSetFlags is not modelled: the flags are the default, 0.
+    EXPECT_EQ(flags, 0u);
+  }
+}
+
+TEST_F(SimContext, GetStateRejectsABadDeviceAndMissingOutputs)
+{
+  auto const get_state = unwrapped_entry_points(drv()).primary_ctx_get_state;
+  ASSERT_NE(get_state, nullptr) << "the driver does not export cuDevicePrimaryCtxGetState";
+  int count = 0;
+  ASSERT_CU(CUDA_SUCCESS, table().cuDeviceGetCount(&count));
+  unsigned int flags = 0;
+  int active         = 0;
+  EXPECT_CU(CUDA_ERROR_INVALID_DEVICE, get_state(count, &flags, &active)) << "ordinal = count";
+  EXPECT_CU(CUDA_ERROR_INVALID_DEVICE, get_state(-1, &flags, &active)) << "ordinal -1";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, get_state(device(), nullptr, &active)) << "null flags";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, get_state(device(), &flags, nullptr)) << "null active";
+  EXPECT_CU(CUDA_SUCCESS, get_state(device(), &flags, &active));
+  EXPECT_EQ(active, 1) << "the fixture retains the primary context";
 }
 
 }  // namespace

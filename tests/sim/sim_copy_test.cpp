@@ -1,8 +1,8 @@
 // Conformance: copies and memsets, their validation and their synchronization.
 // Spec: tools/cudasim/README.md "Device accesses: copies and memsets". cuda.h docs
 // checked: cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD and their Async forms,
-// cuMemsetD8/D32 and Async forms, and the "API synchronization behavior" page they
-// reference (\note_sync, \note_async).
+// cuMemsetD8/D32 and Async forms, cuStreamWriteValue32 (and CUstreamWriteValue_flags),
+// and the "API synchronization behavior" page they reference (\note_sync, \note_async).
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "driver_fixture.hpp"
+#include "unwrapped_entry_points.hpp"
 
 namespace swapalloc::testing {
 namespace {
@@ -357,6 +358,108 @@ TEST_F(SimCopy, MemsetAndDtoDAreAsynchronousOnTheLegacyStream)
   EXPECT_EQ(words[kWords - 1], 0x77777777u);
   EXPECT_EQ(words[kWords], 0x5a5a5a5au);
   EXPECT_EQ(words[2 * kWords - 1], 0x5a5a5a5au);
+}
+
+// ---- cuStreamWriteValue32: one word written in stream order ----------------------------
+
+class SimWriteValue : public SimCopy {
+ protected:
+  void SetUp() override
+  {
+    SimCopy::SetUp();
+    write_value_ = unwrapped_entry_points(drv()).stream_write_value32;
+    ASSERT_NE(write_value_, nullptr) << "the driver does not export cuStreamWriteValue32_v2";
+  }
+  /// cuStreamWriteValue32 (cuda.h maps it to cuStreamWriteValue32_v2).
+  CUresult write_value(CUstream stream, CUdeviceptr address, std::uint32_t value,
+                       unsigned int flags = CU_STREAM_WRITE_VALUE_DEFAULT) const
+  {
+    return write_value_(stream, address, value, flags);
+  }
+
+ private:
+  decltype(&::cuStreamWriteValue32) write_value_{};
+};
+
+TEST_F(SimWriteValue, WritesAfterTheCopyQueuedBeforeIt)
+{
+  pinned_buffer source(drv(), kWords * 4);
+  auto const data = pattern(kWords, 0xd);
+  std::memcpy(source.data(), data.data(), source.bytes());
+  auto range = make_range();
+  drv().memset_d32(range.ptr(), 0, kWords);
+  drv().synchronize_context();
+  scoped_stream stream(drv());
+  host_gate gate;
+  gate.enqueue(drv(), stream);
+  drv().memcpy_htod_async(range.ptr(), source.data(), source.bytes(), stream);
+  ASSERT_CU(CUDA_SUCCESS, write_value(stream, range.ptr() + 2 * 4, 0xfeedface));
+  // Both wait behind the gate (a non-blocking stream: the legacy stream's read below does
+  // not wait for it), so nothing was written at the call.
+  EXPECT_EQ(first_not(read_words(drv(), range.ptr(), kWords), 0), kWords)
+    << "the write (or the copy) ran before its stream reached it";
+  gate.open();
+  drv().stream_synchronize(stream);
+  auto expected = data;
+  expected[2]   = 0xfeedface;
+  // Had the write run before the copy, the copy would have overwritten word 2.
+  EXPECT_EQ(read_words(drv(), range.ptr(), kWords), expected);
+  EXPECT_FALSE(gate.opened_by_watchdog());
+}
+
+TEST_F(SimWriteValue, WritesInOrderOnTheLegacyStream)
+{
+  auto range = make_range();
+  drv().memset_d32(range.ptr(), 0x11111111, 16);
+  ASSERT_CU(CUDA_SUCCESS, write_value(nullptr, range.ptr() + 4 * 4, 0xabcdef01));
+  // cuMemcpyDtoH_v2 runs on the legacy stream, after the memset and the write.
+  auto const words = read_words(drv(), range.ptr(), 16);
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    EXPECT_EQ(words[i], i == 4 ? 0xabcdef01u : 0x11111111u) << "word " << i;
+  }
+}
+
+TEST_F(SimWriteValue, RejectsAMisalignedAddressAndUnknownFlags)
+{
+  auto range = make_range();
+  drv().memset_d32(range.ptr(), 0x22222222, 16);
+  scoped_stream stream(drv());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, write_value(stream, range.ptr() + 2, 1))
+    << "not 4-byte aligned";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, write_value(stream, range.ptr(), 1, 0x2))
+    << "not a CUstreamWriteValue_flags value";
+  if (sim().available()) {
+    // cuda.h: CU_STREAM_WRITE_VALUE_NO_MEMORY_BARRIER "is not supported in the v2 API"
+    // (cuStreamWriteValue32 is cuStreamWriteValue32_v2). Which of the call's listed errors
+    // a real driver gives is not known, so only the simulator's choice is checked.
+    EXPECT_CU(CUDA_ERROR_NOT_SUPPORTED,
+              write_value(stream, range.ptr(), 1, CU_STREAM_WRITE_VALUE_NO_MEMORY_BARRIER));
+  }
+  EXPECT_CU(CUDA_SUCCESS, table().cuStreamSynchronize(stream))
+    << "rejected calls leave no sticky error";
+  EXPECT_EQ(first_not(read_words(drv(), range.ptr(), 16), 0x22222222), 16u)
+    << "a rejected write wrote";
+}
+
+TEST_F(SimWriteValue, NeedsMappedWritableMemoryAtTheCall)
+{
+  SIM_ONLY(sim(),
+           "not tried on a GPU: a stream memory operation into unmapped or read-only "
+           "memory may fault the context (700, sticky) instead of failing the call");
+  // As cuMemsetD32Async (H100: CUDA_ERROR_INVALID_VALUE at the call), nothing queued.
+  scoped_reservation reservation(drv(), 2 * gran());
+  scoped_handle handle(drv(), gran(), device());
+  scoped_mapping mapped(drv(), reservation.ptr(), gran(), handle.get());
+  scoped_stream stream(drv());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, write_value(stream, reservation.ptr(), 1))
+    << "mapped without access";
+  drv().mem_set_access(reservation.ptr(), gran(), device(), CU_MEM_ACCESS_FLAGS_PROT_READ);
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, write_value(stream, reservation.ptr(), 1)) << "read-only";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, write_value(stream, reservation.ptr() + gran(), 1))
+    << "reserved, not mapped";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, write_value(stream, 0, 1)) << "null";
+  EXPECT_CU(CUDA_SUCCESS, table().cuStreamSynchronize(stream))
+    << "rejected calls leave no sticky error";
 }
 
 }  // namespace

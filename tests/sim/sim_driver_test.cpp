@@ -14,6 +14,7 @@
 
 #include "driver_fixture.hpp"
 #include "sim_control.hpp"
+#include "unwrapped_entry_points.hpp"
 
 namespace swapalloc::testing {
 namespace {
@@ -101,6 +102,31 @@ TEST(SimDriver, VersionedSymbols)
   SIM_CHECK_SYMBOL(cuEventElapsedTime);
   SIM_CHECK_SYMBOL(cuLaunchHostFunc);
 #undef SIM_CHECK_SYMBOL
+}
+
+// The entry points PyTorch's ATen resolves besides those of driver_table
+// (c10/cuda/driver_api.h's required list, and the cuDevicePrimaryCtxGetState of its CUDA
+// generator): exported under the symbol cuda.h maps each name to.
+TEST(SimDriver, EntryPointsPyTorchResolvesAreExported)
+{
+  driver const& drv = shared_driver();
+  EXPECT_STREQ(SIM_NAME(cuMemGetAddressRange), "cuMemGetAddressRange_v2");
+  EXPECT_STREQ(SIM_NAME(cuStreamWriteValue32), "cuStreamWriteValue32_v2");
+  for (char const* const name :
+       {SIM_NAME(cuDevicePrimaryCtxGetState), SIM_NAME(cuMemGetAddressRange),
+        SIM_NAME(cuMemRetainAllocationHandle), SIM_NAME(cuMemGetAllocationPropertiesFromHandle),
+        SIM_NAME(cuMemExportToShareableHandle), SIM_NAME(cuMemImportFromShareableHandle),
+        SIM_NAME(cuStreamWriteValue32)}) {
+    EXPECT_NE(drv.find_symbol(name), nullptr) << "the driver does not export " << name;
+  }
+  EXPECT_TRUE(unwrapped_entry_points(drv).complete());
+  if (sim_control(drv).available()) {
+    // The bare names are older ABIs (cuMemGetAddressRange: unsigned int sizes; the v1
+    // stream memory operations), which the simulator leaves out, so that a lookup of
+    // the wrong one fails against it (see legacy_exports.cpp).
+    EXPECT_EQ(drv.find_symbol("cuMemGetAddressRange"), nullptr);
+    EXPECT_EQ(drv.find_symbol("cuStreamWriteValue32"), nullptr);
+  }
 }
 
 TEST(SimDriver, MissingLibraryThrowsDriverUnavailable)

@@ -3,12 +3,16 @@
 // Spec: tools/cudasim/README.md "Failures, leaks" and tools/cudasim/cudasim.h
 // (cudasimFailCall, cudasimClearFaults, cudasimCallCount, cudasimGetCensus). cuda.h docs
 // checked: the error lists of cuMemCreate, cuMemHostAlloc, cuMemUnmap, cuMemMap,
-// cuMemRelease, cuStreamCreate (the "documented error" a fault defaults to).
+// cuMemRelease, cuStreamCreate, and of the entry points outside the seam
+// (cuDevicePrimaryCtxGetState, cuMemGetAddressRange, cuMemRetainAllocationHandle,
+// cuMemGetAllocationPropertiesFromHandle, cuMemExport/ImportFromShareableHandle,
+// cuStreamWriteValue32) (the "documented error" a fault defaults to).
 #include <string>
 
 #include <gtest/gtest.h>
 
 #include "driver_fixture.hpp"
+#include "unwrapped_entry_points.hpp"
 
 namespace swapalloc::testing {
 namespace {
@@ -107,6 +111,59 @@ TEST_F(SimFault, FailedCallHasNoSideEffect)
   CUstream stream = nullptr;
   EXPECT_NE(table().cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
   EXPECT_EQ(sim().census().streams, census_before.streams);
+}
+
+TEST_F(SimFault, EntryPointsOutsideTheSeamFailToo)
+{
+  // The entry points PyTorch resolves besides driver_table fail like every other one:
+  // first, with their default error, before any effect, once.
+  unwrapped_entry_points const entry(drv());
+  ASSERT_TRUE(entry.complete());
+  unsigned int flags = 0;
+  int active         = 0;
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuDevicePrimaryCtxGetState", 1, CUDA_SUCCESS));
+  EXPECT_CU(CUDA_ERROR_INVALID_DEVICE, entry.primary_ctx_get_state(device(), &flags, &active));
+  EXPECT_CU(CUDA_SUCCESS, entry.primary_ctx_get_state(device(), &flags, &active));
+
+  auto range       = make_range();
+  CUdeviceptr base = 0;
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemGetAddressRange_v2", 1, CUDA_SUCCESS));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, entry.mem_get_address_range(&base, nullptr, range.ptr()));
+  EXPECT_CU(CUDA_SUCCESS, entry.mem_get_address_range(&base, nullptr, range.ptr()));
+
+  CUmemAllocationProp prop{};
+  ASSERT_CU(CUDA_SUCCESS,
+            sim().fail_call("cuMemGetAllocationPropertiesFromHandle", 1, CUDA_SUCCESS));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, entry.mem_get_allocation_properties(&prop, range.handle()));
+  EXPECT_CU(CUDA_SUCCESS, entry.mem_get_allocation_properties(&prop, range.handle()));
+
+  // A failed retain takes no reference: the released handle stays released.
+  ASSERT_CU(CUDA_SUCCESS, range.physical().release());
+  auto const released = sim().census().handles;
+  CUmemGenericAllocationHandle handle{};
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemRetainAllocationHandle", 1, CUDA_SUCCESS));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            entry.mem_retain_allocation_handle(&handle, reinterpret_cast<void*>(range.ptr())));
+  EXPECT_EQ(sim().census().handles, released);
+
+  // Export and import answer CUDA_ERROR_NOT_SUPPORTED when not failed (no IPC).
+  int fd = -1;
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemExportToShareableHandle", 1, CUDA_SUCCESS));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            entry.mem_export_to_shareable_handle(&fd, range.handle(),
+                                                 CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemImportFromShareableHandle", 1, CUDA_SUCCESS));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            entry.mem_import_from_shareable_handle(&handle, nullptr,
+                                                   CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
+
+  // A failed write writes nothing.
+  drv().memset_d32(range.ptr(), 0x33333333, 4);
+  unsigned long long const writes = sim().call_count("cuStreamWriteValue32");
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuStreamWriteValue32", 1, CUDA_SUCCESS));
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, entry.stream_write_value32(nullptr, range.ptr(), 7, 0));
+  EXPECT_EQ(first_not(read_words(drv(), range.ptr(), 4), 0x33333333), 4u);
+  EXPECT_EQ(sim().call_count("cuStreamWriteValue32_v2"), writes + 1) << "counted all the same";
 }
 
 TEST_F(SimFault, BareAndVersionedNamesAreOneEntryPoint)

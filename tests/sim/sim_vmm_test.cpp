@@ -2,13 +2,20 @@
 // Spec: tools/cudasim/README.md "Virtual memory management (DESIGN §4)". cuda.h docs
 // checked: cuMemGetAllocationGranularity, cuMemAddressReserve, cuMemAddressFree,
 // cuMemCreate, cuMemRelease, cuMemMap, cuMemUnmap, cuMemSetAccess, cuMemGetAccess,
-// cuMemGetInfo.
+// cuMemGetInfo, cuMemGetAddressRange, cuMemRetainAllocationHandle,
+// cuMemGetAllocationPropertiesFromHandle, cuMemExportToShareableHandle,
+// cuMemImportFromShareableHandle.
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstring>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "driver_fixture.hpp"
+#include "unwrapped_entry_points.hpp"
 
 namespace swapalloc::testing {
 namespace {
@@ -631,6 +638,330 @@ TEST_F(SimVmm, HandleMappedTwiceAliases)
   auto const data = pattern(1024, 0xa11a5);
   drv().memcpy_htod(first.ptr(), data.data(), data.size() * 4);
   EXPECT_EQ(read_words(drv(), second.ptr(), data.size()), data);
+}
+
+// ---- Entry points swapalloc::driver does not wrap (PyTorch's ATen resolves them) ------
+
+class SimVmmQuery : public SimVmm {
+ protected:
+  void SetUp() override
+  {
+    SimVmm::SetUp();
+    entry_ = unwrapped_entry_points(drv());
+    ASSERT_TRUE(entry_.complete()) << "the driver lacks an entry point PyTorch requires "
+                                      "(SimDriver.EntryPointsPyTorchResolvesAreExported)";
+  }
+  [[nodiscard]] unwrapped_entry_points const& entry() const noexcept { return entry_; }
+
+  /// cuMemRetainAllocationHandle at `address`; a retain that wrongly succeeds is released.
+  [[nodiscard]] CUresult retain_raw(CUdeviceptr address) const
+  {
+    CUmemGenericAllocationHandle handle{};
+    CUresult const result = entry_.mem_retain_allocation_handle(&handle, as_pointer(address));
+    if (result == CUDA_SUCCESS) { table().cuMemRelease(handle); }
+    return result;
+  }
+  /// cuMemRetainAllocationHandle at `address`, which must succeed.
+  [[nodiscard]] CUmemGenericAllocationHandle retain(CUdeviceptr address) const
+  {
+    CUmemGenericAllocationHandle handle{};
+    EXPECT_CU(CUDA_SUCCESS, entry_.mem_retain_allocation_handle(&handle, as_pointer(address)))
+      << "at " << hex(address);
+    return handle;
+  }
+  /// cuMemGetAllocationPropertiesFromHandle's answer for `handle`.
+  [[nodiscard]] CUresult properties_of(CUmemGenericAllocationHandle handle) const
+  {
+    CUmemAllocationProp prop{};
+    return entry_.mem_get_allocation_properties(&prop, handle);
+  }
+  [[nodiscard]] static void* as_pointer(CUdeviceptr address) noexcept
+  {
+    return reinterpret_cast<void*>(address);
+  }
+
+ private:
+  unwrapped_entry_points entry_;
+};
+
+TEST_F(SimVmmQuery, AddressRangeIsTheMappingContainingThePointer)
+{
+  // cuda.h describes cuMemAlloc allocations; for VMM memory the range is one cuMemMap,
+  // not the reservation: with several handles mapped side by side the real driver gives
+  // "the bounds of the cuMem handle containing the base pointer, not the full mapped
+  // extent" (openucx/ucx pull request 11461).
+  scoped_reservation reservation(drv(), 4 * gran());
+  scoped_handle first(drv(), gran(), device());
+  scoped_handle second(drv(), 2 * gran(), device());
+  scoped_mapping a(drv(), reservation.ptr(), gran(), first.get());
+  scoped_mapping b(drv(), reservation.ptr() + gran(), 2 * gran(), second.get());
+  struct probe {
+    CUdeviceptr address;
+    scoped_mapping const& expected;
+  };
+  probe const probes[] = {{a.ptr(), a},
+                          {a.ptr() + gran() - 1, a},
+                          {b.ptr(), b},
+                          {b.ptr() + gran() + 12345, b},
+                          {b.ptr() + 2 * gran() - 1, b}};
+  for (probe const& p : probes) {
+    CUdeviceptr base = 0;
+    std::size_t size = 0;
+    EXPECT_CU(CUDA_SUCCESS, entry().mem_get_address_range(&base, &size, p.address))
+      << "at " << hex(p.address);
+    EXPECT_EQ(base, p.expected.ptr()) << "at " << hex(p.address);
+    EXPECT_EQ(size, p.expected.size()) << "at " << hex(p.address);
+  }
+}
+
+TEST_F(SimVmmQuery, AddressRangeOutputsAreOptional)
+{
+  // cuda.h: "Both parameters pbase and psize are optional. If one of them is NULL, it is
+  // ignored."
+  auto range            = make_range(2);
+  CUdeviceptr const mid = range.ptr() + gran() + 64;
+  CUdeviceptr base      = 0;
+  std::size_t size      = 0;
+  EXPECT_CU(CUDA_SUCCESS, entry().mem_get_address_range(&base, nullptr, mid));
+  EXPECT_EQ(base, range.ptr());
+  EXPECT_CU(CUDA_SUCCESS, entry().mem_get_address_range(nullptr, &size, mid));
+  EXPECT_EQ(size, range.size());
+  EXPECT_CU(CUDA_SUCCESS, entry().mem_get_address_range(nullptr, nullptr, mid));
+}
+
+TEST_F(SimVmmQuery, AddressRangeOfAnAddressInNoMappingIsNotFound)
+{
+  // cuda.h lists CUDA_ERROR_NOT_FOUND: no allocation contains the pointer.
+  scoped_reservation reservation(drv(), 2 * gran());
+  scoped_handle handle(drv(), gran(), device());
+  scoped_mapping mapped(drv(), reservation.ptr(), gran(), handle.get());
+  CUdeviceptr base = 0;
+  std::size_t size = 0;
+  EXPECT_CU(CUDA_ERROR_NOT_FOUND,
+            entry().mem_get_address_range(&base, &size, reservation.ptr() + gran()))
+    << "reserved, not mapped";
+  ASSERT_CU(CUDA_SUCCESS, mapped.unmap());
+  EXPECT_CU(CUDA_ERROR_NOT_FOUND, entry().mem_get_address_range(&base, &size, reservation.ptr()))
+    << "unmapped";
+}
+
+TEST_F(SimVmmQuery, AddressRangeNeedsACurrentContext)
+{
+  // cuda.h lists CUDA_ERROR_INVALID_CONTEXT (the VMM calls themselves need no context).
+  auto range      = make_range();
+  CUresult result = CUDA_SUCCESS;
+  std::thread([&] {
+    CUdeviceptr base = 0;
+    result           = entry().mem_get_address_range(&base, nullptr, range.ptr());
+  }).join();
+  EXPECT_CU(CUDA_ERROR_INVALID_CONTEXT, result) << "on a thread without a current context";
+}
+
+TEST_F(SimVmmQuery, RetainGivesTheMappedHandleFromAnyAddressInTheMapping)
+{
+  // cuda.h: "The handle is guaranteed to be the same handle value used to map the
+  // memory"; addr "can be any address in a range previously mapped by cuMemMap, and not
+  // necessarily the start address".
+  auto range = make_range(2);
+  for (CUdeviceptr const address :
+       {range.ptr(), range.ptr() + gran() + 4099, range.ptr() + range.size() - 1}) {
+    CUmemGenericAllocationHandle const handle = retain(address);
+    EXPECT_EQ(handle, range.handle()) << "at " << hex(address);
+    // "The returned handle must be released with corresponding number of calls to
+    // cuMemRelease."
+    EXPECT_CU(CUDA_SUCCESS, table().cuMemRelease(handle)) << "at " << hex(address);
+  }
+  // Each retain had its own release: the reference of cuMemCreate is still there.
+  EXPECT_CU(CUDA_SUCCESS, properties_of(range.handle()));
+}
+
+TEST_F(SimVmmQuery, EachRetainNeedsItsOwnRelease)
+{
+  std::size_t const before = free_bytes();
+  scoped_reservation reservation(drv(), gran());
+  scoped_handle handle(drv(), gran(), device());
+  scoped_mapping mapped(drv(), reservation.ptr(), gran(), handle.get());
+  CUmemGenericAllocationHandle const once  = retain(reservation.ptr());
+  CUmemGenericAllocationHandle const twice = retain(reservation.ptr() + 8);
+  EXPECT_EQ(once, handle.get());
+  EXPECT_EQ(twice, handle.get());
+  ASSERT_CU(CUDA_SUCCESS, handle.release()) << "the reference cuMemCreate gave";
+  EXPECT_CU(CUDA_SUCCESS, properties_of(once)) << "two retained references are left";
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemRelease(once));
+  EXPECT_CU(CUDA_SUCCESS, properties_of(twice)) << "one retained reference is left";
+  ASSERT_CU(CUDA_SUCCESS, mapped.unmap());
+  // cuda.h (cuMemRelease): freed "when all outstanding mappings to the memory are
+  // unmapped and when all outstanding references to the handle ... are also released".
+  std::size_t const base = free_bytes();
+  EXPECT_GE(static_cast<long long>(before) - static_cast<long long>(base),
+            static_cast<long long>(gran()))
+    << "unmapped, a retained reference not released, yet freed";
+  if (sim().available()) { EXPECT_EQ(before - base, gran()); }
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemRelease(twice)) << "the last reference";
+  EXPECT_GE(static_cast<long long>(free_bytes()) - static_cast<long long>(base),
+            static_cast<long long>(gran()))
+    << "every reference released and unmapped, yet not freed";
+  if (sim().available()) {
+    EXPECT_EQ(free_bytes(), before);
+    // cuda.h: releasing an invalid handle is undefined behaviour (so: simulator only).
+    EXPECT_CU(CUDA_ERROR_INVALID_VALUE, table().cuMemRelease(twice)) << "released once too often";
+    EXPECT_CU(CUDA_ERROR_INVALID_VALUE, properties_of(twice)) << "no reference is left";
+  }
+}
+
+TEST_F(SimVmmQuery, RetainAfterTheHandleWasReleasedGivesTheSameWorkingHandle)
+{
+  auto range      = make_range();
+  auto const data = pattern(1024, 0x7e7a1);
+  drv().memcpy_htod(range.ptr(), data.data(), data.size() * 4);
+  CUmemGenericAllocationHandle const original = range.handle();
+  ASSERT_CU(CUDA_SUCCESS, range.physical().release()) << "legal while mapped";
+  std::size_t const handles_released          = sim().available() ? sim().census().handles : 0;
+  CUmemGenericAllocationHandle const retained = retain(range.ptr() + 100);
+  EXPECT_EQ(retained, original) << "cuda.h: \"the same handle value used to map the memory\"";
+  if (sim().available()) {
+    EXPECT_EQ(sim().census().handles, handles_released + 1) << "the retained handle is held";
+  }
+  CUmemAllocationProp prop{};
+  EXPECT_CU(CUDA_SUCCESS, entry().mem_get_allocation_properties(&prop, retained));
+  EXPECT_EQ(prop.location.id, device());
+  {
+    // The retained handle maps like the one cuMemCreate gave: the same memory.
+    scoped_reservation other(drv(), gran());
+    scoped_mapping again(drv(), other.ptr(), gran(), retained);
+    drv().mem_set_access(other.ptr(), gran(), device());
+    EXPECT_EQ(read_words(drv(), other.ptr(), data.size()), data);
+  }
+  EXPECT_CU(CUDA_SUCCESS, table().cuMemRelease(retained)) << "each retain is released";
+  if (sim().available()) { EXPECT_EQ(sim().census().handles, handles_released); }
+}
+
+TEST_F(SimVmmQuery, RetainOfAnAddressInNoMappingIsInvalid)
+{
+  // cuda.h: "If the address requested is not mapped, the function will fail."
+  scoped_reservation reservation(drv(), 2 * gran());
+  scoped_handle handle(drv(), gran(), device());
+  scoped_mapping mapped(drv(), reservation.ptr(), gran(), handle.get());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, retain_raw(reservation.ptr() + gran()))
+    << "reserved, not mapped";
+  int host_variable = 0;
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, retain_raw(reinterpret_cast<CUdeviceptr>(&host_variable)))
+    << "host memory";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            entry().mem_retain_allocation_handle(nullptr, as_pointer(reservation.ptr())))
+    << "no place for the handle";
+  ASSERT_CU(CUDA_SUCCESS, mapped.unmap());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, retain_raw(reservation.ptr())) << "unmapped";
+}
+
+TEST_F(SimVmmQuery, RetainedHandleIsHeldUntilReleased)
+{
+  SIM_ONLY(sim(), "the census is the simulator's");
+  auto const before = sim().census();
+  CUmemGenericAllocationHandle retained{};
+  {
+    auto range = make_range();
+    ASSERT_CU(CUDA_SUCCESS, range.physical().release());
+    retained = retain(range.ptr());
+  }  // unmapped, the reservation freed: only the retained reference holds the memory
+  auto const held = sim().census();
+  EXPECT_EQ(held.handles, before.handles + 1) << "a retained handle not released is held";
+  EXPECT_EQ(held.physical_bytes, before.physical_bytes + gran());
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemRelease(retained));
+  EXPECT_EQ(sim().census().handles, before.handles);
+  EXPECT_EQ(sim().census().physical_bytes, before.physical_bytes);
+}
+
+TEST_F(SimVmmQuery, PropertiesAreThoseGivenAtCreate)
+{
+  auto prop                 = driver::device_allocation(device());
+  prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+  CUmemGenericAllocationHandle handle{};
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemCreate(&handle, gran(), &prop, 0));
+  scope_exit release([&] { expect_cleanup(table().cuMemRelease(handle), "cuMemRelease"); });
+  CUmemAllocationProp got;
+  std::memset(&got, 0xff, sizeof(got));
+  ASSERT_CU(CUDA_SUCCESS, entry().mem_get_allocation_properties(&got, handle));
+  EXPECT_EQ(got.type, CU_MEM_ALLOCATION_TYPE_PINNED);
+  EXPECT_EQ(got.location.type, CU_MEM_LOCATION_TYPE_DEVICE);
+  EXPECT_EQ(got.location.id, device());
+  EXPECT_EQ(got.requestedHandleTypes, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+}
+
+TEST_F(SimVmmQuery, PropertiesNeedAPlaceAndALiveHandle)
+{
+  scoped_handle handle(drv(), gran(), device());
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, entry().mem_get_allocation_properties(nullptr, handle.get()))
+    << "null prop";
+  if (sim().available()) {  // a made-up or released handle may be undefined on a real driver
+    EXPECT_CU(CUDA_ERROR_INVALID_VALUE, properties_of(0xdeadbeefULL)) << "unknown handle";
+    CUmemGenericAllocationHandle const released = handle.get();
+    ASSERT_CU(CUDA_SUCCESS, handle.release());
+    EXPECT_CU(CUDA_ERROR_INVALID_VALUE, properties_of(released)) << "released handle";
+  }
+}
+
+TEST_F(SimVmmQuery, ExportAndImportCheckTheirArguments)
+{
+  auto prop                 = driver::device_allocation(device());
+  prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+  CUmemGenericAllocationHandle handle{};
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemCreate(&handle, gran(), &prop, 0));
+  scope_exit release([&] { expect_cleanup(table().cuMemRelease(handle), "cuMemRelease"); });
+  // An export into an int (or, without `place`, into nothing); the descriptor of a
+  // wrongly accepted export is closed, so that it does not leak.
+  auto const export_raw = [&](bool place, CUmemAllocationHandleType type,
+                              unsigned long long flags) {
+    int fd = -1;
+    CUresult const result =
+      entry().mem_export_to_shareable_handle(place ? &fd : nullptr, handle, type, flags);
+    if (result == CUDA_SUCCESS && fd >= 0) { ::close(fd); }
+    return result;
+  };
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            export_raw(false, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0))
+    << "no place for the shareable handle";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, export_raw(true, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 1))
+    << "flags: \"Reserved, must be zero\"";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, export_raw(true, CU_MEM_HANDLE_TYPE_NONE, 0))
+    << "no handle type";
+  CUmemGenericAllocationHandle imported{};
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            entry().mem_import_from_shareable_handle(nullptr, as_pointer(3),
+                                                     CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR))
+    << "no place for the handle";
+  CUresult const no_type =
+    entry().mem_import_from_shareable_handle(&imported, as_pointer(3), CU_MEM_HANDLE_TYPE_NONE);
+  if (no_type == CUDA_SUCCESS) { table().cuMemRelease(imported); }
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, no_type) << "no handle type";
+  if (sim().available()) {  // a made-up handle may be undefined on a real driver
+    int fd = -1;
+    EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+              entry().mem_export_to_shareable_handle(&fd, 0xdeadbeefULL,
+                                                     CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0))
+      << "unknown handle";
+  }
+}
+
+TEST_F(SimVmmQuery, ExportAndImportAreNotSupported)
+{
+  SIM_ONLY(sim(), "the simulator has no IPC; a real driver exports and imports");
+  auto prop                 = driver::device_allocation(device());
+  prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+  CUmemGenericAllocationHandle handle{};
+  ASSERT_CU(CUDA_SUCCESS, table().cuMemCreate(&handle, gran(), &prop, 0));
+  scope_exit release([&] { expect_cleanup(table().cuMemRelease(handle), "cuMemRelease"); });
+  int fd = -1;
+  EXPECT_CU(CUDA_ERROR_NOT_SUPPORTED, entry().mem_export_to_shareable_handle(
+                                        &fd, handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+  CUmemGenericAllocationHandle imported{};
+  // A file descriptor is passed by value: null is descriptor 0, not a missing argument.
+  EXPECT_CU(CUDA_ERROR_NOT_SUPPORTED,
+            entry().mem_import_from_shareable_handle(&imported, nullptr,
+                                                     CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
+  // A fabric handle is passed by pointer: null is missing.
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE, entry().mem_import_from_shareable_handle(
+                                        &imported, nullptr, CU_MEM_HANDLE_TYPE_FABRIC));
 }
 
 }  // namespace

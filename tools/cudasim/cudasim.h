@@ -61,7 +61,8 @@ void cudasimSetLinkBandwidth(double gigabytes_per_second);
 
 /* What the simulator holds now, the figures of the exit report. */
 typedef struct cudasim_census {
-  size_t handles;          /* cuMemCreate handles not yet released */
+  size_t handles;          /* memory handles with a reference (cuMemCreate, cuMemRetain-
+                              AllocationHandle) not yet released, each counted once */
   size_t physical_bytes;   /* device bytes still allocated (all devices) */
   size_t reservations;     /* cuMemAddressReserve ranges not freed */
   size_t mappings;         /* live cuMemMap mappings */

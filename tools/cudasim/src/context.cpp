@@ -209,6 +209,21 @@ CUresult CUDAAPI cuDevicePrimaryCtxRelease(CUdevice dev)
   });
 }
 
+CUresult CUDAAPI cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int* flags, int* active)
+{
+  return api(entry::primary_ctx_get_state, [&] {
+    if (flags == nullptr || active == nullptr) { return CUDA_ERROR_INVALID_VALUE; }
+    cudasim::device const* const device = cudasim::sim().find_device(dev);
+    if (device == nullptr) { return CUDA_ERROR_INVALID_DEVICE; }
+    // cuDevicePrimaryCtxSetFlags is not modelled, so the flags are the default ones (0:
+    // CU_CTX_SCHED_AUTO). Active: "0 = inactive, 1 = active"; the context is active while
+    // retained.
+    *flags  = 0;
+    *active = device->context.active() ? 1 : 0;
+    return CUDA_SUCCESS;
+  });
+}
+
 CUresult CUDAAPI cuDevicePrimaryCtxReset(CUdevice dev)
 {
   return api(entry::primary_ctx_reset, [&] {

@@ -1,7 +1,7 @@
 /**
  * @file copy.cpp
- * @brief Copies and memsets: pointer checks at the call, the device access when the
- *        stream runs it, and the synchronization that host memory implies.
+ * @brief Copies, memsets and cuStreamWriteValue32: pointer checks at the call, the device
+ *        access when the stream runs it, and the synchronization that host memory implies.
  *
  * At the call, a device range must lie in one reservation, be mapped and be accessible
  * to the stream's device (write for a destination, read for a source), and a host range
@@ -253,4 +253,22 @@ CUresult CUDAAPI cuMemsetD32Async(CUdeviceptr dstDevice, unsigned int ui, size_t
 {
   return api(entry::memset_d32_async,
              [&] { return cudasim::start_memset(hStream, dstDevice, ui, N, 4); });
+}
+
+CUresult CUDAAPI cuStreamWriteValue32(CUstream stream, CUdeviceptr addr, cuuint32_t value,
+                                      unsigned int flags)
+{
+  return api(entry::stream_write_value32, [&] {
+    // flags: CUstreamWriteValue_flags. cuda.h on CU_STREAM_WRITE_VALUE_NO_MEMORY_BARRIER:
+    // "This flag is not supported in the v2 API" -- and cuStreamWriteValue32 is
+    // cuStreamWriteValue32_v2 -- so only CU_STREAM_WRITE_VALUE_DEFAULT is accepted. Which
+    // of its two listed errors the real driver gives for it is not known; the simulator
+    // says CUDA_ERROR_NOT_SUPPORTED, and any other value is CUDA_ERROR_INVALID_VALUE.
+    if (flags == CU_STREAM_WRITE_VALUE_NO_MEMORY_BARRIER) { return CUDA_ERROR_NOT_SUPPORTED; }
+    if (flags != CU_STREAM_WRITE_VALUE_DEFAULT) { return CUDA_ERROR_INVALID_VALUE; }
+    // One 32-bit word written in stream order: a cuMemsetD32Async of one element, with
+    // its checks (4-byte alignment, mapped and writable by the stream's device at the
+    // call, else CUDA_ERROR_INVALID_VALUE) and its fault if the word goes away meanwhile.
+    return cudasim::start_memset(stream, addr, value, 1, 4);
+  });
 }

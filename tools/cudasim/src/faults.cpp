@@ -81,6 +81,14 @@ constexpr std::array<entry_info, entry_count> entries{{
   {entry::event_synchronize, "cuEventSynchronize", nullptr, fault},
   {entry::event_elapsed_time, "cuEventElapsedTime", "cuEventElapsedTime_v2", handle},
   {entry::launch_host_func, "cuLaunchHostFunc", nullptr, handle},
+  {entry::primary_ctx_get_state, "cuDevicePrimaryCtxGetState", nullptr, device},
+  {entry::mem_get_address_range, "cuMemGetAddressRange", "cuMemGetAddressRange_v2", invalid},
+  {entry::mem_retain_allocation_handle, "cuMemRetainAllocationHandle", nullptr, invalid},
+  {entry::mem_get_allocation_properties_from_handle, "cuMemGetAllocationPropertiesFromHandle",
+   nullptr, invalid},
+  {entry::mem_export_to_shareable_handle, "cuMemExportToShareableHandle", nullptr, invalid},
+  {entry::mem_import_from_shareable_handle, "cuMemImportFromShareableHandle", nullptr, invalid},
+  {entry::stream_write_value32, "cuStreamWriteValue32", "cuStreamWriteValue32_v2", invalid},
 }};
 
 // The table is indexed by entry: every row must sit at its own enumerator.

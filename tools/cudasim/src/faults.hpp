@@ -25,7 +25,9 @@
 
 namespace cudasim {
 
-/// The entry points of swapalloc::driver_table, in its order.
+/// The entry points of swapalloc::driver_table, in its order, then those that PyTorch's
+/// ATen resolves besides (c10/cuda/driver_api.h, and its CUDA generator's
+/// cuDevicePrimaryCtxGetState), which swapalloc::driver does not wrap.
 enum class entry : std::uint8_t {
   init,
   driver_get_version,
@@ -78,6 +80,14 @@ enum class entry : std::uint8_t {
   event_synchronize,
   event_elapsed_time,
   launch_host_func,
+  // Not in swapalloc::driver_table.
+  primary_ctx_get_state,
+  mem_get_address_range,
+  mem_retain_allocation_handle,
+  mem_get_allocation_properties_from_handle,
+  mem_export_to_shareable_handle,
+  mem_import_from_shareable_handle,
+  stream_write_value32,
   count_
 };
 

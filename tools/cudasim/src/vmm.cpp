@@ -1,11 +1,14 @@
 /**
  * @file vmm.cpp
  * @brief The VMM entry points: granularity, reserve/free, create/release, map/unmap,
- *        set/get access. The table itself is vmm_table.cpp.
+ *        set/get access, retain, properties, address range, export/import. The table
+ *        itself is vmm_table.cpp.
  *
  * The property swapalloc passes, and the only one modelled, is pinned device memory:
  * CU_MEM_ALLOCATION_TYPE_PINNED on CU_MEM_LOCATION_TYPE_DEVICE. Requested shareable
- * handle types are accepted and ignored (no export entry point is modelled).
+ * handle types are accepted and kept (cuMemGetAllocationPropertiesFromHandle returns
+ * them), but there is no IPC: export and import check their arguments, then answer
+ * CUDA_ERROR_NOT_SUPPORTED.
  *
  * Error codes follow what a real driver returned (H100, driver 580.159.04, CUDA 13.0)
  * where cuda.h is silent or lists several: cuMemGetAllocationGranularity does not check
@@ -14,6 +17,8 @@
  * CUDA_ERROR_INVALID_VALUE (not _INVALID_DEVICE) for a descriptor naming no device.
  */
 #include "state.hpp"
+
+#include <cstdint>
 
 namespace cudasim {
 namespace {
@@ -47,6 +52,16 @@ namespace {
     }
   }
   return CUDA_SUCCESS;
+}
+
+/// A shareable handle type cuda.h defines (CUmemAllocationHandleType, one type).
+[[nodiscard]] bool shareable_type(CUmemAllocationHandleType const& type) noexcept
+{
+  auto const value = enum_value(type);
+  return value == enum_value(CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) ||
+         value == enum_value(CU_MEM_HANDLE_TYPE_WIN32) ||
+         value == enum_value(CU_MEM_HANDLE_TYPE_WIN32_KMT) ||
+         value == enum_value(CU_MEM_HANDLE_TYPE_FABRIC);
 }
 
 [[nodiscard]] vmm_table& vmm() noexcept { return simulator::get().vmm(); }
@@ -107,7 +122,7 @@ CUresult CUDAAPI cuMemCreate(CUmemGenericAllocationHandle* handle, size_t size,
     }
     std::size_t const external = device->external.load(std::memory_order_relaxed);
     std::size_t const limit    = external >= device->capacity ? 0 : device->capacity - external;
-    return cudasim::vmm().create(handle, size, device->used, limit);
+    return cudasim::vmm().create(handle, size, *prop, device->used, limit);
   });
 }
 
@@ -154,5 +169,66 @@ CUresult CUDAAPI cuMemGetAccess(unsigned long long* flags, CUmemLocation const* 
       return CUDA_ERROR_INVALID_DEVICE;
     }
     return cudasim::vmm().get_access(flags, location->id, ptr);
+  });
+}
+
+CUresult CUDAAPI cuMemRetainAllocationHandle(CUmemGenericAllocationHandle* handle, void* addr)
+{
+  return api(entry::mem_retain_allocation_handle,
+             [&] { return cudasim::vmm().retain(handle, reinterpret_cast<std::uintptr_t>(addr)); });
+}
+
+CUresult CUDAAPI cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp* prop,
+                                                        CUmemGenericAllocationHandle handle)
+{
+  return api(entry::mem_get_allocation_properties_from_handle,
+             [&] { return cudasim::vmm().properties(prop, handle); });
+}
+
+CUresult CUDAAPI cuMemGetAddressRange(CUdeviceptr* pbase, size_t* psize, CUdeviceptr dptr)
+{
+  return api(entry::mem_get_address_range, [&] {
+    // cuda.h lists CUDA_ERROR_INVALID_CONTEXT: like cuMemGetInfo, it needs a current
+    // context (VMM calls do not).
+    CUctx_st* context = nullptr;
+    if (CUresult const bad = cudasim::use_current_context(context); bad != CUDA_SUCCESS) {
+      return bad;
+    }
+    // "Both parameters pbase and psize are optional. If one of them is NULL, it is ignored."
+    return cudasim::vmm().address_range(pbase, psize, dptr);
+  });
+}
+
+CUresult CUDAAPI cuMemExportToShareableHandle(void* shareableHandle,
+                                              CUmemGenericAllocationHandle handle,
+                                              CUmemAllocationHandleType handleType,
+                                              unsigned long long flags)
+{
+  return api(entry::mem_export_to_shareable_handle, [&] {
+    // flags: "Reserved, must be zero".
+    if (shareableHandle == nullptr || flags != 0 || !cudasim::shareable_type(handleType) ||
+        !cudasim::vmm().live(handle)) {
+      return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_ERROR_NOT_SUPPORTED;  // no IPC in the simulator (README)
+  });
+}
+
+CUresult CUDAAPI cuMemImportFromShareableHandle(CUmemGenericAllocationHandle* handle,
+                                                void* osHandle,
+                                                CUmemAllocationHandleType shHandleType)
+{
+  return api(entry::mem_import_from_shareable_handle, [&] {
+    // A POSIX file descriptor is passed as the value of osHandle, so null is descriptor
+    // 0; for the other types osHandle points to (or is) the OS handle.
+    bool const by_value = cudasim::enum_value(shHandleType) ==
+                          cudasim::enum_value(CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+    if (handle == nullptr || !cudasim::shareable_type(shHandleType) ||
+        (osHandle == nullptr && !by_value)) {
+      return CUDA_ERROR_INVALID_VALUE;
+    }
+    // cuda.h: "If the current process cannot support the memory described by this
+    // shareable handle, this API will error as CUDA_ERROR_NOT_SUPPORTED."
+    return CUDA_ERROR_NOT_SUPPORTED;
   });
 }

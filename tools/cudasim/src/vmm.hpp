@@ -36,12 +36,15 @@ inline constexpr std::size_t granularity = std::size_t{2} << 20;
 /// The memory of one cuMemCreate. Owned by its handle and by each of its mappings; the
 /// last owner to go frees it (cuda.h, cuMemRelease: "The memory allocation will be freed
 /// when all outstanding mappings to the memory are unmapped and when all outstanding
-/// references to the handle ... are also released").
+/// references to the handle ... are also released"). It keeps its handle's value, which
+/// cuMemRetainAllocationHandle gives back for a mapping ("guaranteed to be the same
+/// handle value used to map the memory"), and the properties it was created with.
 class physical_memory {
  public:
   /// Takes ownership of `fd`, whose `size` bytes are counted in `used`.
-  physical_memory(int fd, std::size_t size, std::atomic<std::size_t>& used) noexcept
-    : fd_(fd), size_(size), used_(used)
+  physical_memory(int fd, std::size_t size, std::atomic<std::size_t>& used,
+                  CUmemGenericAllocationHandle handle, CUmemAllocationProp const& prop) noexcept
+    : fd_(fd), size_(size), used_(used), handle_(handle), prop_(prop)
   {
   }
   ~physical_memory();
@@ -50,16 +53,20 @@ class physical_memory {
 
   [[nodiscard]] int fd() const noexcept { return fd_; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] CUmemGenericAllocationHandle handle() const noexcept { return handle_; }
+  [[nodiscard]] CUmemAllocationProp const& properties() const noexcept { return prop_; }
 
  private:
   int const fd_;
   std::size_t const size_;
   std::atomic<std::size_t>& used_;
+  CUmemGenericAllocationHandle const handle_;
+  CUmemAllocationProp const prop_;
 };
 
 /// What the exit report and cudasimGetCensus count.
 struct vmm_census {
-  held handles;       ///< cuMemCreate handles not released, by handle
+  held handles;       ///< handles with a reference not released (cuMemCreate, retain), by handle
   held reservations;  ///< by base address
   held mappings;      ///< by base address
 };
@@ -72,10 +79,25 @@ class vmm_table {
   [[nodiscard]] CUresult reserve(CUdeviceptr* out, std::size_t size, std::size_t alignment,
                                  CUdeviceptr hint);
   [[nodiscard]] CUresult free_reservation(CUdeviceptr ptr, std::size_t size);
-  /// Creates `size` bytes on a device whose counters are `used` and free bytes `available`.
+  /// Creates `size` bytes with properties `prop` on a device whose counters are `used`
+  /// and free bytes `available`.
   [[nodiscard]] CUresult create(CUmemGenericAllocationHandle* out, std::size_t size,
-                                std::atomic<std::size_t>& used, std::size_t available);
+                                CUmemAllocationProp const& prop, std::atomic<std::size_t>& used,
+                                std::size_t available);
+  /// Drops one reference to `handle`; the handle is gone after its last one.
   [[nodiscard]] CUresult release(CUmemGenericAllocationHandle handle);
+  /// Adds a reference to the handle of the mapping containing `address`, making the
+  /// handle live again (same value) if it was released while the mapping stayed.
+  [[nodiscard]] CUresult retain(CUmemGenericAllocationHandle* out, std::uintptr_t address);
+  /// The properties `handle` was created with; CUDA_ERROR_INVALID_VALUE if it is not live.
+  [[nodiscard]] CUresult properties(CUmemAllocationProp* out,
+                                    CUmemGenericAllocationHandle handle) const;
+  /// True while `handle` has an unreleased reference.
+  [[nodiscard]] bool live(CUmemGenericAllocationHandle handle) const;
+  /// The base and size of the mapping containing `address` (either output may be null);
+  /// CUDA_ERROR_NOT_FOUND when no mapping contains it.
+  [[nodiscard]] CUresult address_range(CUdeviceptr* base, std::size_t* size,
+                                       std::uintptr_t address) const;
   /// Maps the whole of `handle` (offset 0, size its size) at [ptr, ptr + size).
   [[nodiscard]] CUresult map(CUdeviceptr ptr, std::size_t size, std::size_t offset,
                              CUmemGenericAllocationHandle handle);
@@ -122,8 +144,16 @@ class vmm_table {
   std::map<std::uintptr_t, std::size_t> reservations_;  // base -> size; guarded by mutex_
   mapping_map mappings_;                                // base -> mapping; guarded by mutex_
 
+  /// A live handle: its memory and its unreleased references (cuMemCreate gives one,
+  /// each cuMemRetainAllocationHandle one more; cuMemRelease takes one).
+  struct handle_entry {
+    std::shared_ptr<physical_memory> memory;
+    std::size_t references;
+  };
+
+  // Lock order: mutex_ before handles_mutex_ (retain holds both).
   mutable std::mutex handles_mutex_;
-  std::unordered_map<CUmemGenericAllocationHandle, std::shared_ptr<physical_memory>> handles_;
+  std::unordered_map<CUmemGenericAllocationHandle, handle_entry> handles_;
   CUmemGenericAllocationHandle next_handle_ = 1;  // never reused
 };
 

@@ -107,7 +107,8 @@ CUresult vmm_table::free_reservation(CUdeviceptr ptr, std::size_t size)
 }
 
 CUresult vmm_table::create(CUmemGenericAllocationHandle* out, std::size_t size,
-                           std::atomic<std::size_t>& used, std::size_t limit)
+                           CUmemAllocationProp const& prop, std::atomic<std::size_t>& used,
+                           std::size_t limit)
 {
   // cuda.h: "The size of this allocation must be a multiple of the the value given via
   // cuMemGetAllocationGranularity with the CU_MEM_ALLOC_GRANULARITY_MINIMUM flag."
@@ -125,17 +126,21 @@ CUresult vmm_table::create(CUmemGenericAllocationHandle* out, std::size_t size,
     used.fetch_sub(size, std::memory_order_relaxed);
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
+  CUmemGenericAllocationHandle handle = 0;
+  {
+    std::lock_guard lock(handles_mutex_);
+    handle = next_handle_++;  // a create that fails from here on skips a value: never reused
+  }
   std::shared_ptr<physical_memory> memory;
   try {
-    memory = std::make_shared<physical_memory>(fd, size, used);
+    memory = std::make_shared<physical_memory>(fd, size, used, handle, prop);
   } catch (...) {
     ::close(fd);
     used.fetch_sub(size, std::memory_order_relaxed);
     throw;
   }
   std::lock_guard lock(handles_mutex_);
-  CUmemGenericAllocationHandle const handle = next_handle_++;
-  handles_.emplace(handle, std::move(memory));
+  handles_.emplace(handle, handle_entry{std::move(memory), 1});
   *out = handle;
   return CUDA_SUCCESS;
 }
@@ -146,8 +151,61 @@ CUresult vmm_table::release(CUmemGenericAllocationHandle handle)
   std::lock_guard lock(handles_mutex_);
   auto const found = handles_.find(handle);
   if (found == handles_.end()) { return CUDA_ERROR_INVALID_VALUE; }
-  memory = std::move(found->second);
+  // cuda.h (cuMemRetainAllocationHandle): "The returned handle must be released with
+  // corresponding number of calls to cuMemRelease."
+  if (--found->second.references > 0) { return CUDA_SUCCESS; }
+  memory = std::move(found->second.memory);
   handles_.erase(found);
+  return CUDA_SUCCESS;
+}
+
+CUresult vmm_table::retain(CUmemGenericAllocationHandle* out, std::uintptr_t address)
+{
+  if (out == nullptr) { return CUDA_ERROR_INVALID_VALUE; }
+  std::shared_lock lock(mutex_);  // no unmap between finding the mapping and retaining
+  // cuda.h: "If the address requested is not mapped, the function will fail"; "addr,
+  // can be any address in a range previously mapped by cuMemMap, and not necessarily the
+  // start address".
+  auto const found = mapping_at(address);
+  if (found == mappings_.end()) { return CUDA_ERROR_INVALID_VALUE; }
+  std::shared_ptr<physical_memory> const& memory = found->second.memory;
+  // "The handle is guaranteed to be the same handle value used to map the memory": a
+  // handle released while its mapping stayed becomes live again under that value.
+  std::lock_guard handles_lock(handles_mutex_);
+  auto const entry = handles_.try_emplace(memory->handle(), handle_entry{memory, 0}).first;
+  ++entry->second.references;
+  *out = memory->handle();
+  return CUDA_SUCCESS;
+}
+
+CUresult vmm_table::properties(CUmemAllocationProp* out, CUmemGenericAllocationHandle handle) const
+{
+  if (out == nullptr) { return CUDA_ERROR_INVALID_VALUE; }
+  std::lock_guard lock(handles_mutex_);
+  auto const found = handles_.find(handle);
+  if (found == handles_.end()) { return CUDA_ERROR_INVALID_VALUE; }
+  *out = found->second.memory->properties();
+  return CUDA_SUCCESS;
+}
+
+bool vmm_table::live(CUmemGenericAllocationHandle handle) const
+{
+  std::lock_guard lock(handles_mutex_);
+  return handles_.contains(handle);
+}
+
+CUresult vmm_table::address_range(CUdeviceptr* base, std::size_t* size,
+                                  std::uintptr_t address) const
+{
+  std::shared_lock lock(mutex_);
+  // The range of one cuMemMap, not of the reservation: for several handles mapped side
+  // by side, the real driver returns "the bounds of the cuMem handle containing the base
+  // pointer, not the full mapped extent" (openucx/ucx pull request 11461; libfabric pull
+  // request 12473 says the same).
+  auto const found = mapping_at(address);
+  if (found == mappings_.end()) { return CUDA_ERROR_NOT_FOUND; }
+  if (base != nullptr) { *base = found->first; }
+  if (size != nullptr) { *size = found->second.size; }
   return CUDA_SUCCESS;
 }
 
@@ -164,7 +222,7 @@ CUresult vmm_table::map(CUdeviceptr ptr, std::size_t size, std::size_t offset,
     std::lock_guard lock(handles_mutex_);
     auto const found = handles_.find(handle);
     if (found == handles_.end()) { return CUDA_ERROR_INVALID_VALUE; }
-    memory = found->second;
+    memory = found->second.memory;
   }
   // cuda.h: offset "currently must be zero", "offset + size must be less than the size of
   // the memory allocation". The real driver (H100, driver 580.159.04) maps whole handles
@@ -369,8 +427,8 @@ vmm_census vmm_table::census() const
     }
   }
   std::lock_guard lock(handles_mutex_);
-  for (auto const& [handle, memory] : handles_) {
-    c.handles.add(handle, memory->size());
+  for (auto const& [handle, entry] : handles_) {
+    c.handles.add(handle, entry.memory->size());
   }
   return c;
 }
