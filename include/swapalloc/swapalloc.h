@@ -284,6 +284,13 @@ SWAPALLOC_API swapalloc_status swapalloc_stats_json(const char** json);
 struct CUstream_st;
 
 extern "C" {
+/** PyTorch's allocation entry point (what swapalloc.install() gives CUDAPluggableAllocator):
+ *  swapalloc_malloc, except that a failure throws a std::runtime_error carrying the message
+ *  instead of returning NULL. PyTorch's CUDAPluggableAllocator::malloc does not check for
+ *  NULL: a NULL from a failed allocation would become a tensor without memory. Called from
+ *  C++ only (torch's std::function), so the exception reaches torch, which raises it in
+ *  Python as a RuntimeError. */
+SWAPALLOC_API void* swapalloc_torch_malloc(ssize_t size, int device, CUstream_st* stream);
 /** Routes the allocations on `device` whose stream `filter` accepts into pool `id`. */
 SWAPALLOC_API void swapalloc_hook_begin_allocate_to_pool(
   int device, std::pair<unsigned long long, unsigned long long> id,

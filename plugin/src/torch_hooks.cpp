@@ -6,12 +6,20 @@
 
 #include <swapalloc/swapalloc.h>
 
+#include <stdexcept>
 #include <string>
 #include <utility>
 
 using namespace swapalloc::plugin;  // NOLINT(google-build-using-namespace): this file is the ABI
 
 namespace {
+
+/// What swapalloc_torch_malloc throws into PyTorch: the C ABI's message (an out-of-memory
+/// report with the pool table and advice, or what else failed).
+class torch_allocation_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 std::string id_text(mempool_id id)
 {
@@ -21,6 +29,13 @@ std::string id_text(mempool_id id)
 }  // namespace
 
 extern "C" {
+
+void* swapalloc_torch_malloc(ssize_t size, int device, CUstream_st* stream)
+{
+  void* const out = swapalloc_malloc(size, device, stream);
+  if (out == nullptr && size > 0) { throw torch_allocation_error(last_error()); }
+  return out;
+}
 
 void swapalloc_hook_begin_allocate_to_pool(int device, mempool_id id,
                                            std::function<bool(CUstream_st*)> filter)

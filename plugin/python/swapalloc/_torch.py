@@ -55,7 +55,7 @@ def install(**settings: Any) -> None:
         if settings:
             configure(**settings)
         allocator = torch.cuda.memory.CUDAPluggableAllocator(
-            library_path(), "swapalloc_malloc", "swapalloc_free"
+            library_path(), "swapalloc_torch_malloc", "swapalloc_free"
         )
         for setter, function in _HOOKS.items():
             getattr(allocator._allocator, setter)(_address(function))

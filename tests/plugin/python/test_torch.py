@@ -41,7 +41,9 @@ def test_attached_models_are_restored_before_each_forward_and_stay_bit_identical
     assert out["outputs_equal"] is True
     assert out["weights_equal"] is True, "parameters after 10 rounds are the loaded ones"
     assert out["evictions"] > 0 and out["restores"] > 0, "the three did not fit: it swapped"
-    assert out["peak_reserved_MiB"] < 256
+    # The weights (96 MiB) and the output (96 MiB) of the model running, under the high
+    # watermark (0.85 x 256 MiB) plus one 2 MiB page, sampled inside every forward.
+    assert out["peak_device_use_MiB"] <= 0.85 * 256 + 2
 
 
 def test_memory_stats_ensure_free_guard_and_prefetch(case):

@@ -151,7 +151,7 @@ cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t stream)
 cudaError_t CUDARTAPI cudaStreamQuery(cudaStream_t stream)
 {
   // cudaErrorNotReady is a status, not an error: it does not become the last error.
-  CUresult result = CUDA_SUCCESS;
+  CUresult result     = CUDA_SUCCESS;
   cudaError_t const e = in_context([&] {
     result = cuStreamQuery(stream);
     return result == CUDA_ERROR_NOT_READY ? CUDA_SUCCESS : result;
@@ -177,8 +177,7 @@ cudaError_t CUDARTAPI cudaStreamGetCaptureInfo(cudaStream_t /*stream*/,
                                                cudaStreamCaptureStatus* status,
                                                unsigned long long* id, cudaGraph_t* graph,
                                                cudaGraphNode_t const** dependencies,
-                                               cudaGraphEdgeData const** edges,
-                                               size_t* count)
+                                               cudaGraphEdgeData const** edges, size_t* count)
 {
   if (status == nullptr) { return failed(cudaErrorInvalidValue); }
   *status = cudaStreamCaptureStatusNone;
@@ -194,9 +193,9 @@ cudaError_t CUDARTAPI cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode*
 {
   if (mode == nullptr) { return failed(cudaErrorInvalidValue); }
   thread_local cudaStreamCaptureMode current = cudaStreamCaptureModeGlobal;
-  cudaStreamCaptureMode const previous = current;
-  current                              = *mode;
-  *mode                                = previous;
+  cudaStreamCaptureMode const previous       = current;
+  current                                    = *mode;
+  *mode                                      = previous;
   return cudaSuccess;
 }
 
@@ -238,7 +237,7 @@ cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t event)
 
 cudaError_t CUDARTAPI cudaEventQuery(cudaEvent_t event)
 {
-  CUresult result = CUDA_SUCCESS;
+  CUresult result     = CUDA_SUCCESS;
   cudaError_t const e = in_context([&] {
     result = cuEventQuery(event);
     return result == CUDA_ERROR_NOT_READY ? CUDA_SUCCESS : result;
@@ -291,8 +290,8 @@ cudaError_t CUDARTAPI cudaMemcpy(void* dst, void const* src, size_t count, cudaM
   return cudasim_runtime::copy(dst, src, count, kind, nullptr, false);
 }
 
-cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, void const* src, size_t count,
-                                      cudaMemcpyKind kind, cudaStream_t stream)
+cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, void const* src, size_t count, cudaMemcpyKind kind,
+                                      cudaStream_t stream)
 {
   return cudasim_runtime::copy(dst, src, count, kind, stream, true);
 }
@@ -335,9 +334,10 @@ cudaError_t CUDARTAPI cudaLaunchKernel(void const* /*func*/, dim3 /*grid*/, dim3
                                        void** /*args*/, size_t /*shared*/, cudaStream_t /*stream*/)
 {
   static bool const said = [] {
-    std::fputs("cudasim runtime: a kernel launch was refused: kernels do not run on the "
-               "simulator (use copies only: copy_, clone, .to())\n",
-               stderr);
+    std::fputs(
+      "cudasim runtime: a kernel launch was refused: kernels do not run on the "
+      "simulator (use copies only: copy_, clone, .to())\n",
+      stderr);
     return true;
   }();
   (void)said;

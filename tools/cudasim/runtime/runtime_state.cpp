@@ -66,8 +66,7 @@ constexpr std::array<error_text, 13> error_texts{{
   {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
   {cudaErrorSymbolNotFound, "cudaErrorSymbolNotFound", "named symbol not found"},
   {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
-  {cudaErrorIllegalAddress, "cudaErrorIllegalAddress",
-   "an illegal memory access was encountered"},
+  {cudaErrorIllegalAddress, "cudaErrorIllegalAddress", "an illegal memory access was encountered"},
   {cudaErrorNotSupported, "cudaErrorNotSupported", "operation not supported"},
   {cudaErrorUnknown, "cudaErrorUnknown", "unknown error"},
 }};
@@ -206,9 +205,7 @@ cudaError_t ensure_context() noexcept
 cudaError_t device_attribute(int* value, cudaDeviceAttr attribute, int device) noexcept
 {
   CUdevice handle = 0;
-  if (CUresult const r = cuDeviceGet(&handle, device); r != CUDA_SUCCESS) {
-    return to_runtime(r);
-  }
+  if (CUresult const r = cuDeviceGet(&handle, device); r != CUDA_SUCCESS) { return to_runtime(r); }
   // The runtime's attribute numbers are the driver's. One the simulator does not model
   // reads 0, as a feature the device lacks.
   CUresult const r =
@@ -224,9 +221,7 @@ cudaError_t device_attribute(int* value, cudaDeviceAttr attribute, int device) n
 cudaError_t device_properties(cudaDeviceProp* prop, int device) noexcept
 {
   CUdevice handle = 0;
-  if (CUresult const r = cuDeviceGet(&handle, device); r != CUDA_SUCCESS) {
-    return to_runtime(r);
-  }
+  if (CUresult const r = cuDeviceGet(&handle, device); r != CUDA_SUCCESS) { return to_runtime(r); }
   std::memset(prop, 0, sizeof(*prop));
   std::size_t total = 0;
   if (CUresult const r = cuDeviceTotalMem(&total, handle); r != CUDA_SUCCESS) {
@@ -367,8 +362,8 @@ cudaMemcpyKind resolve_kind(void* dst, void const* src, cudaMemcpyKind kind) noe
 
 }  // namespace
 
-cudaError_t copy(void* dst, void const* src, size_t count, cudaMemcpyKind kind,
-                 cudaStream_t stream, bool async) noexcept
+cudaError_t copy(void* dst, void const* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream,
+                 bool async) noexcept
 {
   if (count == 0) { return cudaSuccess; }
   if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault) {

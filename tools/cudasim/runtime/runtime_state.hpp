@@ -51,8 +51,8 @@ cudaError_t device_free(void* ptr) noexcept;
 /// other host memory.
 cudaError_t pointer_attributes(cudaPointerAttributes* attributes, void const* ptr) noexcept;
 /// cudaMemcpy (`async` false: the copy is complete on return) and cudaMemcpyAsync.
-cudaError_t copy(void* dst, void const* src, size_t count, cudaMemcpyKind kind,
-                 cudaStream_t stream, bool async) noexcept;
+cudaError_t copy(void* dst, void const* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream,
+                 bool async) noexcept;
 /// Records or forgets pinned host memory (cudaHostAlloc, cudaMallocHost, cudaFreeHost) for
 /// pointer_attributes.
 void note_pinned(void* ptr, size_t size) noexcept;
