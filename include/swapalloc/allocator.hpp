@@ -55,6 +55,7 @@
 #include <swapalloc/scope_stack.hpp>
 #include <swapalloc/worker_pool.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -601,6 +602,8 @@ class allocator {
    * @brief Every counter, per device and pool and in total, plus the usage errors:
    *   {"devices": [{"device": 0, "pools": [{"id", "name", "allocated_bytes", ...}],
    *     "total": {...}, "pressure": {...}, "counters": {"alloc_retries", "ooms"}}],
+   *   where each pool also has "active", "last_use_s_ago" (seconds; null if never
+   *   activated), "priority" and "evictable";
    *    "total": {...}, "usage_errors": {"total": n, "<kind>": n}, "events": {...}}
    */
   [[nodiscard]] nlohmann::json stats_json() const
@@ -611,6 +614,14 @@ class allocator {
       std::lock_guard const lock(state->mutex());
       std::vector<pool_row> const rows = state->rows([](pool_id) { return std::string(); });
       nlohmann::json device            = device_json(state->ordinal(), rows, everything);
+      auto const now                   = std::chrono::steady_clock::now();
+      for (nlohmann::json& pool : device["pools"]) {
+        auto const id   = pool["id"].get<pool_id>();
+        auto const used = state->controls().used_at(id);
+        pool["active"]  = state->controls().active(id);
+        pool["last_use_s_ago"] =
+          used ? nlohmann::json(std::chrono::duration<double>(now - *used).count()) : nullptr;
+      }
       if (state->context() != nullptr) {
         context_scope const current(*driver_, state->context());
         device_memory const memory = state->memory();
@@ -623,6 +634,14 @@ class allocator {
         {"alloc_retries", state->counters().alloc_retries.load(std::memory_order_relaxed)},
         {"ooms", state->counters().ooms.load(std::memory_order_relaxed)}};
       out["devices"].push_back(std::move(device));
+    }
+    for (nlohmann::json& device : out["devices"]) {  // the registry's lock after the devices'
+      for (nlohmann::json& pool : device["pools"]) {
+        if (auto const options = registry_.options_of(pool["id"].get<pool_id>())) {
+          pool["priority"]  = to_string(options->priority);
+          pool["evictable"] = options->evictable;
+        }
+      }
     }
     out["total"]        = to_json(everything);
     out["usage_errors"] = usage_json(usage_);

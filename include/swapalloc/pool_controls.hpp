@@ -23,10 +23,12 @@
 #include <swapalloc/driver.hpp>
 #include <swapalloc/pool_registry.hpp>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -61,6 +63,7 @@ class pool_controls {
     pool.activated  = true;
     pool.prefetched = false;
     pool.last_use   = ++clock_;
+    pool.used_at    = std::chrono::steady_clock::now();
   }
   /// Undoes an `activate` whose restore failed: no last use is recorded.
   void cancel_activation(pool_id id) noexcept
@@ -74,7 +77,21 @@ class pool_controls {
     if (id >= pools_.size() || pools_[id].active == 0) { return false; }
     --pools_[id].active;
     pools_[id].last_use = ++clock_;
+    pools_[id].used_at  = std::chrono::steady_clock::now();
     return true;
+  }
+  /// When pool `id` was last activated or deactivated, if ever (for reports: the policy
+  /// orders by `last_use`).
+  [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> used_at(
+    pool_id id) const noexcept
+  {
+    if (id >= pools_.size() || pools_[id].last_use == 0) { return std::nullopt; }
+    return pools_[id].used_at;
+  }
+  /// Whether pool `id` is active (between activate and deactivate).
+  [[nodiscard]] bool active(pool_id id) const noexcept
+  {
+    return id < pools_.size() && pools_[id].active != 0;
   }
   /// When pool `id` was last activated or deactivated (a logical clock; 0: never).
   [[nodiscard]] std::uint64_t last_use(pool_id id) const noexcept
@@ -185,6 +202,7 @@ class pool_controls {
     std::size_t pins{0};    // pin_pool
     std::size_t active{0};  // activate - deactivate
     std::uint64_t last_use{0};
+    std::chrono::steady_clock::time_point used_at{};  // with last_use, for reports
     bool activated{false};   // used through activations: its last-use events are known
     bool moving{false};      // being evicted or restored (moving_pool)
     bool prefetched{false};  // restored by a prefetch and not activated since

@@ -100,6 +100,14 @@ class pool_registry {
     return std::nullopt;
   }
 
+  /// The options of live pool `id`, if it is alive (not a misuse when not).
+  [[nodiscard]] std::optional<pool_options> options_of(pool_id id) const
+  {
+    std::lock_guard const lock(mutex_);
+    if (id >= pools_.size() || !pools_[id].alive) { return std::nullopt; }
+    return pools_[id].options;
+  }
+
   /// Whether pool `id` was created and not destroyed (not a misuse when not).
   [[nodiscard]] bool alive(pool_id id) const
   {

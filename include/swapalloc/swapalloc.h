@@ -120,6 +120,8 @@ SWAPALLOC_API const char* swapalloc_last_error(void);
  *   "workers"          compression threads, 1 to 256
  *   "log_level"        "off", "error", "warn", "info" or "debug"
  *   "monitor_interval_ms"  the background monitor's period, 1 to 3600000
+ *   "stats_interval_ms"    the period of the stats file `python -m swapalloc ps` reads,
+ *                      1000 to 3600000 (shorter is raised to 1000), or 0: no file
  *   "driver"           the driver library to load (e.g. a simulator)
  * An empty value unsets the key: its SWAPALLOC_* variable, else the default, applies again.
  * Errors: INVALID_VALUE (unknown key, null, or a value outside what is accepted: the

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -129,6 +130,14 @@ swapalloc_status swapalloc_init(void)
     if (current_instance() != nullptr) { return; }
     auto made = std::make_unique<plugin_instance>(pending);
     instance.store(made.release(), std::memory_order_release);
+    // A process that never shuts down (Python's) still removes its stats file at exit. The
+    // allocator itself stays: tensors may outlive every exit handler.
+    static bool const registered = std::atexit([] {
+                                     if (plugin_instance* const self = current_instance()) {
+                                       self->stop_publishing();
+                                     }
+                                   }) == 0;
+    (void)registered;
   });
 }
 

@@ -1,8 +1,9 @@
 /**
  * @file plugin_instance.hpp
  * @brief The one process-wide allocator of libswapalloc.so: the driver, the allocator, the
- *        private pools PyTorch routes into, and the background pressure monitor, made by
- *        swapalloc_init and destroyed by swapalloc_shutdown.
+ *        private pools PyTorch routes into, the background pressure monitor and the stats
+ *        file for `python -m swapalloc ps`, made by swapalloc_init and destroyed by
+ *        swapalloc_shutdown.
  *
  * Only this library holds an instance (DESIGN: no process-wide singleton in a header). The
  * C ABI reaches it through `current_instance()`, an acquire load of an atomic pointer: the
@@ -16,6 +17,7 @@
 
 #include "graph_pools.hpp"
 #include "plugin_settings.hpp"
+#include "stats_publisher.hpp"
 
 #include <swapalloc/allocator.hpp>
 #include <swapalloc/driver.hpp>
@@ -23,6 +25,7 @@
 #include <swapalloc/pressure_monitor.hpp>
 
 #include <cstddef>
+#include <memory>
 #include <mutex>
 
 namespace swapalloc::plugin {
@@ -36,10 +39,24 @@ class plugin_instance {
       cache_(driver_, settings.options),
       monitor_(cache_, settings.monitor)
   {
+    if (settings.stats_interval.count() > 0) {
+      publisher_ = std::make_unique<stats_publisher>(cache_, settings.stats_interval);
+    }
   }
   plugin_instance(plugin_instance const&)            = delete;
   plugin_instance& operator=(plugin_instance const&) = delete;
-  ~plugin_instance() { monitor_.stop(); }  // before the allocator it walks
+  ~plugin_instance()  // the threads that walk the allocator stop before it goes
+  {
+    stop_publishing();
+    monitor_.stop();
+  }
+
+  /// Stops the stats file's thread and removes the file (at shutdown, or at process exit
+  /// when the allocator is never shut down). Idempotent.
+  void stop_publishing() noexcept
+  {
+    if (publisher_) { publisher_->stop(); }
+  }
 
   [[nodiscard]] allocator& cache() noexcept { return cache_; }
   [[nodiscard]] graph_pools& graphs() noexcept { return graphs_; }
@@ -62,7 +79,8 @@ class plugin_instance {
   driver driver_;
   allocator cache_;
   graph_pools graphs_;
-  pressure_monitor monitor_;  // last: starts once the allocator exists
+  pressure_monitor monitor_;  // starts once the allocator exists
+  std::unique_ptr<stats_publisher> publisher_;
 };
 
 /// The instance, or null outside init..shutdown. Cost: one acquire load.

@@ -19,6 +19,7 @@
 #include <swapalloc/pressure_monitor.hpp>
 
 #include <array>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,12 +31,14 @@ struct plugin_settings {
   allocator_options options;  ///< unset fields: the environment's, else the defaults
   monitor_options monitor;
   std::optional<std::string> driver_library;  ///< unset: SWAPALLOC_CUDA_DRIVER, else libcuda.so.1
+  /// The stats file's period for `python -m swapalloc ps` (stats_publisher.hpp); 0: none.
+  std::chrono::milliseconds stats_interval{1000};
 };
 
 /// The keys swapalloc_configure accepts, in the order its error message lists them.
-inline constexpr std::array<std::string_view, 8> setting_keys{
-  "high_watermark", "low_watermark", "device_limit",        "host_limit",
-  "workers",        "log_level",     "monitor_interval_ms", "driver"};
+inline constexpr std::array<std::string_view, 9> setting_keys{
+  "high_watermark", "low_watermark",       "device_limit",      "host_limit", "workers",
+  "log_level",      "monitor_interval_ms", "stats_interval_ms", "driver"};
 
 /// @throws abi_error (INVALID_VALUE) naming `key` and listing the accepted keys.
 [[noreturn]] inline void throw_unknown_key(std::string_view key)
@@ -68,6 +71,8 @@ inline void reset_setting(plugin_settings& settings, std::string_view key)
     o.log_level.reset();
   } else if (key == "monitor_interval_ms") {
     settings.monitor.interval = monitor_options{}.interval;
+  } else if (key == "stats_interval_ms") {
+    settings.stats_interval = plugin_settings{}.stats_interval;
   } else if (key == "driver") {
     settings.driver_library.reset();
   } else {
@@ -99,6 +104,9 @@ inline void apply_setting(plugin_settings& settings, std::string_view key, std::
     o.log_level = parse_log_level(value, key);
   } else if (key == "monitor_interval_ms") {
     settings.monitor.interval = parse_interval_ms(value, key);
+  } else if (key == "stats_interval_ms") {
+    settings.stats_interval =
+      value == "0" ? std::chrono::milliseconds(0) : parse_interval_ms(value, key);
   } else if (key == "driver") {
     settings.driver_library = std::string(value);
   } else {

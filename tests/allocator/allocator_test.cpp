@@ -225,6 +225,19 @@ TEST_F(AllocatorTest, StatsJsonHasEveryCounterPerPoolAndInTotal)
   EXPECT_EQ(backbone["largest_free_block"], 2 * MiB) << "the small page: its one block is cached";
   EXPECT_EQ(stats["total"]["allocated_bytes"], 3 * MiB);
   EXPECT_EQ(stats["usage_errors"]["total"], 0);
+  EXPECT_EQ(backbone["priority"], "normal");
+  EXPECT_EQ(backbone["evictable"], true);
+  EXPECT_EQ(backbone["active"], false);
+  EXPECT_TRUE(backbone["last_use_s_ago"].is_null()) << "never activated";
+  {
+    activation const used(alloc(), p, 0, nullptr);
+    nlohmann::json const during = alloc().stats_json()["devices"][0]["pools"][0];
+    EXPECT_EQ(during["active"], true);
+    EXPECT_GE(during["last_use_s_ago"].get<double>(), 0.0);
+  }
+  nlohmann::json const after = alloc().stats_json()["devices"][0]["pools"][0];
+  EXPECT_EQ(after["active"], false);
+  EXPECT_LT(after["last_use_s_ago"].get<double>(), 60.0) << "just used";
   alloc().deallocate(a, 3 * MiB, 0, nullptr);
 }
 

@@ -11,8 +11,13 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -192,10 +197,43 @@ TEST(PluginAbi, ConfigureChecksKeysAndValuesAndKeepsTheLastGoodValue)
       << key << ": " << message();
   }
   EXPECT_EQ(swapalloc_configure("log_level", "error"), SWAPALLOC_SUCCESS);
-  for (char const* key : {"high_watermark", "low_watermark", "device_limit", "host_limit",
-                          "workers", "log_level", "monitor_interval_ms", "driver"}) {
+  for (char const* key :
+       {"high_watermark", "low_watermark", "device_limit", "host_limit", "workers", "log_level",
+        "monitor_interval_ms", "stats_interval_ms", "driver"}) {
     EXPECT_EQ(swapalloc_configure(key, ""), SWAPALLOC_SUCCESS) << key << ": back to the default";
   }
+}
+
+TEST(PluginAbi, TheStatsFileIsPublishedPrivateAndRemovedAtShutdown)
+{
+  ASSERT_EQ(sim_memory_set, 0);
+  std::filesystem::path const dir =
+    std::filesystem::temp_directory_path() / ("swapalloc-stats-test-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  ASSERT_EQ(::setenv("SWAPALLOC_STATS_DIR", dir.c_str(), 1), 0);
+  ASSERT_EQ(swapalloc_configure("stats_interval_ms", "1000"), SWAPALLOC_SUCCESS) << message();
+  ASSERT_EQ(swapalloc_init(), SWAPALLOC_SUCCESS) << message();
+  std::filesystem::path const file = dir / (std::to_string(::getpid()) + ".json");
+  for (int waited = 0; waited < 50 && !std::filesystem::exists(file); ++waited) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(std::filesystem::exists(file)) << "published within 5 s";
+  auto const perms = std::filesystem::status(file).permissions();
+  EXPECT_EQ(perms & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write)
+    << "mode 0600";
+  EXPECT_EQ(std::filesystem::status(dir).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_all)
+    << "mode 0700";
+  std::ifstream in(file);
+  nlohmann::json const published = nlohmann::json::parse(in);
+  EXPECT_EQ(published.at("pid"), ::getpid());
+  EXPECT_TRUE(has(published.at("command").get<std::string>(), "plugin_abi_tests"));
+  EXPECT_GE(published.at("interval_s").get<double>(), 1.0);
+  EXPECT_EQ(published.at("stats").at("devices").size(), 1U);
+  ASSERT_EQ(swapalloc_shutdown(), SWAPALLOC_SUCCESS);
+  EXPECT_FALSE(std::filesystem::exists(file)) << "removed at shutdown";
+  std::filesystem::remove_all(dir);
 }
 
 TEST(PluginAbi, ABadDriverFailsInitWithNoDriverAndAGoodOneThenWorks)

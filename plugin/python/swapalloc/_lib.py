@@ -12,20 +12,6 @@ import ctypes
 import os
 import pathlib
 
-__all__ = [
-    "SwapallocError",
-    "NotInitializedError",
-    "UnknownPoolError",
-    "MisuseError",
-    "OutOfMemoryError",
-    "CudaError",
-    "NoDriverError",
-    "CorruptCopyError",
-    "library",
-    "library_path",
-    "check",
-]
-
 
 class SwapallocError(RuntimeError):
     """A failed swapalloc call; ``status`` is the C ABI's swapalloc_status."""

@@ -60,3 +60,13 @@ def test_memory_stats_ensure_free_guard_and_prefetch(case):
     assert out["a_evicted_after"] == 0, "active: restored"
     assert out["a_equal"] is True
     assert out["too_much"] == "OutOfMemoryError"
+
+
+def test_private_pool_hooks_route_a_threads_allocations_and_release_the_pool(case):
+    out = case("private_pool_hooks")
+    assert out["pool_allocated"] == 2 * MiB, "begin-allocate-to-pool routed the thread"
+    assert out["default_allocated"] == MiB, "after end-allocate-to-pool: the default pool"
+    assert out["pool_evictable"] is False
+    assert out["evict"] == "MisuseError", "a graph's pool is never evicted"
+    assert out["kept_while_used"] is True, "released with a live tensor: kept"
+    assert out["gone_after_release"] is True, "destroyed once empty (empty_cache)"

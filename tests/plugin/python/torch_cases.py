@@ -154,6 +154,46 @@ def case_memory_stats_ensure_free_prefetch() -> dict:
     return out
 
 
+def case_private_pool_hooks() -> dict:
+    """torch's begin/end-allocate-to-pool and release-pool (what CUDA graphs and MemPool
+    use) reach the library: the thread's allocations land in pool torch_pool_7_8, which is
+    never evicted and goes once released and empty."""
+    swapalloc.install()
+    out = {}
+    torch._C._cuda_beginAllocateCurrentThreadToPool(0, (7, 8))
+    routed = host_tensor(2 * MiB, 7).cuda()
+    torch._C._cuda_endAllocateToPool(0, (7, 8))
+    after = torch.empty(MiB, dtype=torch.uint8, device="cuda")
+    out["pool_allocated"] = pool_stats("torch_pool_7_8").get("allocated_bytes")
+    out["pool_evictable"] = pool_stats("torch_pool_7_8").get("evictable")
+    out["default_allocated"] = pool_stats("default").get("allocated_bytes")
+    try:
+        swapalloc.evict("torch_pool_7_8")
+        out["evict"] = "evicted"
+    except swapalloc.MisuseError:
+        out["evict"] = "MisuseError"
+    torch._C._cuda_releasePool(0, (7, 8))
+    out["kept_while_used"] = bool(pool_stats("torch_pool_7_8"))
+    del routed, after
+    torch.cuda.empty_cache()
+    out["gone_after_release"] = not pool_stats("torch_pool_7_8")
+    return out
+
+
+def case_serve() -> dict:
+    """Holds two pools (one evicted) until a line arrives on stdin: a process for `ps`."""
+    swapalloc.install()
+    with swapalloc.pool("sdxl", priority="high"):
+        kept = host_tensor(8 * MiB, 5).cuda()
+    with swapalloc.pool("flux"):
+        held = host_tensor(4 * MiB, 6).cuda()
+    swapalloc.evict("flux")
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
+    del kept, held
+    return {"served": True}
+
+
 CASES = {name[len("case_"):]: function for name, function in globals().items() if name.startswith("case_")}
 
 if __name__ == "__main__":

@@ -150,13 +150,7 @@ cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t stream)
 
 cudaError_t CUDARTAPI cudaStreamQuery(cudaStream_t stream)
 {
-  // cudaErrorNotReady is a status, not an error: it does not become the last error.
-  CUresult result     = CUDA_SUCCESS;
-  cudaError_t const e = in_context([&] {
-    result = cuStreamQuery(stream);
-    return result == CUDA_ERROR_NOT_READY ? CUDA_SUCCESS : result;
-  });
-  return e == cudaSuccess && result == CUDA_ERROR_NOT_READY ? cudaErrorNotReady : e;
+  return cudasim_runtime::query([&] { return cuStreamQuery(stream); });
 }
 
 cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event,
@@ -237,12 +231,7 @@ cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t event)
 
 cudaError_t CUDARTAPI cudaEventQuery(cudaEvent_t event)
 {
-  CUresult result     = CUDA_SUCCESS;
-  cudaError_t const e = in_context([&] {
-    result = cuEventQuery(event);
-    return result == CUDA_ERROR_NOT_READY ? CUDA_SUCCESS : result;
-  });
-  return e == cudaSuccess && result == CUDA_ERROR_NOT_READY ? cudaErrorNotReady : e;
+  return cudasim_runtime::query([&] { return cuEventQuery(event); });
 }
 
 cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end)

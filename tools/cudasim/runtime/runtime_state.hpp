@@ -37,6 +37,19 @@ cudaError_t in_context(Call&& call) noexcept
   return to_runtime(call());
 }
 
+/// A query (cuStreamQuery, cuEventQuery) in context: its CUDA_ERROR_NOT_READY is a status,
+/// cudaErrorNotReady, and does not become the last error.
+template <typename Call>
+cudaError_t query(Call&& call) noexcept
+{
+  CUresult result     = CUDA_SUCCESS;
+  cudaError_t const e = in_context([&] {
+    result = call();
+    return result == CUDA_ERROR_NOT_READY ? CUDA_SUCCESS : result;
+  });
+  return e == cudaSuccess && result == CUDA_ERROR_NOT_READY ? cudaErrorNotReady : e;
+}
+
 cudaError_t device_count(int* count) noexcept;
 /// The thread's current device (cudaSetDevice; 0 at first).
 int current_device() noexcept;
