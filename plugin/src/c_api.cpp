@@ -67,6 +67,12 @@ std::size_t size_of(ssize_t bytes, char const* function)
   return static_cast<std::size_t>(bytes);
 }
 
+/// The exit handler swapalloc_init registers (see there).
+void stop_background_at_exit() noexcept
+{
+  if (plugin_instance* const self = current_instance()) { self->stop_background(); }
+}
+
 /// Stores `value` in `*out` when `out` is not null.
 void store(std::size_t* out, std::size_t value) noexcept
 {
@@ -130,13 +136,9 @@ swapalloc_status swapalloc_init(void)
     if (current_instance() != nullptr) { return; }
     auto made = std::make_unique<plugin_instance>(pending);
     instance.store(made.release(), std::memory_order_release);
-    // A process that never shuts down (Python's) still removes its stats file at exit. The
-    // allocator itself stays: tensors may outlive every exit handler.
-    static bool const registered = std::atexit([] {
-                                     if (plugin_instance* const self = current_instance()) {
-                                       self->stop_publishing();
-                                     }
-                                   }) == 0;
+    // A process that never shuts down (Python's) still stops our threads and removes its
+    // stats file at exit. The allocator itself stays: tensors may outlive every exit handler.
+    static bool const registered = std::atexit(stop_background_at_exit) == 0;
     (void)registered;
   });
 }

@@ -45,17 +45,16 @@ class plugin_instance {
   }
   plugin_instance(plugin_instance const&)            = delete;
   plugin_instance& operator=(plugin_instance const&) = delete;
-  ~plugin_instance()  // the threads that walk the allocator stop before it goes
-  {
-    stop_publishing();
-    monitor_.stop();
-  }
+  ~plugin_instance() { stop_background(); }  // its threads walk the allocator: first
 
-  /// Stops the stats file's thread and removes the file (at shutdown, or at process exit
-  /// when the allocator is never shut down). Idempotent.
-  void stop_publishing() noexcept
+  /// Stops the background threads (the stats file's, which removes the file, and the
+  /// monitor's): at shutdown, or at process exit when the allocator is never shut down, so
+  /// that no thread of ours runs while the process's static objects are destroyed.
+  /// Idempotent; the allocator stays usable without them.
+  void stop_background() noexcept
   {
     if (publisher_) { publisher_->stop(); }
+    monitor_.stop();
   }
 
   [[nodiscard]] allocator& cache() noexcept { return cache_; }

@@ -209,21 +209,32 @@ def prefetch(name: str, device: int = 0) -> None:
     check(library().swapalloc_prefetch(_require_pool(name), device))
 
 
-def ensure_free(nbytes: int, device: int = 0) -> int:
+class FreedBytes(int):
+    """The bytes ``ensure_free`` freed; also a context manager, as the seeds' ``memory_guard``:
+    ``with swapalloc.ensure_free(8 << 30): ...`` gives the cached pages of every pool back when
+    the block ends (``empty_cache``), so that what the block freed is free again."""
+
+    def __enter__(self) -> "FreedBytes":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        empty_cache()
+
+
+def ensure_free(nbytes: int, device: int = 0) -> FreedBytes:
     """Makes ``nbytes`` of ``device`` free for this process, evicting the coldest pools;
-    returns the bytes freed. Raises OutOfMemoryError (with advice) when only critical or
-    active pools remain. Also a context manager: ``with swapalloc.guard(nbytes): ...``."""
+    returns the bytes freed (an int that is also a context manager: see FreedBytes). Raises
+    OutOfMemoryError (with advice) when only critical or active pools remain."""
     if nbytes < 0:
         raise InvalidValueError(f"swapalloc: ensure_free(nbytes={nbytes}): must be >= 0", 1)
     freed = ctypes.c_size_t()
     check(library().swapalloc_ensure_free(nbytes, device, ctypes.byref(freed)))
-    return freed.value
+    return FreedBytes(freed.value)
 
 
-@contextlib.contextmanager
-def guard(nbytes: int, device: int = 0) -> Iterator[int]:
-    """The seeds' ``memory_guard``: ensure_free(nbytes) on entry; yields the bytes freed."""
-    yield ensure_free(nbytes, device)
+def guard(nbytes: int, device: int = 0) -> FreedBytes:
+    """``ensure_free`` by the seeds' name for it as a context manager (``memory_guard``)."""
+    return ensure_free(nbytes, device)
 
 
 def empty_cache() -> int:

@@ -57,6 +57,9 @@ def test_memory_stats_ensure_free_guard_and_prefetch(case):
     assert out["freed"] >= 64 * MiB, "ensure_free evicted pool a"
     assert out["a_evicted"] == 64 * MiB
     assert out["guard_freed"] == 0, "10 MiB were free already"
+    assert out["cached_in_guard"] >= 8 * MiB, "the freed scratch stays cached in the block"
+    assert out["cached_after_guard"] == 0, "the guard gives cached pages back at its end"
+    assert out["ensure_free_context"] == 0
     assert out["a_evicted_after"] == 0, "active: restored"
     assert out["a_equal"] is True
     assert out["too_much"] == "OutOfMemoryError"

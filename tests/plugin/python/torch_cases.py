@@ -141,6 +141,12 @@ def case_memory_stats_ensure_free_prefetch() -> dict:
     out["a_evicted"] = pool_stats("a")["evicted_bytes"]
     with swapalloc.guard(10 * MiB) as freed:
         out["guard_freed"] = freed
+        scratch = torch.empty(8 * MiB, dtype=torch.uint8, device="cuda")
+        del scratch
+        out["cached_in_guard"] = pool_stats("default")["reserved_bytes"]
+    out["cached_after_guard"] = pool_stats("default")["reserved_bytes"]
+    with swapalloc.ensure_free(MiB) as freed:  # ensure_free itself is the context manager
+        out["ensure_free_context"] = int(freed)
     swapalloc.prefetch("a")
     with swapalloc.active("a"):  # waits for what the prefetch has left
         out["a_evicted_after"] = pool_stats("a")["evicted_bytes"]
