@@ -393,7 +393,8 @@ TEST_F(SimWriteValue, WritesAfterTheCopyQueuedBeforeIt)
   host_gate gate;
   gate.enqueue(drv(), stream);
   drv().memcpy_htod_async(range.ptr(), source.data(), source.bytes(), stream);
-  ASSERT_CU(CUDA_SUCCESS, write_value(stream, range.ptr() + 2 * 4, 0xfeedface));
+  ASSERT_CU(CUDA_SUCCESS,
+            write_value(stream, range.ptr() + (2 * sizeof(std::uint32_t)), 0xfeedface));
   // Both wait behind the gate (a non-blocking stream: the legacy stream's read below does
   // not wait for it), so nothing was written at the call.
   EXPECT_EQ(first_not(read_words(drv(), range.ptr(), kWords), 0), kWords)
@@ -411,7 +412,8 @@ TEST_F(SimWriteValue, WritesInOrderOnTheLegacyStream)
 {
   auto range = make_range();
   drv().memset_d32(range.ptr(), 0x11111111, 16);
-  ASSERT_CU(CUDA_SUCCESS, write_value(nullptr, range.ptr() + 4 * 4, 0xabcdef01));
+  ASSERT_CU(CUDA_SUCCESS,
+            write_value(nullptr, range.ptr() + (4 * sizeof(std::uint32_t)), 0xabcdef01));
   // cuMemcpyDtoH_v2 runs on the legacy stream, after the memset and the write.
   auto const words = read_words(drv(), range.ptr(), 16);
   for (std::size_t i = 0; i < words.size(); ++i) {
