@@ -112,6 +112,13 @@ SWAPALLOC_API int swapalloc_abi_version(void);
 SWAPALLOC_API const char* swapalloc_last_error(void);
 
 /**
+ * The status of the calling thread's most recent failure (SWAPALLOC_SUCCESS if none), the
+ * one swapalloc_last_error describes: what a caller of swapalloc_malloc, which returns only
+ * NULL, reads to tell out-of-memory from other failures. Successful calls leave it as it was.
+ */
+SWAPALLOC_API swapalloc_status swapalloc_last_status(void);
+
+/**
  * Sets one configuration value, read at swapalloc_init (before the SWAPALLOC_* variables,
  * which it overrides). Keys and values (config.hpp parses them):
  *   "high_watermark", "low_watermark"  fractions of the limit in (0, 1], low < high

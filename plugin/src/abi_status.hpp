@@ -43,10 +43,18 @@ class abi_error : public std::runtime_error {
   return message;
 }
 
+/// The calling thread's last failure status (swapalloc_last_status).
+[[nodiscard]] inline swapalloc_status& last_status() noexcept
+{
+  thread_local swapalloc_status status = SWAPALLOC_SUCCESS;
+  return status;
+}
+
 /// Keeps `message` as the calling thread's last error and returns `status`. Never throws:
 /// a message that cannot be copied (no host memory) is replaced by a fixed one.
 inline swapalloc_status fail(swapalloc_status status, char const* message) noexcept
 {
+  last_status() = status;
   try {
     last_error() = message;
   } catch (...) {

@@ -111,6 +111,8 @@ int swapalloc_abi_version(void) { return SWAPALLOC_ABI_VERSION; }
 
 char const* swapalloc_last_error(void) { return last_error().c_str(); }
 
+swapalloc_status swapalloc_last_status(void) { return last_status(); }
+
 swapalloc_status swapalloc_configure(char const* key, char const* value)
 {
   return guarded([&] {

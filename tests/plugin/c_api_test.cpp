@@ -110,6 +110,7 @@ TEST(PluginAbi, VersionAndLastErrorNeedNoInit)
 {
   EXPECT_EQ(swapalloc_abi_version(), SWAPALLOC_ABI_VERSION);
   EXPECT_STREQ(swapalloc_last_error(), "") << "no call has failed on this thread";
+  EXPECT_EQ(swapalloc_last_status(), SWAPALLOC_SUCCESS);
   EXPECT_EQ(swapalloc_is_initialized(), 0);
   swapalloc_pool_options options;
   swapalloc_pool_options_init(&options);
@@ -429,6 +430,7 @@ TEST_F(PluginTest, MemoryFractionHookLimitsTheProcessAndResetReleasesTheCache)
   swapalloc_hook_memory_fraction(0.25, 0);  // 64 of 256 MiB
   EXPECT_EQ(swapalloc_malloc(static_cast<ssize_t>(80 * MiB), 0, nullptr), nullptr);
   EXPECT_TRUE(has(message(), "set_device_limit")) << message();
+  EXPECT_EQ(swapalloc_last_status(), SWAPALLOC_ERROR_OUT_OF_MEMORY) << "malloc's NULL, told apart";
   EXPECT_EQ(device_json().at("counters").at("ooms"), 1U);
   EXPECT_GE(device_json().at("counters").at("alloc_retries").get<std::size_t>(), 1U)
     << "the cache is released and the request retried before out of memory";
@@ -440,6 +442,7 @@ TEST_F(PluginTest, MemoryFractionHookLimitsTheProcessAndResetReleasesTheCache)
   EXPECT_EQ(pool_json("default").at("reserved_bytes"), 0U) << "empty_cache through the hook";
   swapalloc_hook_memory_fraction(0.0, 0);
   EXPECT_TRUE(has(message(), "outside (0, 1]")) << message();
+  EXPECT_EQ(swapalloc_last_status(), SWAPALLOC_ERROR_INVALID_VALUE);
   swapalloc_hook_memory_fraction(0.5, 3);
   EXPECT_TRUE(has(message(), "device")) << message();
   swapalloc_hook_memory_fraction(1.0, 0);

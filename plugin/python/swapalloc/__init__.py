@@ -38,12 +38,14 @@ from ._lib import (
 
 __all__ = [
     "install",
+    "mempool",
     "init",
     "is_initialized",
     "configure",
     "pool",
     "create_pool",
     "active",
+    "suspended",
     "guard",
     "attach",
     "prefetch",
@@ -187,6 +189,25 @@ def active(name: str, device: int = 0, stream: int | None = None) -> Iterator[in
         check(lib.swapalloc_deactivate(handle, device, ctypes.c_void_p(stream)))
 
 
+@contextlib.contextmanager
+def suspended(name: str, device: int = 0) -> Iterator[int]:
+    """Pool ``name`` is swapped out inside the block: it stops being active, is evicted to
+    host memory (the block's value is the device bytes freed), and at the end it is restored
+    at the same addresses and active again. For a pool that someone else keeps active, as the
+    LD_PRELOAD interposer keeps its pool: the caller guarantees that no GPU work touches the
+    pool inside the block (the program is idle). A failed eviction restores what it moved
+    and raises."""
+    handle = _require_pool(name)
+    lib = library()
+    check(lib.swapalloc_deactivate(handle, device, None))
+    try:
+        freed = ctypes.c_size_t()
+        check(lib.swapalloc_evict(handle, device, ctypes.byref(freed)))
+        yield freed.value
+    finally:
+        check(lib.swapalloc_activate(handle, device, None))
+
+
 def _current_stream(device: int) -> int:
     import sys
 
@@ -270,4 +291,4 @@ def memory_stats(device: int = 0) -> dict[str, int]:
     }
 
 
-from ._torch import attach, install  # noqa: E402  (needs the names above)
+from ._torch import attach, install, mempool  # noqa: E402  (needs the names above)

@@ -1,15 +1,21 @@
-"""PyTorch integration: ``install`` (the pluggable allocator with every hook) and ``attach``
-(a module's pool activated around each forward). torch is imported only when these run."""
+"""PyTorch integration: ``install`` (the pluggable allocator with every hook), ``mempool``
+(MemPool mode: torch's own allocator stays current, a model's segments come from swapalloc)
+and ``attach`` (a module's pool activated around each forward). torch is imported only when
+these run."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 from ._lib import MisuseError, check, library, library_path
 
 _install_lock = threading.Lock()
 _installed: Any = None  # the CUDAPluggableAllocator, kept alive for the process
+_mempool_lock = threading.Lock()
+_mempool_allocator: Any = None  # the allocator MemPools are built on (not installed)
+_mempools: dict[tuple[str, int], Any] = {}  # (pool name, device) -> torch.cuda.MemPool
 
 # PyTorch's hook setters and the library functions they take (torch/csrc/cuda/Module.cpp).
 _HOOKS = {
@@ -71,6 +77,57 @@ def install(**settings: Any) -> None:
         _installed = allocator
 
 
+def _mempool_of(name: str, device: int) -> Any:
+    """The torch.cuda.MemPool of swapalloc pool ``name`` on ``device``, made at first use on
+    an allocator over libswapalloc.so (swapalloc_torch_malloc / swapalloc_free)."""
+    import torch
+
+    global _mempool_allocator
+    with _mempool_lock:
+        if _mempool_allocator is None:
+            _mempool_allocator = torch.cuda.memory.CUDAPluggableAllocator(
+                library_path(), "swapalloc_torch_malloc", "swapalloc_free"
+            )
+        key = (name, device)
+        if key not in _mempools:
+            with torch.cuda.device(device):
+                _mempools[key] = torch.cuda.MemPool(_mempool_allocator.allocator())
+        return _mempools[key]
+
+
+@contextlib.contextmanager
+def mempool(name: str, device: int = 0, **pool_options: Any) -> Iterator[Any]:
+    """MemPool mode: inside the block, this thread's CUDA allocations on ``device`` go to a
+    ``torch.cuda.MemPool`` whose segments PyTorch's own caching allocator takes from swapalloc
+    pool ``name`` (created with ``pool_options`` as in ``create_pool`` if new). PyTorch's
+    allocator stays current, so ``torch.cuda.memory_stats()``, snapshots and CUDA graphs keep
+    working; swapalloc sees segments, not tensors, and moves them whole (cached free blocks
+    inside them are moved as live bytes). The pool is active inside the block (restored
+    first if it was evicted), because PyTorch may hand out a cached block of its segments
+    there; outside it, the policy may evict it, and ``attach`` activates it around forwards.
+    Yields the MemPool. Needs no ``install()``; works alongside it too.
+    """
+    import torch
+
+    from . import create_pool, init
+
+    init()
+    handle = create_pool(name, **pool_options)
+    pool = _mempool_of(name, device)
+    lib = library()
+    stream = torch.cuda.current_stream(device).cuda_stream
+    check(lib.swapalloc_activate(handle, device, ctypes.c_void_p(stream)))
+    try:
+        check(lib.swapalloc_pool_push(handle))
+        try:
+            with torch.cuda.use_mem_pool(pool, device=device):
+                yield pool
+        finally:
+            check(lib.swapalloc_pool_pop())
+    finally:
+        check(lib.swapalloc_deactivate(handle, device, ctypes.c_void_p(stream)))
+
+
 class Attachment:
     """What ``attach`` returns: the pool's name and handle; ``remove()`` undoes the hooks."""
 
@@ -103,17 +160,24 @@ def attach(module: Any, name: str, *, device: Any = None, **pool_options: Any) -
     forward raises, deactivates it. While active the policy never evicts it.
 
     With ``device`` (e.g. "cuda"), the module is moved there inside the pool's scope, so
-    its parameters and buffers land in the pool. Without it, the module's tensors must
-    already have been created inside ``with swapalloc.pool(name):``.
+    its parameters and buffers land in the pool: ``swapalloc.pool(name)`` when swapalloc is
+    PyTorch's allocator (``install()``), else ``mempool(name)`` (MemPool mode). Without it,
+    the module's tensors must already have been created inside one of those scopes.
     """
     import torch
 
-    from . import create_pool, pool
+    from . import create_pool, init, pool
 
+    init()  # done by install(); MemPool mode needs it here
     handle = create_pool(name, **pool_options)
     if device is not None:
-        with pool(name):
-            module.to(device)
+        if _installed is not None:
+            with pool(name):
+                module.to(device)
+        else:
+            index = torch.device(device).index
+            with mempool(name, index if index is not None else torch.cuda.current_device()):
+                module.to(device)
     index = _device_of(module)
     lib = library()
     # The activations this thread holds, so that the forward hook (which runs even when the

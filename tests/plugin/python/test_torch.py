@@ -1,6 +1,8 @@
 """swapalloc under real torch 2.15 on the simulator (through the CUDA runtime shim): the
 allocator swap and every hook, pool scopes, attach() in a three-model pipeline that does not
 fit, memory_stats, ensure_free and prefetch. Each case runs in a fresh process (conftest)."""
+import os
+
 MiB = 1 << 20
 
 
@@ -73,3 +75,36 @@ def test_private_pool_hooks_route_a_threads_allocations_and_release_the_pool(cas
     assert out["evict"] == "MisuseError", "a graph's pool is never evicted"
     assert out["kept_while_used"] is True, "released with a live tensor: kept"
     assert out["gone_after_release"] is True, "destroyed once empty (empty_cache)"
+
+
+def test_preload_puts_an_unmodified_scripts_segments_in_a_pool_that_swaps_intact(case):
+    preload = os.environ.get("SWAPALLOC_PRELOAD_LIBRARY")
+    assert preload, "CTest sets SWAPALLOC_PRELOAD_LIBRARY to libswapalloc_preload.so"
+    out = case("preload_unmodified",
+               env={"LD_PRELOAD": f"{preload}:{os.environ.get('LD_PRELOAD', '')}"})
+    assert out["backend"] == "native", "torch's own allocator stays current"
+    assert out["preload_allocated"] >= out["tensor_bytes"] > 0
+    assert out["preload_allocated"] == out["torch_reserved"], \
+        "every segment torch reserved is in the pool, and nothing else"
+    assert out["freed"] >= out["tensor_bytes"], "the whole pool left the device"
+    assert out["evicted_inside"] >= out["tensor_bytes"]
+    assert out["evicted_after"] == 0, "resumed: restored at the same addresses"
+    assert out["equal"] is True, ".cpu() after the swap gives the bytes put there"
+    assert out["allocated_after_empty_cache"] == 0, "torch's cudaFree reached swapalloc"
+
+
+def test_mempool_mode_keeps_torchs_allocator_and_swaps_each_models_segments(case):
+    out = case("mempool_models")
+    assert out["backend"] == "native", "no install(): torch's allocator stays current"
+    for name in ("a", "b"):
+        assert out[f"{name}_allocated"] >= out["weight_bytes"][name], f"{name}'s segments"
+    assert out["torch_allocated"] >= out["weight_bytes"]["a"] + out["weight_bytes"]["b"]
+    assert out["torch_reserved"] >= out["a_allocated"] + out["b_allocated"], \
+        "torch counts the MemPools' segments as its own"
+    assert out["a_freed"] >= out["weight_bytes"]["a"] and out["a_evicted"] > 0
+    assert out["a_restored_before_forward"] is True
+    assert out["a_output_equal"] is True
+    assert out["b_freed"] >= out["weight_bytes"]["b"]
+    assert out["b_weights_equal"] is True and out["a_weights_equal"] is True
+    assert out["torch_stats_after"] == out["torch_allocated"], "torch's stats still answer"
+    assert out["snapshot_segments"] >= 2

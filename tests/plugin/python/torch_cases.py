@@ -200,6 +200,69 @@ def case_serve() -> dict:
     return {"served": True}
 
 
+def case_mempool_models() -> dict:
+    """MemPool mode (no install()): two models moved to the device by attach() land in two
+    MemPools whose segments are swapalloc pools 'a' and 'b'. 'a' is evicted and restored
+    (by its next forward), 'b' evicted and read back; PyTorch's own statistics keep working."""
+    models = {"a": CopyModel(40 * MiB, 31), "b": CopyModel(24 * MiB, 32)}
+    expected = {name: m.weight.detach().clone() for name, m in models.items()}
+    for name, model in models.items():
+        swapalloc.attach(model, name, device="cuda")
+    out = {"backend": torch.cuda.get_allocator_backend(),
+           "a_allocated": pool_stats("a")["allocated_bytes"],
+           "b_allocated": pool_stats("b")["allocated_bytes"],
+           "weight_bytes": {n: m.weight.numel() * m.weight.element_size() for n, m in models.items()}}
+    torch_stats = torch.cuda.memory_stats()  # raises under a pluggable allocator, not here
+    out["torch_allocated"] = torch_stats["allocated_bytes.all.current"]
+    out["torch_reserved"] = torch_stats["reserved_bytes.all.current"]
+    out["a_freed"] = swapalloc.evict("a")
+    out["a_evicted"] = pool_stats("a")["evicted_bytes"]
+    output = models["a"]("a")  # attach restores it first
+    out["a_restored_before_forward"] = models["a"].restored_before_forward == [True]
+    out["a_output_equal"] = bool(torch.equal(output.cpu(), expected["a"]))
+    del output
+    out["b_freed"] = swapalloc.evict("b")
+    with swapalloc.active("b"):
+        out["b_weights_equal"] = bool(torch.equal(models["b"].weight.detach().cpu(), expected["b"]))
+    out["a_weights_equal"] = bool(torch.equal(models["a"].weight.detach().cpu(), expected["a"]))
+    out["torch_stats_after"] = torch.cuda.memory_stats()["allocated_bytes.all.current"]
+    out["snapshot_segments"] = len(torch.cuda.memory_snapshot())
+    return out
+
+
+def case_preload_unmodified() -> dict:
+    """No install(): torch's own caching allocator stays current and asks cudaMalloc for its
+    segments, which libswapalloc_preload.so (in LD_PRELOAD) puts in the pool 'preload'. While
+    the main thread waits, a second thread suspends that pool (evicts it) and resumes it (a
+    restore at the same addresses); the tensors then read back bit-identical."""
+    import threading
+
+    host = [host_tensor(n * MiB, 20 + i) for i, n in enumerate((3, 12, 30))]
+    device = [t.cuda() for t in host]  # the unmodified part: plain torch
+    torch.cuda.synchronize()
+    out = {"backend": torch.cuda.get_allocator_backend(),
+           "tensor_bytes": sum(t.numel() * t.element_size() for t in host),
+           "torch_reserved": torch.cuda.memory_reserved(),
+           "preload_allocated": pool_stats("preload").get("allocated_bytes", 0)}
+    moved: dict = {}
+
+    def controller() -> None:
+        with swapalloc.suspended("preload") as freed:
+            moved["freed"] = freed
+            moved["evicted_inside"] = pool_stats("preload")["evicted_bytes"]
+        moved["evicted_after"] = pool_stats("preload")["evicted_bytes"]
+
+    thread = threading.Thread(target=controller)
+    thread.start()
+    thread.join()
+    out.update(moved)
+    out["equal"] = all(torch.equal(d.cpu(), h) for d, h in zip(device, host))
+    del device
+    torch.cuda.empty_cache()  # torch gives its segments back: cudaFree
+    out["allocated_after_empty_cache"] = pool_stats("preload")["allocated_bytes"]
+    return out
+
+
 CASES = {name[len("case_"):]: function for name, function in globals().items() if name.startswith("case_")}
 
 if __name__ == "__main__":

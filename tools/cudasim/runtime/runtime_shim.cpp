@@ -249,6 +249,24 @@ cudaError_t CUDARTAPI cudaMalloc(void** ptr, size_t size)
 
 cudaError_t CUDARTAPI cudaFree(void* ptr) { return cudasim_runtime::device_free(ptr); }
 
+// Stream-ordered allocation: the block may be used on `stream` as soon as the call returns
+// when it is allocated at once, and freeing after the stream's work (device_free also waits
+// for the device) is a stronger order than the runtime's, never a weaker one.
+cudaError_t CUDARTAPI cudaMallocAsync(void** ptr, size_t size, cudaStream_t /*stream*/)
+{
+  if (ptr == nullptr) { return failed(cudaErrorInvalidValue); }
+  return cudasim_runtime::device_malloc(ptr, size);
+}
+
+cudaError_t CUDARTAPI cudaFreeAsync(void* ptr, cudaStream_t stream)
+{
+  if (cudaError_t const e = in_context([&] { return cuStreamSynchronize(stream); });
+      e != cudaSuccess) {
+    return e;
+  }
+  return cudasim_runtime::device_free(ptr);
+}
+
 cudaError_t CUDARTAPI cudaMallocHost(void** ptr, size_t size)
 {
   return cudaHostAlloc(ptr, size, cudaHostAllocDefault);
