@@ -119,11 +119,12 @@ void say(std::string const& what)
 /// The interposer's state: the pool, the devices it is active on, the blocks.
 class preload_state {
  public:
-  /// The one instance, in this library (never in a header).
+  /// The one instance, in this library (never in a header). Never destroyed: a program's
+  /// static destructors may still call cudaFree after this library's would have run.
   static preload_state& instance()
   {
-    static preload_state state;
-    return state;
+    static auto* const state = new preload_state;  // NOLINT(cppcoreguidelines-owning-memory)
+    return *state;
   }
 
   cudaError_t allocate(void** ptr, std::size_t bytes, cudaStream_t stream)

@@ -21,8 +21,10 @@
  * C++ types, so the program and libswapalloc.so must share libstdc++'s cxx11 ABI, as torch's
  * wheels do. CMake: -DSWAPALLOC_WITH_TORCH=ON builds the test of this header
  * (tests/plugin/torch).
- * Thread safety: `install` may be called from any thread, once is enough (later calls do
- * nothing); a `pool_scope` belongs to the thread that made it.
+ * No state lives in this header (a static here would be one per shared library): torch
+ * holds the installed allocator, libswapalloc.so the one swapalloc instance.
+ * Thread safety: `install` from one thread, before CUDA is used; a `pool_scope` belongs to
+ * the thread that made it.
  */
 #pragma once
 
@@ -32,7 +34,6 @@
 #include <torch/csrc/cuda/CUDAPluggableAllocator.h>
 
 #include <memory>
-#include <mutex>
 #include <string>
 
 namespace swapalloc::libtorch {
@@ -77,21 +78,20 @@ inline void deallocate(void* ptr, std::size_t size, int device, cudaStream_t str
  * @brief Makes swapalloc libtorch's CUDA allocator, with every hook, and initializes it.
  * @pre no CUDA tensor was allocated yet in this process (torch changes its allocator only
  *      before its CUDA state is initialized).
- * @return the allocator torch now uses; later calls return the same one and change nothing.
+ * @return the allocator torch now uses. When a pluggable allocator is already current (an
+ *         earlier call, from any library of the process: torch keeps it, not this header),
+ *         it is returned and nothing changes.
  * @throws c10::Error when swapalloc cannot initialize (no driver: the message says which
  *         library was tried) or torch refuses the change (its allocator was already used).
- * Thread safety: any thread.
+ * Thread safety: call it from one thread, before others use CUDA.
  */
 inline std::shared_ptr<c10::cuda::CUDACachingAllocator::CUDAAllocator> install()
 {
-  static std::mutex mutex;
-  static std::shared_ptr<c10::cuda::CUDACachingAllocator::CUDAAllocator> installed;
-  std::lock_guard const lock(mutex);
-  if (installed) { return installed; }
-  detail::check(swapalloc_init(), "swapalloc::libtorch::install: swapalloc_init");
   namespace pluggable = torch::cuda::CUDAPluggableAllocator;
-  auto allocator      = pluggable::createCustomAllocator(detail::allocate, detail::deallocate);
-  auto& hooks         = dynamic_cast<pluggable::CUDAPluggableAllocator&>(*allocator);
+  if (auto current = pluggable::getCurrentAllocator()) { return current; }
+  detail::check(swapalloc_init(), "swapalloc::libtorch::install: swapalloc_init");
+  auto allocator = pluggable::createCustomAllocator(detail::allocate, detail::deallocate);
+  auto& hooks    = dynamic_cast<pluggable::CUDAPluggableAllocator&>(*allocator);
   hooks.set_init_fn(swapalloc_hook_init);
   hooks.set_reset_fn(swapalloc_hook_reset);
   hooks.set_memory_fraction_fn(swapalloc_hook_memory_fraction);
@@ -101,8 +101,7 @@ inline std::shared_ptr<c10::cuda::CUDACachingAllocator::CUDAAllocator> install()
   hooks.set_end_allocate_to_pool_fn(swapalloc_hook_end_allocate_to_pool);
   hooks.set_release_pool(swapalloc_hook_release_pool);
   pluggable::changeCurrentAllocator(allocator);
-  installed = std::move(allocator);
-  return installed;
+  return allocator;
 }
 
 /**

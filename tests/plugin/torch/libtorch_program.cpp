@@ -49,8 +49,11 @@ void expect(bool condition, std::string const& what)
 
 int run()
 {
-  swapalloc::libtorch::install();
-  expect(swapalloc::libtorch::install() == swapalloc::libtorch::install(), "install is once");
+  expect(!torch::cuda::CUDAPluggableAllocator::getCurrentAllocator(),
+         "a pluggable allocator before");
+  auto const installed = swapalloc::libtorch::install();
+  expect(installed == torch::cuda::CUDAPluggableAllocator::getCurrentAllocator(), "not current");
+  expect(swapalloc::libtorch::install() == installed, "a second install changed the allocator");
   at::Tensor const host       = at::arange(4 * MiB / 4, at::kInt);  // 4 MiB on the CPU
   at::Tensor const in_default = host.to(at::kCUDA);
   expect(allocated_in("default") == 4 * MiB, "the first tensor is not in the default pool");
