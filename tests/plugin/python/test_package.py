@@ -65,3 +65,28 @@ def test_stats_and_memory_stats_are_consistent():
     assert memory["reserved_bytes.all.current"] == total["reserved_bytes"]
     assert memory["num_ooms"] == stats["devices"][0]["counters"]["ooms"]
     assert swapalloc.empty_cache() >= 0
+
+
+def _pool(name: str) -> dict:
+    return next(p for p in swapalloc.stats()["devices"][0]["pools"] if p["name"] == name)
+
+
+def test_suspended_swaps_an_active_pool_out_and_back_and_refuses_an_inactive_one():
+    lib = swapalloc._lib.library()
+    nbytes = 4 << 20
+    with swapalloc.pool("kept"):
+        block = lib.swapalloc_malloc(nbytes, 0, None)
+    assert block, swapalloc._lib.last_error()
+    with swapalloc.active("kept"):  # as the LD_PRELOAD interposer keeps its pool active
+        with swapalloc.suspended("kept") as freed:
+            assert freed >= nbytes
+            assert _pool("kept")["evicted_bytes"] >= nbytes
+            assert _pool("kept")["active"] is False
+        assert _pool("kept")["evicted_bytes"] == 0, "restored at the end of the block"
+        assert _pool("kept")["active"] is True, "and active again"
+    with pytest.raises(swapalloc.MisuseError, match="not active"):
+        with swapalloc.suspended("kept"):
+            pass
+    assert _pool("kept")["evicted_bytes"] == 0, "a refused suspend moves nothing"
+    lib.swapalloc_free(block, nbytes, 0, None)
+    assert _pool("kept")["allocated_bytes"] == 0
