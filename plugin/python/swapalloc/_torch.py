@@ -109,23 +109,13 @@ def mempool(name: str, device: int = 0, **pool_options: Any) -> Iterator[Any]:
     """
     import torch
 
-    from . import create_pool, init
+    from . import active, create_pool, init, pool
 
     init()
-    handle = create_pool(name, **pool_options)
-    pool = _mempool_of(name, device)
-    lib = library()
-    stream = torch.cuda.current_stream(device).cuda_stream
-    check(lib.swapalloc_activate(handle, device, ctypes.c_void_p(stream)))
-    try:
-        check(lib.swapalloc_pool_push(handle))
-        try:
-            with torch.cuda.use_mem_pool(pool, device=device):
-                yield pool
-        finally:
-            check(lib.swapalloc_pool_pop())
-    finally:
-        check(lib.swapalloc_deactivate(handle, device, ctypes.c_void_p(stream)))
+    create_pool(name, **pool_options)
+    memory_pool = _mempool_of(name, device)
+    with active(name, device), pool(name), torch.cuda.use_mem_pool(memory_pool, device=device):
+        yield memory_pool
 
 
 class Attachment:
