@@ -4,6 +4,7 @@
 // naming what was wrong, and leaves the allocator usable with its data intact. On a 256 MiB
 // simulated device; device memory is only read and written through driver calls.
 #include "driver_fixture.hpp"
+#include "stats_json.hpp"
 
 #include <swapalloc/swapalloc.h>
 
@@ -60,11 +61,9 @@ nlohmann::json device_json()
 /// The device use of pool `name` in swapalloc_stats_json, or an empty object.
 nlohmann::json pool_json(std::string const& name)
 {
-  nlohmann::json const device = device_json();  // outlives the loop below
-  for (auto const& pool : device.at("pools")) {
-    if (pool.at("name") == name) { return pool; }
-  }
-  return nlohmann::json::object();
+  char const* json = nullptr;
+  EXPECT_EQ(swapalloc_stats_json(&json), SWAPALLOC_SUCCESS) << message();
+  return swapalloc_test::pool_entry(json, name);
 }
 
 /// The plugin initialized on top of the driver fixture; shut down (and the census checked:

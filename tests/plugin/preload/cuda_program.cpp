@@ -12,6 +12,8 @@
 // Exit status 0 when all hold; 1 with a message otherwise.
 #include <cuda_runtime_api.h>
 
+#include "../stats_json.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <dlfcn.h>
@@ -71,11 +73,9 @@ nlohmann::json pool_stats(swapalloc_abi const& abi, std::string const& name)
 {
   char const* text = nullptr;
   if (abi.stats_json(&text) != 0) { fail("swapalloc_stats_json failed"); }
-  nlohmann::json const stats = nlohmann::json::parse(text);
-  for (auto const& pool : stats.at("devices").at(0).at("pools")) {
-    if (pool.at("name") == name) { return pool; }
-  }
-  fail("no pool '" + name + "' in " + text);
+  nlohmann::json pool = swapalloc_test::pool_entry(text, name);
+  if (pool.empty()) { fail("no pool '" + name + "' in " + text); }
+  return pool;
 }
 
 struct filled_block {

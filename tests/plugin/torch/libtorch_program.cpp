@@ -14,6 +14,8 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 
+#include "../stats_json.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -35,11 +37,8 @@ std::int64_t allocated_in(std::string const& pool)
 {
   char const* text = nullptr;
   if (swapalloc_stats_json(&text) != SWAPALLOC_SUCCESS) { fail(swapalloc_last_error()); }
-  nlohmann::json const stats = nlohmann::json::parse(text);
-  for (auto const& entry : stats.at("devices").at(0).at("pools")) {
-    if (entry.at("name") == pool) { return entry.at("allocated_bytes").get<std::int64_t>(); }
-  }
-  return -1;
+  nlohmann::json const entry = swapalloc_test::pool_entry(text, pool);
+  return entry.empty() ? -1 : entry.at("allocated_bytes").get<std::int64_t>();
 }
 
 void expect(bool condition, std::string const& what)
