@@ -17,6 +17,9 @@
  *     ratio                        raw bytes / stored bytes (1 = every chunk stored raw;
  *                                  chunks that gain under 5% are stored raw)
  *   BM_Memcpy/<kind>           std::memcpy of the 64 MiB: bytes_per_second, the baseline.
+ *   BM_Checksum/<kind>/<hash>  the chunks' checksums only: xxh64 (what the store computes,
+ *                              codec.hpp `checksum`) and xxh3 (XXH3_64bits, the candidate of
+ *                              ../shared/notes/gpu-speed.md §3.4): bytes_per_second per core.
  *
  * Exit status: 0 done; 1 an unrecognized option or a failure (a round trip that does not
  * restore the data is reported as that benchmark's error).
@@ -26,6 +29,7 @@
 #include "data_kinds.hpp"
 
 #include <benchmark/benchmark.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
@@ -100,6 +104,22 @@ void bm_memcpy(benchmark::State& state, data_cache& cache, data_source const& so
     std::memcpy(target.data(), data.data(), data.size());
     benchmark::DoNotOptimize(target.data());
     benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * data.size()));
+}
+
+/// Checksums every 1 MiB chunk of the kind's data, with the store's XXH64 or with XXH3.
+void bm_checksum(benchmark::State& state, data_cache& cache, data_source const& source, bool xxh3)
+{
+  std::vector<std::byte> const& data = cache.get(source);
+  std::span<std::byte const> const all(data);
+  for (auto _ : state) {
+    std::uint64_t sum = 0;
+    for (std::size_t at = 0; at < all.size(); at += max_chunk_bytes) {
+      std::span<std::byte const> const chunk = all.subspan(at, max_chunk_bytes);
+      sum ^= xxh3 ? XXH3_64bits(chunk.data(), chunk.size()) : swapalloc::checksum(chunk);
+    }
+    benchmark::DoNotOptimize(sum);
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * data.size()));
 }
@@ -202,6 +222,14 @@ int main(int argc, char** argv)
         ("BM_Memcpy/" + source.name).c_str(),
         [&cache, &source](benchmark::State& state) { bm_memcpy(state, cache, source); })
         ->Unit(benchmark::kMillisecond);
+      for (bool const xxh3 : {false, true}) {
+        benchmark::RegisterBenchmark(
+          ("BM_Checksum/" + source.name + (xxh3 ? "/xxh3" : "/xxh64")).c_str(),
+          [&cache, &source, xxh3](benchmark::State& state) {
+            bm_checksum(state, cache, source, xxh3);
+          })
+          ->Unit(benchmark::kMillisecond);
+      }
       for (codec_id const codec : swapalloc::all_codecs) {
         if (codec == codec_id::zero || !swapalloc::codec_available(codec)) { continue; }
         std::string const name = "BM_Codec/" + source.name + "/" + std::string(to_string(codec));

@@ -11,6 +11,12 @@
  * Reading the results:
  *   BM_MapUnmap/<bytes>         one cuMemCreate + cuMemMap + cuMemSetAccess + cuMemUnmap +
  *                               cuMemRelease of <bytes> (a single handle): the time column.
+ *   BM_VmmCall/<call>/<bytes>/<idle|queued>  the same cycle, timing one of its calls only
+ *                               (create, map, access, unmap, release); `queued`: 64 x 1 MiB
+ *                               device-to-host copies are queued on another stream first,
+ *                               and copies_pending_after (0..1) says how often they were
+ *                               still running when the call returned: a call that waits
+ *                               for the DMA takes the copies' time and leaves none pending.
  *   BM_Copy{HtoD,DtoH}/<bytes>  synchronous copy between pinned host memory and device pages.
  *   BM_Copy{HtoD,DtoH}Async/<bytes>  the same on a stream, plus cuStreamSynchronize.
  *   BM_CopyDtoHQueued/<bytes>   64 MiB as back-to-back async copies of <bytes>, then one
@@ -38,6 +44,7 @@
 #include <exception>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -200,6 +207,76 @@ void BM_MapUnmap(benchmark::State& state)
   });
 }
 
+/// One call of BM_VmmCall's create/map/access/unmap/release cycle.
+enum class vmm_call : std::uint8_t { create, map, access, unmap, release };
+
+/// Queues 64 MiB of device-to-host copies, 1 MiB each, on the shared stream.
+void queue_copies()
+{
+  auto* const host = static_cast<std::byte*>(shared->target);
+  for (std::size_t at = 0; at + (std::size_t{1} << 20) <= max_bytes; at += std::size_t{1} << 20) {
+    shared->cuda.memcpy_dtoh_async(host + at, shared->range + at, std::size_t{1} << 20,
+                                   shared->stream);
+  }
+}
+
+void BM_VmmCall(benchmark::State& state, vmm_call timed, std::size_t bytes, bool queued)
+{
+  auto const& device       = *shared;
+  std::size_t still_queued = 0;
+  swapalloc::bench::guarded(state, [&] {
+    for (auto _ : state) {
+      if (queued) { queue_copies(); }
+      double seconds  = 0;
+      auto const step = [&](vmm_call call, auto&& body) {
+        if (call != timed) {
+          body();
+          return;
+        }
+        auto const start = std::chrono::steady_clock::now();
+        body();
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (queued && !device.cuda.stream_query(device.stream)) { ++still_queued; }
+      };
+      CUmemGenericAllocationHandle handle{};
+      CUdeviceptr const at = device.map_area();
+      step(vmm_call::create, [&] { handle = device.cuda.mem_create(bytes, device.device); });
+      step(vmm_call::map, [&] { device.cuda.mem_map(at, bytes, handle); });
+      step(vmm_call::access, [&] { device.cuda.mem_set_access(at, bytes, device.device); });
+      step(vmm_call::unmap, [&] { device.cuda.mem_unmap(at, bytes); });
+      step(vmm_call::release, [&] { device.cuda.mem_release(handle); });
+      device.cuda.stream_synchronize(device.stream);
+      state.SetIterationTime(seconds);
+    }
+  });
+  if (queued && state.iterations() > 0) {
+    state.counters["copies_pending_after"] =
+      static_cast<double>(still_queued) / static_cast<double>(state.iterations());
+  }
+}
+
+/// BM_VmmCall for each call, at 2 and 32 MiB, idle and behind queued copies.
+void register_vmm_calls()
+{
+  std::pair<vmm_call, char const*> const calls[] = {{vmm_call::create, "create"},
+                                                    {vmm_call::map, "map"},
+                                                    {vmm_call::access, "access"},
+                                                    {vmm_call::unmap, "unmap"},
+                                                    {vmm_call::release, "release"}};
+  for (auto const& [call, name] : calls) {
+    for (std::size_t const bytes : {std::size_t{2} << 20, std::size_t{32} << 20}) {
+      for (bool const queued : {false, true}) {
+        std::string const label = std::string("BM_VmmCall/") + name + "/" + std::to_string(bytes) +
+                                  (queued ? "/queued" : "/idle");
+        benchmark::RegisterBenchmark(label.c_str(), BM_VmmCall, call, bytes, queued)
+          ->UseManualTime()
+          ->Iterations(20)
+          ->Unit(benchmark::kMicrosecond);
+      }
+    }
+  }
+}
+
 void BM_CopyHtoD(benchmark::State& state)
 {
   copy_benchmark(state, [](std::size_t bytes) {
@@ -283,6 +360,7 @@ void add_context(bench_device const& device)
 // A custom main (bench_main.hpp): the driver is loaded before any benchmark runs.
 int main(int argc, char** argv)
 {
+  register_vmm_calls();
   return swapalloc::bench::run_main("bench_sim", argc, argv, [](driver const& cuda) {
     bench_device device(cuda);
     add_context(device);

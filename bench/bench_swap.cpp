@@ -9,13 +9,19 @@
 // Counters: link_fraction (bytes moved over the link per second / the link's bytes per
 // second, measured by a plain pinned async copy of 64 MiB in the same direction, in the
 // same process), moved_over_live (bytes moved / live bytes), ratio (live bytes / host
-// bytes once compressed).
+// bytes once compressed); pin_ms, vmm_ms, issue_ms, wait_ms, codec_ms (the timed phase's
+// transfer_times per iteration, transfer.hpp); cold_evict_ms (the first evict of a fresh
+// allocator, untimed, which pins the host store's slabs: the timed iterations run warm).
 //
 // On the simulator the link is throttled (cudasimSetLinkBandwidth) to SWAPALLOC_BENCH_LINK_GBPS
 // (10^9 bytes/s, default 0.5: what a 2-core machine sustains beside one compression
-// worker and the simulator's copy thread). SWAPALLOC_BENCH_SWAP_MIB sets the live data
-// (default 256).
+// worker and the simulator's copy thread), unless a cost profile is active
+// (SWAPALLOC_SIM_PROFILE=h100: tools/cudasim/README.md, "Cost profiles"): then the profile
+// sets the link, and `predicted_ms` (the mean timed phase / the profile's time scale) is
+// the profiled GPU's predicted time. SWAPALLOC_BENCH_SWAP_MIB sets the live data (default
+// 256).
 #include "bench_main.hpp"
+#include "cudasim.h"
 #include "data_kinds.hpp"
 
 #include <swapalloc/activation.hpp>
@@ -42,6 +48,7 @@ struct bench_device {
   std::size_t live_bytes;
   double to_host_bytes_per_second;
   double to_device_bytes_per_second;
+  double time_scale;  ///< the simulator's cost profile's scale; 0 when none is active
 };
 bench_device const* shared = nullptr;
 
@@ -71,6 +78,18 @@ std::pair<double, double> measure_link(driver const& cuda)
   scratch.deallocate(device, bytes, 0, nullptr);
   cuda.host_free(host);
   return {best_out, best_in};
+}
+
+/// The simulator's cost profile's time scale, named in the context; 0 when none is active.
+double profile_time_scale(driver const& cuda)
+{
+  using get_profile = int (*)(cudasim_profile_info*);
+  auto* const query = reinterpret_cast<get_profile>(cuda.find_symbol("cudasimGetProfile"));
+  cudasim_profile_info info{};
+  if (query == nullptr || query(&info) == 0) { return 0.0; }
+  benchmark::AddCustomContext("sim_profile",
+                              std::string(info.name) + " x" + std::to_string(info.time_scale));
+  return info.time_scale;
 }
 
 /// An allocator holding `live_bytes` of `kind` data in pool "model", in blocks of 1 to 16
@@ -111,14 +130,25 @@ struct filled_pool {
   std::vector<std::pair<CUdeviceptr, std::size_t>> blocks;
 };
 
+/// Adds `more` to `sum`, phase by phase.
+void add(swapalloc::transfer_times& sum, swapalloc::transfer_times const& more)
+{
+  sum.pin += more.pin;
+  sum.vmm += more.vmm;
+  sum.issue += more.issue;
+  sum.wait += more.wait;
+  sum.codec += more.codec;
+}
+
 /// Which half of an evict + restore cycle a benchmark times.
 enum class timed_phase { evict, restore };
 
 /**
- * Runs evict + restore cycles of a filled pool, timing `phase` only. Compression behind
- * the eviction is awaited untimed before the host bytes (`ratio`) are read. Counters:
- * link_fraction (bytes moved in the timed phase per timed second / the link's rate in
- * that direction), moved_over_live, ratio; bytes_per_second counts live bytes.
+ * Runs one untimed (cold) cycle, then evict + restore cycles of a filled pool, timing
+ * `phase` only. Compression behind the eviction is awaited untimed before the host bytes
+ * (`ratio`) are read. Counters: link_fraction (bytes moved in the timed phase per timed
+ * second / the link's rate in that direction), moved_over_live, ratio, the phases of
+ * transfer_times and cold_evict_ms (file comment); bytes_per_second counts live bytes.
  */
 void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id codec,
                  timed_phase phase)
@@ -133,17 +163,24 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
     std::size_t live  = 0;
     std::size_t host  = 0;
     double seconds    = 0;
-    auto const timed  = [&](auto&& step) {
+    swapalloc::transfer_times phases;  // summed over the timed iterations
+    auto const timed = [&](auto&& step) {
       auto const start                         = std::chrono::steady_clock::now();
       auto done                                = step();
       std::chrono::duration<double> const took = std::chrono::steady_clock::now() - start;
       state.SetIterationTime(took.count());
       seconds += took.count();
       moved += done.bytes_copied;
+      add(phases, done.times);
       return done;
     };
     auto const evict   = [&] { return filled.cache.evict(filled.pool, 0); };
     auto const restore = [&] { return filled.cache.restore(filled.pool, 0); };
+    auto const start   = std::chrono::steady_clock::now();
+    (void)evict();  // cold: the host store pins its slabs
+    std::chrono::duration<double> const cold = std::chrono::steady_clock::now() - start;
+    filled.cache.wait_for_compression(filled.pool);
+    (void)restore();
     for (auto _ : state) {
       swapalloc::evict_result const out = phase == timed_phase::evict ? timed(evict) : evict();
       live += out.live_bytes;
@@ -162,6 +199,17 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
     state.counters["ratio"] =
       host == 0 ? 0.0 : static_cast<double>(live) / static_cast<double>(host);
     state.counters["link_GBps"] = link / 1e9;
+    // Milliseconds per iteration; of the profiled GPU when a cost profile is active.
+    double const to_ms = 1e3 / (shared->time_scale > 0 ? shared->time_scale : 1.0) /
+                         static_cast<double>(state.iterations());
+    if (shared->time_scale > 0) { state.counters["predicted_ms"] = seconds * to_ms; }
+    state.counters["cold_evict_ms"] =
+      cold.count() * to_ms * static_cast<double>(state.iterations());
+    state.counters["pin_ms"]   = phases.pin * to_ms;
+    state.counters["vmm_ms"]   = phases.vmm * to_ms;
+    state.counters["issue_ms"] = phases.issue * to_ms;
+    state.counters["wait_ms"]  = phases.wait * to_ms;
+    state.counters["codec_ms"] = phases.codec * to_ms;
     state.SetBytesProcessed(static_cast<std::int64_t>(live));  // summed over the iterations
   });
 }
@@ -217,7 +265,8 @@ int main(int argc, char** argv)
     swapalloc::bench::with_primary_context(cuda, [&](CUdevice device, CUcontext) {
       bool const simulated =
         swapalloc::bench::add_driver_context(cuda, device, cuda.allocation_granularity(device));
-      if (simulated) {
+      double const time_scale = simulated ? profile_time_scale(cuda) : 0.0;
+      if (simulated && time_scale == 0) {
         double const gbps = swapalloc::bench::env_number("SWAPALLOC_BENCH_LINK_GBPS", 0.5);
         using set_link    = void (*)(double);
         reinterpret_cast<set_link>(cuda.find_symbol("cudasimSetLinkBandwidth"))(gbps);
@@ -229,7 +278,7 @@ int main(int argc, char** argv)
       benchmark::AddCustomContext("link_to_host_GBps", std::to_string(out / 1e9));
       benchmark::AddCustomContext("link_to_device_GBps", std::to_string(in / 1e9));
       benchmark::AddCustomContext("live_MiB", std::to_string(live / MiB));
-      bench_device const loaded{cuda, device, live, out, in};
+      bench_device const loaded{cuda, device, live, out, in, time_scale};
       swapalloc::bench::run_benchmarks_with(shared, loaded);
     });
   });

@@ -477,6 +477,28 @@ class allocator {
   }
 
   /**
+   * @brief Gives back `device`'s warm pinned host slabs (host_store.hpp): those idle for
+   *        allocator_options::host.idle_release, or every one when the host is short of
+   *        memory (policy.hpp host_memory_short). The pressure monitor calls it each pass.
+   *        Each free synchronizes the device; it runs with no lock of the allocator held.
+   * @return bytes of host memory given back (0 before the device's first eviction).
+   * @throws usage_error (bad_device).
+   */
+  std::size_t trim_host(int device)
+  {
+    device_state& state = state_of(device, "trim_host");
+    host_store* store   = nullptr;
+    {
+      std::lock_guard const lock(state.mutex());
+      store = state.store();
+    }
+    if (store == nullptr) { return 0; }
+    bool const short_of_memory =
+      host_memory_short(available_memory_bytes(), physical_memory_bytes());
+    return short_of_memory ? store->release_empty() : store->trim();
+  }
+
+  /**
    * @brief Sets what this process may hold on `device` from now on, replacing
    *        allocator_options::device_limit there (PyTorch's set_per_process_memory_fraction
    *        through the plugin). Blocks already allocated stay: an allocation past the new
@@ -590,6 +612,16 @@ class allocator {
       total += row.stats;
     }
     return total;
+  }
+
+  /// The counters of `device`'s host store (host_store.hpp); all 0 before its first
+  /// eviction. @throws usage_error for a bad device.
+  [[nodiscard]] host_store_stats host_stats(int device) const
+  {
+    device_state& state = state_of(device, "host_stats");
+    std::lock_guard const lock(state.mutex());
+    host_store const* const store = state.store();
+    return store != nullptr ? store->stats() : host_store_stats{};
   }
 
   /// Usage errors of `kind` so far (each also threw).
@@ -737,6 +769,10 @@ class allocator {
                     only != nullptr ? std::optional(*only) : std::nullopt, here, 0, "empty_cache");
       }
       released += here;
+      if (host_store* const store = state->store(); store != nullptr && only == nullptr) {
+        lock.unlock();  // each free synchronizes the device: not under the device's lock
+        (void)store->release_empty();
+      }
     }
     return released;
   }

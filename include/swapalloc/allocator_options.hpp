@@ -18,6 +18,7 @@
 #include <swapalloc/transfer.hpp>
 
 #include <cstddef>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -27,8 +28,12 @@ namespace swapalloc {
 struct allocator_options {
   std::size_t capacity{0};   ///< bytes reserved per pool and device; 0: 2 × the device's memory
   std::size_t page_size{0};  ///< bytes per page; 0: the allocation granularity
-  host_store_options host;  ///< each device's host store; limit 0: SWAPALLOC_HOST_LIMIT, else ½ RAM
-  std::size_t workers{0};   ///< compression threads; 0: SWAPALLOC_WORKERS, else cores − 1 (≤ 8)
+  /// Each device's host store; limit 0: SWAPALLOC_HOST_LIMIT, else ½ RAM. Emptied pinned
+  /// slabs are all kept warm (bounded by the limit) and given back after
+  /// `host.idle_release` idle (by a running pressure_monitor), at empty_cache, or when the
+  /// host runs short of memory.
+  host_store_options host{.warm_bytes = std::numeric_limits<std::size_t>::max()};
+  std::size_t workers{0};  ///< compression threads; 0: SWAPALLOC_WORKERS, else cores − 1 (≤ 8)
   transfer_options transfer;
   /// The policy's watermarks, fractions of the limit (DESIGN §8); 0: SWAPALLOC_HIGH and
   /// SWAPALLOC_LOW, else 0.85 and 0.75. Accepted: 0 < low < high <= 1.

@@ -37,6 +37,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <optional>
@@ -63,6 +64,26 @@ inline constexpr char const* default_driver_library = "libcuda.so.1";
 [[nodiscard]] inline std::size_t physical_memory_bytes()
 {
   long const pages     = ::sysconf(_SC_PHYS_PAGES);
+  long const page_size = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page_size <= 0) { return 0; }
+  return static_cast<std::size_t>(pages) * static_cast<std::size_t>(page_size);
+}
+
+/// Bytes of memory the host can still give without swapping: /proc/meminfo's MemAvailable,
+/// else the free pages (sysconf), else 0 when neither can be read.
+[[nodiscard]] inline std::size_t available_memory_bytes()
+{
+  if (std::FILE* const file = std::fopen("/proc/meminfo", "r")) {
+    char line[128];
+    unsigned long long kib = 0;
+    bool found             = false;
+    while (!found && std::fgets(line, sizeof(line), file) != nullptr) {
+      found = std::sscanf(line, "MemAvailable: %llu kB", &kib) == 1;
+    }
+    std::fclose(file);
+    if (found) { return static_cast<std::size_t>(kib) * 1024; }
+  }
+  long const pages     = ::sysconf(_SC_AVPHYS_PAGES);
   long const page_size = ::sysconf(_SC_PAGE_SIZE);
   if (pages <= 0 || page_size <= 0) { return 0; }
   return static_cast<std::size_t>(pages) * static_cast<std::size_t>(page_size);

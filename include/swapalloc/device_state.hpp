@@ -388,6 +388,10 @@ class device_state {
 
   // ---------------------------------------------------------------- swap tier
 
+  /// The host store, nullptr before the first eviction. @pre locked to read it; the store
+  /// lives as long as this state and is thread-safe, so it may be used after unlocking.
+  [[nodiscard]] host_store* store() const noexcept { return store_.get(); }
+
   /// Creates the host store and transfer engine at the first eviction.
   /// @pre locked, context current.
   void ensure_swap_tier(worker_pool& workers, host_store_options const& host,

@@ -1,15 +1,27 @@
 /**
  * @file host_store.hpp
- * @brief The host tier's memory (DESIGN §7): a budgeted arena of pinned host slabs, cut
- *        into 256-byte-aligned extents for evicted pages and their compressed chunks.
+ * @brief The host tier's memory (DESIGN §7): a budgeted arena of host slabs, pinned for
+ *        what the link reads and writes and pageable for what only the CPU reads, cut into
+ *        256-byte-aligned extents for evicted pages and their compressed chunks.
  *
- * A `host_store` takes host memory from the driver in slabs (`cuMemHostAlloc`, flags 0:
- * one store serves one device, so CU_MEMHOSTALLOC_PORTABLE is not needed), or from the
- * C++ heap when `pinned` is false, and hands out extents inside them. Pinning is slow
- * (the driver locks and maps every page) and pinned memory is taken from the host's
- * pageable pool, so a slab is large (64 MiB by default) and is given back the moment
- * its last extent is: pinned memory the store no longer needs returns to the system
- * (torch_memory_saver issue 90 is what happens when it does not).
+ * A `host_store` takes host memory in slabs and hands out extents inside them. Two tiers:
+ * - **pinned** slabs (`cuMemHostAlloc`, flags 0: one store serves one device, so
+ *   CU_MEMHOSTALLOC_PORTABLE is not needed) hold what DMA touches: raw page copies.
+ * - **pageable** slabs (page-aligned operator new) hold compressed chunks, which only the
+ *   CPU decodes, so the pinned footprint is the raw working set only. A pageable request
+ *   falls back to room in pinned slabs when the budget has no room for a pageable slab.
+ * With `pinned` false (tests, no driver) every slab is pageable.
+ *
+ * **Warm slabs.** Pinning is slow (0.34 ms/MiB on an H100 host: ../shared/notes/gpu-speed.md
+ * [DYN]; the driver locks and maps every page) and freeing pinned memory synchronizes the
+ * device (cudaFreeHost; torch/cutorch#618). So an emptied pinned slab is kept *warm*, up
+ * to `warm_bytes` of them, for the next eviction to fill without a driver call; it is
+ * given back by `trim` once idle for `idle_release`, by `release_empty` (empty_cache, host
+ * memory pressure) and at destruction, never by deallocate. Past `warm_bytes`, or with
+ * `warm_bytes` 0, an emptied slab is freed at once, inside the deallocate that empties it.
+ * An emptied pageable slab is always freed at once (no sync, cheap). Held memory that the
+ * store no longer needs must go back to the system (torch_memory_saver issue 90 is what
+ * happens when it does not): warm slabs count against the budget like any other.
  *
  * The budget: `limit_bytes` bounds the memory the store *holds* (slabs), not only what
  * it hands out, because held pinned memory is what hurts the host. So the invariant is
@@ -24,15 +36,15 @@
  * In pinned mode the constructing thread must have the device's context current; the
  * store remembers it and makes it current around its own driver calls on threads that
  * have another or none (compression workers free extents, and the last free of a slab
- * calls cuMemFreeHost), restoring the thread's previous context afterwards.
+ * may call cuMemFreeHost), restoring the thread's previous context afterwards.
  *
- * Costs: allocate is first-fit over the slabs in slab order, each a free list ordered by
- * offset (std::map<offset, size>, coalesced): O(free ranges) per call, plus a driver
- * call when a slab is created. First fit at the lowest address keeps later slabs empty,
- * so they can be given back. deallocate and shrink are O(log free ranges), plus a
- * cuMemFreeHost when a slab empties (it synchronizes the device, as cudaFreeHost does).
- * Driver calls run under the store's mutex: they happen once per slab, and a caller
- * waiting for its slab could do nothing sooner anyway.
+ * Costs: allocate is first-fit over the slabs of its tier in slab order, each a free list
+ * ordered by offset (std::map<offset, size>, coalesced): O(free ranges) per call. First
+ * fit at the lowest address keeps later slabs empty, so they can be given back. deallocate
+ * and shrink are O(log free ranges). A new pinned slab is pinned with the store's mutex
+ * *released* (its budget and slot reserved first), so other threads' allocate and
+ * deallocate are not held up by a pin; a free of a slab happens under the mutex, only at
+ * trim, release_empty, destruction, or past the warm reserve.
  *
  * Thread safety: every member may be called from any thread concurrently (one mutex).
  */
@@ -45,6 +57,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -72,6 +85,29 @@ struct host_store_options {
   std::size_t slab_bytes{std::size_t{64} << 20};
   /// false: pageable memory from the C++ heap (page-aligned operator new), no driver call.
   bool pinned{true};
+  /// Bytes of empty pinned slabs kept warm for the next eviction (the budget still bounds
+  /// all that is held). 0: an emptied slab is freed at once. The allocator keeps every one.
+  std::size_t warm_bytes{0};
+  /// `trim` frees a warm slab once it has been empty this long.
+  std::chrono::milliseconds idle_release{std::chrono::seconds(10)};
+};
+
+/// A host store's counters at one moment (host_store::stats, allocator::host_stats).
+struct host_store_stats {
+  std::size_t limit_bytes{0};   ///< the budget
+  std::size_t used_bytes{0};    ///< handed out, by rounded sizes
+  std::size_t held_bytes{0};    ///< slabs held, warm ones included
+  std::size_t pinned_bytes{0};  ///< of those, pinned
+  std::size_t warm_bytes{0};    ///< of those, empty and kept warm
+  std::size_t pins{0};          ///< slabs pinned so far
+  double pin_seconds{0};        ///< seconds spent pinning them
+  std::size_t refusals{0};      ///< requests refused
+};
+
+/// Which memory an extent must be. Ignored by a store whose `pinned` option is false.
+enum class host_tier : std::uint8_t {
+  pinned,    ///< page-locked: the link reads or writes it (raw copies)
+  pageable,  ///< ordinary memory: only the CPU touches it (compressed chunks)
 };
 
 /// A piece of host memory handed out by the store. A plain value; the store owns the
@@ -90,6 +126,8 @@ struct host_extent {
  */
 class host_store {
  public:
+  using clock = std::chrono::steady_clock;
+
   /// Every extent starts at a multiple of this, and is held rounded up to it.
   static constexpr std::size_t alignment = 256;
   /// A request larger than a slab gets a slab of its size rounded up to this.
@@ -98,14 +136,23 @@ class host_store {
   /**
    * @brief Sets up an empty store; no memory is taken until the first allocate.
    * @pre pinned mode: the device's context is current on the calling thread.
-   * @throws std::invalid_argument for a slab_bytes of 0; std::logic_error in pinned mode when no
-   * context is current; cuda_error if the current context cannot be read.
+   * @throws std::invalid_argument for a slab_bytes of 0 or a negative idle_release;
+   *         std::logic_error in pinned mode when no context is current; cuda_error if the
+   *         current context cannot be read.
    */
   explicit host_store(driver const& drv, host_store_options options = {})
-    : drv_(&drv), pinned_(options.pinned)
+    : drv_(&drv),
+      pinned_(options.pinned),
+      warm_limit_(options.warm_bytes),
+      idle_release_(options.idle_release)
   {
     if (options.slab_bytes == 0) {
       throw std::invalid_argument("swapalloc: host_store slab_bytes=0: a slab must hold bytes");
+    }
+    if (options.idle_release.count() < 0) {
+      throw std::invalid_argument(
+        "swapalloc: host_store idle_release=" + std::to_string(options.idle_release.count()) +
+        " ms: expected 0 or more milliseconds");
     }
     slab_bytes_ = round_up(options.slab_bytes, alignment);
     limit_      = options.limit_bytes;
@@ -130,62 +177,51 @@ class host_store {
   ~host_store()
   {
     for (slab_record& s : slabs_) {
-      if (s.base != nullptr) { (void)free_slab(s.base); }
+      if (s.base != nullptr) { (void)free_slab(s.base, s.pinned); }
     }
     for (held_slab const& h : pending_frees_) {
-      (void)free_slab(h.base);
+      (void)free_slab(h.base, true);
     }
   }
 
   /**
-   * @brief `bytes` (> 0) of host memory, 256-byte aligned, counted against the budget by
-   *        its rounded size.
+   * @brief `bytes` (> 0) of host memory of `tier`, 256-byte aligned, counted against the
+   *        budget by its rounded size.
    *
    * Returns an empty extent, and counts a refusal, when the budget cannot hold it, when
-   * the driver reports CUDA_ERROR_OUT_OF_MEMORY, or (pageable mode) when the heap is out
-   * of memory: the caller decides (eviction is refused, not failed).
+   * the driver reports CUDA_ERROR_OUT_OF_MEMORY, or (pageable) when the heap is out of
+   * memory: the caller decides (eviction is refused, not failed). A pageable request the
+   * budget has no pageable slab for is placed in a pinned slab's room instead.
    * @pre pinned mode: none about contexts (the store's own is made current if needed).
    * @throws std::invalid_argument for 0 bytes; cuda_error if cuMemHostAlloc fails for
    *         another reason (the store is unchanged and usable); std::bad_alloc.
    */
-  [[nodiscard]] host_extent allocate(std::size_t bytes)
+  [[nodiscard]] host_extent allocate(std::size_t bytes, host_tier tier = host_tier::pinned)
   {
     if (bytes == 0) {
       throw std::invalid_argument("swapalloc: host_store::allocate(0): an extent holds bytes");
     }
-    std::lock_guard lock(mutex_);
+    bool const want_pinned = pinned_ && tier == host_tier::pinned;
+    std::unique_lock lock(mutex_);
     retry_pending_frees();
     if (bytes > limit_ - used_) { return refuse(); }
     std::size_t const rounded = round_up(bytes, alignment);  // <= limit_ - used_ + 255: no wrap
     if (rounded > limit_ - used_) { return refuse(); }
-    for (std::size_t index = 0; index < slabs_.size(); ++index) {
-      slab_record& s = slabs_[index];
-      if (s.base == nullptr) { continue; }
-      for (auto it = s.free.begin(); it != s.free.end(); ++it) {
-        if (it->second < rounded) { continue; }
-        std::size_t const offset = it->first;
-        if (it->second == rounded) {
-          s.free.erase(it);
-        } else {
-          // Re-key the node rather than erase and insert: no allocation, nothing can throw.
-          auto node = s.free.extract(it);
-          node.key() += rounded;
-          node.mapped() -= rounded;
-          s.free.insert(std::move(node));
-        }
-        return hand_out(s, index, offset, bytes, rounded);
-      }
+    if (host_extent found = first_fit(bytes, rounded, want_pinned)) { return found; }
+    if (host_extent made = allocate_in_new_slab(lock, bytes, rounded, want_pinned)) { return made; }
+    if (!want_pinned && pinned_) {  // no budget for a pageable slab: room in a pinned one
+      if (host_extent found = first_fit(bytes, rounded, true)) { return found; }
     }
-    return allocate_in_new_slab(bytes, rounded);
+    return refuse();
   }
 
   /**
-   * @brief Gives `extent` back. A slab that becomes empty is freed at once, so its pinned
-   *        memory returns to the system.
+   * @brief Gives `extent` back. A pinned slab that becomes empty is kept warm (see the file
+   *        comment) or, past the warm reserve, freed at once; a pageable one is freed.
    *
    * A failing cuMemFreeHost is remembered (the bytes stay counted as held) and retried at
-   * the next allocate, deallocate or shrink and at destruction; it is never thrown. An
-   * empty extent is ignored.
+   * the next allocate, deallocate, shrink, trim or release_empty and at destruction; it is
+   * never thrown. An empty extent is ignored.
    * @pre `extent` came from this store's allocate or shrink and is live. A foreign or
    *      already freed extent is reported on stderr and aborts the process: the free
    *      lists would otherwise hand the same memory out twice.
@@ -202,7 +238,7 @@ class host_store {
     release_range(s.free, offset_in(s, extent), rounded);
     s.used -= rounded;
     used_ -= rounded;
-    if (s.used == 0) { retire(s); }
+    if (s.used == 0) { emptied(s); }
   }
 
   /**
@@ -236,6 +272,28 @@ class host_store {
     return extent;
   }
 
+  /**
+   * @brief Frees the warm slabs that have been empty for `idle_release` or longer at `now`.
+   *        Call it off the transfer path (the pressure monitor does): each free
+   *        synchronizes the device.
+   * @return bytes freed (a free that fails is retried later and not counted).
+   */
+  std::size_t trim(clock::time_point now = clock::now()) noexcept
+  {
+    std::lock_guard lock(mutex_);
+    retry_pending_frees();
+    return free_warm_if([&](slab_record const& s) { return now - s.emptied >= idle_release_; });
+  }
+
+  /// @brief Frees every warm slab now (empty_cache; host memory pressure). Each free
+  ///        synchronizes the device. @return bytes freed.
+  std::size_t release_empty() noexcept
+  {
+    std::lock_guard lock(mutex_);
+    retry_pending_frees();
+    return free_warm_if([](slab_record const&) { return true; });
+  }
+
   /// The budget: bytes of slabs the store may hold.
   [[nodiscard]] std::size_t limit_bytes() const noexcept { return limit_; }
 
@@ -246,12 +304,26 @@ class host_store {
     return used_;
   }
 
-  /// Bytes of slabs held from the driver or the heap, including slabs whose free failed
-  /// and is still to be retried.
+  /// Bytes of slabs held from the driver or the heap, including warm slabs, slabs being
+  /// pinned, and slabs whose free failed and is still to be retried.
   [[nodiscard]] std::size_t slab_bytes_held() const noexcept
   {
     std::lock_guard lock(mutex_);
     return held_;
+  }
+
+  /// Bytes of pinned slabs held (a part of slab_bytes_held).
+  [[nodiscard]] std::size_t pinned_bytes_held() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return pinned_held_;
+  }
+
+  /// Bytes of empty pinned slabs kept warm.
+  [[nodiscard]] std::size_t warm_bytes_held() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return warm_held_;
   }
 
   /// The most bytes ever handed out at once.
@@ -268,6 +340,25 @@ class host_store {
     return refusals_;
   }
 
+  /// Slabs pinned so far, and the seconds spent in those cuMemHostAlloc calls (all threads).
+  [[nodiscard]] std::size_t pins() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return pins_;
+  }
+  [[nodiscard]] double pin_seconds() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return pin_seconds_;
+  }
+
+  /// Every counter, read under one lock.
+  [[nodiscard]] host_store_stats stats() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return {limit_, used_, held_, pinned_held_, warm_held_, pins_, pin_seconds_, refusals_};
+  }
+
   /// True when slabs are pinned (cuMemHostAlloc), false when pageable.
   [[nodiscard]] bool pinned() const noexcept { return pinned_; }
 
@@ -280,11 +371,16 @@ class host_store {
   }
 
  private:
-  // One slab. State per slab: a pointer, three sizes and one map node per free range.
+  // One slab. State per slab: a pointer, three sizes, two flags, a time and one map node
+  // per free range.
   struct slab_record {
-    std::byte* base{nullptr};  // nullptr: a vacant slot, reused by the next new slab
+    std::byte* base{nullptr};  // nullptr: a vacant slot (or one being pinned: `reserved`)
     std::size_t bytes{0};
-    std::size_t used{0};                      // rounded bytes handed out from here
+    std::size_t used{0};  // rounded bytes handed out from here
+    bool pinned{false};
+    bool reserved{false};                     // the slot of a slab being pinned, unlocked
+    bool warm{false};                         // empty and kept for the next eviction
+    clock::time_point emptied{};              // when `used` last became 0 (warm slabs)
     std::map<std::size_t, std::size_t> free;  // offset -> size, coalesced, ordered by offset
   };
   struct held_slab {
@@ -308,67 +404,158 @@ class host_store {
   host_extent hand_out(slab_record& s, std::size_t index, std::size_t offset, std::size_t bytes,
                        std::size_t rounded) noexcept
   {
+    if (s.warm) {
+      s.warm = false;
+      warm_held_ -= s.bytes;
+    }
     s.used += rounded;
     used_ += rounded;
     peak_used_ = std::max(peak_used_, used_);
     return {s.base + offset, bytes, static_cast<std::uint32_t>(index)};
   }
 
-  // Called with the lock held, when no slab has room for `rounded`.
-  host_extent allocate_in_new_slab(std::size_t bytes, std::size_t rounded)
+  // First fit over the live slabs of one tier. Lock held. Cost: O(free ranges).
+  host_extent first_fit(std::size_t bytes, std::size_t rounded, bool in_pinned) noexcept
+  {
+    for (std::size_t index = 0; index < slabs_.size(); ++index) {
+      slab_record& s = slabs_[index];
+      if (s.base == nullptr || s.pinned != in_pinned) { continue; }
+      for (auto it = s.free.begin(); it != s.free.end(); ++it) {
+        if (it->second < rounded) { continue; }
+        std::size_t const offset = it->first;
+        if (it->second == rounded) {
+          s.free.erase(it);
+        } else {
+          // Re-key the node rather than erase and insert: no allocation, nothing can throw.
+          auto node = s.free.extract(it);
+          node.key() += rounded;
+          node.mapped() -= rounded;
+          s.free.insert(std::move(node));
+        }
+        return hand_out(s, index, offset, bytes, rounded);
+      }
+    }
+    return {};
+  }
+
+  // Called with the lock held, when no slab of the tier has room for `rounded`; empty when
+  // the budget, the heap or the driver has no room. Pinning runs with the lock released:
+  // the slot and the budget are reserved first.
+  host_extent allocate_in_new_slab(std::unique_lock<std::mutex>& lock, std::size_t bytes,
+                                   std::size_t rounded, bool pin)
   {
     std::size_t const room = (limit_ - held_) / alignment * alignment;
     std::size_t const desired =
       rounded > slab_bytes_ ? round_up(rounded, oversize_granularity) : slab_bytes_;
     std::size_t const size = std::min(desired, room);
-    if (size < rounded) { return refuse(); }
+    if (size < rounded) { return {}; }
 
     // Everything that can throw std::bad_alloc happens before memory is taken, so a
     // failure leaves nothing behind: the slot, the free-list node, and a place in
     // pending_frees_ for this slab should its free ever fail (deallocate is noexcept).
     std::size_t index = 0;
-    while (index < slabs_.size() && slabs_[index].base != nullptr) {
+    while (index < slabs_.size() && (slabs_[index].base != nullptr || slabs_[index].reserved)) {
       ++index;
     }
-    if (index > std::numeric_limits<std::uint32_t>::max()) { return refuse(); }
+    if (index > std::numeric_limits<std::uint32_t>::max()) { return {}; }
     if (index == slabs_.size()) { slabs_.emplace_back(); }
     std::map<std::size_t, std::size_t> free;
     if (size > rounded) { free.emplace(rounded, size - rounded); }
-    pending_frees_.reserve(pending_frees_.size() + live_slabs_ + 1);
+    // Slabs other threads are pinning meanwhile count: each may become live and then fail
+    // its free, and retire's push_back must not allocate.
+    pending_frees_.reserve(pending_frees_.size() + live_slabs_ + pinning_ + 1);
 
-    std::byte* base = nullptr;
-    if (pinned_) {
-      context_scope const scope(*drv_, context_, std::nothrow);
-      try {
-        base = static_cast<std::byte*>(drv_->host_alloc(size, 0));
-      } catch (cuda_error const& error) {
-        if (error.code() == CUDA_ERROR_OUT_OF_MEMORY) { return refuse(); }
-        throw;
-      }
-    } else {
-      base = static_cast<std::byte*>(
-        ::operator new (size, std::align_val_t{page_alignment}, std::nothrow));
-      if (base == nullptr) { return refuse(); }
-    }
+    std::byte* const base = pin ? pin_unlocked(lock, index, size) : take_pageable(size);
+    if (base == nullptr) { return {}; }
     slab_record& s = slabs_[index];
     s.base         = base;
     s.bytes        = size;
     s.used         = 0;
+    s.pinned       = pin;
+    s.warm         = false;
     s.free         = std::move(free);
-    held_ += size;
+    if (!pin) { held_ += size; }  // a pinned slab's bytes were reserved before pinning
     ++live_slabs_;
     return hand_out(s, index, 0, bytes, rounded);
   }
 
-  // Frees one slab's memory; false if the driver refused.
-  [[nodiscard]] bool free_slab(std::byte* base) const noexcept
+  // Pins `size` bytes for slot `index` with the lock released (its budget and slot held
+  // meanwhile); nullptr when the driver is out of memory. Relocks before returning.
+  std::byte* pin_unlocked(std::unique_lock<std::mutex>& lock, std::size_t index, std::size_t size)
   {
-    if (!pinned_) {
+    slabs_[index].reserved = true;
+    held_ += size;
+    pinned_held_ += size;
+    ++pinning_;
+    auto const undo = [&] {
+      held_ -= size;
+      pinned_held_ -= size;
+    };
+    lock.unlock();
+    void* base        = nullptr;
+    CUresult result   = CUDA_SUCCESS;
+    auto const before = clock::now();
+    {
+      context_scope const scope(*drv_, context_, std::nothrow);
+      result = drv_->table().cuMemHostAlloc(&base, size, 0);
+    }
+    std::chrono::duration<double> const took = clock::now() - before;
+    lock.lock();
+    slabs_[index].reserved = false;
+    --pinning_;
+    if (result == CUDA_SUCCESS) {
+      ++pins_;
+      pin_seconds_ += took.count();
+      return static_cast<std::byte*>(base);
+    }
+    undo();
+    if (result == CUDA_ERROR_OUT_OF_MEMORY) { return nullptr; }
+    drv_->check(result, "cuMemHostAlloc",
+                [&] { return "size=" + std::to_string(size) + ", flags=0"; });
+    return nullptr;
+  }
+
+  [[nodiscard]] static std::byte* take_pageable(std::size_t size) noexcept
+  {
+    return static_cast<std::byte*>(
+      ::operator new (size, std::align_val_t{page_alignment}, std::nothrow));
+  }
+
+  // Frees one slab's memory; false if the driver refused.
+  [[nodiscard]] bool free_slab(std::byte* base, bool pinned) const noexcept
+  {
+    if (!pinned) {
       ::operator delete (base, std::align_val_t{page_alignment});
       return true;
     }
     context_scope const scope(*drv_, context_, std::nothrow);
     return drv_->table().cuMemFreeHost(base) == CUDA_SUCCESS;
+  }
+
+  // A slab's last extent came back. Lock held.
+  void emptied(slab_record& s) noexcept
+  {
+    if (s.pinned && s.bytes <= warm_limit_ - std::min(warm_limit_, warm_held_)) {
+      warm_held_ += s.bytes;
+      s.warm    = true;
+      s.emptied = clock::now();
+      return;
+    }
+    retire(s);
+  }
+
+  // Frees the warm slabs that `due` selects. Lock held.
+  template <class Due>
+  std::size_t free_warm_if(Due const& due) noexcept
+  {
+    std::size_t const held_before = held_;
+    for (slab_record& s : slabs_) {
+      if (!s.warm || !due(s)) { continue; }
+      s.warm = false;
+      warm_held_ -= s.bytes;
+      retire(s);
+    }
+    return held_before - held_;
   }
 
   // Gives an empty slab's memory back, or queues it for a retry. Lock held.
@@ -378,21 +565,24 @@ class host_store {
     std::size_t const bytes = std::exchange(s.bytes, 0);
     s.free.clear();
     --live_slabs_;
-    if (free_slab(base)) {
+    if (free_slab(base, s.pinned)) {
       held_ -= bytes;
+      if (s.pinned) { pinned_held_ -= bytes; }
     } else {
       pending_frees_.push_back({base, bytes});  // capacity reserved when the slab was made
     }
   }
 
-  // Retries frees that failed before. Lock held.
+  // Retries frees that failed before (pinned slabs only: a pageable free cannot fail).
+  // Lock held.
   void retry_pending_frees() noexcept
   {
     if (pending_frees_.empty()) [[likely]] { return; }
     auto const kept =
       std::remove_if(pending_frees_.begin(), pending_frees_.end(), [&](held_slab const& h) {
-        if (!free_slab(h.base)) { return false; }
+        if (!free_slab(h.base, true)) { return false; }
         held_ -= h.bytes;
+        pinned_held_ -= h.bytes;
         return true;
       });
     pending_frees_.erase(kept, pending_frees_.end());
@@ -468,6 +658,8 @@ class host_store {
 
   driver const* drv_;
   bool pinned_;
+  std::size_t warm_limit_;
+  std::chrono::milliseconds idle_release_;
   CUcontext context_{nullptr};
   std::size_t slab_bytes_{0};
   std::size_t limit_{0};
@@ -476,8 +668,13 @@ class host_store {
   std::vector<slab_record> slabs_;
   std::vector<held_slab> pending_frees_;  // emptied slabs whose free failed, to retry
   std::size_t live_slabs_{0};
+  std::size_t pinning_{0};  // slabs being pinned with the lock released
   std::size_t used_{0};
   std::size_t held_{0};
+  std::size_t pinned_held_{0};
+  std::size_t warm_held_{0};
+  std::size_t pins_{0};
+  double pin_seconds_{0};
   std::size_t peak_used_{0};
   std::size_t refusals_{0};
 };

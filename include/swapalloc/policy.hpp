@@ -113,6 +113,22 @@ struct watermarks {
 /// Use at or above this fraction is EMERGENCY (DESIGN §8). Not configurable.
 inline constexpr double emergency_fraction = 0.95;
 
+/// The host is short of memory when less than this fraction of it is available; warm
+/// pinned slabs (host_store.hpp) are then given back at once. Linux's own low watermarks
+/// sit far lower; a tenth leaves the page cache room before pinned memory hurts it.
+inline constexpr double host_short_fraction = 0.10;
+
+/**
+ * @brief True when `available_bytes` (MemAvailable) is below host_short_fraction of
+ *        `total_bytes`; false when the total is unknown (0). Pure; any thread.
+ */
+[[nodiscard]] constexpr bool host_memory_short(std::size_t available_bytes,
+                                               std::size_t total_bytes) noexcept
+{
+  return total_bytes != 0 && static_cast<double>(available_bytes) <
+                               host_short_fraction * static_cast<double>(total_bytes);
+}
+
 namespace detail {
 
 /// `value` in the shortest form that reads back the same ("0.85", "nan", "inf").

@@ -338,17 +338,18 @@ class device_pool {
   }
 
   /**
-   * @brief Maps evicted page `index` again at its address: it becomes `restoring` (mapped,
-   *        its data still in the host copy) until `settle`.
-   * @throws std::logic_error if the page is not evicted; cuda_error from map_pages (the
-   *         page stays evicted, nothing mapped).
+   * @brief Maps the `count` evicted pages from `index` again at their addresses, with one
+   *        cuMemSetAccess for the run (vmm.hpp map_pages): they become `restoring` (mapped,
+   *        their data still in the host copy) until `settle`.
+   * @throws std::logic_error if a page is not evicted; cuda_error from map_pages (the
+   *         pages stay evicted, nothing mapped).
    */
-  void map_for_restore(std::size_t index)
+  void map_for_restore(std::size_t index, std::size_t count = 1)
   {
-    blocks_.require_change(index, 1, page_state::restoring);
+    blocks_.require_change(index, count, page_state::restoring);
     if (!stray_.empty()) { (void)stray_.retry(*driver_); }
-    map_pages(*driver_, page_address(index), blocks_.page_size(), 1, device_, stray_);
-    blocks_.change_pages(index, 1, page_state::restoring);
+    map_pages(*driver_, page_address(index), blocks_.page_size(), count, device_, stray_);
+    blocks_.change_pages(index, count, page_state::restoring);
   }
 
   /// Restoring page `index` holds its data (a restore filled it), or no block uses it any

@@ -27,6 +27,7 @@
 #include <swapalloc/host_store.hpp>
 #include <swapalloc/worker_pool.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -127,6 +128,25 @@ class pool_image {
   /// The compression jobs of this image (restore and drop wait for them first).
   [[nodiscard]] task_group& jobs() noexcept { return jobs_; }
 
+  /**
+   * @brief While cancelled, compression jobs store the chunks they have not encoded yet
+   *        raw (checksummed, in place): a restore that needs the pages now does not wait
+   *        for a codec (../shared/notes/gpu-speed.md §3.4). Thread safety: any thread.
+   */
+  void cancel_compression() noexcept { cancelled_.store(true, std::memory_order_relaxed); }
+  void resume_compression() noexcept { cancelled_.store(false, std::memory_order_relaxed); }
+  [[nodiscard]] bool compression_cancelled() const noexcept
+  {
+    return cancelled_.load(std::memory_order_relaxed);
+  }
+  /// Counts a page whose compression a cancel cut short. Thread safety: any thread.
+  void count_cancelled_page() noexcept { cancelled_pages_.fetch_add(1, std::memory_order_relaxed); }
+  /// Pages whose compression was cut short so far.
+  [[nodiscard]] std::size_t cancelled_pages() const noexcept
+  {
+    return cancelled_pages_.load(std::memory_order_relaxed);
+  }
+
   /// The codec chosen for this pool, once chosen (at its first eviction).
   [[nodiscard]] bool codec_chosen() const noexcept { return codec_chosen_; }
   [[nodiscard]] codec_id codec() const noexcept { return codec_; }
@@ -179,6 +199,8 @@ class pool_image {
   std::size_t host_bytes_{0};
   std::size_t copies_{0};
   task_group jobs_;
+  std::atomic<bool> cancelled_{false};
+  std::atomic<std::size_t> cancelled_pages_{0};
   codec_id codec_{codec_id::raw};
   bool codec_chosen_{false};
 };

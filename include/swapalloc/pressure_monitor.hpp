@@ -14,6 +14,9 @@
  *   condition variable, so that `stop` ends the wait at once). A pass below the high
  *   watermark costs a lock of each device and at most one cuMemGetInfo per device per
  *   10 ms (device_state.hpp `usage`).
+ * - **Host memory.** Each pass also gives back each device's warm pinned host slabs that
+ *   have idled past their delay, or all of them when the host runs short of memory
+ *   (`allocator::trim_host`).
  * - **Errors.** A step that throws does not end the thread: the error is counted and its
  *   message kept (`errors`, `last_error`), and the next pass tries again. What a failing
  *   step had done before it threw is not in the byte totals (relieve_pressure reports it
@@ -115,6 +118,11 @@ class pressure_monitor {
   {
     return released_bytes_.load(std::memory_order_relaxed);
   }
+  /// Bytes of warm pinned host slabs the monitor gave back so far (allocator::trim_host).
+  [[nodiscard]] std::size_t host_released_bytes() const noexcept
+  {
+    return host_released_bytes_.load(std::memory_order_relaxed);
+  }
   /// Steps that threw so far (at most one per device and pass).
   [[nodiscard]] std::uint64_t errors() const noexcept
   {
@@ -160,6 +168,7 @@ class pressure_monitor {
         room_result const done = owner_->relieve_pressure(device);
         evicted_bytes_.fetch_add(done.evicted_bytes, std::memory_order_relaxed);
         released_bytes_.fetch_add(done.released_bytes, std::memory_order_relaxed);
+        host_released_bytes_.fetch_add(owner_->trim_host(device), std::memory_order_relaxed);
       } catch (std::exception const& error) {
         record_error(device, error.what());
       } catch (...) {
@@ -186,6 +195,7 @@ class pressure_monitor {
   std::atomic<std::uint64_t> passes_{0};
   std::atomic<std::size_t> evicted_bytes_{0};
   std::atomic<std::size_t> released_bytes_{0};
+  std::atomic<std::size_t> host_released_bytes_{0};
   std::atomic<std::uint64_t> errors_{0};
   mutable std::mutex mutex_;  // guards stopping_ and last_error_; wake_ waits on it
   std::condition_variable wake_;

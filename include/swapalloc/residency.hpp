@@ -266,11 +266,13 @@ class pool_residency {
     return image_->install(page, std::move(copy));
   }
 
-  /// Evicted page `page` is mapped again (restoring); a restoring one is left as it is.
-  /// @throws cuda_error from the map (the page stays evicted).
-  void begin_restore(std::size_t page)
+  /// Evicted page `page` (and the `count` - 1 after it, all evicted) is mapped again
+  /// (restoring), with one cuMemSetAccess; a restoring `page` is left as it is (count 1).
+  /// @throws cuda_error from the map (the pages stay evicted); std::logic_error when a page
+  ///         of a run is not evicted.
+  void begin_restore(std::size_t page, std::size_t count = 1)
   {
-    if (pool_.page(page) == page_state::evicted) { pool_.map_for_restore(page); }
+    if (pool_.page(page) == page_state::evicted) { pool_.map_for_restore(page, count); }
   }
 
   /// Restoring page `page` holds its data again: resident; its copy kept (current) if the

@@ -19,7 +19,10 @@
  *   (which give raw bytes back) and then compresses synchronously through a staging
  *   buffer; if even the compressed page does not fit, the page and those after it stay
  *   resident and the outcome says why.
- * - **Restore.** For each chunk of each page, in order: a worker decompresses it into a
+ * - **Restore.** First the pool's pending compression is cancelled: jobs not yet done store
+ *   their remaining chunks raw instead of encoding them, so the restore waits for
+ *   checksums, not for a codec (`compressions_cut_short` counts such pages).
+ *   Then for each chunk of each page, in order: a worker decompresses it into a
  *   staging buffer and verifies its XXH64 (a chunk stored raw is verified in place and
  *   copied straight from the store; a zero chunk becomes a device memset), while the
  *   calling thread maps the page at its old address and copies the previous chunks in
@@ -62,6 +65,7 @@
 #include <swapalloc/worker_pool.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstring>
@@ -120,6 +124,45 @@ struct codec_choice {
   std::optional<codec_id> forced;
 };
 
+/**
+ * @brief Where a transfer's calling thread spent its time, in seconds (steady clock), so
+ *        that a GPU run and a cost-profiled simulator run say where the time goes
+ *        (../shared/notes/gpu-speed.md §4). The phases do not overlap; what is left of the
+ *        wall time is bookkeeping and the codec choice. `pin` is the time of the host
+ *        store's pins made meanwhile, by any thread.
+ */
+struct transfer_times {
+  double pin{0};    ///< pinning host slabs (cuMemHostAlloc): a cold host store
+  double vmm{0};    ///< mapping and unmapping pages (cuMemCreate/Map/SetAccess/Unmap/Release)
+  double issue{0};  ///< issuing copies, memsets and event records
+  double wait{0};   ///< waiting for the link (events, streams) and for compression jobs
+  double codec{0};  ///< encoding or decoding on the calling thread
+};
+
+namespace detail {
+
+/// Adds the seconds between its construction and its destruction to `into`. Cost: two
+/// steady_clock reads (about 25 ns each on Linux's vDSO).
+class phase_timer {
+ public:
+  explicit phase_timer(double& into) noexcept
+    : into_(&into), start_(std::chrono::steady_clock::now())
+  {
+  }
+  phase_timer(phase_timer const&)            = delete;
+  phase_timer& operator=(phase_timer const&) = delete;
+  ~phase_timer()
+  {
+    *into_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  double* into_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace detail
+
 /// What one eviction did.
 struct evict_result {
   std::size_t released_bytes{0};  ///< device memory given back (whole pages)
@@ -130,12 +173,16 @@ struct evict_result {
   std::size_t live_bytes{0};      ///< live bytes of the copied pages
   std::size_t bytes_copied{0};    ///< bytes moved over the link (live bytes and small gaps)
   std::string refused;            ///< why pages were kept, or empty
+  std::size_t slabs_pinned{0};    ///< host slabs pinned meanwhile (0 once the store is warm)
+  transfer_times times;           ///< where the calling thread's time went
 };
 
 /// What one restore did.
 struct restore_result {
-  std::size_t pages{0};         ///< pages mapped and filled again
-  std::size_t bytes_copied{0};  ///< bytes moved over the link
+  std::size_t pages{0};                   ///< pages mapped and filled again
+  std::size_t bytes_copied{0};            ///< bytes moved over the link
+  std::size_t compressions_cut_short{0};  ///< pages whose pending compression it cancelled
+  transfer_times times;                   ///< where the calling thread's time went
 };
 
 /// Per-device transfer machinery. See the file comment.
@@ -191,18 +238,23 @@ class transfer_engine {
   {
     ensure_ready();
     evict_pass pass{residency, residency.image_for(*store_), choice, gate, {}, {}, {}};
+    std::size_t const pins_before = store_->pins();
+    double const pin_before       = store_->pin_seconds();
+    transfer_times& times         = pass.out.times;
     try {
       for (std::size_t i = 0; i < pages.size(); ++i) {
         std::size_t const page = pages[i];
         auto copy              = std::make_unique<page_copy>();
         copy->ranges           = live_ranges(residency.pool(), page, copy->data_bytes);
         if (copy->ranges.empty()) {  // free bytes only: nothing to keep (a kept copy goes)
+          detail::phase_timer const vmm(times.vmm);
           residency.release_page(page);
           ++pass.out.pages_unmapped;
           ++pass.out.pages_released;
           continue;
         }
         if (residency.copy(page) == copy_state::current) {  // kept, or a restoring page
+          detail::phase_timer const vmm(times.vmm);
           residency.evict_kept(page);
           ++pass.out.pages_unmapped;
           continue;
@@ -224,6 +276,8 @@ class transfer_engine {
       throw;
     }
     if (pass.unmap_error) { std::rethrow_exception(pass.unmap_error); }
+    pass.out.slabs_pinned = store_->pins() - pins_before;
+    times.pin             = store_->pin_seconds() - pin_before;
     pass.out.released_bytes =
       (pass.out.pages_copied + pass.out.pages_unmapped) * residency.pool().page_size();
     return pass.out;
@@ -244,60 +298,27 @@ class transfer_engine {
                          CUstream stream, wait_gate gate = {})
   {
     ensure_ready();
-    pool_image& image = residency.image_for(*store_);
-    gate.outside([&] { image.jobs().wait(); });  // every copy's chunks are published
-    std::vector<piece> const pieces = restore_pieces(residency.pool(), image, pages);
     restore_result out;
-    std::vector<std::uint8_t> begun(pages.size(), 0);
-    run_state run(pieces.size());
-    std::size_t submitted = 0;
+    pool_image& image = residency.image_for(*store_);
+    settle_compression(image, gate, out);
+    std::vector<piece> const pieces = restore_pieces(residency.pool(), image, pages);
+    restore_pass pass(residency, pages, pieces, gate, out);
     try {
       for (std::size_t i = 0; i < pieces.size(); ++i) {
-        top_up(pieces, run, submitted, i, gate);
-        gate.outside([&] {  // waits for piece i, decoding others meanwhile
-          for (std::size_t help = 0; (help = run.claim_or_wait(i, submitted)) != submitted;) {
-            decode_piece(pieces[help], staging_slot(help % options_.staging_slots), run, help);
-          }
-        });
-        piece const& current = pieces[i];
-        if (run.errors[i]) {
-          throw_chunk_error(residency.pool(), pages[current.page], current, run.errors[i]);
-        }
-        if (begun[current.page] == 0) {
-          residency.begin_restore(pages[current.page]);
-          begun[current.page] = 1;
-        }
-        std::size_t const slot = i % options_.staging_slots;
-        out.bytes_copied += copy_piece(residency.pool(), current, staging_slot(slot));
-        driver_->event_record(slot_events_[slot], to_device_);
-        slot_busy_[slot] = true;
+        restore_piece(pass, i);
       }
-      for (std::size_t i = 0; i < pages.size(); ++i) {  // pages with no piece to copy
-        if (begun[i] == 0) { residency.begin_restore(pages[i]); }
-      }
-      // Back in the pool only after the wait: the lock is released during it, and another
-      // thread taking the event then would record it again (a stream's wait holds the
-      // record it was given, so giving it back after that is safe).
-      CUevent const done = events_->take();
-      try {
-        driver_->event_record(done, to_device_);
-        if (stream != nullptr) { driver_->stream_wait_event(stream, done); }
-        gate.outside([&] {
-          driver_->event_synchronize(done);  // the copies are in: their sources may be freed
-          run.group.wait();                  // no worker touches `run` any more
-        });
-      } catch (...) {
-        events_->give_back(done);
-        throw;
-      }
-      events_->give_back(done);
+      flush(pass.pending);
+      await_copies(pass, stream);
     } catch (...) {
-      abandon_restore(residency, pages, run);
+      abandon_restore(residency, pages, pass.run);
       throw;
     }
     std::fill(slot_busy_.begin(), slot_busy_.end(), false);
-    for (std::size_t const page : pages) {
-      residency.finish_restore(page);
+    {
+      detail::phase_timer const vmm(out.times.vmm);
+      for (std::size_t const page : pages) {
+        residency.finish_restore(page);
+      }
     }
     residency.count_restores(pages.size());
     out.pages = pages.size();
@@ -309,6 +330,13 @@ class transfer_engine {
     std::size_t page;
     std::unique_ptr<page_copy> copy;
     CUevent event;
+  };
+
+  /// A host-to-device copy gathered from raw parts that are contiguous on both sides.
+  struct pending_copy {
+    CUdeviceptr target{0};
+    std::byte const* source{nullptr};
+    std::size_t bytes{0};
   };
 
   /// One chunk of one page's copy, in restore order.
@@ -325,6 +353,12 @@ class transfer_engine {
     explicit run_state(std::size_t pieces) : started(pieces, 0), done(pieces, 0)
     {
       errors.resize(pieces);
+    }
+    /// True once piece `index` is decoded (or verified).
+    bool is_done(std::size_t index)
+    {
+      std::lock_guard const lock(mutex);
+      return done[index] != 0;
     }
     /// True if `index` was not started yet: the caller of this now decodes it.
     bool claim(std::size_t index)
@@ -367,6 +401,117 @@ class transfer_engine {
     std::vector<std::exception_ptr> errors;
     task_group group;
   };
+
+  /// One restore's state, for its steps (restore_piece, await_copies).
+  struct restore_pass {
+    restore_pass(pool_residency& residency_, std::vector<std::size_t> const& pages_,
+                 std::vector<piece> const& pieces_, wait_gate gate_, restore_result& out_)
+      : residency(residency_),
+        pages(pages_),
+        pieces(pieces_),
+        gate(gate_),
+        out(out_),
+        begun(pages_.size(), 0),
+        run(pieces_.size())
+    {
+    }
+    pool_residency& residency;
+    std::vector<std::size_t> const& pages;
+    std::vector<piece> const& pieces;
+    wait_gate gate;
+    restore_result& out;
+    std::vector<std::uint8_t> begun;  // pages this restore mapped (restoring)
+    run_state run;
+    pending_copy pending;  // raw parts gathered into one copy
+    std::size_t submitted{0};
+  };
+
+  /// Cancels `image`'s pending compression and waits for its jobs, so that every copy's
+  /// chunks are published (the jobs still pending store the rest raw).
+  void settle_compression(pool_image& image, wait_gate gate, restore_result& out)
+  {
+    detail::phase_timer const wait(out.times.wait);
+    std::size_t const cut_before = image.cancelled_pages();
+    image.cancel_compression();
+    struct resume {
+      pool_image& image;
+      ~resume() { image.resume_compression(); }
+    } const again{image};
+    gate.outside([&] { image.jobs().wait(); });
+    out.compressions_cut_short = image.cancelled_pages() - cut_before;
+  }
+
+  /// Waits for piece `i` (decoding others meanwhile), maps the run of pages it starts if
+  /// they are not mapped yet, and issues its copies (raw parts gathered in pass.pending).
+  void restore_piece(restore_pass& pass, std::size_t i)
+  {
+    transfer_times& times = pass.out.times;
+    top_up(pass.pieces, pass.run, pass.submitted, i, pass.gate, times, pass.pending);
+    if (!pass.run.is_done(i)) {  // about to wait: the gathered copy must not idle meanwhile
+      detail::phase_timer const issue(times.issue);
+      flush(pass.pending);
+    }
+    double decoding = 0;
+    {
+      detail::phase_timer const wait(times.wait);
+      pass.gate.outside([&] {  // waits for piece i, decoding others meanwhile
+        for (std::size_t help = 0;
+             (help = pass.run.claim_or_wait(i, pass.submitted)) != pass.submitted;) {
+          detail::phase_timer const decode(decoding);
+          decode_piece(pass.pieces[help], staging_slot(help % options_.staging_slots), pass.run,
+                       help);
+        }
+      });
+    }
+    times.wait -= decoding;
+    times.codec += decoding;
+    piece const& current    = pass.pieces[i];
+    device_pool const& pool = pass.residency.pool();
+    if (pass.run.errors[i]) {
+      throw_chunk_error(pool, pass.pages[current.page], current, pass.run.errors[i]);
+    }
+    if (pass.begun[current.page] == 0) {
+      detail::phase_timer const vmm(times.vmm);
+      std::size_t const run = evicted_run(pool, pass.pages, current.page, pass.begun);
+      pass.residency.begin_restore(pass.pages[current.page], run);
+      std::fill_n(pass.begun.begin() + static_cast<std::ptrdiff_t>(current.page), run, 1);
+    }
+    std::size_t const slot = i % options_.staging_slots;
+    detail::phase_timer const issue(times.issue);
+    pass.out.bytes_copied += copy_piece(pool, current, staging_slot(slot), pass.pending);
+    if (staged(*current.stored)) {  // the copy reads the slot: busy until it completes
+      driver_->event_record(slot_events_[slot], to_device_);
+      slot_busy_[slot] = true;
+    }
+  }
+
+  /// Maps the pages no piece was copied to, makes `stream` (if not null) wait for every
+  /// copy, and waits for the copies and the decoders.
+  void await_copies(restore_pass& pass, CUstream stream)
+  {
+    transfer_times& times = pass.out.times;
+    for (std::size_t i = 0; i < pass.pages.size(); ++i) {  // pages with no piece to copy
+      detail::phase_timer const vmm(times.vmm);
+      if (pass.begun[i] == 0) { pass.residency.begin_restore(pass.pages[i]); }
+    }
+    // Back in the pool only after the wait: the lock is released during it, and another
+    // thread taking the event then would record it again (a stream's wait holds the
+    // record it was given, so giving it back after that is safe).
+    CUevent const done = events_->take();
+    try {
+      driver_->event_record(done, to_device_);
+      if (stream != nullptr) { driver_->stream_wait_event(stream, done); }
+      detail::phase_timer const wait(times.wait);
+      pass.gate.outside([&] {
+        driver_->event_synchronize(done);  // the copies are in: their sources may be freed
+        pass.run.group.wait();             // no worker touches `run` any more
+      });
+    } catch (...) {
+      events_->give_back(done);
+      throw;
+    }
+    events_->give_back(done);
+  }
 
   /// One eviction's state: the pages with copies in flight, and what was done.
   /// `window` comes before `out`: a deque's construction allocates and may throw, and
@@ -494,6 +639,7 @@ class transfer_engine {
       if (extent) { return extent; }
       std::size_t const pending = pass.image.jobs().pending();
       if (pending == 0) { return {}; }
+      detail::phase_timer const wait(pass.out.times.wait);
       pass.gate.outside([&] { pass.image.jobs().wait_until_at_most(pending - 1); });
     }
   }
@@ -510,6 +656,7 @@ class transfer_engine {
       while (!pass.window.empty()) {
         retire(pass);
       }  // their raw bytes may yet be compressed
+      detail::phase_timer const wait(pass.out.times.wait);
       pass.gate.outside([&] { pass.image.jobs().wait_until_at_most(0); });
       copy->packed = store_->allocate(copy->live_bytes);
     }
@@ -524,14 +671,17 @@ class transfer_engine {
       throw;
     }
     page_copy const& issued = *pass.window.back().copy;  // from here the rollback frees it
-    std::size_t packed_at   = 0;
-    for (live_range const& range : issued.ranges) {
-      driver_->memcpy_dtoh_async(issued.packed.data + packed_at,
-                                 pass.residency.pool().base() + range.offset, range.bytes,
-                                 to_host_);
-      packed_at += range.bytes;
+    {
+      detail::phase_timer const issue(pass.out.times.issue);
+      std::size_t packed_at = 0;
+      for (live_range const& range : issued.ranges) {
+        driver_->memcpy_dtoh_async(issued.packed.data + packed_at,
+                                   pass.residency.pool().base() + range.offset, range.bytes,
+                                   to_host_);
+        packed_at += range.bytes;
+      }
+      driver_->event_record(event, to_host_);
     }
-    driver_->event_record(event, to_host_);
     while (!pass.window.empty() && (pass.window.size() >= options_.window_pages ||
                                     driver_->event_query(pass.window.front().event))) {
       retire(pass);
@@ -545,7 +695,10 @@ class transfer_engine {
   void retire(evict_pass& pass)
   {
     CUevent const copied = pass.window.front().event;
-    pass.gate.outside([&] { driver_->event_synchronize(copied); });
+    {
+      detail::phase_timer const wait(pass.out.times.wait);
+      pass.gate.outside([&] { driver_->event_synchronize(copied); });
+    }
     in_flight done = std::move(pass.window.front());
     pass.window.pop_front();
     finish_eviction(pass, std::move(done));
@@ -577,6 +730,7 @@ class transfer_engine {
     events_->give_back(done.event);  // idle again
     page_copy* installed = nullptr;
     try {
+      detail::phase_timer const vmm(pass.out.times.vmm);
       installed = &pass.residency.evict_copied(done.page, std::move(done.copy));
     } catch (...) {
       if (!pass.unmap_error) { pass.unmap_error = std::current_exception(); }
@@ -613,16 +767,18 @@ class transfer_engine {
   {
     auto scratch = take_scratch_noexcept();
     std::vector<stored_chunk> chunks;
+    bool cut_short = false;
     try {
-      chunks = chunk_packed(copy, codec, scratch.get());
+      chunks = chunk_packed(copy, codec, scratch.get(), &image, cut_short);
     } catch (...) {  // out of host memory for the chunk list: every chunk raw, checksummed
       release_chunks(chunks);
       try {
-        chunks = chunk_packed(copy, codec, nullptr);
+        chunks = chunk_packed(copy, codec, nullptr, nullptr, cut_short);
       } catch (...) {  // NOLINT(bugprone-empty-catch): restore refuses a copy without chunks
         chunks.clear();
       }
     }
+    if (cut_short) { image.count_cancelled_page(); }
     if (scratch != nullptr) { give_scratch(std::move(scratch)); }
     // `packed` stays while a chunk lies in it, or when there are no chunks to replace it.
     bool const packed_needed =
@@ -634,20 +790,27 @@ class transfer_engine {
 
   /// The chunks of `copy`'s packed bytes: encoded with `codec` into extents of their own
   /// (with `scratch`), or without it, all raw in place. A chunk that does not gain, or does
-  /// not fit in the budget, stays raw inside `packed`. @throws std::bad_alloc.
+  /// not fit in the budget, stays raw inside `packed`; so does every chunk after `image`'s
+  /// compression is cancelled (then `cut_short` is set). @throws std::bad_alloc.
   [[nodiscard]] std::vector<stored_chunk> chunk_packed(page_copy const& copy, codec_id codec,
-                                                       job_scratch* scratch)
+                                                       job_scratch* scratch,
+                                                       pool_image const* image, bool& cut_short)
   {
     std::vector<stored_chunk> chunks;
     try {
       for (std::size_t at = 0; at < copy.live_bytes; at += max_chunk_bytes) {
+        if (scratch != nullptr && image != nullptr && image->compression_cancelled()) {
+          scratch   = nullptr;  // a restore waits: the rest stays raw
+          cut_short = true;
+        }
         std::span<std::byte const> const raw = packed_chunk(copy, at);
         stored_chunk chunk;
         chunk.packed_offset = at;
         chunk.header = scratch != nullptr ? encode_chunk(codec, raw, scratch->out, scratch->codec)
                                           : raw_header(raw);
         if (chunk.header.codec != codec_id::zero && chunk.header.codec != codec_id::raw) {
-          chunk.owned = store_->allocate(chunk.header.stored_bytes);
+          // Only the CPU reads an encoded chunk: pageable memory (host_store.hpp tiers).
+          chunk.owned = store_->allocate(chunk.header.stored_bytes, host_tier::pageable);
           if (chunk.owned) {
             std::memcpy(chunk.owned.data, scratch->out.data(), chunk.header.stored_bytes);
             chunk.data = chunk.owned.data;
@@ -705,7 +868,10 @@ class transfer_engine {
     }
     std::size_t const data_bytes = copy->data_bytes;
     std::size_t const live_bytes = copy->live_bytes;
-    pass.residency.evict_copied(page, std::move(copy));  // frees the chunks if it throws
+    {
+      detail::phase_timer const vmm(pass.out.times.vmm);
+      pass.residency.evict_copied(page, std::move(copy));  // frees the chunks if it throws
+    }
     pass.out.live_bytes += data_bytes;
     pass.out.bytes_copied += live_bytes;
     ++pass.out.pages_copied;
@@ -720,12 +886,19 @@ class transfer_engine {
     try {
       for (std::size_t at = 0; at < copy.live_bytes; at += max_chunk_bytes) {
         std::size_t const length = std::min(max_chunk_bytes, copy.live_bytes - at);
-        for_each_part(
-          copy, at, length, [&](std::size_t offset, std::size_t into, std::size_t bytes) {
-            driver_->memcpy_dtoh_async(staging_slot(0) + into,
-                                       pass.residency.pool().base() + offset, bytes, to_host_);
-          });
-        pass.gate.outside([&] { driver_->stream_synchronize(to_host_); });
+        transfer_times& times    = pass.out.times;
+        {
+          detail::phase_timer const issue(times.issue);
+          for_each_part(
+            copy, at, length, [&](std::size_t offset, std::size_t into, std::size_t bytes) {
+              driver_->memcpy_dtoh_async(staging_slot(0) + into,
+                                         pass.residency.pool().base() + offset, bytes, to_host_);
+            });
+        }
+        {
+          detail::phase_timer const wait(times.wait);
+          pass.gate.outside([&] { driver_->stream_synchronize(to_host_); });
+        }
         std::span<std::byte const> const raw(staging_slot(0), length);
         if (!pass.image.codec_chosen()) {
           codec_id const codec =
@@ -735,11 +908,18 @@ class transfer_engine {
         }
         stored_chunk chunk;
         chunk.packed_offset = at;
-        chunk.header        = encode_chunk(pass.image.codec(), raw, scratch->out, scratch->codec);
+        {
+          detail::phase_timer const encode(times.codec);
+          chunk.header = encode_chunk(pass.image.codec(), raw, scratch->out, scratch->codec);
+        }
         std::byte const* source =
           chunk.header.codec == codec_id::raw ? raw.data() : scratch->out.data();
         if (chunk.header.codec != codec_id::zero) {
-          chunk.owned = store_->allocate(chunk.header.stored_bytes);
+          // A raw chunk is copied to the device from where it lies: pinned; an encoded one
+          // is decoded by the CPU first: pageable.
+          host_tier const tier =
+            chunk.header.codec == codec_id::raw ? host_tier::pinned : host_tier::pageable;
+          chunk.owned = store_->allocate(chunk.header.stored_bytes, tier);
           if (!chunk.owned) {
             give_scratch(std::move(scratch));
             return false;
@@ -793,7 +973,7 @@ class transfer_engine {
    * still unsubmitted, so copies stay queued back to back on the link.
    */
   void top_up(std::vector<piece> const& pieces, run_state& run, std::size_t& submitted,
-              std::size_t needed, wait_gate gate)
+              std::size_t needed, wait_gate gate, transfer_times& times, pending_copy& pending)
   {
     while (submitted < pieces.size() && submitted < needed + options_.staging_slots) {
       std::size_t const index = submitted;
@@ -801,6 +981,8 @@ class transfer_engine {
       if (slot_busy_[slot]) {
         if (index > needed && !driver_->event_query(slot_events_[slot])) { return; }
         if (index == needed) {
+          flush(pending);
+          detail::phase_timer const wait(times.wait);
           gate.outside([&] { driver_->event_synchronize(slot_events_[slot]); });
         }
         slot_busy_[slot] = false;
@@ -811,6 +993,28 @@ class transfer_engine {
       ++submitted;
     }
   }
+
+  /// How many pages to map at once from index `first` of `pages`: the run of consecutive,
+  /// evicted, not yet begun pages there, at most map_run_pages (1 if the first is not
+  /// evicted). One cuMemSetAccess per run instead of per page (PyTorch's expandable segments
+  /// map the same way), and the run is short enough that its copies still follow soon.
+  [[nodiscard]] static std::size_t evicted_run(device_pool const& pool,
+                                               std::vector<std::size_t> const& pages,
+                                               std::size_t first,
+                                               std::vector<std::uint8_t> const& begun) noexcept
+  {
+    std::size_t run = 1;
+    if (pool.page(pages[first]) != page_state::evicted) { return run; }
+    while (run < map_run_pages && first + run < pages.size() &&
+           pages[first + run] == pages[first] + run && begun[first + run] == 0 &&
+           pool.page(pages[first + run]) == page_state::evicted) {
+      ++run;
+    }
+    return run;
+  }
+
+  /// Pages a restore maps together (evicted_run).
+  static constexpr std::size_t map_run_pages = 16;
 
   /// A failed restore: waits for the decoders and the copy stream, then unmaps every page
   /// of `pages` that is mapped but not filled (restoring) again. If the stream cannot be
@@ -893,22 +1097,47 @@ class transfer_engine {
     run.finish(index, error);
   }
 
-  /// Enqueues the device writes of one decoded piece; returns the bytes moved over the link.
-  std::size_t copy_piece(device_pool const& pool, piece const& work, std::byte const* slot)
+  /// A restore's copies of raw parts are gathered up to this size: one call and one
+  /// per-copy gap per 8 MiB instead of per chunk (../shared/notes/gpu-speed.md §3.3).
+  static constexpr std::size_t gather_bytes = std::size_t{8} << 20;
+
+  /// Issues `pending`, if it holds bytes.
+  void flush(pending_copy& pending)
+  {
+    if (pending.bytes == 0) { return; }
+    driver_->memcpy_htod_async(pending.target, pending.source, pending.bytes, to_device_);
+    pending.bytes = 0;
+  }
+
+  /// True when a piece's copy reads its staging slot (it was decoded into it).
+  [[nodiscard]] static bool staged(stored_chunk const& chunk) noexcept
+  {
+    return chunk.header.codec != codec_id::raw && chunk.header.codec != codec_id::zero;
+  }
+
+  /// Enqueues the device writes of one decoded piece, gathering raw parts into `pending`
+  /// (issued by `flush`); returns the bytes moved over the link.
+  std::size_t copy_piece(device_pool const& pool, piece const& work, std::byte const* slot,
+                         pending_copy& pending)
   {
     stored_chunk const& chunk = *work.stored;
     std::size_t moved         = 0;
     for_each_part(*work.copy, chunk.packed_offset, chunk.header.raw_bytes,
                   [&](std::size_t offset, std::size_t into, std::size_t bytes) {
                     CUdeviceptr const target = pool.base() + offset;
+                    moved += chunk.header.codec == codec_id::zero ? 0 : bytes;
                     if (chunk.header.codec == codec_id::zero) {
                       driver_->memset_d8_async(target, 0, bytes, to_device_);
-                      return;
+                    } else if (chunk.header.codec != codec_id::raw) {
+                      driver_->memcpy_htod_async(target, slot + into, bytes, to_device_);
+                    } else if (pending.bytes != 0 && pending.target + pending.bytes == target &&
+                               pending.source + pending.bytes == chunk.data + into &&
+                               pending.bytes + bytes <= gather_bytes) {
+                      pending.bytes += bytes;
+                    } else {
+                      flush(pending);
+                      pending = {target, chunk.data + into, bytes};
                     }
-                    std::byte const* const source =
-                      chunk.header.codec == codec_id::raw ? chunk.data + into : slot + into;
-                    driver_->memcpy_htod_async(target, source, bytes, to_device_);
-                    moved += bytes;
                   });
     return moved;
   }

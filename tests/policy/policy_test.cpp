@@ -153,6 +153,31 @@ TEST(PolicyWatermarks, AcceptsOnlyZeroBelowLowBelowHighAtMostOne)
   EXPECT_EQ(emergency_fraction, 0.95);
 }
 
+TEST(PolicyHostMemory, ShortExactlyBelowATenthOfTheHostAndNeverWhenItsSizeIsUnknown)
+{
+  struct row {
+    std::size_t available;
+    std::size_t total;
+    bool short_of_memory;
+  };
+  constexpr std::size_t GiB = std::size_t{1} << 30;
+  row const rows[]          = {
+             {100 * GiB, 100 * GiB, false},
+             {11 * GiB, 100 * GiB, false},
+             {10 * GiB, 100 * GiB, false},
+             {10 * GiB - 1, 100 * GiB, true},
+             {0, 100 * GiB, true},
+             {0, 0, false},
+             {5, 0, false},
+             {99, 1000, true},
+             {100, 1000, false},
+  };
+  for (row const& r : rows) {
+    EXPECT_EQ(host_memory_short(r.available, r.total), r.short_of_memory)
+      << r.available << " available of " << r.total;
+  }
+}
+
 TEST(PolicyFraction, FractionOfIsTheExactFloorUpTo2To64)
 {
   struct row {

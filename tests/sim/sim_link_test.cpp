@@ -118,6 +118,27 @@ TEST_F(SimLink, DeviceToDeviceIsNotThrottled)
   EXPECT_EQ(read_words(drv(), target.ptr() + bytes - 4, 1)[0], 0x09090909u);
 }
 
+TEST_F(SimLink, LinkBytesCountEachDirectionAndNotDeviceToDevice)
+{
+  // cudasim.h cudasimLinkBytes: bytes over the links, per direction, as copies complete.
+  ASSERT_NE(sim().link_bytes, nullptr);
+  std::size_t const bytes = 3u << 20;
+  pinned_buffer host(drv(), bytes);
+  std::memset(host.data(), 4, bytes);
+  auto source                  = range_for(bytes);
+  auto target                  = range_for(bytes);
+  unsigned long long const in  = sim().link_bytes(0);
+  unsigned long long const out = sim().link_bytes(1);
+  drv().memcpy_htod(source.ptr(), host.data(), bytes);
+  drv().memcpy_dtod(target.ptr(), source.ptr(), bytes);
+  drv().memcpy_dtoh(host.data(), target.ptr(), bytes / 3);
+  drv().synchronize_context();
+  EXPECT_EQ(sim().link_bytes(0) - in, bytes);
+  EXPECT_EQ(sim().link_bytes(1) - out, bytes / 3) << "the device-to-device copy is not counted";
+  EXPECT_EQ(sim().link_bytes(2), 0U) << "no third direction";
+  EXPECT_EQ(sim().link_bytes(-1), 0U);
+}
+
 TEST_F(SimLink, ZeroMeansUnthrottled)
 {
   std::size_t const bytes = 2u << 20;  // 1 s at 0.002 GB/s

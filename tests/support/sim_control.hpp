@@ -33,6 +33,8 @@ struct sim_control {
   decltype(&::cudasimSetExternalUsage) set_external_usage{};
   decltype(&::cudasimSetLinkBandwidth) set_link_bandwidth{};
   decltype(&::cudasimGetCensus) get_census{};
+  decltype(&::cudasimGetProfile) get_profile{};  ///< absent in simulators before issue 14
+  decltype(&::cudasimLinkBytes) link_bytes{};    ///< absent in simulators before issue 14
 
   sim_control() = default;
   explicit sim_control(driver const& drv)
@@ -43,6 +45,8 @@ struct sim_control {
     lookup(drv, set_external_usage, "cudasimSetExternalUsage");
     lookup(drv, set_link_bandwidth, "cudasimSetLinkBandwidth");
     lookup(drv, get_census, "cudasimGetCensus");
+    lookup(drv, get_profile, "cudasimGetProfile");
+    lookup(drv, link_bytes, "cudasimLinkBytes");
   }
 
   /// True when the loaded driver is the simulator (its whole control API is present).

@@ -260,24 +260,6 @@ TEST_F(SwapTest, ReadOnlyPoolKeepsItsCopySoReEvictingIsAnUnmapOnly)
 
 // ------------------------------------------------------------ host memory
 
-TEST_F(SwapTest, HostMemoryIsGivenBackAfterRestore)
-{
-  // torch_memory_saver issue 90: pinned host memory stayed allocated after resume.
-  SIM_ONLY(sim(), "reads the simulator's census of host allocations");
-  pool_id const pool              = make_pool("model", codec_id::lz4);
-  auto blocks                     = populate(pool, data_kind::fp32_weights, 16 * MiB, 19, 1.0);
-  std::size_t const host_at_start = sim().census().host_bytes;
-  (void)alloc().evict(pool, 0);
-  alloc().wait_for_compression(pool);
-  EXPECT_GT(sim().census().host_bytes, host_at_start);
-  (void)alloc().restore(pool, 0);
-  std::size_t const staging = staging_ring_bytes();
-  EXPECT_EQ(sim().census().host_bytes, host_at_start + staging)
-    << "only the transfer engine's staging ring stays";
-  expect_intact(blocks, "after restore");
-  free_all(blocks);
-}
-
 class SwapBudgetTest : public SwapTest {
  protected:
   [[nodiscard]] allocator_options options() const override

@@ -21,6 +21,12 @@
  *                            mappings, host allocations, streams, events) make the
  *                            process exit with status 3 after the report
  *   SWAPALLOC_SIM_QUIET      1: no report at exit unless something leaked
+ *   SWAPALLOC_SIM_PROFILE    a cost profile: "h100" (built in) or a profile file's path;
+ *                            each entry point's cost and the link's speed are charged,
+ *                            time-scaled, so that wall time / scale predicts that GPU's
+ *                            (README.md, "Cost profiles"). Not with SWAPALLOC_SIM_LINK_GBPS
+ *   SWAPALLOC_SIM_TIME_SCALE the profile's time scale k > 0 (default 50): costs are slept
+ *                            k times over and the link runs k times slower
  *
  * Thread safety: every function here is safe to call from any thread.
  */
@@ -58,6 +64,20 @@ CUresult cudasimSetExternalUsage(int device, size_t bytes);
 
 /* Sets the link bandwidth in 10^9 bytes per second per direction (0: unthrottled). */
 void cudasimSetLinkBandwidth(double gigabytes_per_second);
+
+/* Bytes moved so far over every device's link in one direction (0: host to device, 1:
+ * device to host; anything else: 0), counted as each copy completes. Device-to-device
+ * copies and memsets are not counted. */
+unsigned long long cudasimLinkBytes(int direction);
+
+/* The active cost profile (SWAPALLOC_SIM_PROFILE). */
+typedef struct cudasim_profile_info {
+  const char* name;  /* "h100" or the file's path; NULL when no profile is active */
+  double time_scale; /* k: the profiled GPU's time = wall time / k; 0 when none */
+} cudasim_profile_info;
+/* Fills `out` (if not NULL); returns 1 when a profile is active, else 0. The name lives as
+ * long as the process. */
+int cudasimGetProfile(cudasim_profile_info* out);
 
 /* What the simulator holds now, the figures of the exit report. */
 typedef struct cudasim_census {

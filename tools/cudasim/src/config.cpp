@@ -114,6 +114,26 @@ std::variant<config, std::string> read_config()
   }
   if (!error) { error = read("SWAPALLOC_SIM_STRICT", "1 or 0", c.strict, flag); }
   if (!error) { error = read("SWAPALLOC_SIM_QUIET", "1 or 0", c.quiet, flag); }
+  if (!error) {
+    auto const name = [](std::string_view text) -> std::optional<std::string> {
+      if (text.empty()) { return std::nullopt; }
+      return std::string(text);
+    };
+    error = read("SWAPALLOC_SIM_PROFILE", "h100 or the path of a profile file", c.profile, name);
+  }
+  if (!error) {
+    auto const scale = [&](std::string_view text) -> std::optional<double> {
+      auto const value = bandwidth(text);
+      if (!value || *value <= 0) { return std::nullopt; }
+      return value;
+    };
+    error = read("SWAPALLOC_SIM_TIME_SCALE", "a number above 0, e.g. 50", c.time_scale, scale);
+  }
+  if (!error && !c.profile.empty() && c.link_gbps > 0) {
+    error =
+      "cudasim: SWAPALLOC_SIM_LINK_GBPS and SWAPALLOC_SIM_PROFILE are both set: the "
+      "profile's link line sets the link; unset one of them";
+  }
   if (error) { return *error; }
   return c;
 }

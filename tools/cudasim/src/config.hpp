@@ -21,6 +21,8 @@ struct config {
   double link_gbps     = 0;                     ///< SWAPALLOC_SIM_LINK_GBPS, 0: unthrottled
   bool strict          = false;                 ///< SWAPALLOC_SIM_STRICT
   bool quiet           = false;                 ///< SWAPALLOC_SIM_QUIET
+  std::string profile;                          ///< SWAPALLOC_SIM_PROFILE, empty: none
+  double time_scale = 50;                       ///< SWAPALLOC_SIM_TIME_SCALE
 
   static constexpr int max_devices = 16;
 };

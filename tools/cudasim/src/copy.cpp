@@ -111,30 +111,46 @@ enum class call_kind : bool { asynchronous, synchronous };
 
 }  // namespace
 
+/// The most bytes a copy moves under one hold of the mapping table (see execute).
+constexpr std::size_t copy_slice_bytes = std::size_t{1} << 20;
+
 CUresult execute(copy_op& op, CUctx_st& context, link_throttle::clock::time_point& ready)
 {
-  device& dev          = device_of(context);
-  double const gbps    = link_bandwidth();
-  bool const throttled = gbps > 0 && op.kind != copy_kind::device_to_device;
+  device& dev            = device_of(context);
+  link_model const model = current_link_model();
+  bool const to_device   = op.kind == copy_kind::host_to_device;
+  double gbps            = to_device ? model.h2d_gbps : model.d2h_gbps;
+  bool const throttled   = gbps > 0 && op.kind != copy_kind::device_to_device;
   std::optional<link_throttle::slot> slot;
   if (throttled) {
     // A copy queued behind another may start when that one ended, however late this
     // thread woke up: a copy engine does not wait for the host to be scheduled.
-    slot = dev.links[op.kind == copy_kind::host_to_device ? 0 : 1].reserve(
-      op.bytes, gbps, std::max(ready, op.issued));
+    auto const earliest = std::max(ready, op.issued);
+    if (!to_device && model.duplex_d2h < 1 && dev.links[0].busy_until() > earliest) {
+      gbps *= model.duplex_d2h;  // host-to-device copies share the link
+    }
+    slot = dev.links[to_device ? 0 : 1].reserve(op.bytes, gbps, model.gap_us, earliest);
     std::this_thread::sleep_until(slot->start);
   }
-  {
-    vmm_table const& vmm = simulator::get().vmm();
-    auto const hold      = vmm.hold();
+  // The bytes move in slices of at most copy_slice_bytes, each checked and moved under its
+  // own hold of the mapping table: a long copy does not keep maps and unmaps of other
+  // ranges waiting for its whole length (a copy engine does not lock the page tables), and
+  // a slice whose pages were unmapped meanwhile faults, as a DMA would.
+  vmm_table const& vmm = simulator::get().vmm();
+  auto const* const source =
+    op.staging ? op.staging.get() : reinterpret_cast<std::byte const*>(op.src);
+  for (std::size_t at = 0; at < op.bytes; at += copy_slice_bytes) {
+    std::size_t const bytes = std::min(copy_slice_bytes, op.bytes - at);
+    auto const hold         = vmm.hold();
     bool const dst_ok =
-      op.kind == copy_kind::device_to_host || vmm.accessible(op.dst, op.bytes, dev.ordinal, true);
-    bool const src_ok =
-      op.kind == copy_kind::host_to_device || vmm.accessible(op.src, op.bytes, dev.ordinal, false);
+      op.kind == copy_kind::device_to_host || vmm.accessible(op.dst + at, bytes, dev.ordinal, true);
+    bool const src_ok = op.kind == copy_kind::host_to_device ||
+                        vmm.accessible(op.src + at, bytes, dev.ordinal, false);
     if (!dst_ok || !src_ok) { return CUDA_ERROR_ILLEGAL_ADDRESS; }
-    void const* const source =
-      op.staging ? op.staging.get() : reinterpret_cast<void const*>(op.src);
-    std::memmove(reinterpret_cast<void*>(op.dst), source, op.bytes);
+    std::memmove(reinterpret_cast<void*>(op.dst + at), source + at, bytes);
+  }
+  if (op.kind != copy_kind::device_to_device) {
+    count_link_bytes(op.kind == copy_kind::host_to_device, op.bytes);
   }
   if (slot) { std::this_thread::sleep_until(slot->end); }  // no lock held while the link is busy
   ready = slot ? slot->end : link_throttle::clock::now();

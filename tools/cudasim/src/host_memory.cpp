@@ -8,6 +8,7 @@
  */
 #include "host_memory.hpp"
 
+#include "profile.hpp"
 #include "state.hpp"
 
 #include <sys/mman.h>
@@ -66,6 +67,13 @@ bool host_registry::pinned(std::uintptr_t ptr, std::size_t bytes) const
   return ptr - found->first <= found->second && bytes <= found->second - (ptr - found->first);
 }
 
+std::size_t host_registry::block_bytes(void const* pointer) const
+{
+  std::shared_lock lock(mutex_);
+  auto const found = blocks_.find(reinterpret_cast<std::uintptr_t>(pointer));
+  return found == blocks_.end() ? 0 : found->second;
+}
+
 held host_registry::census() const
 {
   std::shared_lock lock(mutex_);
@@ -91,6 +99,7 @@ CUresult CUDAAPI cuMemHostAlloc(void** pp, size_t bytesize, unsigned int Flags)
     constexpr unsigned known =
       CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED;
     if ((Flags & ~known) != 0) { return CUDA_ERROR_INVALID_VALUE; }
+    cudasim::charge(entry::mem_host_alloc, bytesize);
     return cudasim::simulator::get().host().allocate(pp, bytesize);
   });
 }
@@ -102,6 +111,7 @@ CUresult CUDAAPI cuMemAllocHost(void** pp, size_t bytesize)
     if (CUresult const bad = cudasim::use_current_context(context); bad != CUDA_SUCCESS) {
       return bad;
     }
+    cudasim::charge(entry::mem_alloc_host, bytesize);
     return cudasim::simulator::get().host().allocate(pp, bytesize);
   });
 }
@@ -117,6 +127,7 @@ CUresult CUDAAPI cuMemFreeHost(void* p)
     if (!sim.host().pinned(reinterpret_cast<std::uintptr_t>(p), 0)) {
       return CUDA_ERROR_INVALID_VALUE;
     }
+    cudasim::charge(entry::mem_free_host, sim.host().block_bytes(p));
     // Freeing pinned memory synchronizes, as cudaFreeHost does: no queued copy may
     // still read or write the block once it is unmapped.
     for (int ordinal = 0; ordinal < sim.device_count(); ++ordinal) {

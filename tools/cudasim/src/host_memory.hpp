@@ -27,6 +27,8 @@ class host_registry {
   [[nodiscard]] CUresult free(void* pointer);
   /// True when [ptr, ptr + bytes) lies inside one live block.
   [[nodiscard]] bool pinned(std::uintptr_t ptr, std::size_t bytes) const;
+  /// The size of the live block that starts at `pointer`; 0 when there is none.
+  [[nodiscard]] std::size_t block_bytes(void const* pointer) const;
 
   /// The live blocks, by address.
   [[nodiscard]] held census() const;

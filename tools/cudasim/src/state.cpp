@@ -4,6 +4,8 @@
  */
 #include "state.hpp"
 
+#include "profile.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -46,6 +48,14 @@ CUresult simulator::initialize()
     devices_.push_back(std::make_unique<device>(ordinal, config_.memory, config_.external));
   }
   set_link_bandwidth(config_.link_gbps);
+  if (!config_.profile.empty()) {
+    auto loaded = load_profile(config_.profile);
+    if (auto const* const error = std::get_if<std::string>(&loaded)) {
+      std::fprintf(stderr, "%s\n", error->c_str());
+      return CUDA_ERROR_INVALID_VALUE;
+    }
+    activate_profile(std::get<cost_profile>(loaded), config_.time_scale);
+  }
   install_exit_handler();
   initialized_.store(true, std::memory_order_release);
   return CUDA_SUCCESS;
@@ -71,6 +81,7 @@ CUresult enter(entry e, bool requires_init) noexcept
   simulator const& sim = simulator::get();
   if (sim.shut_down()) { return CUDA_ERROR_DEINITIALIZED; }
   if (requires_init && !sim.initialized()) { return CUDA_ERROR_NOT_INITIALIZED; }
+  if (!charged_by_size(e)) { charge(e, 0); }  // sized calls charge in their bodies
   return CUDA_SUCCESS;
 }
 

@@ -16,6 +16,7 @@
  * non-zero offset or a size other than the handle's; cuMemSetAccess answers
  * CUDA_ERROR_INVALID_VALUE (not _INVALID_DEVICE) for a descriptor naming no device.
  */
+#include "profile.hpp"
 #include "state.hpp"
 
 #include <cstdint>
@@ -113,6 +114,7 @@ CUresult CUDAAPI cuMemCreate(CUmemGenericAllocationHandle* handle, size_t size,
                              CUmemAllocationProp const* prop, unsigned long long flags)
 {
   return api(entry::mem_create, [&] {
+    cudasim::charge(entry::mem_create, size);
     if (flags != 0) {
       return CUDA_ERROR_INVALID_VALUE;
     }  // "flags for future use, must be zero now"
@@ -135,6 +137,7 @@ CUresult CUDAAPI cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
                           CUmemGenericAllocationHandle handle, unsigned long long flags)
 {
   return api(entry::mem_map, [&] {
+    cudasim::charge(entry::mem_map, size);
     if (flags != 0) { return CUDA_ERROR_INVALID_VALUE; }  // "must be zero now"
     // offset: "Note: currently must be zero" -- CUDA_ERROR_NOT_SUPPORTED on the real
     // driver (H100, driver 580.159.04), checked with the size in vmm_table::map.
@@ -144,13 +147,17 @@ CUresult CUDAAPI cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
 
 CUresult CUDAAPI cuMemUnmap(CUdeviceptr ptr, size_t size)
 {
-  return api(entry::mem_unmap, [&] { return cudasim::vmm().unmap(ptr, size); });
+  return api(entry::mem_unmap, [&] {
+    cudasim::charge(entry::mem_unmap, size);
+    return cudasim::vmm().unmap(ptr, size);
+  });
 }
 
 CUresult CUDAAPI cuMemSetAccess(CUdeviceptr ptr, size_t size, CUmemAccessDesc const* desc,
                                 size_t count)
 {
   return api(entry::mem_set_access, [&] {
+    cudasim::charge(entry::mem_set_access, size);
     if (CUresult const bad = cudasim::check_access(desc, count); bad != CUDA_SUCCESS) {
       return bad;
     }

@@ -1,0 +1,283 @@
+// Tests of include/swapalloc/host_store.hpp's warm slabs and tiers: emptied pinned slabs
+// are kept up to warm_bytes and refilled without pinning, given back by trim (idle past
+// idle_release) and release_empty only; pageable extents take no pinned memory and fall
+// back to pinned room at the budget; a failed free under trim loses nothing; pinning runs
+// without the store's mutex; several threads mixing tiers keep extents intact.
+#include <swapalloc/host_store.hpp>
+
+#include "configured_child.hpp"
+#include "driver_fixture.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+namespace swapalloc::testing {
+namespace {
+
+constexpr std::size_t KiB = std::size_t{1} << 10;
+constexpr std::size_t MiB = std::size_t{1} << 20;
+using std::chrono::hours;
+
+/// A pinned store of `limit` bytes in `slab`-byte slabs keeping `warm` bytes warm.
+[[nodiscard]] host_store_options warm_options(std::size_t limit, std::size_t slab, std::size_t warm,
+                                              std::chrono::milliseconds idle)
+{
+  return {.limit_bytes  = limit,
+          .slab_bytes   = slab,
+          .pinned       = true,
+          .warm_bytes   = warm,
+          .idle_release = idle};
+}
+
+class HostStoreWarmTest : public DriverTest {
+ protected:
+  [[nodiscard]] unsigned long long calls(char const* entry) const
+  {
+    return sim().call_count(entry);
+  }
+  [[nodiscard]] std::size_t host_allocations() const { return sim().census().host_allocations; }
+};
+
+TEST_F(HostStoreWarmTest, EmptiedSlabsAreKeptAndRefilledWithoutPinning)
+{
+  SIM_ONLY(sim(), "counts cuMemHostAlloc and cuMemFreeHost calls");
+  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 4 * MiB, hours(1)));
+  host_extent a = store.allocate(2 * MiB);
+  host_extent b = store.allocate(2 * MiB);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(store.pins(), 2U);
+  auto const pins_before  = calls("cuMemHostAlloc");
+  auto const frees_before = calls("cuMemFreeHost");
+  store.deallocate(a);
+  store.deallocate(b);
+  EXPECT_EQ(calls("cuMemFreeHost"), frees_before) << "no free inside deallocate";
+  EXPECT_EQ(store.slab_bytes_held(), 4 * MiB);
+  EXPECT_EQ(store.warm_bytes_held(), 4 * MiB);
+  EXPECT_EQ(store.used_bytes(), 0U);
+
+  a = store.allocate(2 * MiB);
+  b = store.allocate(1 * MiB);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(calls("cuMemHostAlloc"), pins_before) << "the warm slabs were refilled";
+  EXPECT_EQ(store.warm_bytes_held(), 0U) << "both slabs are in use again";
+  EXPECT_EQ(store.pinned_bytes_held(), 4 * MiB);
+  store.deallocate(a);
+  store.deallocate(b);
+}
+
+TEST_F(HostStoreWarmTest, WarmReserveIsBoundedAndTheRestIsFreedAtOnce)
+{
+  SIM_ONLY(sim(), "counts host allocations");
+  std::size_t const before = host_allocations();
+  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 3 * MiB, hours(1)));
+  host_extent const a = store.allocate(2 * MiB);
+  host_extent const b = store.allocate(2 * MiB);
+  ASSERT_TRUE(a && b);
+  store.deallocate(a);  // kept: 2 of 3 MiB
+  store.deallocate(b);  // another 2 MiB would pass the reserve: freed at once
+  EXPECT_EQ(store.warm_bytes_held(), 2 * MiB);
+  EXPECT_EQ(store.slab_bytes_held(), 2 * MiB);
+  EXPECT_EQ(host_allocations(), before + 1);
+}
+
+TEST_F(HostStoreWarmTest, TrimFreesOnlySlabsIdlePastTheDelay)
+{
+  SIM_ONLY(sim(), "counts host allocations");
+  std::size_t const before = host_allocations();
+  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  host_extent const a = store.allocate(2 * MiB);
+  host_extent const b = store.allocate(2 * MiB);
+  ASSERT_TRUE(a && b);
+  store.deallocate(a);
+  auto const now = host_store::clock::now();
+  EXPECT_EQ(store.trim(now), 0U) << "emptied just now";
+  EXPECT_EQ(store.trim(now + std::chrono::minutes(59)), 0U) << "not idle for an hour yet";
+  EXPECT_EQ(store.trim(now + hours(2)), 2 * MiB) << "idle past the delay";
+  EXPECT_EQ(store.warm_bytes_held(), 0U);
+  EXPECT_EQ(host_allocations(), before + 1) << "the slab in use stays";
+  EXPECT_EQ(store.trim(now + hours(3)), 0U) << "a slab in use is never trimmed";
+  store.deallocate(b);
+  EXPECT_EQ(store.release_empty(), 2 * MiB);
+  EXPECT_EQ(host_allocations(), before);
+  EXPECT_EQ(store.slab_bytes_held(), 0U);
+}
+
+TEST_F(HostStoreWarmTest, PageableExtentsTakeNoPinnedMemoryAndGoBackAtOnce)
+{
+  SIM_ONLY(sim(), "counts cuMemHostAlloc calls");
+  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  auto const pins_before = calls("cuMemHostAlloc");
+  host_extent const p    = store.allocate(300 * KiB, host_tier::pageable);
+  host_extent const q    = store.allocate(300 * KiB, host_tier::pageable);
+  ASSERT_TRUE(p && q);
+  EXPECT_EQ(p.slab, q.slab) << "one pageable slab";
+  std::memset(p.data, 7, p.bytes);  // host memory: writable
+  EXPECT_EQ(calls("cuMemHostAlloc"), pins_before);
+  EXPECT_EQ(store.pinned_bytes_held(), 0U);
+  EXPECT_EQ(store.slab_bytes_held(), 2 * MiB);
+  host_extent const r = store.allocate(300 * KiB);  // pinned: a slab of its own tier
+  ASSERT_TRUE(r);
+  EXPECT_NE(r.slab, p.slab);
+  EXPECT_EQ(store.pinned_bytes_held(), 2 * MiB);
+  store.deallocate(p);
+  store.deallocate(q);
+  EXPECT_EQ(store.slab_bytes_held(), 2 * MiB) << "the emptied pageable slab went at once";
+  store.deallocate(r);
+  EXPECT_EQ(store.warm_bytes_held(), 2 * MiB) << "the pinned one is kept warm";
+}
+
+TEST_F(HostStoreWarmTest, PageableFallsBackToPinnedRoomAtTheBudget)
+{
+  host_store store(drv(), warm_options(4 * MiB, 2 * MiB, 4 * MiB, hours(1)));
+  host_extent const a = store.allocate(2 * MiB);
+  host_extent const b = store.allocate(2 * MiB);
+  ASSERT_TRUE(a && b);
+  store.deallocate(b);  // 2 MiB warm; the budget (4 MiB) is all held
+  host_extent const p = store.allocate(1 * MiB, host_tier::pageable);
+  ASSERT_TRUE(p) << "no budget for a pageable slab: placed in the warm pinned slab";
+  EXPECT_EQ(store.slab_bytes_held(), 4 * MiB);
+  EXPECT_EQ(store.pinned_bytes_held(), 4 * MiB);
+  EXPECT_EQ(store.refusals(), 0U);
+  host_extent const full = store.allocate(2 * MiB, host_tier::pageable);
+  EXPECT_FALSE(full) << "no room anywhere: refused";
+  EXPECT_EQ(store.refusals(), 1U);
+  store.deallocate(p);
+  store.deallocate(a);
+}
+
+TEST_F(HostStoreWarmTest, AFailedFreeUnderTrimLosesNothingAndIsRetried)
+{
+  SIM_ONLY(sim(), "injects a cuMemFreeHost failure");
+  std::size_t const before = host_allocations();
+  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, std::chrono::milliseconds(0)));
+  host_extent const a = store.allocate(2 * MiB);
+  host_extent const b = store.allocate(64 * KiB);
+  ASSERT_TRUE(a && b);
+  std::memset(b.data, 9, b.bytes);
+  store.deallocate(a);
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemFreeHost", 1, CUDA_ERROR_INVALID_VALUE));
+  EXPECT_EQ(store.trim(), 0U) << "the free failed: nothing counted as given back";
+  EXPECT_EQ(store.slab_bytes_held(), 4 * MiB) << "still held until its free succeeds";
+  EXPECT_EQ(store.warm_bytes_held(), 0U) << "no longer warm: it is not handed out again";
+  EXPECT_EQ(host_allocations(), before + 2);
+  EXPECT_EQ(static_cast<int>(b.data[b.bytes - 1]), 9) << "the other slab's extent is intact";
+  EXPECT_EQ(store.trim(), 0U) << "retried first, then nothing left to trim";
+  EXPECT_EQ(store.slab_bytes_held(), 2 * MiB);
+  EXPECT_EQ(host_allocations(), before + 1);
+  store.deallocate(b);
+}
+
+TEST_F(HostStoreWarmTest, ThreadsMixingTiersKeepExtentsIntact)
+{
+  host_store store(drv(), warm_options(24 * MiB, 1 * MiB, 4 * MiB, std::chrono::milliseconds(0)));
+  constexpr int threads = 4;
+  std::vector<std::string> failures(threads);
+  std::vector<std::thread> workers;
+  workers.reserve(threads);
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t) * 104729U + 3U);
+      std::vector<std::pair<host_extent, std::byte>> mine;
+      for (int op = 0; op < 1500; ++op) {
+        if (op % 200 == 199) { (void)store.trim(); }  // frees warm slabs meanwhile
+        if (mine.empty() || rng() % 100 < 55) {
+          host_tier const tier = rng() % 2 == 0 ? host_tier::pinned : host_tier::pageable;
+          host_extent const e  = store.allocate(1 + rng() % (96 * KiB), tier);
+          if (!e) { continue; }
+          auto const value = static_cast<std::byte>(1 + (op * threads + t) % 250);
+          std::memset(e.data, static_cast<int>(value), e.bytes);
+          mine.emplace_back(e, value);
+          continue;
+        }
+        std::size_t const index = rng() % mine.size();
+        auto const [e, value]   = mine[index];
+        for (std::size_t i = 0; i < e.bytes && failures[t].empty(); ++i) {
+          if (e.data[i] != value) { failures[t] = "an extent was overwritten"; }
+        }
+        mine[index] = mine.back();
+        mine.pop_back();
+        store.deallocate(e);
+      }
+      for (auto const& entry : mine) {
+        store.deallocate(entry.first);
+      }
+    });
+  }
+  for (std::thread& w : workers) {
+    w.join();
+  }
+  for (std::string const& f : failures) {
+    EXPECT_EQ(f, "");
+  }
+  EXPECT_EQ(store.used_bytes(), 0U);
+  EXPECT_LE(store.slab_bytes_held(), 4 * MiB) << "only warm slabs are left";
+  (void)store.release_empty();
+  EXPECT_EQ(store.slab_bytes_held(), 0U);
+}
+
+// Not a DriverTest: the child must configure the simulator before anything calls cuInit.
+class HostStorePinningTest : public ::testing::Test {
+ protected:
+  void SetUp() override
+  {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    if (!simulator_library_present()) {
+      GTEST_SKIP() << "simulator only: a cost profile makes cuMemHostAlloc slow";
+    }
+  }
+};
+
+TEST_F(HostStorePinningTest, PinningRunsWithoutTheStoresMutex)
+{
+  // A child with a cost profile that makes pinning slow (64 MiB at 2 ms/MiB: 128 ms, and
+  // no driver lock): while one thread pins a new slab, another allocates and frees in an
+  // existing slab at once.
+  auto const path =
+    std::filesystem::temp_directory_path() / ("host-store-profile-" + std::to_string(::getpid()));
+  std::ofstream(path) << "cuMemHostAlloc per_mib_us=2000\n";
+  std::string const path_text = path.string();
+  auto const child            = [&] {
+    configured_child(
+                 {{"SWAPALLOC_SIM_PROFILE", path_text.c_str()}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
+                 [](driver const& drv, child_checks& check) {
+        host_store store(drv, {.limit_bytes = 256 * MiB, .slab_bytes = 64 * MiB});
+        host_extent const first = store.allocate(1 * MiB);  // slab 0 (128 ms)
+        using clock_type        = std::chrono::steady_clock;
+        double others_ms        = 0;
+        std::thread pinner([&] {
+          host_extent const big = store.allocate(64 * MiB);  // a new slab: 128 ms
+          store.deallocate(big);
+        });
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        auto const start = clock_type::now();
+        for (int i = 0; i < 100; ++i) {
+          host_extent const e = store.allocate(4 * KiB);
+          store.deallocate(e);
+        }
+        others_ms = std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
+        pinner.join();
+        store.deallocate(first);
+        check(others_ms < 60.0, "allocate/deallocate went on while another thread pinned");
+        check(store.pins() == 2, "two slabs pinned");
+        check(store.pin_seconds() >= 0.2, "pin_seconds counts both pins (256 ms)");
+        std::fprintf(stderr, "others %.1f ms, pins %.3f s\n", others_ms, store.pin_seconds());
+      });
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+  std::error_code ignored;
+  std::filesystem::remove(path, ignored);
+}
+
+}  // namespace
+}  // namespace swapalloc::testing

@@ -1,0 +1,256 @@
+// Conformance: cost profiles (SWAPALLOC_SIM_PROFILE, SWAPALLOC_SIM_TIME_SCALE), simulator
+// only. Each test runs in a child process that sets the variables before its own cuInit.
+// Spec: tools/cudasim/cudasim.h (the variables, cudasimGetProfile),
+// tools/cudasim/src/profile.hpp (the text form, charging) and tools/cudasim/README.md
+// "Cost profiles" (the h100 values and their sources).
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "configured_child.hpp"
+#include "driver_fixture.hpp"
+#include "scoped_objects.hpp"
+#include "sim_control.hpp"
+
+namespace swapalloc::testing {
+namespace {
+
+using clock_type           = std::chrono::steady_clock;
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+[[nodiscard]] double ms_since(clock_type::time_point start)
+{
+  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
+}
+
+class SimProfile : public ::testing::Test {
+ protected:
+  void SetUp() override
+  {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    if (!simulator_library_present()) {
+      GTEST_SKIP() << "simulator only: a cost profile is how the simulator predicts a GPU";
+    }
+  }
+  void TearDown() override
+  {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  /// Writes `text` to a profile file of this test; returns its path.
+  [[nodiscard]] char const* profile_file(char const* text)
+  {
+    auto const* const info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_                  = std::filesystem::temp_directory_path() /
+            ("cudasim-profile-" + std::string(info->name()) + "-" + std::to_string(::getpid()));
+    std::ofstream(path_) << text;
+    path_text_ = path_.string();
+    return path_text_.c_str();
+  }
+
+ private:
+  std::filesystem::path path_;
+  std::string path_text_;
+};
+
+TEST_F(SimProfile, BuiltInProfileAndScaleAreReported)
+{
+  auto const child = [](char const* scale, double expected) {
+    configured_child({{"SWAPALLOC_SIM_PROFILE", "h100"}, {"SWAPALLOC_SIM_TIME_SCALE", scale}},
+                     [&](driver const& drv, child_checks& check) {
+                       sim_control const sim(drv);
+                       cudasim_profile_info info{};
+                       check(sim.get_profile != nullptr && sim.get_profile(&info) == 1,
+                             "cudasimGetProfile reports a profile");
+                       check(info.name != nullptr && std::strcmp(info.name, "h100") == 0,
+                             "its name is h100");
+                       check(info.time_scale == expected, "its scale");
+                     });
+  };
+  EXPECT_EXIT(child("10", 10.0), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(child("2.5", 2.5), ::testing::ExitedWithCode(0), "");
+  auto const without = [] {
+    configured_child({}, [](driver const& drv, child_checks& check) {
+      sim_control const sim(drv);
+      cudasim_profile_info info{nullptr, 7.0};
+      check(sim.get_profile(&info) == 0, "no profile without SWAPALLOC_SIM_PROFILE");
+      check(info.name == nullptr && info.time_scale == 0.0, "an empty report");
+    });
+  };
+  EXPECT_EXIT(without(), ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(SimProfile, MalformedProfileFailsInitNamingTheLine)
+{
+  // cudasim.h: a malformed value makes cuInit fail with CUDA_ERROR_INVALID_VALUE and a
+  // message naming the variable; for a profile, the line and the word too.
+  auto const child = [](std::initializer_list<env_setting> settings) {
+    configure(settings);
+    try {
+      driver drv(driver_library_path());
+      std::fprintf(stderr, "the driver loaded\n");
+      child_exit(1);
+    } catch (driver_unavailable const& error) {
+      child_exit(std::strstr(error.what(), "CUDA_ERROR_INVALID_VALUE") != nullptr ? 0 : 1);
+    }
+  };
+  char const* const unknown = profile_file("# fine\ncuMemCreate fixed_us=1\ncuMemFly fixed_us=1\n");
+  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", unknown}}), ::testing::ExitedWithCode(0),
+              "line 3: 'cuMemFly' is neither 'link' nor an entry point");
+  char const* const negative = profile_file("cuMemMap fixed_us=-2\n");
+  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", negative}}), ::testing::ExitedWithCode(0),
+              "line 1: 'fixed_us=-2' is not valid: expected fixed_us=");
+  char const* const duplex = profile_file("link h2d_gbps=10 duplex_d2h=1.5\n");
+  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", duplex}}), ::testing::ExitedWithCode(0),
+              "'duplex_d2h=1.5' is not valid");
+  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", "/nonexistent/profile"}}),
+              ::testing::ExitedWithCode(0), "expected a built-in profile \\(h100\\)");
+  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", "h100"}, {"SWAPALLOC_SIM_TIME_SCALE", "0"}}),
+              ::testing::ExitedWithCode(0), "SWAPALLOC_SIM_TIME_SCALE='0'");
+  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", "h100"}, {"SWAPALLOC_SIM_LINK_GBPS", "5"}}),
+              ::testing::ExitedWithCode(0), "both set");
+}
+
+TEST_F(SimProfile, CostsAreSleptScaledPerCallAndPerMiB)
+{
+  // 4 MiB at 2500 us/MiB, scale 2: at least 20 ms; 8 calls of 1500 us, scale 2: 24 ms.
+  char const* const path =
+    profile_file("cuMemHostAlloc per_mib_us=2500\ncuEventQuery fixed_us=1500\n");
+  auto const child = [&] {
+    configured_child({{"SWAPALLOC_SIM_PROFILE", path}, {"SWAPALLOC_SIM_TIME_SCALE", "2"}},
+                     [](driver const& drv, child_checks& check) {
+                       auto start = clock_type::now();
+                       pinned_buffer const host(drv, 4 * kMiB);
+                       double const pinning = ms_since(start);
+                       check(pinning >= 20.0, "cuMemHostAlloc of 4 MiB took 20 ms or more");
+                       CUevent const event = drv.event_create();
+                       start               = clock_type::now();
+                       for (int i = 0; i < 8; ++i) {
+                         (void)drv.table().cuEventQuery(event);
+                       }
+                       double const queries = ms_since(start);
+                       check(queries >= 24.0, "8 cuEventQuery took 24 ms or more");
+                       start = clock_type::now();
+                       (void)drv.table().cuEventRecord(event, nullptr);
+                       check(ms_since(start) < 15.0, "an entry point not named costs nothing");
+                       drv.event_destroy(event);
+                       if (pinning < 20.0 || queries < 24.0) {
+                         std::fprintf(stderr, "pinning %.1f ms, queries %.1f ms\n", pinning,
+                                      queries);
+                       }
+                     });
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(SimProfile, DriverLockHoldersBlockOtherChargedCalls)
+{
+  // Thread A pins 8 MiB at 10 ms/MiB (80 ms) holding the driver lock; thread B's
+  // cuEventQuery (1 us) starts 20 ms in and must wait for the lock: >= 50 ms. An
+  // entry point with no cost takes no lock and is not held up.
+  char const* const path =
+    profile_file("cuMemHostAlloc per_mib_us=10000 driver_lock\ncuEventQuery fixed_us=1\n");
+  auto const child = [&] {
+    configured_child({{"SWAPALLOC_SIM_PROFILE", path}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
+                     [](driver const& drv, child_checks& check) {
+                       CUevent const event     = drv.event_create();
+                       CUcontext const context = drv.current_context();
+                       double blocked          = 0;
+                       double free_call        = 0;
+                       std::thread other([&] {
+                         drv.set_current_context(context);
+                         std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                         auto start = clock_type::now();
+                         (void)drv.table().cuEventRecord(event, nullptr);
+                         free_call = ms_since(start);
+                         start     = clock_type::now();
+                         (void)drv.table().cuEventQuery(event);
+                         blocked = ms_since(start);
+                       });
+                       {
+                         pinned_buffer const host(drv, 8 * kMiB);
+                       }
+                       other.join();
+                       drv.event_destroy(event);
+                       check(blocked >= 50.0, "a charged call waited for the lock holder");
+                       check(free_call < 30.0, "a call without cost did not wait");
+                       std::fprintf(stderr, "blocked %.1f ms, free call %.1f ms\n", blocked,
+                                    free_call);
+                     });
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(SimProfile, SyncFlagWaitsForQueuedCopies)
+{
+  // The link runs at 0.05 GB/s (2 MiB: 42 ms). cuStreamQuery marked `sync` waits for the
+  // copy first, so it answers CUDA_SUCCESS where it would answer CUDA_ERROR_NOT_READY.
+  char const* const path = profile_file("cuStreamQuery sync\nlink h2d_gbps=0.05 d2h_gbps=0.05\n");
+  auto const child       = [&] {
+    configured_child({{"SWAPALLOC_SIM_PROFILE", path}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
+                           [](driver const& drv, child_checks& check) {
+                       pinned_buffer host(drv, 2 * kMiB);
+                       device_range const range(drv, drv.device(0), 2 * kMiB);
+                       CUstream const stream = drv.stream_create();
+                       drv.memcpy_htod_async(range.ptr(), host.data(), 2 * kMiB, stream);
+                       check.result(drv.table().cuStreamQuery(stream), CUDA_SUCCESS,
+                                          "cuStreamQuery (sync)");
+                       drv.stream_destroy(stream);
+                     });
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(SimProfile, LinkLineSetsBandwidthPerDirectionGapAndDuplex)
+{
+  // h2d 0.05 GB/s: 2 MiB = 41.9 ms; d2h 0.1 GB/s: 21 ms; plus a 20 ms gap per copy. With
+  // duplex_d2h = 0.5, a device-to-host copy that starts while a host-to-device one runs
+  // gets 0.05 GB/s: 41.9 ms + the gap.
+  char const* const path =
+    profile_file("link h2d_gbps=0.05 d2h_gbps=0.1 gap_us=20000 duplex_d2h=0.5\n");
+  auto const child = [&] {
+    configured_child(
+      {{"SWAPALLOC_SIM_PROFILE", path}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
+      [](driver const& drv, child_checks& check) {
+        pinned_buffer host(drv, 2 * kMiB);
+        pinned_buffer back(drv, 2 * kMiB);
+        device_range const range(drv, drv.device(0), 2 * kMiB);
+        device_range const other(drv, drv.device(0), 2 * kMiB);
+        auto start = clock_type::now();
+        drv.memcpy_htod(range.ptr(), host.data(), 2 * kMiB);
+        double const htod = ms_since(start);
+        start             = clock_type::now();
+        drv.memcpy_dtoh(back.data(), range.ptr(), 2 * kMiB);
+        double const dtoh = ms_since(start);
+        check(htod >= 0.95 * 61.9 && htod < 61.9 + 40, "host to device: 41.9 + 20 ms");
+        check(dtoh >= 0.95 * 41.0 && dtoh < 41.0 + 30, "device to host: 21 + 20 ms");
+        CUstream const in  = drv.stream_create();
+        CUstream const out = drv.stream_create();
+        drv.memcpy_htod_async(other.ptr(), host.data(), 2 * kMiB, in);
+        // Let the host-to-device copy take its slot (its stream's thread starts it), then
+        // queue the other direction well inside its 62 ms.
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        start = clock_type::now();
+        drv.memcpy_dtoh_async(back.data(), range.ptr(), 2 * kMiB, out);
+        drv.stream_synchronize(out);
+        double const shared = ms_since(start);
+        drv.stream_synchronize(in);
+        check(shared >= 0.95 * 61.9, "device to host beside host to device: half speed");
+        std::fprintf(stderr, "htod %.1f, dtoh %.1f, shared dtoh %.1f ms\n", htod, dtoh, shared);
+        drv.stream_destroy(in);
+        drv.stream_destroy(out);
+      });
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
+
+}  // namespace
+}  // namespace swapalloc::testing

@@ -1,0 +1,77 @@
+/**
+ * @file configured_child.hpp
+ * @brief For simulator tests whose configuration is read from the environment at cuInit:
+ *        a child process that sets SWAPALLOC_SIM_* first, then counts failed checks.
+ */
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <initializer_list>
+
+#include <swapalloc/driver.hpp>
+
+#include "driver_fixture.hpp"
+#include "sim_control.hpp"
+
+namespace swapalloc::testing {
+
+struct env_setting {
+  char const* name;
+  char const* value;
+};
+
+/// Counts failed checks in a child process and says which, on stderr.
+struct child_checks {
+  int failures = 0;
+  void operator()(bool ok, char const* what)
+  {
+    if (!ok) {
+      std::fprintf(stderr, "check failed: %s\n", what);
+      ++failures;
+    }
+  }
+  void result(CUresult actual, CUresult expected, char const* what)
+  {
+    if (actual != expected) {
+      std::fprintf(stderr, "%s returned %d, expected %d\n", what, actual, expected);
+      ++failures;
+    }
+  }
+};
+
+/// Sets exactly the given SWAPALLOC_SIM_* variables (the other configuration variables unset).
+inline void configure(std::initializer_list<env_setting> settings)
+{
+  for (char const* name :
+       {"SWAPALLOC_SIM_MEMORY", "SWAPALLOC_SIM_DEVICES", "SWAPALLOC_SIM_EXTERNAL",
+        "SWAPALLOC_SIM_LINK_GBPS", "SWAPALLOC_SIM_FAIL", "SWAPALLOC_SIM_PROFILE",
+        "SWAPALLOC_SIM_TIME_SCALE"}) {
+    ::unsetenv(name);
+  }
+  for (auto const& setting : settings) {
+    ::setenv(setting.name, setting.value, 1);
+  }
+}
+
+/// In a child: configure, load the driver, make device 0's primary context current,
+/// run `body(drv, checks)`, and exit 0 when every check held (1 if not, 2 on exception).
+template <class Body>
+[[noreturn]] void configured_child(std::initializer_list<env_setting> settings, Body&& body)
+{
+  configure(settings);
+  try {
+    driver drv(driver_library_path());
+    CUdevice const device = drv.device(0);
+    drv.set_current_context(drv.retain_primary_context(device));
+    child_checks checks;
+    body(drv, checks);
+    child_exit(checks.failures == 0 ? 0 : 1);
+  } catch (std::exception const& error) {
+    std::fprintf(stderr, "exception: %s\n", error.what());
+    child_exit(2);
+  }
+}
+
+}  // namespace swapalloc::testing

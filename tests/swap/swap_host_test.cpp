@@ -1,0 +1,194 @@
+// Tests of the warm host store under the swap tier (host_store.hpp through transfer.hpp and
+// the allocator): the second eviction pins nothing and a restore frees no pinned memory;
+// compressed chunks take no pinned memory; warm slabs go back at empty_cache, at trim_host
+// once idle, and from the pressure monitor; a failed free while trimming loses nothing;
+// evict and restore report where their time went.
+#include "swap_fixture.hpp"
+
+#include <swapalloc/pressure_monitor.hpp>
+
+#include <chrono>
+#include <thread>
+
+namespace swapalloc::testing {
+namespace {
+
+TEST_F(SwapTest, TheSecondEvictionPinsNothingAndARestoreFreesNoPinnedMemory)
+{
+  SIM_ONLY(sim(), "counts cuMemHostAlloc and cuMemFreeHost");
+  pool_id const pool      = make_pool("model", codec_id::raw);
+  auto blocks             = populate(pool, data_kind::bf16_weights, 12 * MiB, 41, 1.0);
+  evict_result const cold = alloc().evict(pool, 0);
+  EXPECT_GT(cold.slabs_pinned, 0U) << "a cold store pins";
+  EXPECT_GT(cold.times.pin, 0.0);
+  alloc().wait_for_compression(pool);
+  auto const frees = sim().call_count("cuMemFreeHost");
+  (void)alloc().restore(pool, 0);
+  EXPECT_EQ(sim().call_count("cuMemFreeHost"), frees) << "no pinned free inside restore";
+  host_store_stats const after_restore = alloc().host_stats(0);
+  EXPECT_EQ(after_restore.used_bytes, 0U);
+  EXPECT_GT(after_restore.warm_bytes, 0U);
+  expect_intact(blocks, "after the first restore");
+
+  auto const pins         = sim().call_count("cuMemHostAlloc");
+  evict_result const warm = alloc().evict(pool, 0);
+  EXPECT_EQ(warm.slabs_pinned, 0U);
+  EXPECT_EQ(warm.times.pin, 0.0);
+  EXPECT_EQ(sim().call_count("cuMemHostAlloc"), pins) << "the warm slabs were refilled";
+  EXPECT_GT(warm.pages_copied, 0U);
+  (void)alloc().restore(pool, 0);
+  expect_intact(blocks, "after the warm cycle");
+  free_all(blocks);
+}
+
+TEST_F(SwapTest, CompressedChunksTakeNoPinnedMemory)
+{
+  pool_id const pool = make_pool("model", codec_id::shuffle4_zstd);
+  auto blocks        = populate(pool, data_kind::fp32_weights, 8 * MiB, 43, 1.0);
+  (void)alloc().evict(pool, 0);
+  alloc().wait_for_compression(pool);
+  host_store_stats const stored = alloc().host_stats(0);
+  EXPECT_GT(stored.used_bytes, 0U) << "the compressed chunks";
+  EXPECT_EQ(stored.pinned_bytes, stored.warm_bytes)
+    << "the raw copies went back once compressed: pinned slabs are all empty, kept warm";
+  (void)alloc().restore(pool, 0);
+  expect_intact(blocks, "after restore");
+  free_all(blocks);
+}
+
+TEST_F(SwapTest, HostMemoryIsGivenBackAtEmptyCache)
+{
+  // torch_memory_saver issue 90: pinned host memory stayed allocated after resume. Here it
+  // is kept warm for the next eviction, and empty_cache gives it back.
+  SIM_ONLY(sim(), "reads the simulator's census of host allocations");
+  pool_id const pool              = make_pool("model", codec_id::lz4);
+  auto blocks                     = populate(pool, data_kind::fp32_weights, 16 * MiB, 19, 1.0);
+  std::size_t const host_at_start = sim().census().host_bytes;
+  (void)alloc().evict(pool, 0);
+  alloc().wait_for_compression(pool);
+  (void)alloc().restore(pool, 0);
+  std::size_t const warm = alloc().host_stats(0).warm_bytes;
+  EXPECT_GT(warm, 0U);
+  EXPECT_EQ(sim().census().host_bytes, host_at_start + staging_ring_bytes() + warm);
+  (void)alloc().empty_cache();
+  EXPECT_EQ(alloc().host_stats(0).held_bytes, 0U);
+  EXPECT_EQ(sim().census().host_bytes, host_at_start + staging_ring_bytes())
+    << "only the transfer engine's staging ring stays";
+  expect_intact(blocks, "after restore");
+  free_all(blocks);
+}
+
+class SwapIdleTrimTest : public SwapTest {
+ protected:
+  [[nodiscard]] allocator_options options() const override
+  {
+    allocator_options o = SwapTest::options();
+    o.host.slab_bytes   = 2 * MiB;  // one pool's extents leave whole slabs empty
+    o.host.idle_release = std::chrono::milliseconds(0);
+    return o;
+  }
+};
+
+TEST_F(SwapIdleTrimTest, TrimHostGivesBackIdleSlabsAndAFailedFreeLosesNothing)
+{
+  SIM_ONLY(sim(), "injects a cuMemFreeHost failure");
+  EXPECT_EQ(alloc().trim_host(0), 0U) << "no store before the first eviction";
+  pool_id const pool = make_pool("model", codec_id::raw);
+  pool_id const next = make_pool("next", codec_id::raw);
+  auto blocks        = populate(pool, data_kind::bf16_weights, 8 * MiB, 47, 1.0);
+  auto others        = populate(next, data_kind::random_bytes, 6 * MiB, 53, 1.0);
+  (void)alloc().evict(next, 0);  // holds extents in a slab of its own
+  (void)alloc().evict(pool, 0);
+  (void)alloc().restore(pool, 0);
+  std::size_t const warm = alloc().host_stats(0).warm_bytes;
+  ASSERT_GT(warm, 0U);
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemFreeHost", 1, CUDA_ERROR_INVALID_VALUE));
+  std::size_t const first = alloc().trim_host(0);
+  EXPECT_LT(first, warm) << "one free failed: its slab is not counted";
+  EXPECT_EQ(alloc().host_stats(0).warm_bytes, 0U);
+  (void)alloc().restore(next, 0);
+  expect_intact(others, "the other pool, after a failed free");
+  (void)alloc().evict(pool, 0);  // the store is usable
+  (void)alloc().restore(pool, 0);
+  expect_intact(blocks, "after a cycle past a failed free");
+  (void)alloc().trim_host(0);  // retries the failed free
+  (void)alloc().empty_cache();
+  EXPECT_EQ(alloc().host_stats(0).held_bytes, 0U) << "everything given back in the end";
+  free_all(blocks);
+  free_all(others);
+}
+
+TEST_F(SwapIdleTrimTest, ThePressureMonitorGivesBackIdleSlabs)
+{
+  pool_id const pool = make_pool("model", codec_id::raw);
+  auto blocks        = populate(pool, data_kind::bf16_weights, 8 * MiB, 59, 1.0);
+  (void)alloc().evict(pool, 0);
+  (void)alloc().restore(pool, 0);
+  ASSERT_GT(alloc().host_stats(0).warm_bytes, 0U);
+  pressure_monitor monitor(alloc(), {.interval = std::chrono::milliseconds(1)});
+  auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (monitor.host_released_bytes() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  monitor.stop();
+  EXPECT_GT(monitor.host_released_bytes(), 0U);
+  EXPECT_EQ(alloc().host_stats(0).warm_bytes, 0U);
+  expect_intact(blocks, "after the monitor trimmed");
+  free_all(blocks);
+}
+
+TEST_F(SwapTest, EvictAndRestoreReportWhereTheirTimeWent)
+{
+  pool_id const pool      = make_pool("model", codec_id::lz4);
+  auto blocks             = populate(pool, data_kind::bf16_weights, 8 * MiB, 61, 1.0);
+  evict_result const out  = alloc().evict(pool, 0);
+  transfer_times const& e = out.times;
+  EXPECT_GT(e.vmm, 0.0) << "pages were unmapped";
+  EXPECT_GT(e.issue, 0.0) << "copies were issued";
+  EXPECT_GE(e.wait, 0.0);
+  EXPECT_EQ(e.codec, 0.0) << "compression runs behind, on the workers";
+  alloc().wait_for_compression(pool);
+  restore_result const back = alloc().restore(pool, 0);
+  transfer_times const& r   = back.times;
+  EXPECT_GT(r.vmm, 0.0) << "pages were mapped";
+  EXPECT_GT(r.issue, 0.0);
+  EXPECT_EQ(r.pin, 0.0) << "a restore pins nothing";
+  for (double const phase : {e.pin, e.vmm, e.issue, e.wait, r.vmm, r.issue, r.wait, r.codec}) {
+    EXPECT_GE(phase, 0.0);
+    EXPECT_LT(phase, 60.0) << "seconds, not nanoseconds";
+  }
+  expect_intact(blocks, "after restore");
+  free_all(blocks);
+}
+
+class SwapOneWorkerTest : public SwapTest {
+ protected:
+  [[nodiscard]] allocator_options options() const override
+  {
+    allocator_options o = SwapTest::options();
+    o.workers           = 1;  // compression of 48 MiB with zstd lags far behind the evict
+    return o;
+  }
+};
+
+TEST_F(SwapOneWorkerTest, ARestoreCancelsPendingCompressionAndCompressionResumesAfter)
+{
+  pool_id const pool = make_pool("model", codec_id::shuffle4_zstd);
+  auto blocks        = populate(pool, data_kind::fp32_weights, 48 * MiB, 67, 1.0);
+  (void)alloc().evict(pool, 0);
+  restore_result const back = alloc().restore(pool, 0);  // compression still pending
+  EXPECT_GT(back.compressions_cut_short, 0U) << "pages not yet encoded were stored raw";
+  expect_intact(blocks, "after a restore that cut compression short");
+
+  evict_result const again = alloc().evict(pool, 0);
+  alloc().wait_for_compression(pool);
+  EXPECT_LT(alloc().stats(pool, 0).host_bytes, again.live_bytes)
+    << "compression resumed after the restore: the copies are encoded";
+  restore_result const later = alloc().restore(pool, 0);
+  EXPECT_EQ(later.compressions_cut_short, 0U) << "nothing was pending";
+  expect_intact(blocks, "after a compressed cycle");
+  free_all(blocks);
+}
+
+}  // namespace
+}  // namespace swapalloc::testing
