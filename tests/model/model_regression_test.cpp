@@ -204,17 +204,19 @@ TEST_F(ModelRegressionTest, RestoreReleasesOtherPoolsCachedPagesWhenTheDeviceIsF
 
 // ------------------------------------------------------------ rollbacks that fail
 
-TEST_F(ModelRegressionTest, ARestoreWhoseRollbackCannotUnmapDoesNotLeaveHalfAPage)
+TEST_F(ModelRegressionTest, ARestoreWhoseRollbackCannotUnmapDoesNotLeaveAPageWithoutItsBytes)
 {
   // From seed 130 (4 ops; a restore with two faults). A restore fails after mapping a
-  // page and copying its first chunk; its rollback's cuMemUnmap fails too, and the page
-  // stays `resident` with half its bytes (and its host copy, now orphaned). The next
-  // restore skips the page as resident and "succeeds".
+  // page, before all of its bytes are copied; its rollback's cuMemUnmap fails too, and the
+  // page stays `resident` without its bytes (and its host copy, now orphaned). The next
+  // restore skips the page as resident and "succeeds". (The seed failed the page's second
+  // chunk copy; restores now gather contiguous raw chunks into one copy, so the fault is
+  // on the page's only copy.)
   // Right: the page stays evicted (or is retried), and a later restore brings every byte.
   pool_id const pool = make_pool("model", codec_id::raw);
   filled_block b     = fill_new(pool, MiB + 512 * KiB, 60);  // one page, two chunks
   (void)alloc().evict(pool, 0);
-  ASSERT_EQ(sim().fail_call("cuMemcpyHtoDAsync", 2, CUDA_SUCCESS), CUDA_SUCCESS);
+  ASSERT_EQ(sim().fail_call("cuMemcpyHtoDAsync", 1, CUDA_SUCCESS), CUDA_SUCCESS);
   ASSERT_EQ(sim().fail_call("cuMemUnmap", 1, CUDA_SUCCESS), CUDA_SUCCESS);
   EXPECT_THROW((void)alloc().restore(pool, 0), cuda_error);
   sim().clear_faults();
