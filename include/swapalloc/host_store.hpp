@@ -280,8 +280,6 @@ class host_store {
    */
   std::size_t trim(clock::time_point now = clock::now()) noexcept
   {
-    std::lock_guard lock(mutex_);
-    retry_pending_frees();
     return free_warm_if([&](slab_record const& s) { return now - s.emptied >= idle_release_; });
   }
 
@@ -289,8 +287,6 @@ class host_store {
   ///        synchronizes the device. @return bytes freed.
   std::size_t release_empty() noexcept
   {
-    std::lock_guard lock(mutex_);
-    retry_pending_frees();
     return free_warm_if([](slab_record const&) { return true; });
   }
 
@@ -461,9 +457,9 @@ class host_store {
     if (index == slabs_.size()) { slabs_.emplace_back(); }
     std::map<std::size_t, std::size_t> free;
     if (size > rounded) { free.emplace(rounded, size - rounded); }
-    // Slabs other threads are pinning meanwhile count: each may become live and then fail
-    // its free, and retire's push_back must not allocate.
-    pending_frees_.reserve(pending_frees_.size() + live_slabs_ + pinning_ + 1);
+    // Slabs other threads are pinning or freeing meanwhile count: each may (again) fail its
+    // free, and the push_back that remembers it must not allocate.
+    pending_frees_.reserve(pending_frees_.size() + live_slabs_ + pinning_ + freeing_ + 1);
 
     std::byte* const base = pin ? pin_unlocked(lock, index, size) : take_pageable(size);
     if (base == nullptr) { return {}; }
@@ -544,18 +540,40 @@ class host_store {
     retire(s);
   }
 
-  // Frees the warm slabs that `due` selects. Lock held.
+  // Frees the warm slabs that `due` selects, one at a time with the lock released during
+  // each cuMemFreeHost (it synchronizes the device: allocate and deallocate must not wait
+  // behind it). The slab's slot stays `reserved` meanwhile, so nothing reuses it.
   template <class Due>
   std::size_t free_warm_if(Due const& due) noexcept
   {
-    std::size_t const held_before = held_;
-    for (slab_record& s : slabs_) {
+    std::size_t freed = 0;
+    std::unique_lock lock(mutex_);
+    retry_pending_frees();
+    for (std::size_t index = 0; index < slabs_.size(); ++index) {
+      slab_record& s = slabs_[index];
       if (!s.warm || !due(s)) { continue; }
       s.warm = false;
       warm_held_ -= s.bytes;
-      retire(s);
+      s.reserved              = true;
+      std::byte* const base   = std::exchange(s.base, nullptr);
+      std::size_t const bytes = std::exchange(s.bytes, 0);
+      s.free.clear();
+      --live_slabs_;
+      ++freeing_;
+      lock.unlock();
+      bool const ok = free_slab(base, true);
+      lock.lock();
+      --freeing_;
+      slabs_[index].reserved = false;  // `s` may dangle: slabs_ can grow meanwhile
+      if (ok) {
+        held_ -= bytes;
+        pinned_held_ -= bytes;
+        freed += bytes;
+      } else {
+        pending_frees_.push_back({base, bytes});  // capacity reserved (allocate_in_new_slab)
+      }
     }
-    return held_before - held_;
+    return freed;
   }
 
   // Gives an empty slab's memory back, or queues it for a retry. Lock held.
@@ -669,6 +687,7 @@ class host_store {
   std::vector<held_slab> pending_frees_;  // emptied slabs whose free failed, to retry
   std::size_t live_slabs_{0};
   std::size_t pinning_{0};  // slabs being pinned with the lock released
+  std::size_t freeing_{0};  // warm slabs being freed with the lock released
   std::size_t used_{0};
   std::size_t held_{0};
   std::size_t pinned_held_{0};

@@ -13,14 +13,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <unistd.h>
 
 namespace swapalloc::testing {
 namespace {
@@ -238,45 +234,80 @@ class HostStorePinningTest : public ::testing::Test {
   }
 };
 
-TEST_F(HostStorePinningTest, PinningRunsWithoutTheStoresMutex)
+// Runs `body` in a child whose simulator charges the costs of `profile` (a profile file's
+// text) at time scale 1, and expects the child to exit cleanly.
+template <class Body>
+void expect_child_with_profile(char const* profile, Body const& body)
 {
-  // A child with a cost profile that makes pinning slow (64 MiB at 2 ms/MiB: 128 ms, and
-  // no driver lock): while one thread pins a new slab, another allocates and frees in an
-  // existing slab at once.
-  auto const path =
-    std::filesystem::temp_directory_path() / ("host-store-profile-" + std::to_string(::getpid()));
-  std::ofstream(path) << "cuMemHostAlloc per_mib_us=2000\n";
-  std::string const path_text = path.string();
-  auto const child            = [&] {
-    configured_child(
-                 {{"SWAPALLOC_SIM_PROFILE", path_text.c_str()}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
-                 [](driver const& drv, child_checks& check) {
-        host_store store(drv, {.limit_bytes = 256 * MiB, .slab_bytes = 64 * MiB});
-        host_extent const first = store.allocate(1 * MiB);  // slab 0 (128 ms)
-        using clock_type        = std::chrono::steady_clock;
-        double others_ms        = 0;
-        std::thread pinner([&] {
-          host_extent const big = store.allocate(64 * MiB);  // a new slab: 128 ms
-          store.deallocate(big);
-        });
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        auto const start = clock_type::now();
-        for (int i = 0; i < 100; ++i) {
-          host_extent const e = store.allocate(4 * KiB);
-          store.deallocate(e);
-        }
-        others_ms = std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
-        pinner.join();
-        store.deallocate(first);
-        check(others_ms < 60.0, "allocate/deallocate went on while another thread pinned");
-        check(store.pins() == 2, "two slabs pinned");
-        check(store.pin_seconds() >= 0.2, "pin_seconds counts both pins (256 ms)");
-        std::fprintf(stderr, "others %.1f ms, pins %.3f s\n", others_ms, store.pin_seconds());
-      });
+  profile_file const file(profile);
+  auto const child = [&] {
+    configured_child({{"SWAPALLOC_SIM_PROFILE", file.path()}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
+                     body);
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
-  std::error_code ignored;
-  std::filesystem::remove(path, ignored);
+}
+
+// Milliseconds that 100 allocate/deallocate pairs of 4 KiB take in `store`'s existing slab.
+double hundred_small_pairs_ms(host_store& store)
+{
+  using clock_type = std::chrono::steady_clock;
+  auto const start = clock_type::now();
+  for (int i = 0; i < 100; ++i) {
+    host_extent const e = store.allocate(4 * KiB);
+    store.deallocate(e);
+  }
+  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
+}
+
+TEST_F(HostStorePinningTest, PinningRunsWithoutTheStoresMutex)
+{
+  // Pinning made slow (64 MiB at 2 ms/MiB: 128 ms, and no driver lock): while one thread
+  // pins a new slab, another allocates and frees in an existing slab at once.
+  expect_child_with_profile(
+    "cuMemHostAlloc per_mib_us=2000\n", [](driver const& drv, child_checks& check) {
+      host_store store(drv, {.limit_bytes = 256 * MiB, .slab_bytes = 64 * MiB});
+      host_extent const first = store.allocate(1 * MiB);  // slab 0 (128 ms)
+      std::thread pinner([&] {
+        host_extent const big = store.allocate(64 * MiB);  // a new slab: 128 ms
+        store.deallocate(big);
+      });
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      double const others_ms = hundred_small_pairs_ms(store);
+      pinner.join();
+      store.deallocate(first);
+      check(others_ms < 60.0, "allocate/deallocate went on while another thread pinned");
+      check(store.pins() == 2, "two slabs pinned");
+      check(store.pin_seconds() >= 0.2, "pin_seconds counts both pins (256 ms)");
+      std::fprintf(stderr, "others %.1f ms, pins %.3f s\n", others_ms, store.pin_seconds());
+    });
+}
+
+TEST_F(HostStorePinningTest, TrimFreesWithoutTheStoresMutex)
+{
+  // cuMemFreeHost made slow (150 ms; it synchronizes the device on a real GPU): while one
+  // thread gives a warm slab back, another allocates and frees in a live slab at once, and
+  // the slab being freed is neither reused nor counted twice.
+  expect_child_with_profile(
+    "cuMemFreeHost fixed_us=150000\n", [](driver const& drv, child_checks& check) {
+      host_store store(drv,
+                       {.limit_bytes = 256 * MiB, .slab_bytes = 64 * MiB, .warm_bytes = 64 * MiB});
+      host_extent const live = store.allocate(1 * MiB);  // slab 0 stays live
+      store.deallocate(store.allocate(64 * MiB));        // slab 1: emptied, kept warm
+      check(store.warm_bytes_held() == 64 * MiB, "the emptied slab is warm");
+      std::size_t released = 0;
+      std::thread trimmer([&] { released = store.release_empty(); });
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      double const others_ms = hundred_small_pairs_ms(store);
+      check(store.slab_bytes_held() == 128 * MiB, "the slab being freed is still held");
+      trimmer.join();
+      check(others_ms < 60.0, "allocate/deallocate went on while another thread freed");
+      check(released == 64 * MiB, "release_empty reports the warm slab's bytes");
+      check(store.slab_bytes_held() == 64 * MiB && store.warm_bytes_held() == 0,
+            "only the live slab is held afterwards");
+      check(store.pins() == 2, "the small pairs fitted the live slab: nothing pinned");
+      store.deallocate(live);
+      std::fprintf(stderr, "others %.1f ms\n", others_ms);
+    });
 }
 
 }  // namespace

@@ -6,12 +6,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <string>
 #include <thread>
-
-#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -40,25 +36,6 @@ class SimProfile : public ::testing::Test {
       GTEST_SKIP() << "simulator only: a cost profile is how the simulator predicts a GPU";
     }
   }
-  void TearDown() override
-  {
-    std::error_code ignored;
-    std::filesystem::remove(path_, ignored);
-  }
-  /// Writes `text` to a profile file of this test; returns its path.
-  [[nodiscard]] char const* profile_file(char const* text)
-  {
-    auto const* const info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_                  = std::filesystem::temp_directory_path() /
-            ("cudasim-profile-" + std::string(info->name()) + "-" + std::to_string(::getpid()));
-    std::ofstream(path_) << text;
-    path_text_ = path_.string();
-    return path_text_.c_str();
-  }
-
- private:
-  std::filesystem::path path_;
-  std::string path_text_;
 };
 
 TEST_F(SimProfile, BuiltInProfileAndScaleAreReported)
@@ -102,14 +79,14 @@ TEST_F(SimProfile, MalformedProfileFailsInitNamingTheLine)
       child_exit(std::strstr(error.what(), "CUDA_ERROR_INVALID_VALUE") != nullptr ? 0 : 1);
     }
   };
-  char const* const unknown = profile_file("# fine\ncuMemCreate fixed_us=1\ncuMemFly fixed_us=1\n");
-  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", unknown}}), ::testing::ExitedWithCode(0),
+  profile_file const unknown("# fine\ncuMemCreate fixed_us=1\ncuMemFly fixed_us=1\n");
+  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", unknown.path()}}), ::testing::ExitedWithCode(0),
               "line 3: 'cuMemFly' is neither 'link' nor an entry point");
-  char const* const negative = profile_file("cuMemMap fixed_us=-2\n");
-  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", negative}}), ::testing::ExitedWithCode(0),
+  profile_file const negative("cuMemMap fixed_us=-2\n");
+  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", negative.path()}}), ::testing::ExitedWithCode(0),
               "line 1: 'fixed_us=-2' is not valid: expected fixed_us=");
-  char const* const duplex = profile_file("link h2d_gbps=10 duplex_d2h=1.5\n");
-  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", duplex}}), ::testing::ExitedWithCode(0),
+  profile_file const duplex("link h2d_gbps=10 duplex_d2h=1.5\n");
+  EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", duplex.path()}}), ::testing::ExitedWithCode(0),
               "'duplex_d2h=1.5' is not valid");
   EXPECT_EXIT(child({{"SWAPALLOC_SIM_PROFILE", "/nonexistent/profile"}}),
               ::testing::ExitedWithCode(0), "expected a built-in profile \\(h100\\)");
@@ -122,10 +99,9 @@ TEST_F(SimProfile, MalformedProfileFailsInitNamingTheLine)
 TEST_F(SimProfile, CostsAreSleptScaledPerCallAndPerMiB)
 {
   // 4 MiB at 2500 us/MiB, scale 2: at least 20 ms; 8 calls of 1500 us, scale 2: 24 ms.
-  char const* const path =
-    profile_file("cuMemHostAlloc per_mib_us=2500\ncuEventQuery fixed_us=1500\n");
+  profile_file const profile("cuMemHostAlloc per_mib_us=2500\ncuEventQuery fixed_us=1500\n");
   auto const child = [&] {
-    configured_child({{"SWAPALLOC_SIM_PROFILE", path}, {"SWAPALLOC_SIM_TIME_SCALE", "2"}},
+    configured_child({{"SWAPALLOC_SIM_PROFILE", profile.path()}, {"SWAPALLOC_SIM_TIME_SCALE", "2"}},
                      [](driver const& drv, child_checks& check) {
                        auto start = clock_type::now();
                        pinned_buffer const host(drv, 4 * kMiB);
@@ -156,10 +132,10 @@ TEST_F(SimProfile, DriverLockHoldersBlockOtherChargedCalls)
   // Thread A pins 8 MiB at 10 ms/MiB (80 ms) holding the driver lock; thread B's
   // cuEventQuery (1 us) starts 20 ms in and must wait for the lock: >= 50 ms. An
   // entry point with no cost takes no lock and is not held up.
-  char const* const path =
-    profile_file("cuMemHostAlloc per_mib_us=10000 driver_lock\ncuEventQuery fixed_us=1\n");
+  profile_file const profile(
+    "cuMemHostAlloc per_mib_us=10000 driver_lock\ncuEventQuery fixed_us=1\n");
   auto const child = [&] {
-    configured_child({{"SWAPALLOC_SIM_PROFILE", path}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
+    configured_child({{"SWAPALLOC_SIM_PROFILE", profile.path()}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
                      [](driver const& drv, child_checks& check) {
                        CUevent const event     = drv.event_create();
                        CUcontext const context = drv.current_context();
@@ -193,16 +169,16 @@ TEST_F(SimProfile, SyncFlagWaitsForQueuedCopies)
 {
   // The link runs at 0.05 GB/s (2 MiB: 42 ms). cuStreamQuery marked `sync` waits for the
   // copy first, so it answers CUDA_SUCCESS where it would answer CUDA_ERROR_NOT_READY.
-  char const* const path = profile_file("cuStreamQuery sync\nlink h2d_gbps=0.05 d2h_gbps=0.05\n");
-  auto const child       = [&] {
-    configured_child({{"SWAPALLOC_SIM_PROFILE", path}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
-                           [](driver const& drv, child_checks& check) {
+  profile_file const profile("cuStreamQuery sync\nlink h2d_gbps=0.05 d2h_gbps=0.05\n");
+  auto const child = [&] {
+    configured_child({{"SWAPALLOC_SIM_PROFILE", profile.path()}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
+                     [](driver const& drv, child_checks& check) {
                        pinned_buffer host(drv, 2 * kMiB);
                        device_range const range(drv, drv.device(0), 2 * kMiB);
                        CUstream const stream = drv.stream_create();
                        drv.memcpy_htod_async(range.ptr(), host.data(), 2 * kMiB, stream);
                        check.result(drv.table().cuStreamQuery(stream), CUDA_SUCCESS,
-                                          "cuStreamQuery (sync)");
+                                    "cuStreamQuery (sync)");
                        drv.stream_destroy(stream);
                      });
   };
@@ -214,11 +190,10 @@ TEST_F(SimProfile, LinkLineSetsBandwidthPerDirectionGapAndDuplex)
   // h2d 0.05 GB/s: 2 MiB = 41.9 ms; d2h 0.1 GB/s: 21 ms; plus a 20 ms gap per copy. With
   // duplex_d2h = 0.5, a device-to-host copy that starts while a host-to-device one runs
   // gets 0.05 GB/s: 41.9 ms + the gap.
-  char const* const path =
-    profile_file("link h2d_gbps=0.05 d2h_gbps=0.1 gap_us=20000 duplex_d2h=0.5\n");
+  profile_file const profile("link h2d_gbps=0.05 d2h_gbps=0.1 gap_us=20000 duplex_d2h=0.5\n");
   auto const child = [&] {
     configured_child(
-      {{"SWAPALLOC_SIM_PROFILE", path}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
+      {{"SWAPALLOC_SIM_PROFILE", profile.path()}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
       [](driver const& drv, child_checks& check) {
         pinned_buffer host(drv, 2 * kMiB);
         pinned_buffer back(drv, 2 * kMiB);

@@ -8,7 +8,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <initializer_list>
+#include <string>
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
 
 #include <swapalloc/driver.hpp>
 
@@ -73,5 +80,33 @@ template <class Body>
     child_exit(2);
   }
 }
+
+/// A cost profile file (SWAPALLOC_SIM_PROFILE's text form) named after the running test
+/// and this process, removed at destruction.
+class profile_file {
+ public:
+  explicit profile_file(char const* text)
+  {
+    auto const* const info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::string const test = info != nullptr ? info->name() : "none";
+    path_                  = std::filesystem::temp_directory_path() /
+            ("cudasim-profile-" + test + "-" + std::to_string(::getpid()));
+    std::ofstream(path_) << text;
+    path_text_ = path_.string();
+  }
+  profile_file(profile_file const&)            = delete;
+  profile_file& operator=(profile_file const&) = delete;
+  ~profile_file()
+  {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  /// The file's path, for SWAPALLOC_SIM_PROFILE.
+  [[nodiscard]] char const* path() const noexcept { return path_text_.c_str(); }
+
+ private:
+  std::filesystem::path path_;
+  std::string path_text_;
+};
 
 }  // namespace swapalloc::testing
