@@ -493,6 +493,8 @@ class allocator {
       store = state.store();
     }
     if (store == nullptr) { return 0; }
+    // Nothing warm: trim only retries failed frees, and /proc/meminfo need not be read.
+    if (store->warm_bytes_held() == 0) { return store->trim(); }
     bool const short_of_memory =
       host_memory_short(available_memory_bytes(), physical_memory_bytes());
     return short_of_memory ? store->release_empty() : store->trim();
