@@ -130,16 +130,6 @@ struct filled_pool {
   std::vector<std::pair<CUdeviceptr, std::size_t>> blocks;
 };
 
-/// Adds `more` to `sum`, phase by phase.
-void add(swapalloc::transfer_times& sum, swapalloc::transfer_times const& more)
-{
-  sum.pin += more.pin;
-  sum.vmm += more.vmm;
-  sum.issue += more.issue;
-  sum.wait += more.wait;
-  sum.codec += more.codec;
-}
-
 /// Which half of an evict + restore cycle a benchmark times.
 enum class timed_phase { evict, restore };
 
@@ -171,7 +161,7 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
       state.SetIterationTime(took.count());
       seconds += took.count();
       moved += done.bytes_copied;
-      add(phases, done.times);
+      phases += done.times;
       return done;
     };
     auto const evict   = [&] { return filled.cache.evict(filled.pool, 0); };

@@ -137,6 +137,17 @@ struct transfer_times {
   double issue{0};  ///< issuing copies, memsets and event records
   double wait{0};   ///< waiting for the link (events, streams) and for compression jobs
   double codec{0};  ///< encoding or decoding on the calling thread
+
+  /// Adds `more`, phase by phase (sums over several transfers).
+  transfer_times& operator+=(transfer_times const& more) noexcept
+  {
+    pin += more.pin;
+    vmm += more.vmm;
+    issue += more.issue;
+    wait += more.wait;
+    codec += more.codec;
+    return *this;
+  }
 };
 
 namespace detail {

@@ -1,6 +1,7 @@
 // Tests of transfer.hpp and pool_image.hpp: a chunk whose stored bytes changed fails its
 // checksum at restore with an error naming the pool, page and chunk; the page stays
-// evicted with its copy, and once the copy is right again the restore succeeds.
+// evicted with its copy, and once the copy is right again the restore succeeds. Only live
+// bytes are copied out. transfer_times sums phase by phase.
 #include <swapalloc/transfer.hpp>
 
 #include "driver_fixture.hpp"
@@ -12,6 +13,19 @@
 
 namespace swapalloc::testing {
 namespace {
+
+TEST(TransferTimes, SumsPhaseByPhase)
+{
+  transfer_times sum{.pin = 1, .vmm = 2, .issue = 3, .wait = 4, .codec = 5};
+  transfer_times const more{.pin = 10, .vmm = 20, .issue = 30, .wait = 40, .codec = 50};
+  transfer_times& returned = (sum += more);
+  EXPECT_EQ(&returned, &sum);
+  EXPECT_EQ(sum.pin, 11);
+  EXPECT_EQ(sum.vmm, 22);
+  EXPECT_EQ(sum.issue, 33);
+  EXPECT_EQ(sum.wait, 44);
+  EXPECT_EQ(sum.codec, 55);
+}
 
 class TransferTest : public DriverTest {};
 
