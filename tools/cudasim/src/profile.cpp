@@ -16,6 +16,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 namespace cudasim {
 namespace {
@@ -74,15 +75,21 @@ std::mutex driver_lock;                        // the modelled driver-global loc
   return true;
 }
 
+/// `key=value` split at the first '='; both empty when the word has none.
+[[nodiscard]] std::pair<std::string_view, std::string_view> split_key_value(
+  std::string_view word) noexcept
+{
+  auto const equals = word.find('=');
+  if (equals == std::string_view::npos) { return {}; }
+  return {word.substr(0, equals), word.substr(equals + 1)};
+}
+
 /// Applies one `key=value` or flag word of an entry line; false when it is not one.
 [[nodiscard]] bool apply_entry_word(std::string_view word, entry_cost& cost) noexcept
 {
   if (word == "driver_lock") { return cost.holds_driver_lock = true; }
   if (word == "sync") { return cost.syncs_device = true; }
-  auto const equals = word.find('=');
-  if (equals == std::string_view::npos) { return false; }
-  std::string_view const key = word.substr(0, equals);
-  std::string_view const val = word.substr(equals + 1);
+  auto const [key, val] = split_key_value(word);
   if (key == "fixed_us") { return parse_number(val, cost.fixed_us); }
   if (key == "per_mib_us") { return parse_number(val, cost.per_mib_us); }
   return false;
@@ -91,10 +98,7 @@ std::mutex driver_lock;                        // the modelled driver-global loc
 /// Applies one word of the link line; false when it is not one.
 [[nodiscard]] bool apply_link_word(std::string_view word, link_cost& link) noexcept
 {
-  auto const equals = word.find('=');
-  if (equals == std::string_view::npos) { return false; }
-  std::string_view const key = word.substr(0, equals);
-  std::string_view const val = word.substr(equals + 1);
+  auto const [key, val] = split_key_value(word);
   if (key == "h2d_gbps") { return parse_number(val, link.h2d_gbps); }
   if (key == "d2h_gbps") { return parse_number(val, link.d2h_gbps); }
   if (key == "gap_us") { return parse_number(val, link.gap_us); }
