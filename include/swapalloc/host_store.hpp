@@ -554,41 +554,48 @@ class host_store {
       if (!s.warm || !due(s)) { continue; }
       s.warm = false;
       warm_held_ -= s.bytes;
-      s.reserved              = true;
-      std::byte* const base   = std::exchange(s.base, nullptr);
-      std::size_t const bytes = std::exchange(s.bytes, 0);
-      s.free.clear();
-      --live_slabs_;
+      s.reserved           = true;
+      held_slab const slab = detach(s);
       ++freeing_;
       lock.unlock();
-      bool const ok = free_slab(base, true);
+      bool const ok = free_slab(slab.base, true);
       lock.lock();
       --freeing_;
       slabs_[index].reserved = false;  // `s` may dangle: slabs_ can grow meanwhile
-      if (ok) {
-        held_ -= bytes;
-        pinned_held_ -= bytes;
-        freed += bytes;
-      } else {
-        pending_frees_.push_back({base, bytes});  // capacity reserved (allocate_in_new_slab)
-      }
+      freed += settle_free(slab, true, ok);
     }
     return freed;
+  }
+
+  // Empties slot `s`: its memory becomes the caller's to free (settle_free). Lock held.
+  held_slab detach(slab_record& s) noexcept
+  {
+    held_slab const slab{std::exchange(s.base, nullptr), std::exchange(s.bytes, 0)};
+    s.free.clear();
+    --live_slabs_;
+    return slab;
+  }
+
+  // Counts the free of a detached slab: done (its bytes are no longer held; returns them)
+  // or failed (queued for a retry, in capacity reserved when the slab was made; returns 0).
+  // Lock held.
+  std::size_t settle_free(held_slab slab, bool pinned, bool freed) noexcept
+  {
+    if (!freed) {
+      pending_frees_.push_back(slab);
+      return 0;
+    }
+    held_ -= slab.bytes;
+    if (pinned) { pinned_held_ -= slab.bytes; }
+    return slab.bytes;
   }
 
   // Gives an empty slab's memory back, or queues it for a retry. Lock held.
   void retire(slab_record& s) noexcept
   {
-    std::byte* const base   = std::exchange(s.base, nullptr);
-    std::size_t const bytes = std::exchange(s.bytes, 0);
-    s.free.clear();
-    --live_slabs_;
-    if (free_slab(base, s.pinned)) {
-      held_ -= bytes;
-      if (s.pinned) { pinned_held_ -= bytes; }
-    } else {
-      pending_frees_.push_back({base, bytes});  // capacity reserved when the slab was made
-    }
+    bool const pinned    = s.pinned;
+    held_slab const slab = detach(s);
+    (void)settle_free(slab, pinned, free_slab(slab.base, pinned));
   }
 
   // Retries frees that failed before (pinned slabs only: a pageable free cannot fail).
