@@ -99,30 +99,32 @@ TEST_F(SimProfile, MalformedProfileFailsInitNamingTheLine)
 TEST_F(SimProfile, CostsAreSleptScaledPerCallAndPerMiB)
 {
   // 4 MiB at 2500 us/MiB, scale 2: at least 20 ms; 8 calls of 1500 us, scale 2: 24 ms.
+  // Less at most the 0.2 ms of an earlier oversleep the simulator credits (profile.cpp
+  // sleep_owed, owed_threshold): 24 ms measured as 23.98 failed 2 of 5 runs.
   profile_file const profile("cuMemHostAlloc per_mib_us=2500\ncuEventQuery fixed_us=1500\n");
   auto const child = [&] {
-    configured_child({{"SWAPALLOC_SIM_PROFILE", profile.path()}, {"SWAPALLOC_SIM_TIME_SCALE", "2"}},
-                     [](driver const& drv, child_checks& check) {
-                       auto start = clock_type::now();
-                       pinned_buffer const host(drv, 4 * kMiB);
-                       double const pinning = ms_since(start);
-                       check(pinning >= 20.0, "cuMemHostAlloc of 4 MiB took 20 ms or more");
-                       CUevent const event = drv.event_create();
-                       start               = clock_type::now();
-                       for (int i = 0; i < 8; ++i) {
-                         (void)drv.table().cuEventQuery(event);
-                       }
-                       double const queries = ms_since(start);
-                       check(queries >= 24.0, "8 cuEventQuery took 24 ms or more");
-                       start = clock_type::now();
-                       (void)drv.table().cuEventRecord(event, nullptr);
-                       check(ms_since(start) < 15.0, "an entry point not named costs nothing");
-                       drv.event_destroy(event);
-                       if (pinning < 20.0 || queries < 24.0) {
-                         std::fprintf(stderr, "pinning %.1f ms, queries %.1f ms\n", pinning,
-                                      queries);
-                       }
-                     });
+    configured_child(
+      {{"SWAPALLOC_SIM_PROFILE", profile.path()}, {"SWAPALLOC_SIM_TIME_SCALE", "2"}},
+      [](driver const& drv, child_checks& check) {
+        auto start = clock_type::now();
+        pinned_buffer const host(drv, 4 * kMiB);
+        double const pinning = ms_since(start);
+        check(pinning >= 19.8, "cuMemHostAlloc of 4 MiB took 20 ms, less the credit");
+        CUevent const event = drv.event_create();
+        start               = clock_type::now();
+        for (int i = 0; i < 8; ++i) {
+          (void)drv.table().cuEventQuery(event);
+        }
+        double const queries = ms_since(start);
+        check(queries >= 23.8, "8 cuEventQuery took 24 ms, less the credit");
+        start = clock_type::now();
+        (void)drv.table().cuEventRecord(event, nullptr);
+        check(ms_since(start) < 15.0, "an entry point not named costs nothing");
+        drv.event_destroy(event);
+        if (pinning < 19.8 || queries < 23.8) {
+          std::fprintf(stderr, "pinning %.1f ms, queries %.1f ms\n", pinning, queries);
+        }
+      });
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
 }
