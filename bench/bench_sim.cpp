@@ -12,7 +12,9 @@
  *   BM_MapUnmap/<bytes>         one cuMemCreate + cuMemMap + cuMemSetAccess + cuMemUnmap +
  *                               cuMemRelease of <bytes> (a single handle): the time column.
  *   BM_VmmCall/<call>/<bytes>/<idle|queued>  the same cycle, timing one of its calls only
- *                               (create, map, access, unmap, release); `queued`: 64 x 1 MiB
+ *                               (create, map, access, retain, unmap, release; retain:
+ *                               cuMemRetainAllocationHandle, what an unmap into a
+ *                               handle_cache adds); `queued`: 64 x 1 MiB
  *                               device-to-host copies are queued on another stream first,
  *                               and copies_pending_after (0..1) says how often they were
  *                               still running when the call returned: a call that waits
@@ -207,8 +209,9 @@ void BM_MapUnmap(benchmark::State& state)
   });
 }
 
-/// One call of BM_VmmCall's create/map/access/unmap/release cycle.
-enum class vmm_call : std::uint8_t { create, map, access, unmap, release };
+/// One call of BM_VmmCall's create/map/access/retain/unmap/release cycle (retain: what an
+/// unmap into a handle_cache adds, cuMemRetainAllocationHandle).
+enum class vmm_call : std::uint8_t { create, map, access, retain, unmap, release };
 
 /// Queues 64 MiB of device-to-host copies, 1 MiB each, on the shared stream.
 void queue_copies()
@@ -243,8 +246,11 @@ void BM_VmmCall(benchmark::State& state, vmm_call timed, std::size_t bytes, bool
       step(vmm_call::create, [&] { handle = device.cuda.mem_create(bytes, device.device); });
       step(vmm_call::map, [&] { device.cuda.mem_map(at, bytes, handle); });
       step(vmm_call::access, [&] { device.cuda.mem_set_access(at, bytes, device.device); });
+      CUmemGenericAllocationHandle retained{};
+      step(vmm_call::retain, [&] { retained = device.cuda.mem_retain(at); });
       step(vmm_call::unmap, [&] { device.cuda.mem_unmap(at, bytes); });
       step(vmm_call::release, [&] { device.cuda.mem_release(handle); });
+      device.cuda.mem_release(retained);
       device.cuda.stream_synchronize(device.stream);
       state.SetIterationTime(seconds);
     }
@@ -258,11 +264,9 @@ void BM_VmmCall(benchmark::State& state, vmm_call timed, std::size_t bytes, bool
 /// BM_VmmCall for each call, at 2 and 32 MiB, idle and behind queued copies.
 void register_vmm_calls()
 {
-  std::pair<vmm_call, char const*> const calls[] = {{vmm_call::create, "create"},
-                                                    {vmm_call::map, "map"},
-                                                    {vmm_call::access, "access"},
-                                                    {vmm_call::unmap, "unmap"},
-                                                    {vmm_call::release, "release"}};
+  std::pair<vmm_call, char const*> const calls[] = {
+    {vmm_call::create, "create"}, {vmm_call::map, "map"},     {vmm_call::access, "access"},
+    {vmm_call::retain, "retain"}, {vmm_call::unmap, "unmap"}, {vmm_call::release, "release"}};
   for (auto const& [call, name] : calls) {
     for (std::size_t const bytes : {std::size_t{2} << 20, std::size_t{32} << 20}) {
       for (bool const queued : {false, true}) {

@@ -5,12 +5,16 @@
 //                              evict returns (device memory free); compression runs behind
 //                              it and is awaited untimed, before `ratio` is read.
 //   BM_Restore/<kind>/<codec>  restore(pool): map, decompress, verify, copy back.
+//   BM_SwapPools/<kind>/raw/<handle_cache|no_handle_cache>  restore one of two pools that
+//                              do not fit together: its room-making evicts the other first,
+//                              whose pages the restore maps again with the handle cache.
 //
 // Counters: link_fraction (bytes moved over the link per second / the link's bytes per
 // second, measured by a plain pinned async copy of 64 MiB in the same direction, in the
 // same process), moved_over_live (bytes moved / live bytes), ratio (live bytes / host
 // bytes once compressed); pin_ms, vmm_ms, issue_ms, wait_ms, codec_ms (the timed phase's
-// transfer_times per iteration, transfer.hpp); cold_evict_ms (the first evict of a fresh
+// transfer_times per iteration, transfer.hpp), slabs_pinned (host slabs the evicts pinned,
+// per iteration); cold_evict_ms (the first evict of a fresh
 // allocator, untimed, which pins the host store's slabs: the timed iterations run warm).
 //
 // On the simulator the link is throttled (cudasimSetLinkBandwidth) to SWAPALLOC_BENCH_LINK_GBPS
@@ -19,7 +23,8 @@
 // (SWAPALLOC_SIM_PROFILE=h100: tools/cudasim/README.md, "Cost profiles"): then the profile
 // sets the link, and `predicted_ms` (the mean timed phase / the profile's time scale) is
 // the profiled GPU's predicted time. SWAPALLOC_BENCH_SWAP_MIB sets the live data (default
-// 256).
+// 256), SWAPALLOC_BENCH_PAGE_MIB the pools' page size (default: the allocation granularity,
+// 2 MiB; issue 14 asks whether 32 MiB pages suit large pools).
 #include "bench_main.hpp"
 #include "cudasim.h"
 #include "data_kinds.hpp"
@@ -30,8 +35,10 @@
 
 #include <benchmark/benchmark.h>
 
+#include <array>
 #include <chrono>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,6 +53,7 @@ struct bench_device {
   driver const& cuda;
   CUdevice device;
   std::size_t live_bytes;
+  std::size_t page_bytes;  ///< the pools' page size; 0: the allocation granularity
   double to_host_bytes_per_second;
   double to_device_bytes_per_second;
   double time_scale;  ///< the simulator's cost profile's scale; 0 when none is active
@@ -92,36 +100,51 @@ double profile_time_scale(driver const& cuda)
   return info.time_scale;
 }
 
-/// An allocator holding `live_bytes` of `kind` data in pool "model", in blocks of 1 to 16
-/// MiB and some small ones (a model's tensors), written from the host.
+/// Fills `pool` of `cache` with `live_bytes` of `kind` data, in blocks of 1 to 16 MiB and
+/// some small ones (a model's tensors), written from the host; returns the blocks.
+std::vector<std::pair<CUdeviceptr, std::size_t>> fill_pool(swapalloc::allocator& cache,
+                                                           swapalloc::pool_id pool, data_kind kind)
+{
+  std::vector<std::pair<CUdeviceptr, std::size_t>> blocks;
+  std::vector<std::byte> const data = swapalloc::testing::make_data(kind, 16 * MiB, 1);
+  swapalloc::pool_scope const scope(cache, pool);
+  std::vector<std::size_t> const sizes{16 * MiB, 4 * MiB, MiB / 16, 9 * MiB, 1 * MiB, 3000};
+  std::size_t filled = 0;
+  for (std::size_t i = 0; filled < shared->live_bytes; ++i) {
+    std::size_t const bytes = std::min(sizes[i % sizes.size()], shared->live_bytes - filled);
+    CUdeviceptr const ptr   = cache.allocate(bytes, 0, nullptr);
+    shared->cuda.memcpy_htod(ptr, data.data() + (i * 4096) % (data.size() - bytes + 1), bytes);
+    blocks.emplace_back(ptr, bytes);
+    filled += bytes;
+  }
+  return blocks;
+}
+
+/// Restores `pool` and frees `blocks`, best effort (a destructor's cleanup: the
+/// allocator's destructor frees the rest).
+void empty_pool(swapalloc::allocator& cache, swapalloc::pool_id pool,
+                std::vector<std::pair<CUdeviceptr, std::size_t>> const& blocks) noexcept
+{
+  try {
+    (void)cache.restore(pool, 0);
+    for (auto const& [ptr, bytes] : blocks) {
+      cache.deallocate(ptr, bytes, 0, nullptr);
+    }
+  } catch (...) {  // NOLINT(bugprone-empty-catch): see above
+  }
+}
+
+/// An allocator holding `live_bytes` of `kind` data in pool "model" (fill_pool).
 struct filled_pool {
   filled_pool(data_kind kind, swapalloc::codec_id codec) : cache(shared->cuda)
   {
     swapalloc::pool_options options;
-    options.codec                     = codec;
-    pool                              = cache.create_pool("model", options);
-    std::vector<std::byte> const data = swapalloc::testing::make_data(kind, 16 * MiB, 1);
-    swapalloc::pool_scope const scope(cache, pool);
-    std::vector<std::size_t> const sizes{16 * MiB, 4 * MiB, MiB / 16, 9 * MiB, 1 * MiB, 3000};
-    std::size_t filled = 0;
-    for (std::size_t i = 0; filled < shared->live_bytes; ++i) {
-      std::size_t const bytes = std::min(sizes[i % sizes.size()], shared->live_bytes - filled);
-      CUdeviceptr const ptr   = cache.allocate(bytes, 0, nullptr);
-      shared->cuda.memcpy_htod(ptr, data.data() + (i * 4096) % (data.size() - bytes + 1), bytes);
-      blocks.emplace_back(ptr, bytes);
-      filled += bytes;
-    }
+    options.codec     = codec;
+    options.page_size = shared->page_bytes;
+    pool              = cache.create_pool("model", options);
+    blocks            = fill_pool(cache, pool, kind);
   }
-  ~filled_pool()
-  {
-    try {
-      (void)cache.restore(pool, 0);
-      for (auto const& [ptr, bytes] : blocks) {
-        cache.deallocate(ptr, bytes, 0, nullptr);
-      }
-    } catch (...) {  // NOLINT(bugprone-empty-catch): the allocator's destructor frees the rest
-    }
-  }
+  ~filled_pool() { empty_pool(cache, pool, blocks); }
   filled_pool(filled_pool const&)            = delete;
   filled_pool& operator=(filled_pool const&) = delete;
 
@@ -152,6 +175,7 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
     std::size_t moved = 0;  // over the link, in the timed phase
     std::size_t live  = 0;
     std::size_t host  = 0;
+    std::size_t slabs = 0;  // pinned by the timed iterations' evicts
     double seconds    = 0;
     swapalloc::transfer_times phases;  // summed over the timed iterations
     auto const timed = [&](auto&& step) {
@@ -174,6 +198,7 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
     for (auto _ : state) {
       swapalloc::evict_result const out = phase == timed_phase::evict ? timed(evict) : evict();
       live += out.live_bytes;
+      slabs += out.slabs_pinned;
       filled.cache.wait_for_compression(filled.pool);
       host += filled.cache.stats(filled.pool, 0).host_bytes;
       if (phase == timed_phase::restore) {
@@ -195,6 +220,8 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
     if (shared->time_scale > 0) { state.counters["predicted_ms"] = seconds * to_ms; }
     state.counters["cold_evict_ms"] =
       cold.count() * to_ms * static_cast<double>(state.iterations());
+    state.counters["slabs_pinned"] =
+      static_cast<double>(slabs) / static_cast<double>(state.iterations());
     state.counters["pin_ms"]   = phases.pin * to_ms;
     state.counters["vmm_ms"]   = phases.vmm * to_ms;
     state.counters["issue_ms"] = phases.issue * to_ms;
@@ -214,6 +241,59 @@ void BM_Restore(benchmark::State& state, data_kind kind, swapalloc::codec_id cod
   swap_cycles(state, kind, codec, timed_phase::restore);
 }
 
+/**
+ * BM_SwapPools/<kind>/raw/<handle_cache|no_handle_cache>: two pools of `live_bytes` raw
+ * data under a device limit of 1.5 × live_bytes, so that only one fits; each iteration
+ * restores the evicted pool, whose room-making evicts 7/8 of the other first (issue 14:
+ * evicting A to restore B). The restore is timed (both transfers). Counters: predicted_ms
+ * (under a cost profile), handle_hits (pages the restore mapped from the evicted ones,
+ * per iteration; 0 without the cache), link_fraction (bytes restored plus the bytes of
+ * the other pool's pages evicted, per timed second / the host-to-device link).
+ */
+void BM_SwapPools(benchmark::State& state, data_kind kind, bool handle_cache)
+{
+  swapalloc::bench::guarded(state, [&] {
+    swapalloc::allocator_options options;
+    options.device_limit       = swapalloc::device_limit{shared->live_bytes / 2 * 3, 1.0};
+    options.handle_cache_bytes = handle_cache ? std::numeric_limits<std::size_t>::max() : 0;
+    swapalloc::allocator cache(shared->cuda, options);
+    swapalloc::pool_options raw;
+    raw.codec     = swapalloc::codec_id::raw;
+    raw.page_size = shared->page_bytes;
+    std::array<swapalloc::pool_id, 2> const pools{cache.create_pool("a", raw),
+                                                  cache.create_pool("b", raw)};
+    auto const a_blocks = fill_pool(cache, pools[0], kind);
+    (void)cache.evict(pools[0], 0);
+    auto const b_blocks = fill_pool(cache, pools[1], kind);
+    std::size_t turn    = 0;
+    (void)cache.restore(pools[turn++ % 2], 0);  // untimed: the host store is warm after it
+    std::size_t const hits_before = cache.handle_stats(0).hits;
+    double seconds                = 0;
+    std::size_t moved             = 0;
+    for (auto _ : state) {
+      swapalloc::pool_id const other           = pools[(turn + 1) % 2];
+      std::size_t const out_before             = cache.stats(other, 0).evicted_bytes;
+      auto const start                         = std::chrono::steady_clock::now();
+      swapalloc::restore_result const done     = cache.restore(pools[turn++ % 2], 0);
+      std::chrono::duration<double> const took = std::chrono::steady_clock::now() - start;
+      state.SetIterationTime(took.count());
+      seconds += took.count();
+      moved += done.bytes_copied + (cache.stats(other, 0).evicted_bytes - out_before);
+    }
+    double const per_iteration = 1.0 / static_cast<double>(state.iterations());
+    state.counters["handle_hits"] =
+      static_cast<double>(cache.handle_stats(0).hits - hits_before) * per_iteration;
+    state.counters["link_fraction"] =
+      static_cast<double>(moved) / seconds / shared->to_device_bytes_per_second;
+    if (shared->time_scale > 0) {
+      state.counters["predicted_ms"] = seconds * 1e3 / shared->time_scale * per_iteration;
+    }
+    cache.wait_for_compression(pools[0]);
+    empty_pool(cache, pools[0], a_blocks);
+    empty_pool(cache, pools[1], b_blocks);
+  });
+}
+
 void register_all()
 {
   using swapalloc::codec_id;
@@ -230,6 +310,14 @@ void register_all()
     {data_kind::zeros, {codec_id::lz4}},
     {data_kind::random_bytes, {codec_id::lz4}},
   };
+  for (bool const cache : {true, false}) {
+    std::string const name =
+      std::string("BM_SwapPools/bf16_weights/raw/") + (cache ? "handle_cache" : "no_handle_cache");
+    benchmark::RegisterBenchmark(name.c_str(), BM_SwapPools, data_kind::bf16_weights, cache)
+      ->UseManualTime()
+      ->Iterations(4)
+      ->Unit(benchmark::kMillisecond);
+  }
   for (auto const& [kind, codecs] : matrix) {
     for (codec_id codec : codecs) {
       std::string const suffix =
@@ -264,11 +352,14 @@ int main(int argc, char** argv)
       std::size_t const live =
         static_cast<std::size_t>(swapalloc::bench::env_number("SWAPALLOC_BENCH_SWAP_MIB", 256)) *
         MiB;
+      std::size_t const page =
+        static_cast<std::size_t>(swapalloc::bench::env_number("SWAPALLOC_BENCH_PAGE_MIB", 0)) * MiB;
       auto const [out, in] = measure_link(cuda);
       benchmark::AddCustomContext("link_to_host_GBps", std::to_string(out / 1e9));
       benchmark::AddCustomContext("link_to_device_GBps", std::to_string(in / 1e9));
       benchmark::AddCustomContext("live_MiB", std::to_string(live / MiB));
-      bench_device const loaded{cuda, device, live, out, in, time_scale};
+      benchmark::AddCustomContext("page_MiB", std::to_string(page / MiB));
+      bench_device const loaded{cuda, device, live, page, out, in, time_scale};
       swapalloc::bench::run_benchmarks_with(shared, loaded);
     });
   });

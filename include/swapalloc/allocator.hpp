@@ -93,7 +93,8 @@ class allocator {
   {
     int const count = drv.device_count();
     for (int ordinal = 0; ordinal < count; ++ordinal) {
-      devices_.push_back(std::make_unique<device_state>(drv, ordinal, drv.device(ordinal)));
+      devices_.push_back(std::make_unique<device_state>(drv, ordinal, drv.device(ordinal),
+                                                        options_.handle_cache_bytes));
     }
   }
 
@@ -474,6 +475,16 @@ class allocator {
     room_result done = room_.make_room(state, lock, default_pool, 0, room_reason::monitor);
     if (done.error) { std::rethrow_exception(done.error); }
     return done;
+  }
+
+  /**
+   * @brief `device`'s handle_cache counters: how many maps took an unmapped page's memory
+   *        instead of creating it (its bytes are held only while an allocation or a
+   *        restore runs). @throws usage_error (bad_device).
+   */
+  [[nodiscard]] handle_cache_stats handle_stats(int device) const
+  {
+    return state_of(device, "handle_stats").handles().stats();
   }
 
   /**

@@ -34,6 +34,10 @@ struct allocator_options {
   /// host runs short of memory.
   host_store_options host{.warm_bytes = std::numeric_limits<std::size_t>::max()};
   std::size_t workers{0};  ///< compression threads; 0: SWAPALLOC_WORKERS, else cores − 1 (≤ 8)
+  /// Bound of each device's handle_cache: unmapped pages an allocation's or a restore's
+  /// evictions hand to its own maps (handle_cache.hpp), held for that operation only.
+  /// 0 turns it off.
+  std::size_t handle_cache_bytes{std::numeric_limits<std::size_t>::max()};
   transfer_options transfer;
   /// The policy's watermarks, fractions of the limit (DESIGN §8); 0: SWAPALLOC_HIGH and
   /// SWAPALLOC_LOW, else 0.85 and 0.75. Accepted: 0 < low < high <= 1.

@@ -35,6 +35,7 @@
 #include <swapalloc/block.hpp>
 #include <swapalloc/config.hpp>
 #include <swapalloc/driver.hpp>
+#include <swapalloc/handle_cache.hpp>
 #include <swapalloc/host_store.hpp>
 #include <swapalloc/policy.hpp>
 #include <swapalloc/pool_controls.hpp>
@@ -129,8 +130,14 @@ class device_state {
   /// `usage` reads the clock on every this many calls only.
   static constexpr unsigned info_check_calls = 32;
 
-  device_state(driver const& drv, int ordinal, CUdevice device)
-    : driver_(&drv), ordinal_(ordinal), device_(device), events_(drv), frees_(drv)
+  /// @param handle_cache_bytes bound of the device's handle_cache (0: off).
+  device_state(driver const& drv, int ordinal, CUdevice device, std::size_t handle_cache_bytes = 0)
+    : driver_(&drv),
+      ordinal_(ordinal),
+      device_(device),
+      events_(drv),
+      frees_(drv),
+      handles_(drv, handle_cache_bytes)
   {
   }
   device_state(device_state const&)            = delete;
@@ -146,7 +153,8 @@ class device_state {
       (void)driver_->table().cuCtxSynchronize();
       frees_.destroy_all();
       controls_.for_each_event([&](CUevent event) { events_.give_back(event); });
-      pools_.clear();  // waits for compression jobs, gives host memory back, unmaps
+      pools_.clear();                // waits for compression jobs, gives host memory back, unmaps
+      (void)handles_.release_all();  // empty outside an operation; before the context goes
       engine_.reset();
       store_.reset();
       events_.destroy_all();
@@ -213,7 +221,7 @@ class device_state {
     capacity = (capacity + page_size - 1) / page_size * page_size;
     if (pools_.size() <= id) { pools_.resize(id + 1); }
     pools_[id] = std::make_unique<pool_residency>(*driver_, device_, entry.name, capacity,
-                                                  page_size, entry.options.read_only);
+                                                  page_size, entry.options.read_only, &handles_);
     return *pools_[id];
   }
 
@@ -284,11 +292,14 @@ class device_state {
   /// released; a failure is not an error here (the retry decides). @pre as release_cache.
   std::size_t release_for_retry(std::unique_lock<std::mutex>& lock) noexcept
   {
+    std::size_t released = 0;
     try {
-      return release_cache(lock, nullptr);
+      released = release_cache(lock, nullptr);
     } catch (...) {  // NOLINT(bugprone-empty-catch): see above
-      return 0;
     }
+    // Unmapped pages of another page size would stay in the way of the retry's maps.
+    (void)handles_.release_all();
+    return released;
   }
 
   /// Waits, with `lock` released, until no compression job of pool `*only` (null: of any
@@ -391,6 +402,11 @@ class device_state {
   /// The host store, nullptr before the first eviction. @pre locked to read it; the store
   /// lives as long as this state and is thread-safe, so it may be used after unlocking.
   [[nodiscard]] host_store* store() const noexcept { return store_.get(); }
+
+  /// The device's cache of unmapped page handles, which its pools' unmaps fill and maps
+  /// take from while a handle_cache::armed scope is open (the room maker's operations).
+  [[nodiscard]] handle_cache& handles() noexcept { return handles_; }
+  [[nodiscard]] handle_cache const& handles() const noexcept { return handles_; }
 
   /// Creates the host store and transfer engine at the first eviction.
   /// @pre locked, context current.
@@ -755,6 +771,7 @@ class device_state {
   pressure_level level_{pressure_level::safe};  // the last level seen (exchange_level)
   event_pool events_;
   deferred_frees frees_;
+  handle_cache handles_;  // outlives the pools, whose unmaps give to it
   // The swap tier, created at the device's first eviction.
   std::unique_ptr<host_store> store_;
   std::unique_ptr<transfer_engine> engine_;

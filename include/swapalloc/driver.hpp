@@ -76,6 +76,7 @@ struct driver_table {
   decltype(&::cuMemUnmap) cuMemUnmap{};
   decltype(&::cuMemSetAccess) cuMemSetAccess{};
   decltype(&::cuMemGetAccess) cuMemGetAccess{};
+  decltype(&::cuMemRetainAllocationHandle) cuMemRetainAllocationHandle{};
   // Pinned host memory.
   decltype(&::cuMemHostAlloc) cuMemHostAlloc{};
   decltype(&::cuMemAllocHost) cuMemAllocHost{};
@@ -364,6 +365,15 @@ class driver {
     return handle;
   }
 
+  /// A new reference to the memory mapped at `address` (cuMemRetainAllocationHandle): the
+  /// memory lives until it is released (mem_release), even once unmapped.
+  [[nodiscard]] CUmemGenericAllocationHandle mem_retain(CUdeviceptr address) const
+  {
+    CUmemGenericAllocationHandle handle = 0;
+    check(table_.cuMemRetainAllocationHandle(&handle, reinterpret_cast<void*>(address)),
+          "cuMemRetainAllocationHandle", [&] { return "addr=" + hex(address); });
+    return handle;
+  }
   void mem_release(CUmemGenericAllocationHandle handle) const
   {
     check(table_.cuMemRelease(handle), "cuMemRelease", [&] { return "handle=" + hex(handle); });
@@ -630,6 +640,7 @@ class driver {
     resolve(t.cuMemUnmap, "cuMemUnmap");
     resolve(t.cuMemSetAccess, "cuMemSetAccess");
     resolve(t.cuMemGetAccess, "cuMemGetAccess");
+    resolve(t.cuMemRetainAllocationHandle, "cuMemRetainAllocationHandle");
     resolve(t.cuMemHostAlloc, "cuMemHostAlloc");
     resolve(t.cuMemAllocHost, "cuMemAllocHost_v2");
     resolve(t.cuMemFreeHost, "cuMemFreeHost");

@@ -25,6 +25,7 @@
 
 #include <swapalloc/block_cache.hpp>
 #include <swapalloc/driver.hpp>
+#include <swapalloc/handle_cache.hpp>
 #include <swapalloc/vmm.hpp>
 
 #include <algorithm>
@@ -87,17 +88,20 @@ class device_pool {
   /**
    * @brief Reserves `capacity` bytes of addresses for the pool `name` on `device`.
    * @param page_size bytes per page: a multiple of the device's allocation granularity.
+   * @param handles `device`'s cache of unmapped page handles, which the pool's unmaps fill
+   *        and its maps take from (vmm.hpp), or nullptr; it must outlive the pool.
    * @throws std::invalid_argument for a capacity or page size that is not a positive
    *         multiple of the granularity.
    * @throws cuda_error if the reservation fails.
    */
   device_pool(driver const& drv, CUdevice device, std::string name, std::size_t capacity,
-              std::size_t page_size)
+              std::size_t page_size, handle_cache* handles = nullptr)
     : driver_(&drv),
       device_(device),
       name_(std::move(name)),
       blocks_(checked_capacity(drv, device, capacity, page_size), page_size),
-      range_(drv, capacity)
+      range_(drv, capacity),
+      handles_(handles)
   {
   }
 
@@ -170,7 +174,8 @@ class device_pool {
       });
       if (!stray_.empty()) { (void)stray_.retry(*driver_); }  // a mapping may be in the way
       for (auto const& [first, count] : runs_) {
-        map_pages(*driver_, page_address(first), blocks_.page_size(), count, device_, stray_);
+        map_pages(*driver_, page_address(first), blocks_.page_size(), count, device_, stray_,
+                  handles_);
         blocks_.change_pages(first, count, page_state::resident);
         note_reserved();
       }
@@ -226,11 +231,16 @@ class device_pool {
     std::size_t released = 0;
     CUresult first_error = CUDA_SUCCESS;
     CUdeviceptr failed   = 0;
+    std::size_t pages    = 0;
+    for (auto const& run : runs_) {
+      pages += run.second;
+    }
+    stray_.reserve(pages);  // each unmap may leave one stray handle
     for (auto const& [first, count] : runs_) {
       for (std::size_t page = first; page < first + count; ++page) {
         blocks_.require_change(page, 1, page_state::unmapped);
-        CUresult const result =
-          driver_->table().cuMemUnmap(page_address(page), blocks_.page_size());
+        CUresult const result = swapalloc::unmap_page(*driver_, page_address(page),
+                                                      blocks_.page_size(), handles_, stray_);
         if (result != CUDA_SUCCESS) {
           if (first_error == CUDA_SUCCESS) {
             first_error = result;
@@ -348,7 +358,7 @@ class device_pool {
   {
     blocks_.require_change(index, count, page_state::restoring);
     if (!stray_.empty()) { (void)stray_.retry(*driver_); }
-    map_pages(*driver_, page_address(index), blocks_.page_size(), count, device_, stray_);
+    map_pages(*driver_, page_address(index), blocks_.page_size(), count, device_, stray_, handles_);
     blocks_.change_pages(index, count, page_state::restoring);
   }
 
@@ -371,8 +381,10 @@ class device_pool {
   void unmap_page(std::size_t index, page_state after)
   {
     blocks_.require_change(index, 1, after);
+    stray_.reserve(1);
     driver_->check(
-      driver_->table().cuMemUnmap(page_address(index), blocks_.page_size()), "cuMemUnmap", [&] {
+      swapalloc::unmap_page(*driver_, page_address(index), blocks_.page_size(), handles_, stray_),
+      "cuMemUnmap", [&] {
         return "ptr=" + hex(page_address(index)) + ", size=" + std::to_string(blocks_.page_size()) +
                " (pool '" + name_ + "'); that page keeps its state (" +
                to_string(blocks_.page(index)) + ")";
@@ -488,6 +500,7 @@ class device_pool {
   std::vector<std::pair<std::size_t, std::size_t>> runs_;  // scratch: page runs
   std::size_t last_map_bytes_{0};
   stray_pages stray_;  // what failed rollbacks could not give back: retried before mapping
+  handle_cache* handles_{nullptr};  // the device's, shared by its pools; may be null
 };
 
 }  // namespace swapalloc

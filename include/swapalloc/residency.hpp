@@ -50,6 +50,7 @@
 #pragma once
 
 #include <swapalloc/driver.hpp>
+#include <swapalloc/handle_cache.hpp>
 #include <swapalloc/host_store.hpp>
 #include <swapalloc/pool.hpp>
 #include <swapalloc/pool_image.hpp>
@@ -86,11 +87,12 @@ class pool_residency {
   /**
    * @brief Reserves the pool's range (device_pool); no host copy yet.
    * @param keep_copies keep the host copies of restored pages (a read-only pool).
+   * @param handles the device's handle_cache (device_pool), or nullptr.
    * @throws as device_pool's constructor.
    */
   pool_residency(driver const& drv, CUdevice device, std::string name, std::size_t capacity,
-                 std::size_t page_size, bool keep_copies)
-    : pool_(drv, device, std::move(name), capacity, page_size),
+                 std::size_t page_size, bool keep_copies, handle_cache* handles = nullptr)
+    : pool_(drv, device, std::move(name), capacity, page_size, handles),
       copies_(pool_.page_count(), copy_state::none),
       keep_copies_(keep_copies)
   {

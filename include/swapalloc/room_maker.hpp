@@ -163,6 +163,7 @@ class room_maker {
   block* allocate(device_state& state, std::unique_lock<std::mutex>& lock, pool_id id,
                   std::size_t bytes, std::size_t rounded, stream_tag tag)
   {
+    handle_cache::armed const reuse(state.handles());  // evicted pages feed the map
     state.ensure_context();
     context_scope const current(*driver_, state.context());
     pool_residency& pool = state.pool_for(
@@ -213,7 +214,8 @@ class room_maker {
                          pool_residency& pool, CUstream stream,
                          event_kind kind = event_kind::restore)
   {
-    std::size_t const needed = evicted_bytes(pool);  // restoring pages are mapped already
+    handle_cache::armed const reuse(state.handles());  // evicted pages feed the restore
+    std::size_t const needed = evicted_bytes(pool);    // restoring pages are mapped already
     auto const still_needed  = [&] { return evicted_bytes(pool); };  // after the lease's wait
     room_result const first  = make_room_for(state, lock, id, still_needed, room_reason::map);
     if (auto done = restore_unless_full(state, lock, id, pool, stream, kind)) {

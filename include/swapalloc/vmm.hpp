@@ -10,7 +10,9 @@
  * memory, which the driver frees at the page's unmap (cuda.h, cuMemRelease: "freed when all
  * outstanding mappings to the memory are unmapped and when all outstanding references to
  * the handle ... are also released"). So no handle outlives these calls, and there is no
- * handle to release twice (torch_memory_saver issue 92).
+ * handle to release twice (torch_memory_saver issue 92). With a `handle_cache`, `unmap_page`
+ * retains the page's handle before unmapping and gives it to the cache, and `map_pages`
+ * takes a cached handle of the page size before it creates one (handle_cache.hpp).
  *
  * Cost (reported A100 figures, DESIGN §4): cuMemCreate 8-190 us, cuMemMap ~1 us,
  * cuMemSetAccess 20-40 us, cuMemUnmap 10-30 us per page. map_pages grants access to a whole
@@ -28,6 +30,7 @@
 #pragma once
 
 #include <swapalloc/driver.hpp>
+#include <swapalloc/handle_cache.hpp>
 
 #include <cassert>
 #include <cstddef>
@@ -211,7 +214,8 @@ inline void check_page_run(driver const& drv, char const* function, CUdeviceptr 
 
 /**
  * @brief Backs [address, address + count * page_size) with `count` fresh physical pages
- *        on `device`, readable and writable by `device`.
+ *        on `device`, readable and writable by `device`: handles taken from `cache` (when
+ *        given; it must be `device`'s) where it has some of the page size, else created.
  *
  * All or nothing: if any driver call fails, the pages already created are unmapped (which
  * frees them) and their handles released before the `cuda_error` propagates, so the range
@@ -225,7 +229,8 @@ inline void check_page_run(driver const& drv, char const* function, CUdeviceptr 
  *         when the device is full).
  */
 inline void map_pages(driver const& drv, CUdeviceptr address, std::size_t page_size,
-                      std::size_t count, CUdevice device, stray_pages& stray)
+                      std::size_t count, CUdevice device, stray_pages& stray,
+                      handle_cache* cache = nullptr)
 {
   detail::check_page_run(drv, "map_pages", address, page_size, count, device);
   stray.reserve(count);
@@ -233,7 +238,8 @@ inline void map_pages(driver const& drv, CUdeviceptr address, std::size_t page_s
   try {
     for (; mapped < count; ++mapped) {
       CUdeviceptr const page_address      = address + mapped * page_size;
-      CUmemGenericAllocationHandle handle = drv.mem_create(page_size, device);
+      CUmemGenericAllocationHandle handle = cache != nullptr ? cache->take(page_size) : 0;
+      if (handle == 0) { handle = drv.mem_create(page_size, device); }
       try {
         drv.mem_map(page_address, page_size, handle);
       } catch (...) {
@@ -254,6 +260,33 @@ inline void map_pages(driver const& drv, CUdeviceptr address, std::size_t page_s
     }
     throw;
   }
+}
+
+/**
+ * @brief Unmaps the page of `page_size` bytes at `address`. With a `cache` that has room,
+ *        the page's memory is kept there for a later map_pages (cuMemRetainAllocationHandle
+ *        first; a retain that fails just frees the memory at the unmap); otherwise the
+ *        unmap frees it.
+ * @pre the work that used the page has completed; the page is one mapping of map_pages.
+ * @return cuMemUnmap's result: on failure the page stays mapped, and a retained handle is
+ *         released again (or, should that fail too, kept in `stray`). @pre stray.reserve(1).
+ */
+[[nodiscard]] inline CUresult unmap_page(driver const& drv, CUdeviceptr address,
+                                         std::size_t page_size, handle_cache* cache,
+                                         stray_pages& stray) noexcept
+{
+  CUmemGenericAllocationHandle handle = 0;
+  bool const keep                     = cache != nullptr && cache->has_room(page_size) &&
+                    drv.table().cuMemRetainAllocationHandle(
+                      &handle, reinterpret_cast<void*>(address)) == CUDA_SUCCESS;
+  CUresult const result = drv.table().cuMemUnmap(address, page_size);
+  if (!keep) { return result; }
+  if (result != CUDA_SUCCESS) {
+    stray.release(drv, handle, page_size, address);  // still mapped: counted once
+    return result;
+  }
+  cache->give(handle, page_size);
+  return CUDA_SUCCESS;
 }
 
 /**

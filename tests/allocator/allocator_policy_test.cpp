@@ -301,6 +301,73 @@ TEST_F(PolicyAllocatorTest, AFaultInAPressureEvictionInsideActivateLosesNothing)
   }
 }
 
+TEST_F(PolicyAllocatorTest, ARestoreMapsThePagesItsRoomMakingEvictionUnmapped)
+{
+  // Issue 14: evicting A to restore B. Restoring a (16 MiB) passes the high watermark by
+  // 8 MiB: b loses 4 pages, whose memory a's restore maps again instead of creating
+  // pages; what no map took is released when the restore ends.
+  SIM_ONLY(sim(), "counts cuMemCreate calls and reads the census");
+  pool_id const a = make_pool("a");
+  pool_id const b = make_pool("b");
+  pool_id const c = make_pool("c");
+  std::vector<filled_block> const in_a{use(a, 16 * MiB, 21)};
+  (void)alloc().evict(a, 0);
+  EXPECT_EQ(alloc().handle_stats(0).held_bytes, 0U) << "an explicit evict keeps nothing";
+  std::vector<filled_block> const in_b{use(b, 20 * MiB, 22)};
+  std::vector<filled_block> const in_c{use(c, 20 * MiB, 23)};
+  handle_cache_stats const before = alloc().handle_stats(0);
+  auto const creates              = sim().call_count("cuMemCreate");
+  {
+    activation const active(alloc(), a, 0, nullptr);
+    expect_intact(in_a, "a, restored");
+  }
+  handle_cache_stats const after = alloc().handle_stats(0);
+  std::size_t const hits         = after.hits - before.hits;
+  std::size_t const created      = sim().call_count("cuMemCreate") - creates;
+  EXPECT_EQ(alloc().stats(b, 0).evicted_bytes, 8 * MiB);
+  EXPECT_EQ(hits, 4U) << "b's 4 evicted pages went to a";
+  EXPECT_EQ(created, 4U) << "a's other 4 pages were created";
+  EXPECT_EQ(after.held_bytes, 0U) << "nothing is held after the restore";
+  EXPECT_EQ(sim().census().physical_bytes, used_bytes()) << "no device memory unaccounted for";
+  expect_intact_when_active(b, in_b, "b");
+  expect_intact_when_active(c, in_c, "c");
+  for (auto const* blocks : {&in_a, &in_b, &in_c}) {
+    alloc().deallocate((*blocks)[0].ptr, (*blocks)[0].bytes, 0, nullptr);
+  }
+}
+
+TEST_F(PolicyAllocatorTest, WithTheHandleCacheOffEveryRestoredPageIsCreated)
+{
+  SIM_ONLY(sim(), "counts cuMemCreate calls");
+  allocator_options options  = this->options();
+  options.handle_cache_bytes = 0;
+  allocator off(drv(), options);
+  auto const retains = sim().call_count("cuMemRetainAllocationHandle");
+  pool_id const a    = off.create_pool("a");
+  pool_id const b    = off.create_pool("b");
+  std::vector<CUdeviceptr> blocks;
+  for (pool_id const pool : {a, b}) {
+    pool_scope const scope(off, pool);
+    blocks.push_back(off.allocate(24 * MiB, 0, nullptr));
+  }
+  (void)off.evict(a, 0);
+  {
+    pool_scope const scope(off, b);
+    blocks.push_back(off.allocate(16 * MiB, 0, nullptr));  // 40 MiB resident
+  }
+  auto const creates = sim().call_count("cuMemCreate");
+  {
+    activation const active(off, a, 0, nullptr);  // 64 > 54.4 MiB: b is evicted
+  }
+  EXPECT_GT(off.stats(b, 0).evicted_bytes, 0U);
+  EXPECT_EQ(sim().call_count("cuMemCreate") - creates, 12U) << "a's 12 pages, all created";
+  EXPECT_EQ(off.handle_stats(0).hits, 0U);
+  EXPECT_EQ(sim().call_count("cuMemRetainAllocationHandle"), retains);
+  off.deallocate(blocks[0], 24 * MiB, 0, nullptr);
+  off.deallocate(blocks[1], 24 * MiB, 0, nullptr);
+  off.deallocate(blocks[2], 16 * MiB, 0, nullptr);
+}
+
 TEST_F(PolicyAllocatorTest, DeactivateWithoutActivateIsAMisuse)
 {
   pool_id const a = make_pool("a");

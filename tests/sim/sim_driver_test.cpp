@@ -76,6 +76,7 @@ TEST(SimDriver, VersionedSymbols)
   SIM_CHECK_SYMBOL(cuMemUnmap);
   SIM_CHECK_SYMBOL(cuMemSetAccess);
   SIM_CHECK_SYMBOL(cuMemGetAccess);
+  SIM_CHECK_SYMBOL(cuMemRetainAllocationHandle);
   SIM_CHECK_SYMBOL(cuMemHostAlloc);
   SIM_CHECK_SYMBOL(cuMemAllocHost);
   SIM_CHECK_SYMBOL(cuMemFreeHost);

@@ -9,7 +9,7 @@
 
 namespace swapalloc::testing {
 
-inline constexpr std::array<char const*, 51> driver_entry_points{"cuInit",
+inline constexpr std::array<char const*, 52> driver_entry_points{"cuInit",
                                                                  "cuDriverGetVersion",
                                                                  "cuGetErrorName",
                                                                  "cuGetErrorString",
@@ -35,6 +35,7 @@ inline constexpr std::array<char const*, 51> driver_entry_points{"cuInit",
                                                                  "cuMemUnmap",
                                                                  "cuMemSetAccess",
                                                                  "cuMemGetAccess",
+                                                                 "cuMemRetainAllocationHandle",
                                                                  "cuMemHostAlloc",
                                                                  "cuMemAllocHost",
                                                                  "cuMemFreeHost",

@@ -1,4 +1,5 @@
-// Tests of include/swapalloc/vmm.hpp: address_reservation, map_pages, unmap_pages.
+// Tests of include/swapalloc/vmm.hpp: address_reservation, map_pages, unmap_pages, and
+// unmap_page and map_pages with a handle_cache.
 // Device memory is read and written only through driver calls. The DriverTest fixture
 // fails a test that leaves a handle, mapping or reservation behind (on the simulator).
 #include <swapalloc/vmm.hpp>
@@ -269,6 +270,97 @@ TEST_F(VmmPages, UnmapFailureUnmapsTheOtherPagesAndNamesTheFirstFailure)
   drv().memcpy_htod(range.base() + gran(), data.data(), gran());
   EXPECT_EQ(read_words(drv(), range.base() + gran(), gran() / 4), data);
   unmap_pages(drv(), range.base() + gran(), gran(), 1, device());
+}
+
+// ------------------------------------------------------------ with a handle cache
+
+TEST_F(VmmPages, AnUnmapIntoACacheKeepsThePageAndAMapElsewhereTakesIt)
+{
+  address_reservation from(drv(), 2 * gran());
+  address_reservation to(drv(), gran());
+  handle_cache cache(drv(), 4 * gran());
+  handle_cache::armed const scope(cache);
+  map_pages(drv(), from.base(), gran(), 2, device(), stray_, &cache);
+  auto const data = pattern(gran() / 4, 0x7e57);
+  drv().memcpy_htod(from.base() + gran(), data.data(), gran());
+  std::size_t const free_mapped = free_bytes();
+
+  EXPECT_EQ(unmap_page(drv(), from.base() + gran(), gran(), &cache, stray_), CUDA_SUCCESS);
+  EXPECT_EQ(cache.held_bytes(), gran());
+  EXPECT_EQ(free_bytes(), free_mapped) << "the cache holds the page's memory";
+  auto const creates = sim().available() ? sim().call_count("cuMemCreate") : 0;
+  map_pages(drv(), to.base(), gran(), 1, device(), stray_, &cache);
+  if (sim().available()) { EXPECT_EQ(sim().call_count("cuMemCreate"), creates); }
+  EXPECT_EQ(cache.held_bytes(), 0U);
+  EXPECT_EQ(read_words(drv(), to.base(), gran() / 4), data) << "the same memory, mapped anew";
+  EXPECT_EQ(cache.stats().hits, 1U);
+  EXPECT_EQ(unmap_page(drv(), from.base(), gran(), nullptr, stray_), CUDA_SUCCESS);
+  EXPECT_EQ(unmap_page(drv(), to.base(), gran(), nullptr, stray_), CUDA_SUCCESS);
+  EXPECT_EQ(free_bytes(), free_mapped + 2 * gran()) << "without a cache, unmaps free";
+  EXPECT_TRUE(stray_.empty());
+}
+
+TEST_F(VmmPages, AFullCacheIsNotAskedToRetainAndTheUnmapFreesThePage)
+{
+  SIM_ONLY(sim(), "counts cuMemRetainAllocationHandle calls");
+  address_reservation range(drv(), gran());
+  handle_cache cache(drv(), 0);
+  handle_cache::armed const scope(cache);
+  map_pages(drv(), range.base(), gran(), 1, device(), stray_, &cache);
+  std::size_t const free_mapped = free_bytes();
+  auto const retains            = sim().call_count("cuMemRetainAllocationHandle");
+  EXPECT_EQ(unmap_page(drv(), range.base(), gran(), &cache, stray_), CUDA_SUCCESS);
+  EXPECT_EQ(sim().call_count("cuMemRetainAllocationHandle"), retains);
+  EXPECT_EQ(free_bytes(), free_mapped + gran());
+}
+
+TEST_F(VmmPages, AFailedRetainStillUnmapsAndFreesThePage)
+{
+  SIM_ONLY(sim(), "fault injection");
+  address_reservation range(drv(), gran());
+  handle_cache cache(drv(), 4 * gran());
+  handle_cache::armed const scope(cache);
+  map_pages(drv(), range.base(), gran(), 1, device(), stray_, &cache);
+  std::size_t const free_mapped = free_bytes();
+  ASSERT_EQ(sim().fail_call("cuMemRetainAllocationHandle", 1, CUDA_SUCCESS), CUDA_SUCCESS);
+  EXPECT_EQ(unmap_page(drv(), range.base(), gran(), &cache, stray_), CUDA_SUCCESS);
+  EXPECT_EQ(cache.held_bytes(), 0U);
+  EXPECT_EQ(free_bytes(), free_mapped + gran());
+}
+
+TEST_F(VmmPages, AFailedUnmapIntoACacheLeavesThePageMappedAndTheCacheEmpty)
+{
+  SIM_ONLY(sim(), "fault injection");
+  address_reservation range(drv(), gran());
+  handle_cache cache(drv(), 4 * gran());
+  handle_cache::armed const scope(cache);
+  map_pages(drv(), range.base(), gran(), 1, device(), stray_, &cache);
+  std::size_t const handles = sim().census().handles;
+  ASSERT_EQ(sim().fail_call("cuMemUnmap", 1, CUDA_SUCCESS), CUDA_SUCCESS);
+  EXPECT_NE(unmap_page(drv(), range.base(), gran(), &cache, stray_), CUDA_SUCCESS);
+  EXPECT_EQ(cache.held_bytes(), 0U) << "a page still mapped must not be handed out";
+  EXPECT_EQ(sim().census().handles, handles) << "the retained reference was released";
+  EXPECT_TRUE(stray_.empty());
+  auto const data = pattern(gran() / 4, 0x11);
+  drv().memcpy_htod(range.base(), data.data(), gran());
+  EXPECT_EQ(read_words(drv(), range.base(), gran() / 4), data) << "still mapped and usable";
+  EXPECT_EQ(unmap_page(drv(), range.base(), gran(), &cache, stray_), CUDA_SUCCESS);
+  (void)cache.release_all();
+}
+
+TEST_F(VmmPages, AFailedMapOfACachedHandleReleasesIt)
+{
+  SIM_ONLY(sim(), "fault injection");
+  address_reservation range(drv(), gran());
+  handle_cache cache(drv(), 4 * gran());
+  handle_cache::armed const scope(cache);
+  std::size_t const free_before = free_bytes();
+  cache.give(drv().mem_create(gran(), device()), gran());
+  ASSERT_EQ(sim().fail_call("cuMemMap", 1, CUDA_SUCCESS), CUDA_SUCCESS);
+  EXPECT_THROW(map_pages(drv(), range.base(), gran(), 1, device(), stray_, &cache), cuda_error);
+  EXPECT_EQ(cache.held_bytes(), 0U);
+  EXPECT_TRUE(stray_.empty());
+  EXPECT_EQ(free_bytes(), free_before) << "the handle taken from the cache was released";
 }
 
 }  // namespace

@@ -32,6 +32,7 @@ cuMemMap           fixed_us=2     # the split between them is assumed
 cuMemSetAccess     fixed_us=20
 cuMemUnmap         fixed_us=15
 cuMemRelease       fixed_us=4
+cuMemRetainAllocationHandle fixed_us=1  # not measured: assumed a lookup (gpu-profile times it)
 cuMemcpyHtoDAsync  fixed_us=2.5   # issue cost, estimated
 cuMemcpyDtoHAsync  fixed_us=2.5
 cuMemsetD8Async    fixed_us=2.5
