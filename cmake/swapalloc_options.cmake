@@ -20,4 +20,13 @@ if(SWAPALLOC_SANITIZE)
   endif()
   add_compile_options(-fsanitize=${SWAPALLOC_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=all)
   add_link_options(-fsanitize=${SWAPALLOC_SANITIZE})
+  # Clang links its sanitizer runtimes statically into executables, so a shared library
+  # (libswapalloc.so, libcudasim.so) relies on the executable for them, and a C program linked
+  # by clang lacks the C++ half of UBSan's. The shared runtimes serve every module alike, as
+  # GCC's do by default; their directory goes into the run path.
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-runtime-dir
+                    OUTPUT_VARIABLE swapalloc_sanitizer_runtime_dir OUTPUT_STRIP_TRAILING_WHITESPACE)
+    add_link_options(-shared-libsan "LINKER:-rpath,${swapalloc_sanitizer_runtime_dir}")
+  endif()
 endif()

@@ -11,6 +11,7 @@
 //     goes to the runtime (which refuses it) without harm.
 // Exit status 0 when all hold; 1 with a message otherwise.
 #include <cuda_runtime_api.h>
+#include <swapalloc/swapalloc.h>  // the functions' types only: they are found with dlsym
 
 #include "../stats_json.hpp"
 
@@ -29,13 +30,15 @@
 
 namespace {
 
-/// The C ABI functions the check needs, from libswapalloc.so as the interposer loaded it.
+/// The C ABI functions the check needs, from libswapalloc.so as the interposer loaded it,
+/// with the header's exact types (a call through another function type is undefined:
+/// clang's -fsanitize=function reports it).
 struct swapalloc_abi {
-  int (*stats_json)(char const**);
-  int (*pool_find)(char const*, std::uint32_t*);
-  int (*activate)(std::uint32_t, int, void*);
-  int (*deactivate)(std::uint32_t, int, void*);
-  int (*evict)(std::uint32_t, int, std::size_t*);
+  decltype(&::swapalloc_stats_json) stats_json;
+  decltype(&::swapalloc_pool_find) pool_find;
+  decltype(&::swapalloc_activate) activate;
+  decltype(&::swapalloc_deactivate) deactivate;
+  decltype(&::swapalloc_evict) evict;
 
   template <class F>
   static F find(char const* name)
@@ -49,11 +52,11 @@ struct swapalloc_abi {
   }
   static swapalloc_abi load()
   {
-    return {find<int (*)(char const**)>("swapalloc_stats_json"),
-            find<int (*)(char const*, std::uint32_t*)>("swapalloc_pool_find"),
-            find<int (*)(std::uint32_t, int, void*)>("swapalloc_activate"),
-            find<int (*)(std::uint32_t, int, void*)>("swapalloc_deactivate"),
-            find<int (*)(std::uint32_t, int, std::size_t*)>("swapalloc_evict")};
+    return {find<decltype(&::swapalloc_stats_json)>("swapalloc_stats_json"),
+            find<decltype(&::swapalloc_pool_find)>("swapalloc_pool_find"),
+            find<decltype(&::swapalloc_activate)>("swapalloc_activate"),
+            find<decltype(&::swapalloc_deactivate)>("swapalloc_deactivate"),
+            find<decltype(&::swapalloc_evict)>("swapalloc_evict")};
   }
 };
 
@@ -72,7 +75,7 @@ void require(cudaError_t e, char const* what)
 nlohmann::json pool_stats(swapalloc_abi const& abi, std::string const& name)
 {
   char const* text = nullptr;
-  if (abi.stats_json(&text) != 0) { fail("swapalloc_stats_json failed"); }
+  if (abi.stats_json(&text) != SWAPALLOC_SUCCESS) { fail("swapalloc_stats_json failed"); }
   nlohmann::json pool = swapalloc_test::pool_entry(text, name);
   if (pool.empty()) { fail("no pool '" + name + "' in " + text); }
   return pool;
@@ -132,9 +135,11 @@ int run()
   // The program is idle: a controller thread swaps the pool out and back.
   std::size_t evicted = 0;
   std::thread controller([&] {
-    std::uint32_t id = 0;
-    if (abi.pool_find(pool.c_str(), &id) != 0 || abi.deactivate(id, 0, nullptr) != 0 ||
-        abi.evict(id, 0, &evicted) != 0 || abi.activate(id, 0, nullptr) != 0) {
+    swapalloc_pool_id id = 0;
+    if (abi.pool_find(pool.c_str(), &id) != SWAPALLOC_SUCCESS ||
+        abi.deactivate(id, 0, nullptr) != SWAPALLOC_SUCCESS ||
+        abi.evict(id, 0, &evicted) != SWAPALLOC_SUCCESS ||
+        abi.activate(id, 0, nullptr) != SWAPALLOC_SUCCESS) {
       evicted = 0;
     }
   });
