@@ -156,6 +156,22 @@ struct filled_pool {
 /// Which half of an evict + restore cycle a benchmark times.
 enum class timed_phase { evict, restore };
 
+/// predicted_ms (under a cost profile), cold_evict_ms and the phases' milliseconds per
+/// iteration, of the profiled GPU when a cost profile is active.
+void set_time_counters(benchmark::State& state, double timed_seconds, double cold_seconds,
+                       swapalloc::transfer_times const& phases)
+{
+  double const iterations = static_cast<double>(state.iterations());
+  double const to_ms      = 1e3 / (shared->time_scale > 0 ? shared->time_scale : 1.0) / iterations;
+  if (shared->time_scale > 0) { state.counters["predicted_ms"] = timed_seconds * to_ms; }
+  state.counters["cold_evict_ms"] = cold_seconds * to_ms * iterations;
+  state.counters["pin_ms"]        = phases.pin * to_ms;
+  state.counters["vmm_ms"]        = phases.vmm * to_ms;
+  state.counters["issue_ms"]      = phases.issue * to_ms;
+  state.counters["wait_ms"]       = phases.wait * to_ms;
+  state.counters["codec_ms"]      = phases.codec * to_ms;
+}
+
 /**
  * Runs one untimed (cold) cycle, then evict + restore cycles of a filled pool, timing
  * `phase` only. Compression behind the eviction is awaited untimed before the host bytes
@@ -214,19 +230,9 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
     state.counters["ratio"] =
       host == 0 ? 0.0 : static_cast<double>(live) / static_cast<double>(host);
     state.counters["link_GBps"] = link / 1e9;
-    // Milliseconds per iteration; of the profiled GPU when a cost profile is active.
-    double const to_ms = 1e3 / (shared->time_scale > 0 ? shared->time_scale : 1.0) /
-                         static_cast<double>(state.iterations());
-    if (shared->time_scale > 0) { state.counters["predicted_ms"] = seconds * to_ms; }
-    state.counters["cold_evict_ms"] =
-      cold.count() * to_ms * static_cast<double>(state.iterations());
     state.counters["slabs_pinned"] =
       static_cast<double>(slabs) / static_cast<double>(state.iterations());
-    state.counters["pin_ms"]   = phases.pin * to_ms;
-    state.counters["vmm_ms"]   = phases.vmm * to_ms;
-    state.counters["issue_ms"] = phases.issue * to_ms;
-    state.counters["wait_ms"]  = phases.wait * to_ms;
-    state.counters["codec_ms"] = phases.codec * to_ms;
+    set_time_counters(state, seconds, cold.count(), phases);
     state.SetBytesProcessed(static_cast<std::int64_t>(live));  // summed over the iterations
   });
 }

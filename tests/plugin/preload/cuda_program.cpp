@@ -103,6 +103,24 @@ void expect_intact(filled_block const& b, char const* when)
   if (read != b.words) { fail(std::string("a block's bytes changed ") + when); }
 }
 
+/// Deactivates, evicts and activates `pool` on a thread of its own, as a controller would;
+/// returns the bytes evicted, 0 when a call failed.
+std::size_t swap_out_and_back(swapalloc_abi const& abi, std::string const& pool)
+{
+  std::size_t evicted = 0;
+  std::thread controller([&] {
+    swapalloc_pool_id id = 0;
+    if (abi.pool_find(pool.c_str(), &id) != SWAPALLOC_SUCCESS ||
+        abi.deactivate(id, 0, nullptr) != SWAPALLOC_SUCCESS ||
+        abi.evict(id, 0, &evicted) != SWAPALLOC_SUCCESS ||
+        abi.activate(id, 0, nullptr) != SWAPALLOC_SUCCESS) {
+      evicted = 0;
+    }
+  });
+  controller.join();
+  return evicted;
+}
+
 int run()
 {
   char const* configured = std::getenv("SWAPALLOC_POOL");
@@ -133,17 +151,7 @@ int run()
   }
 
   // The program is idle: a controller thread swaps the pool out and back.
-  std::size_t evicted = 0;
-  std::thread controller([&] {
-    swapalloc_pool_id id = 0;
-    if (abi.pool_find(pool.c_str(), &id) != SWAPALLOC_SUCCESS ||
-        abi.deactivate(id, 0, nullptr) != SWAPALLOC_SUCCESS ||
-        abi.evict(id, 0, &evicted) != SWAPALLOC_SUCCESS ||
-        abi.activate(id, 0, nullptr) != SWAPALLOC_SUCCESS) {
-      evicted = 0;
-    }
-  });
-  controller.join();
+  std::size_t const evicted = swap_out_and_back(abi, pool);
   if (evicted < total) { fail("the controller evicted " + std::to_string(evicted) + " bytes"); }
   for (auto const& b : blocks) {
     expect_intact(b, "after an eviction and a restore");
