@@ -5,6 +5,10 @@
 //                              evict returns (device memory free); compression runs behind
 //                              it and is awaited untimed, before `ratio` is read.
 //   BM_Restore/<kind>/<codec>  restore(pool): map, decompress, verify, copy back.
+//   BM_Evict/bf16_weights/<codec>/pinned_ahead  as BM_Evict, with the device between its
+//                              watermarks and allocator::prepin_host run untimed before
+//                              each evict (the pressure monitor's pass): cold_evict_ms then
+//                              is a first evict into room pinned ahead.
 //   BM_SwapPools/<kind>/raw/<handle_cache|no_handle_cache>  restore one of two pools that
 //                              do not fit together: its room-making evicts the other first,
 //                              whose pages the restore maps again with the handle cache.
@@ -145,6 +149,14 @@ struct filled_pool {
     blocks            = fill_pool(cache, pool, kind);
   }
   ~filled_pool() { empty_pool(cache, pool, blocks); }
+
+  /// Sets the device limit so that the pool's pages are 80% of it: between the watermarks,
+  /// where allocator::prepin_host pins the next eviction's room ahead.
+  void between_the_watermarks()
+  {
+    std::size_t const mapped = cache.stats(pool, 0).reserved_bytes;
+    cache.set_device_limit(0, swapalloc::device_limit{.bytes = mapped / 4 * 5});
+  }
   filled_pool(filled_pool const&)            = delete;
   filled_pool& operator=(filled_pool const&) = delete;
 
@@ -180,7 +192,7 @@ void set_time_counters(benchmark::State& state, double timed_seconds, double col
  * transfer_times and cold_evict_ms (file comment); bytes_per_second counts live bytes.
  */
 void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id codec,
-                 timed_phase phase)
+                 timed_phase phase, bool pinned_ahead = false)
 {
   swapalloc::bench::guarded(state, [&] {
     if (!swapalloc::codec_available(codec)) {
@@ -188,6 +200,10 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
       return;
     }
     filled_pool filled(kind, codec);
+    if (pinned_ahead) { filled.between_the_watermarks(); }
+    auto const pin_ahead = [&] {  // untimed, before each evict: the monitor's pass
+      if (pinned_ahead) { (void)filled.cache.prepin_host(0); }
+    };
     std::size_t moved = 0;  // over the link, in the timed phase
     std::size_t live  = 0;
     std::size_t host  = 0;
@@ -206,12 +222,14 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
     };
     auto const evict   = [&] { return filled.cache.evict(filled.pool, 0); };
     auto const restore = [&] { return filled.cache.restore(filled.pool, 0); };
-    auto const start   = std::chrono::steady_clock::now();
-    (void)evict();  // cold: the host store pins its slabs
+    pin_ahead();
+    auto const start = std::chrono::steady_clock::now();
+    (void)evict();  // cold: the host store pins its slabs, unless they were pinned ahead
     std::chrono::duration<double> const cold = std::chrono::steady_clock::now() - start;
     filled.cache.wait_for_compression(filled.pool);
     (void)restore();
     for (auto _ : state) {
+      pin_ahead();
       swapalloc::evict_result const out = phase == timed_phase::evict ? timed(evict) : evict();
       live += out.live_bytes;
       slabs += out.slabs_pinned;
@@ -240,6 +258,13 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
 void BM_Evict(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
 {
   swap_cycles(state, kind, codec, timed_phase::evict);
+}
+
+/// BM_Evict with the device between the watermarks and allocator::prepin_host called
+/// (untimed) before each evict, the cold one included, as the pressure monitor does.
+void BM_EvictPinnedAhead(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
+{
+  swap_cycles(state, kind, codec, timed_phase::evict, true);
 }
 
 void BM_Restore(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
@@ -322,6 +347,14 @@ void register_all()
     benchmark::RegisterBenchmark(name.c_str(), BM_SwapPools, data_kind::bf16_weights, cache)
       ->UseManualTime()
       ->Iterations(4)
+      ->Unit(benchmark::kMillisecond);
+  }
+  for (codec_id const codec : {codec_id::raw, codec_id::shuffle2_lz4}) {
+    std::string const name =
+      "BM_Evict/bf16_weights/" + std::string(to_string(codec)) + "/pinned_ahead";
+    benchmark::RegisterBenchmark(name.c_str(), BM_EvictPinnedAhead, data_kind::bf16_weights, codec)
+      ->UseManualTime()
+      ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   }
   for (auto const& [kind, codecs] : matrix) {

@@ -19,9 +19,18 @@
  * given back by `trim` once idle for `idle_release`, by `release_empty` (empty_cache, host
  * memory pressure) and at destruction, never by deallocate. Past `warm_bytes`, or with
  * `warm_bytes` 0, an emptied slab is freed at once, inside the deallocate that empties it.
- * An emptied pageable slab is always freed at once (no sync, cheap). Held memory that the
- * store no longer needs must go back to the system (torch_memory_saver issue 90 is what
- * happens when it does not): warm slabs count against the budget like any other.
+ * An emptied pageable slab is always freed at once (no sync, cheap).
+ *
+ * **Pinned ahead of need.** `prepin` pins warm slabs until a given amount of pinned room
+ * is free, from a thread that issues no copies (the pressure monitor's, through
+ * allocator::prepin_host, once the device nears its watermark), so that an eviction finds
+ * its room pinned; `trim` then keeps that reserve. An allocate that needs a new pinned
+ * slab while another thread pins one waits for that pin and tries its slab first, rather
+ * than pinning a second: it would have waited as long for a pin of its own.
+ *
+ * Held memory that the store no longer needs must go back to the system
+ * (torch_memory_saver issue 90 is what happens when it does not): warm slabs count
+ * against the budget like any other.
  *
  * The budget: `limit_bytes` bounds the memory the store *holds* (slabs), not only what
  * it hands out, because held pinned memory is what hurts the host. So the invariant is
@@ -58,6 +67,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -67,6 +77,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -208,6 +219,9 @@ class host_store {
     std::size_t const rounded = round_up(bytes, alignment);  // <= limit_ - used_ + 255: no wrap
     if (rounded > limit_ - used_) { return refuse(); }
     if (host_extent found = first_fit(bytes, rounded, want_pinned)) { return found; }
+    if (want_pinned) {
+      if (host_extent found = wait_for_pins(lock, bytes, rounded)) { return found; }
+    }
     if (host_extent made = allocate_in_new_slab(lock, bytes, rounded, want_pinned)) { return made; }
     if (!want_pinned && pinned_) {  // no budget for a pageable slab: room in a pinned one
       if (host_extent found = first_fit(bytes, rounded, true)) { return found; }
@@ -273,14 +287,58 @@ class host_store {
   }
 
   /**
-   * @brief Frees the warm slabs that have been empty for `idle_release` or longer at `now`.
-   *        Call it off the transfer path (the pressure monitor does): each free
-   *        synchronizes the device.
+   * @brief Pins slabs ahead of need, kept warm, until at least `bytes` of pinned room is
+   *        free (the room of live and warm pinned slabs not handed out, plus the slabs
+   *        being pinned), as far as the budget and the warm reserve allow. Slabs are
+   *        `slab_bytes` each; a slab made here is given back by trim, release_empty and
+   *        destruction like any other warm slab.
+   *
+   * Each cuMemHostAlloc runs with the store's mutex released, as in allocate. Call it off
+   * the copy path (allocator::prepin_host does, from the pressure monitor's thread): a pin
+   * holds the driver's lock ("cudaHostAlloc ... global lock in driver": PyTorch's
+   * CachingHostAllocator.cpp), so copies issued meanwhile may wait behind it.
+   * @return bytes pinned by this call: 0 in pageable mode, or when the room is free
+   *         already, or the budget, the warm reserve, or the driver (out of memory) has no
+   *         room for another slab.
+   * @throws cuda_error if cuMemHostAlloc fails for another reason (what this call pinned
+   *         before stays warm; the store is usable); std::bad_alloc.
+   */
+  std::size_t prepin(std::size_t bytes)
+  {
+    if (!pinned_) { return 0; }
+    std::unique_lock lock(mutex_);
+    retry_pending_frees();
+    std::size_t made = 0;
+    while (pinned_room() < bytes && slab_bytes_ <= limit_ - held_ &&
+           slab_bytes_ <= warm_limit_ - std::min(warm_limit_, warm_held_)) {
+      std::optional<std::size_t> const index = vacant_slot();
+      if (!index) { break; }
+      std::map<std::size_t, std::size_t> free{{0, slab_bytes_}};
+      pending_frees_.reserve(pending_frees_.size() + live_slabs_ + pinning_ + freeing_ + 1);
+      std::byte* const base = pin_unlocked(lock, *index, slab_bytes_);
+      if (base == nullptr) { break; }
+      slab_record& s = install(*index, base, slab_bytes_, true, std::move(free));
+      s.warm         = true;
+      s.emptied      = clock::now();
+      warm_held_ += s.bytes;
+      made += s.bytes;
+    }
+    return made;
+  }
+
+  /**
+   * @brief Frees the warm slabs that have been empty for `idle_release` or longer at `now`,
+   *        except those needed to keep `keep_bytes` of pinned room free (the reserve
+   *        prepin pins to). Call it off the transfer path (the pressure monitor does):
+   *        each free synchronizes the device.
    * @return bytes freed (a free that fails is retried later and not counted).
    */
-  std::size_t trim(clock::time_point now = clock::now()) noexcept
+  std::size_t trim(clock::time_point now = clock::now(), std::size_t keep_bytes = 0) noexcept
   {
-    return free_warm_if([&](slab_record const& s) { return now - s.emptied >= idle_release_; });
+    return free_warm_if([&](slab_record const& s) {
+      // pinned_room() counts `s` itself (warm: whole)
+      return now - s.emptied >= idle_release_ && pinned_room() - s.bytes >= keep_bytes;
+    });
   }
 
   /// @brief Frees every warm slab now (empty_cache; host memory pressure). Each free
@@ -449,30 +507,73 @@ class host_store {
     // Everything that can throw std::bad_alloc happens before memory is taken, so a
     // failure leaves nothing behind: the slot, the free-list node, and a place in
     // pending_frees_ for this slab should its free ever fail (deallocate is noexcept).
-    std::size_t index = 0;
-    while (index < slabs_.size() && (slabs_[index].base != nullptr || slabs_[index].reserved)) {
-      ++index;
-    }
-    if (index > std::numeric_limits<std::uint32_t>::max()) { return {}; }
-    if (index == slabs_.size()) { slabs_.emplace_back(); }
+    std::optional<std::size_t> const index = vacant_slot();
+    if (!index) { return {}; }
     std::map<std::size_t, std::size_t> free;
     if (size > rounded) { free.emplace(rounded, size - rounded); }
     // Slabs other threads are pinning or freeing meanwhile count: each may (again) fail its
     // free, and the push_back that remembers it must not allocate.
     pending_frees_.reserve(pending_frees_.size() + live_slabs_ + pinning_ + freeing_ + 1);
 
-    std::byte* const base = pin ? pin_unlocked(lock, index, size) : take_pageable(size);
+    std::byte* const base = pin ? pin_unlocked(lock, *index, size) : take_pageable(size);
     if (base == nullptr) { return {}; }
+    if (!pin) { held_ += size; }  // a pinned slab's bytes were reserved before pinning
+    slab_record& s = install(*index, base, size, pin, std::move(free));
+    return hand_out(s, *index, 0, bytes, rounded);
+  }
+
+  // The first slot free for a new slab, appended when there is none; nullopt past the
+  // indices an extent can name. Lock held. @throws std::bad_alloc (nothing changed then).
+  [[nodiscard]] std::optional<std::size_t> vacant_slot()
+  {
+    std::size_t index = 0;
+    while (index < slabs_.size() && (slabs_[index].base != nullptr || slabs_[index].reserved)) {
+      ++index;
+    }
+    if (index > std::numeric_limits<std::uint32_t>::max()) { return std::nullopt; }
+    if (index == slabs_.size()) { slabs_.emplace_back(); }
+    return index;
+  }
+
+  // Records a slab just taken (its bytes already counted as held) in slot `index`, with
+  // the free ranges `free`. Lock held.
+  slab_record& install(std::size_t index, std::byte* base, std::size_t size, bool pinned,
+                       std::map<std::size_t, std::size_t> free) noexcept
+  {
     slab_record& s = slabs_[index];
     s.base         = base;
     s.bytes        = size;
     s.used         = 0;
-    s.pinned       = pin;
+    s.pinned       = pinned;
     s.warm         = false;
     s.free         = std::move(free);
-    if (!pin) { held_ += size; }  // a pinned slab's bytes were reserved before pinning
     ++live_slabs_;
-    return hand_out(s, index, 0, bytes, rounded);
+    return s;
+  }
+
+  // Pinned room not handed out: the free ranges of live pinned slabs (warm ones whole) and
+  // the slabs being pinned (of which an allocate pinning one takes a part). Lock held.
+  // Cost: O(slabs).
+  [[nodiscard]] std::size_t pinned_room() const noexcept
+  {
+    std::size_t room = pinning_bytes_;
+    for (slab_record const& s : slabs_) {
+      if (s.base != nullptr && s.pinned) { room += s.bytes - s.used; }
+    }
+    return room;
+  }
+
+  // While other threads pin slabs (prepin, or allocates), waits for them and tries each
+  // new slab before pinning one more: the wait is at most the pin this call would make.
+  // Lock held (released while waiting). Empty when no slab pinned meanwhile has room.
+  host_extent wait_for_pins(std::unique_lock<std::mutex>& lock, std::size_t bytes,
+                            std::size_t rounded) noexcept
+  {
+    while (pinning_ > 0) {
+      pin_done_.wait(lock);
+      if (host_extent found = first_fit(bytes, rounded, true)) { return found; }
+    }
+    return {};
   }
 
   // Pins `size` bytes for slot `index` with the lock released (its budget and slot held
@@ -483,6 +584,7 @@ class host_store {
     held_ += size;
     pinned_held_ += size;
     ++pinning_;
+    pinning_bytes_ += size;
     auto const undo = [&] {
       held_ -= size;
       pinned_held_ -= size;
@@ -499,6 +601,8 @@ class host_store {
     lock.lock();
     slabs_[index].reserved = false;
     --pinning_;
+    pinning_bytes_ -= size;
+    pin_done_.notify_all();  // allocates waiting for a slab (wait_for_pins) look again
     if (result == CUDA_SUCCESS) {
       ++pins_;
       pin_seconds_ += took.count();
@@ -693,8 +797,10 @@ class host_store {
   std::vector<slab_record> slabs_;
   std::vector<held_slab> pending_frees_;  // emptied slabs whose free failed, to retry
   std::size_t live_slabs_{0};
-  std::size_t pinning_{0};  // slabs being pinned with the lock released
-  std::size_t freeing_{0};  // warm slabs being freed with the lock released
+  std::size_t pinning_{0};            // slabs being pinned with the lock released
+  std::size_t pinning_bytes_{0};      // their bytes
+  std::condition_variable pin_done_;  // notified when a pin ends (wait_for_pins)
+  std::size_t freeing_{0};            // warm slabs being freed with the lock released
   std::size_t used_{0};
   std::size_t held_{0};
   std::size_t pinned_held_{0};

@@ -39,6 +39,7 @@
 #include <array>
 #include <bit>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -415,6 +416,35 @@ enum class refusal : std::uint8_t {
 }
 
 // ------------------------------------------------------------------ plans
+
+/**
+ * @brief Bytes of free pinned host room to hold ready for the next eviction on a device
+ *        (host_store::prepin pins up to it; host_store::trim keeps it): the resident bytes
+ *        of the first pool the monitor would evict (victim order, `victim_before`, among
+ *        pools with no `refusal_of` for room_reason::monitor), once use has reached the
+ *        low watermark (pressure WARNING or above); 0 below it, when no pool may be
+ *        evicted, or when the host is short of memory (`host_short`: host_memory_short).
+ *
+ * Why: an eviction's raw copies need pinned room as fast as the link fills it, and a
+ * first (cold) eviction that pins on its copy path runs at pinning speed: 0.34 ms/MiB
+ * against 0.018 ms/MiB of link on an H100 (../shared/notes/gpu-speed.md, "pin ahead of
+ * need ... when the policy crosses its watermark"). From the low watermark on, the next
+ * eviction is near and its victim known. The bound is the victim's raw size: compression
+ * behind the copies gives room back only later, so a fast eviction needs all of it.
+ * @pre watermark_problem(marks) is empty. Pure; any thread.
+ */
+[[nodiscard]] constexpr std::size_t pinned_reserve_bytes(device_usage usage,
+                                                         std::span<pool_view const> pools,
+                                                         watermarks marks, bool host_short) noexcept
+{
+  if (host_short || pressure_of(usage, marks) == pressure_level::safe) { return 0; }
+  pool_view const* victim = nullptr;
+  for (pool_view const& pool : pools) {
+    if (refusal_of(pool, room_reason::monitor) != refusal::none) { continue; }
+    if (victim == nullptr || victim_before(pool, *victim)) { victim = &pool; }
+  }
+  return victim == nullptr ? 0 : victim->resident_bytes;
+}
 
 /// One thing to do to one pool.
 struct room_step {

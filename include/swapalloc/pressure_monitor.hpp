@@ -16,7 +16,9 @@
  *   10 ms (device_state.hpp `usage`).
  * - **Host memory.** Each pass also gives back each device's warm pinned host slabs that
  *   have idled past their delay, or all of them when the host runs short of memory
- *   (`allocator::trim_host`).
+ *   (`allocator::trim_host`), and then pins, ahead of the next eviction, the pinned room
+ *   the latest one needed while it is recent (`allocator::prepin_host`): on this thread,
+ *   so that no eviction pins on its copy path.
  * - **Errors.** A step that throws does not end the thread: the error is counted and its
  *   message kept (`errors`, `last_error`), and the next pass tries again. What a failing
  *   step had done before it threw is not in the byte totals (relieve_pressure reports it
@@ -123,6 +125,12 @@ class pressure_monitor {
   {
     return host_released_bytes_.load(std::memory_order_relaxed);
   }
+  /// Bytes of pinned host slabs the monitor pinned ahead of evictions so far
+  /// (allocator::prepin_host).
+  [[nodiscard]] std::size_t host_pinned_bytes() const noexcept
+  {
+    return host_pinned_bytes_.load(std::memory_order_relaxed);
+  }
   /// Steps that threw so far (at most one per device and pass).
   [[nodiscard]] std::uint64_t errors() const noexcept
   {
@@ -169,6 +177,7 @@ class pressure_monitor {
         evicted_bytes_.fetch_add(done.evicted_bytes, std::memory_order_relaxed);
         released_bytes_.fetch_add(done.released_bytes, std::memory_order_relaxed);
         host_released_bytes_.fetch_add(owner_->trim_host(device), std::memory_order_relaxed);
+        host_pinned_bytes_.fetch_add(owner_->prepin_host(device), std::memory_order_relaxed);
       } catch (std::exception const& error) {
         record_error(device, error.what());
       } catch (...) {
@@ -196,6 +205,7 @@ class pressure_monitor {
   std::atomic<std::size_t> evicted_bytes_{0};
   std::atomic<std::size_t> released_bytes_{0};
   std::atomic<std::size_t> host_released_bytes_{0};
+  std::atomic<std::size_t> host_pinned_bytes_{0};
   std::atomic<std::uint64_t> errors_{0};
   mutable std::mutex mutex_;  // guards stopping_ and last_error_; wake_ waits on it
   std::condition_variable wake_;

@@ -103,6 +103,28 @@ class room_maker {
   }
 
   /**
+   * @brief The free pinned host room `state` should hold for its next eviction
+   *        (policy.hpp pinned_reserve_bytes, the host taken as not short of memory: the
+   *        caller asks). When it is not 0, creates the swap tier, so that the room can be
+   *        pinned before the device's first eviction. Cost below the low watermark: a
+   *        usage reading (at most one cuMemGetInfo per 10 ms); from it, a walk over every
+   *        pool's pages. @pre locked. @throws cuda_error (usage reading, context);
+   *        std::bad_alloc.
+   */
+  [[nodiscard]] std::size_t host_reserve(device_state& state)
+  {
+    if (state.context() == nullptr) { return 0; }  // nothing allocated here yet
+    context_scope const current(*driver_, state.context());
+    device_usage const usage = state.usage(limit_of(state));
+    if (pressure_of(usage, settings_.marks) == pressure_level::safe) { return 0; }  // no walk
+    auto const entry_of = [&](pool_id pool) { return registry_->entry(pool, "host_reserve"); };
+    std::vector<pool_view> const views = state.views(entry_of);
+    std::size_t const bytes            = pinned_reserve_bytes(usage, views, settings_.marks, false);
+    if (bytes != 0) { ensure_swap_tier(state); }
+    return bytes;
+  }
+
+  /**
    * @brief Makes room for `bytes` about to be mapped on `state`, as the policy plans it
    *        for `reason`: cached pages first, then the coldest eligible pools. Pool
    *        `requester` (being allocated into, activated or restored) is never a victim.

@@ -1,8 +1,10 @@
 // Tests of include/swapalloc/host_store.hpp's warm slabs and tiers: emptied pinned slabs
 // are kept up to warm_bytes and refilled without pinning, given back by trim (idle past
-// idle_release) and release_empty only; pageable extents take no pinned memory and fall
-// back to pinned room at the budget; a failed free under trim loses nothing; pinning runs
-// without the store's mutex; several threads mixing tiers keep extents intact.
+// idle_release) and release_empty only; prepin pins room ahead, within the budget and the
+// warm reserve, under faults, and trim keeps the reserve asked; pageable extents take no
+// pinned memory and fall back to pinned room at the budget; a failed free under trim loses
+// nothing; pinning runs without the store's mutex, and an allocate takes the slab another
+// thread pins; several threads mixing tiers keep extents intact.
 #include <swapalloc/host_store.hpp>
 
 #include "configured_child.hpp"
@@ -106,6 +108,81 @@ TEST_F(HostStoreWarmTest, TrimFreesOnlySlabsIdlePastTheDelay)
   store.deallocate(b);
   EXPECT_EQ(store.release_empty(), 2 * MiB);
   EXPECT_EQ(host_allocations(), before);
+  EXPECT_EQ(store.slab_bytes_held(), 0U);
+}
+
+TEST_F(HostStoreWarmTest, PrepinPinsWarmSlabsUntilTheRoomAskedIsFree)
+{
+  SIM_ONLY(sim(), "counts cuMemHostAlloc calls");
+  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  host_extent const a = store.allocate(1 * MiB);  // slab 0, with 1 MiB of room left
+  ASSERT_TRUE(a);
+  EXPECT_EQ(store.prepin(5 * MiB), 4 * MiB) << "two more slabs: 1 + 4 MiB of room";
+  EXPECT_EQ(store.pins(), 3U);
+  EXPECT_EQ(store.warm_bytes_held(), 4 * MiB);
+  EXPECT_EQ(store.used_bytes(), 1 * MiB) << "room pinned ahead is not handed out";
+  auto const pins_before = calls("cuMemHostAlloc");
+  EXPECT_EQ(store.prepin(5 * MiB), 0U) << "the room is free already";
+  host_extent const b = store.allocate(2 * MiB);
+  host_extent const c = store.allocate(2 * MiB);
+  ASSERT_TRUE(b && c);
+  EXPECT_EQ(calls("cuMemHostAlloc"), pins_before) << "the room was pinned ahead";
+  EXPECT_EQ(store.warm_bytes_held(), 0U);
+  store.deallocate(a);
+  store.deallocate(b);
+  store.deallocate(c);
+}
+
+TEST_F(HostStoreWarmTest, PrepinStopsAtTheBudgetAndTheWarmReserve)
+{
+  SIM_ONLY(sim(), "counts cuMemHostAlloc calls");
+  host_store budget(drv(), warm_options(6 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  EXPECT_EQ(budget.prepin(100 * MiB), 6 * MiB) << "three slabs fill the 6 MiB budget";
+  EXPECT_EQ(budget.slab_bytes_held(), 6 * MiB);
+  host_store reserve(drv(), warm_options(16 * MiB, 2 * MiB, 3 * MiB, hours(1)));
+  EXPECT_EQ(reserve.prepin(100 * MiB), 2 * MiB) << "a second slab would pass the warm 3 MiB";
+  auto const pins_before = calls("cuMemHostAlloc");
+  host_store pageable(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 2 * MiB, .pinned = false});
+  EXPECT_EQ(pageable.prepin(4 * MiB), 0U) << "a pageable store pins nothing";
+  EXPECT_EQ(calls("cuMemHostAlloc"), pins_before);
+}
+
+TEST_F(HostStoreWarmTest, TrimKeepsTheReserveAskedAndGivesBackTheRest)
+{
+  SIM_ONLY(sim(), "counts host allocations");
+  std::size_t const before = host_allocations();
+  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  ASSERT_EQ(store.prepin(6 * MiB), 6 * MiB);
+  auto const later = host_store::clock::now() + hours(2);
+  EXPECT_EQ(store.trim(later, 4 * MiB), 2 * MiB) << "only the slab past a 4 MiB reserve";
+  EXPECT_EQ(store.trim(later, 4 * MiB), 0U);
+  EXPECT_EQ(store.warm_bytes_held(), 4 * MiB);
+  EXPECT_EQ(store.trim(later), 4 * MiB) << "no reserve asked: every idle slab goes";
+  EXPECT_EQ(host_allocations(), before);
+}
+
+TEST_F(HostStoreWarmTest, PrepinUnderFaultsKeepsWhatItPinnedAndStaysUsable)
+{
+  SIM_ONLY(sim(), "injects cuMemHostAlloc failures");
+  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemHostAlloc", 2, CUDA_ERROR_OUT_OF_MEMORY));
+  EXPECT_EQ(store.prepin(6 * MiB), 2 * MiB) << "out of memory at the second pin ends it quietly";
+  EXPECT_EQ(store.slab_bytes_held(), 2 * MiB);
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemHostAlloc", 1, CUDA_ERROR_INVALID_VALUE));
+  try {
+    (void)store.prepin(6 * MiB);
+    ADD_FAILURE() << "an injected CUDA_ERROR_INVALID_VALUE was not reported";
+  } catch (cuda_error const& error) {
+    EXPECT_EQ(error.code(), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_EQ(error.call(), "cuMemHostAlloc");
+  }
+  EXPECT_EQ(store.slab_bytes_held(), 2 * MiB) << "the slab pinned before stays; no half slab";
+  EXPECT_EQ(store.warm_bytes_held(), 2 * MiB);
+  EXPECT_EQ(store.prepin(6 * MiB), 4 * MiB) << "usable after both failures";
+  host_extent const e = store.allocate(2 * MiB);
+  ASSERT_TRUE(e);
+  store.deallocate(e);
+  EXPECT_EQ(store.release_empty(), 6 * MiB);
   EXPECT_EQ(store.slab_bytes_held(), 0U);
 }
 
@@ -279,6 +356,32 @@ TEST_F(HostStorePinningTest, PinningRunsWithoutTheStoresMutex)
       check(store.pins() == 2, "two slabs pinned");
       check(store.pin_seconds() >= 0.2, "pin_seconds counts both pins (256 ms)");
       std::fprintf(stderr, "others %.1f ms, pins %.3f s\n", others_ms, store.pin_seconds());
+    });
+}
+
+TEST_F(HostStorePinningTest, AnAllocateTakesTheSlabBeingPinnedRatherThanPinAnother)
+{
+  // Pinning made slow (64 MiB at 2 ms/MiB: 128 ms). While prepin pins a slab, an
+  // allocate that finds no room waits for that slab instead of pinning a second one.
+  expect_child_with_profile(
+    "cuMemHostAlloc per_mib_us=2000\n", [](driver const& drv, child_checks& check) {
+      host_store store(drv, {.limit_bytes  = 256 * MiB,
+                             .slab_bytes   = 64 * MiB,
+                             .warm_bytes   = 256 * MiB,
+                             .idle_release = std::chrono::hours(1)});
+      std::size_t pinned = 0;
+      std::thread pinner([&] { pinned = store.prepin(64 * MiB); });
+      auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (store.pinned_bytes_held() == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();  // until the pin has its slot (its bytes count as held)
+      }
+      host_extent const e = store.allocate(1 * MiB);
+      pinner.join();
+      check(static_cast<bool>(e), "the allocate was served");
+      check(pinned == 64 * MiB, "prepin pinned one slab");
+      check(store.pins() == 1, "one pin: the allocate took room in the slab being pinned");
+      check(store.pinned_bytes_held() == 64 * MiB, "one slab held");
+      store.deallocate(e);
     });
 }
 

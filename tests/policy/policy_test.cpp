@@ -12,6 +12,7 @@
 #include <limits>
 #include <optional>
 #include <ostream>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -792,6 +793,41 @@ TEST(PolicyPlan, OutOfMemoryPlansEverythingAllowed)
 }
 
 // ------------------------------------------------------------------ pages
+
+// ------------------------------------------------------------------ pinned reserve
+
+TEST(PolicyPinnedReserve, TheFirstVictimsResidentBytesFromTheLowWatermarkOn)
+{
+  // 1 GiB alone; watermarks 0.75/0.85. Pool 2 is the first victim (low priority), then 1.
+  std::vector<pool_view> const pools{pool(1, normal, 1, 300 * MiB, 10 * MiB),
+                                     pool(2, low, 100, 200 * MiB, 4 * MiB),
+                                     pool(3, high, 0, 100 * MiB)};
+  std::vector<pool_view> const first_taken{pinned(pools[1]), pools[0], pools[2]};
+  std::vector<pool_view> const none_evictable{pinned(pools[0]), prefetched(pools[1]),
+                                              pool(3, critical, 0, 100 * MiB)};
+  std::vector<pool_view> const default_only{not_evictable(pool(0, low, 0, 600 * MiB))};
+  struct row {
+    std::size_t own;  // of 1 GiB
+    std::span<pool_view const> pools;
+    bool host_short;
+    std::size_t reserve;
+  };
+  std::size_t const low_mark = fraction_of(0.75, GiB);
+  row const rows[]           = {
+              {low_mark - 1, pools, false, 0},            // SAFE: no eviction near
+              {low_mark, pools, false, 200 * MiB},        // WARNING: pool 2 goes first
+              {GiB, pools, false, 200 * MiB},             // EMERGENCY alike
+              {low_mark, pools, true, 0},                 // the host is short of memory
+              {low_mark, first_taken, false, 300 * MiB},  // pool 2 pinned: pool 1 is next
+              {low_mark, none_evictable, false, 0},       // pinned, prefetched, critical
+              {low_mark, default_only, false, 0},         // the default pool is never a victim
+              {low_mark, std::span<pool_view const>{}, false, 0},
+  };
+  for (row const& r : rows) {
+    EXPECT_EQ(pinned_reserve_bytes(alone(r.own, GiB, GiB), r.pools, {}, r.host_short), r.reserve)
+      << r.own << " of 1 GiB, " << r.pools.size() << " pools, host short " << r.host_short;
+  }
+}
 
 TEST(PolicyPages, PagesWithoutACopyFirstThenAddressOrderTruncated)
 {

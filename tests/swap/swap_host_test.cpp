@@ -1,7 +1,8 @@
 // Tests of the warm host store under the swap tier (host_store.hpp through transfer.hpp and
 // the allocator): the second eviction pins nothing and a restore frees no pinned memory;
 // compressed chunks take no pinned memory; warm slabs go back at empty_cache, at trim_host
-// once idle, and from the pressure monitor; a failed free while trimming loses nothing;
+// once idle, and from the pressure monitor; from the low watermark the first victim's room
+// is pinned ahead (prepin_host) and kept by trim; a failed free while trimming loses nothing;
 // evict and restore report where their time went.
 #include "swap_fixture.hpp"
 
@@ -135,6 +136,78 @@ TEST_F(SwapIdleTrimTest, ThePressureMonitorGivesBackIdleSlabs)
   EXPECT_EQ(alloc().host_stats(0).warm_bytes, 0U);
   expect_intact(blocks, "after the monitor trimmed");
   free_all(blocks);
+}
+
+class SwapPrepinTest : public SwapTest {
+ protected:
+  [[nodiscard]] allocator_options options() const override
+  {
+    allocator_options o = SwapTest::options();
+    o.host.slab_bytes   = 2 * MiB;                       // room pinned ahead comes in pages' worth
+    o.host.idle_release = std::chrono::milliseconds(0);  // trim frees what no reserve keeps
+    return o;
+  }
+};
+
+TEST_F(SwapPrepinTest, FromTheLowWatermarkTheFirstVictimsRoomIsPinnedBeforeItsEviction)
+{
+  SIM_ONLY(sim(), "counts cuMemHostAlloc calls");
+  EXPECT_EQ(alloc().prepin_host(0), 0U) << "nothing allocated yet";
+  pool_id const cold = make_pool("cold", codec_id::raw);
+  pool_id const hot  = make_pool("hot", codec_id::raw);
+  auto cold_blocks   = populate(cold, data_kind::bf16_weights, 10 * MiB, 61, 1.0);
+  EXPECT_EQ(alloc().prepin_host(0), 0U) << "below the low watermark";
+  EXPECT_EQ(alloc().host_stats(0).pinned_bytes, 0U);
+  auto hot_blocks = populate(hot, data_kind::bf16_weights, 14 * MiB, 67, 1.0);  // used last
+  EXPECT_EQ(alloc().prepin_host(0), 0U) << "still below the low watermark";
+  // A limit that puts use at 80%: between the watermarks, where nothing is evicted yet.
+  std::size_t const victim = alloc().stats(cold, 0).reserved_bytes;
+  std::size_t const mapped = victim + alloc().stats(hot, 0).reserved_bytes;
+  alloc().set_device_limit(0, device_limit{.bytes = mapped / 4 * 5});
+  ASSERT_EQ(alloc().pressure(0), pressure_level::warning);
+  std::size_t const pinned = alloc().prepin_host(0);
+  EXPECT_EQ(pinned, victim) << "room for the coldest pool's resident pages, in 2 MiB slabs";
+  EXPECT_EQ(alloc().prepin_host(0), 0U) << "the room is there";
+  EXPECT_EQ(alloc().trim_host(0), 0U) << "trim keeps the reserve while it is asked for";
+
+  evict_result const out = alloc().evict(cold, 0);
+  EXPECT_EQ(out.slabs_pinned, 0U) << "the first eviction found its room pinned";
+  EXPECT_EQ(out.times.pin, 0.0);
+  EXPECT_GT(out.pages_copied, 0U);
+  (void)alloc().restore(cold, 0);
+  expect_intact(cold_blocks, "after a cycle into room pinned ahead");
+  expect_intact(hot_blocks, "the other pool");
+  free_all(cold_blocks);
+  free_all(hot_blocks);
+  EXPECT_EQ(alloc().prepin_host(0), 0U) << "nothing allocated: no reserve";
+  (void)alloc().empty_cache();
+  EXPECT_EQ(alloc().host_stats(0).held_bytes, 0U) << "empty_cache gives the reserve back";
+}
+
+TEST_F(SwapPrepinTest, ThePressureMonitorPinsAheadBetweenTheWatermarks)
+{
+  pool_id const cold       = make_pool("cold", codec_id::raw);
+  pool_id const hot        = make_pool("hot", codec_id::raw);
+  auto cold_blocks         = populate(cold, data_kind::bf16_weights, 6 * MiB, 71, 1.0);
+  auto hot_blocks          = populate(hot, data_kind::bf16_weights, 6 * MiB, 73, 1.0);
+  std::size_t const victim = alloc().stats(cold, 0).reserved_bytes;
+  std::size_t const mapped = victim + alloc().stats(hot, 0).reserved_bytes;
+  alloc().set_device_limit(0, device_limit{.bytes = mapped / 4 * 5});  // 80%: WARNING
+  pressure_monitor monitor(alloc(), {.interval = std::chrono::milliseconds(1)});
+  auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (monitor.host_pinned_bytes() < victim && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  monitor.stop();
+  EXPECT_EQ(monitor.host_pinned_bytes(), victim) << "pinned once, then kept";
+  EXPECT_EQ(monitor.evicted_bytes(), 0U) << "below the high watermark nothing is evicted";
+  EXPECT_EQ(monitor.errors(), 0U) << monitor.last_error();
+  evict_result const out = alloc().evict(cold, 0);
+  EXPECT_EQ(out.slabs_pinned, 0U) << "the eviction found its room pinned";
+  (void)alloc().restore(cold, 0);
+  expect_intact(cold_blocks, "after a cycle into room the monitor pinned");
+  free_all(cold_blocks);
+  free_all(hot_blocks);
 }
 
 TEST_F(SwapTest, EvictAndRestoreReportWhereTheirTimeWent)
