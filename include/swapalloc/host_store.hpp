@@ -297,9 +297,9 @@ class host_store {
    * the copy path (allocator::prepin_host does, from the pressure monitor's thread): a pin
    * holds the driver's lock ("cudaHostAlloc ... global lock in driver": PyTorch's
    * CachingHostAllocator.cpp), so copies issued meanwhile may wait behind it.
-   * @return bytes pinned by this call: 0 in pageable mode, or when the room is free
-   *         already, or the budget, the warm reserve, or the driver (out of memory) has no
-   *         room for another slab.
+   * @return bytes pinned by this call: 0 in pageable mode, within `idle_release` of a
+   *         release_empty, or when the room is free already, or the budget, the warm
+   *         reserve, or the driver (out of memory) has no room for another slab.
    * @throws cuda_error if cuMemHostAlloc fails for another reason (what this call pinned
    *         before stays warm; the store is usable); std::bad_alloc.
    */
@@ -308,6 +308,7 @@ class host_store {
     if (!pinned_) { return 0; }
     std::unique_lock lock(mutex_);
     retry_pending_frees();
+    if (clock::now() < prepin_after_) { return 0; }  // release_empty gave room back
     std::size_t made = 0;
     while (pinned_room() < bytes && slab_bytes_ <= limit_ - held_ &&
            slab_bytes_ <= warm_limit_ - std::min(warm_limit_, warm_held_)) {
@@ -341,10 +342,15 @@ class host_store {
     });
   }
 
-  /// @brief Frees every warm slab now (empty_cache; host memory pressure). Each free
-  ///        synchronizes the device. @return bytes freed.
+  /// @brief Frees every warm slab now (empty_cache; host memory pressure), and holds
+  ///        prepin off for `idle_release`, so that room given back on purpose is not
+  ///        pinned again at once. Each free synchronizes the device. @return bytes freed.
   std::size_t release_empty() noexcept
   {
+    {
+      std::lock_guard const lock(mutex_);
+      prepin_after_ = clock::now() + idle_release_;
+    }
     return free_warm_if([](slab_record const&) { return true; });
   }
 
@@ -809,6 +815,7 @@ class host_store {
   double pin_seconds_{0};
   std::size_t peak_used_{0};
   std::size_t refusals_{0};
+  clock::time_point prepin_after_{};  // release_empty holds prepin off until then
 };
 
 }  // namespace swapalloc

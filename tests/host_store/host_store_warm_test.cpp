@@ -161,6 +161,22 @@ TEST_F(HostStoreWarmTest, TrimKeepsTheReserveAskedAndGivesBackTheRest)
   EXPECT_EQ(host_allocations(), before);
 }
 
+TEST_F(HostStoreWarmTest, ReleaseEmptyHoldsPrepinOffForTheIdleDelay)
+{
+  SIM_ONLY(sim(), "counts host allocations");
+  std::size_t const before = host_allocations();
+  host_store held(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  ASSERT_EQ(held.prepin(4 * MiB), 4 * MiB);
+  EXPECT_EQ(held.release_empty(), 4 * MiB) << "empty_cache gives the reserve back";
+  EXPECT_EQ(held.prepin(4 * MiB), 0U) << "and it is not pinned again within the hour";
+  EXPECT_EQ(host_allocations(), before);
+  host_store at_once(drv(),
+                     warm_options(16 * MiB, 2 * MiB, 16 * MiB, std::chrono::milliseconds(0)));
+  ASSERT_EQ(at_once.prepin(2 * MiB), 2 * MiB);
+  EXPECT_EQ(at_once.release_empty(), 2 * MiB);
+  EXPECT_EQ(at_once.prepin(2 * MiB), 2 * MiB) << "with no idle delay, at once";
+}
+
 TEST_F(HostStoreWarmTest, PrepinUnderFaultsKeepsWhatItPinnedAndStaysUsable)
 {
   SIM_ONLY(sim(), "injects cuMemHostAlloc failures");
