@@ -138,16 +138,9 @@ TEST_F(SwapIdleTrimTest, ThePressureMonitorGivesBackIdleSlabs)
   free_all(blocks);
 }
 
-class SwapPrepinTest : public SwapTest {
- protected:
-  [[nodiscard]] allocator_options options() const override
-  {
-    allocator_options o = SwapTest::options();
-    o.host.slab_bytes   = 2 * MiB;                       // room pinned ahead comes in pages' worth
-    o.host.idle_release = std::chrono::milliseconds(0);  // trim frees what no reserve keeps
-    return o;
-  }
-};
+// The same store: room pinned ahead comes in 2 MiB slabs, and trim frees at once what no
+// reserve keeps.
+class SwapPrepinTest : public SwapIdleTrimTest {};
 
 TEST_F(SwapPrepinTest, FromTheLowWatermarkTheFirstVictimsRoomIsPinnedBeforeItsEviction)
 {
