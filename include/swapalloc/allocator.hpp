@@ -501,19 +501,23 @@ class allocator {
   {
     device_state& state = state_of(device, "trim_host");
     host_store* store   = nullptr;
-    std::size_t reserve = 0;
     {
       std::lock_guard const lock(state.mutex());
       store = state.store();
-      if (store != nullptr) { reserve = room_.host_reserve(state); }
     }
     if (store == nullptr) { return 0; }
-    // Nothing warm: trim only retries failed frees, and /proc/meminfo need not be read.
+    // Nothing warm: trim only retries failed frees; neither /proc/meminfo nor the reserve
+    // (a usage reading, and from the low watermark a walk over the pools' pages) is read.
     if (store->warm_bytes_held() == 0) { return store->trim(); }
-    bool const short_of_memory =
-      host_memory_short(available_memory_bytes(), physical_memory_bytes());
-    return short_of_memory ? store->release_empty()
-                           : store->trim(host_store::clock::now(), reserve);
+    if (host_memory_short(available_memory_bytes(), physical_memory_bytes())) {
+      return store->release_empty();
+    }
+    std::size_t reserve = 0;
+    {
+      std::lock_guard const lock(state.mutex());
+      reserve = room_.host_reserve(state);
+    }
+    return store->trim(host_store::clock::now(), reserve);
   }
 
   /**
