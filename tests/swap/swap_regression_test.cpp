@@ -165,6 +165,10 @@ TEST_F(SwapRegressionTest, ARestoreWhoseRollbackCouldNotUnmapAPageFillsItAtTheRe
   std::vector<filled_block> blocks{fill_new(pool, 6 * MiB, 41), fill_new(pool, 300 * KiB, 42)};
   evict_result const out = alloc().evict(pool, 0);
   ASSERT_EQ(out.pages_copied, 4U);
+  // The jobs behind the eviction done first, so that the restore's copies are the same at
+  // any pace: one that cancels them (TSan's pace) gathers the raw chunks into fewer copies,
+  // and the second copy to fail may not exist.
+  alloc().wait_for_compression(pool);
   ASSERT_EQ(sim().fail_call("cuMemcpyHtoDAsync", 2, CUDA_SUCCESS), CUDA_SUCCESS);
   ASSERT_EQ(sim().fail_call("cuMemUnmap", 1, CUDA_SUCCESS), CUDA_SUCCESS);
   EXPECT_THROW((void)alloc().restore(pool, 0), cuda_error);
