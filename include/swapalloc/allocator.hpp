@@ -655,7 +655,10 @@ class allocator {
     return pool != nullptr ? pool->stats() : pool_stats{};
   }
 
-  /// Counters of every pool on `device`, summed.
+  /// Counters of every pool on `device`, summed; `stray_bytes` also counts the handles
+  /// the device's handle cache could not release (handle_cache.hpp), so that resident,
+  /// restoring and stray bytes together are all the device memory the allocator holds
+  /// outside an operation. @throws usage_error for a bad device.
   [[nodiscard]] pool_stats device_stats(int device) const
   {
     device_state& state = state_of(device, "device_stats");
@@ -664,6 +667,7 @@ class allocator {
     for (pool_row const& row : state.rows([](pool_id) { return std::string(); })) {
       total += row.stats;
     }
+    total.stray_bytes += state.handles().stray_bytes();
     return total;
   }
 

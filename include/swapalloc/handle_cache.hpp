@@ -22,9 +22,10 @@
  * Cost (reported A100 figures, vmm.hpp): a hit saves cuMemCreate (8-190 us) and
  * cuMemRelease, for one cuMemRetainAllocationHandle at the unmap; `take` and `give` are
  * a mutex and a scan of the handles held. A handle whose cuMemRelease fails stays cached
- * (still valid: `take` may hand it out) and is released again by the next release_all or
- * at destruction: no device memory is lost track of; only then may the cache hold more
- * than max_bytes.
+ * (still valid: `take` may hand it out) and is released again by the next release_all,
+ * the next last scope to close, or at destruction; until then it counts in `stray_bytes`,
+ * which the allocator adds to the device's stray bytes, so no device memory is lost track
+ * of. Only such handles may make the cache hold more than max_bytes.
  *
  * Thread safety: every member may be called from any thread. cuMemRelease runs under the
  * cache's mutex (it does not synchronize the device); the allocator's hot path never takes
@@ -50,6 +51,7 @@ struct handle_cache_stats {
   std::size_t misses{0};          ///< `take` calls that found none of the size
   std::size_t kept{0};            ///< handles `give` kept
   std::size_t released_bytes{0};  ///< given back to the driver so far
+  std::size_t stray_bytes{0};     ///< held because cuMemRelease failed (part of held_bytes)
 };
 
 /// Physical page handles kept for reuse on one device. See the file comment.
@@ -107,6 +109,7 @@ class handle_cache {
     for (std::size_t i = cached_.size(); i-- > 0;) {
       if (cached_[i].bytes != bytes) { continue; }
       CUmemGenericAllocationHandle const handle = cached_[i].handle;
+      stray_ -= cached_[i].stray ? bytes : 0;
       cached_.erase(cached_.begin() + static_cast<std::ptrdiff_t>(i));
       held_ -= bytes;
       ++hits_;
@@ -140,15 +143,17 @@ class handle_cache {
       return;
     }
     try {
-      cached_.push_back({handle, bytes});  // kept, or its release failed: released later
+      cached_.push_back({handle, bytes, !room});  // kept, or its release failed: retried
       held_ += bytes;
       kept_ += room ? 1 : 0;
+      stray_ += room ? 0 : bytes;
     } catch (std::bad_alloc const&) {
       if (room && drv_->table().cuMemRelease(handle) == CUDA_SUCCESS) {
         released_ += bytes;
         return;
       }
       held_ += bytes;  // neither remembered nor released: its bytes stay reported as held
+      stray_ += bytes;
     }
   }
 
@@ -168,6 +173,14 @@ class handle_cache {
     return held_;
   }
 
+  /// Bytes of device memory held by handles whose cuMemRelease failed (part of
+  /// held_bytes): retried by release_all and when the last scope closes.
+  [[nodiscard]] std::size_t stray_bytes() const noexcept
+  {
+    std::lock_guard const lock(mutex_);
+    return stray_;
+  }
+
   /// The bound on cached bytes.
   [[nodiscard]] std::size_t max_bytes() const noexcept { return max_bytes_; }
 
@@ -175,13 +188,14 @@ class handle_cache {
   [[nodiscard]] handle_cache_stats stats() const noexcept
   {
     std::lock_guard const lock(mutex_);
-    return {held_, cached_.size(), hits_, misses_, kept_, released_};
+    return {held_, cached_.size(), hits_, misses_, kept_, released_, stray_};
   }
 
  private:
   struct cached {
     CUmemGenericAllocationHandle handle{0};
     std::size_t bytes{0};
+    bool stray{false};  // its cuMemRelease failed: counted in stray_
   };
 
   [[nodiscard]] bool room_for(std::size_t bytes) const noexcept
@@ -192,10 +206,15 @@ class handle_cache {
   std::size_t release_unlocked() noexcept
   {
     std::size_t const before = released_;
-    std::erase_if(cached_, [&](cached const& c) {
-      if (drv_->table().cuMemRelease(c.handle) != CUDA_SUCCESS) { return false; }
+    std::erase_if(cached_, [&](cached& c) {
+      if (drv_->table().cuMemRelease(c.handle) != CUDA_SUCCESS) {
+        stray_ += c.stray ? 0 : c.bytes;
+        c.stray = true;
+        return false;
+      }
       held_ -= c.bytes;
       released_ += c.bytes;
+      stray_ -= c.stray ? c.bytes : 0;
       return true;
     });
     return released_ - before;
@@ -212,6 +231,7 @@ class handle_cache {
   std::size_t misses_{0};
   std::size_t kept_{0};
   std::size_t released_{0};
+  std::size_t stray_{0};  // part of held_: handles whose cuMemRelease failed
 };
 
 }  // namespace swapalloc

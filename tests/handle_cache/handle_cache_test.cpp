@@ -164,18 +164,23 @@ TEST_F(HandleCacheTest, AFailedReleaseKeepsTheHandleAndTheNextReleaseReleasesIt)
   {
     handle_cache::armed const scope(cache);
     cache.give(fresh_handle(), gran());
+    EXPECT_EQ(cache.stray_bytes(), 0U) << "a kept handle is not a stray one";
     ASSERT_EQ(sim().fail_call("cuMemRelease", 1, CUDA_SUCCESS), CUDA_SUCCESS);
     cache.give(fresh_handle(), gran());  // past the bound; its release fails: kept
     EXPECT_EQ(cache.held_bytes(), 2 * gran()) << "nothing is lost track of";
+    EXPECT_EQ(cache.stray_bytes(), gran());
     EXPECT_EQ(cache.stats().handles, 2U);
     ASSERT_EQ(sim().fail_call("cuMemRelease", 1, CUDA_SUCCESS), CUDA_SUCCESS);
     EXPECT_EQ(cache.release_all(), gran()) << "one release failed, the other did not";
     EXPECT_EQ(cache.held_bytes(), gran());
+    EXPECT_EQ(cache.stray_bytes(), gran()) << "the one left is counted once";
     ASSERT_EQ(sim().fail_call("cuMemRelease", 1, CUDA_SUCCESS), CUDA_SUCCESS);
   }  // the scope's release fails too
   EXPECT_EQ(cache.held_bytes(), gran());
+  EXPECT_EQ(cache.stats().stray_bytes, gran());
   CUmemGenericAllocationHandle const still = cache.take(gran());
   EXPECT_NE(still, 0U) << "a handle whose release failed is still a valid one";
+  EXPECT_EQ(cache.stray_bytes(), 0U) << "taken: the caller's now";
   drv().mem_release(still);
   EXPECT_EQ(free_bytes(), free_before);
 }

@@ -229,6 +229,36 @@ TEST_F(ModelRegressionTest, ARestoreWhoseRollbackCannotUnmapDoesNotLeaveAPageWit
   free_all(blocks);
 }
 
+TEST_F(ModelRegressionTest, ARestoreWhoseCachedHandleCannotBeReleasedCountsItAsStray)
+{
+  // Shrunk from seed 9001 (op #1675 of 55,000) to 3 ops. A restore maps the page, and its
+  // copy fails; the rollback unmaps the page into the device's handle cache (the restore's
+  // scope is open), and when the scope closes the cache's cuMemRelease of that handle
+  // fails. The handle stays cached, as designed, but nothing the allocator counted held
+  // it: 2 MiB of device memory outside resident, restoring and stray bytes.
+  // Right: the handle counts in the device's stray bytes until a later release succeeds
+  // (here, when the retried restore's scope closes); the data comes back intact.
+  pool_id const pool = make_pool("model");
+  filled_block b     = fill_new(pool, 2835, 1);
+  (void)alloc().evict(pool, 0);
+  ASSERT_EQ(sim().fail_call("cuMemcpyHtoDAsync", 1, CUDA_SUCCESS), CUDA_SUCCESS);
+  ASSERT_EQ(sim().fail_call("cuMemRelease", 2, CUDA_SUCCESS), CUDA_SUCCESS);
+  EXPECT_THROW((void)alloc().restore(pool, 0), cuda_error);
+  sim().clear_faults();
+  EXPECT_EQ(sim().census().handles, 1U) << "the cached handle's release did not fail";
+  expect_driver_matches_allocator("after the failed restore");
+  EXPECT_EQ(alloc().device_stats(0).stray_bytes, 2 * MiB) << "the cached handle is counted";
+  EXPECT_EQ(alloc().handle_stats(0).stray_bytes, 2 * MiB);
+  EXPECT_EQ(alloc().check(), "");
+  EXPECT_NO_THROW((void)alloc().restore(pool, 0));
+  EXPECT_EQ(alloc().device_stats(0).stray_bytes, 0U) << "the stray handle was not retried";
+  EXPECT_EQ(sim().census().handles, 0U);
+  expect_driver_matches_allocator("after the retried restore");
+  std::vector<filled_block> blocks{b};
+  expect_intact(blocks, "after a restore whose cached handle could not be released");
+  free_all(blocks);
+}
+
 TEST_F(ModelRegressionTest, ARestoreWhoseStreamWaitFailsDoesNotUnmapUnderItsCopies)
 {
   // From seed 100 of an allocation-heavy run (a restore with two faults left the context
