@@ -10,6 +10,7 @@
 //
 // SWAPALLOC_TEST_ACTIVATIONS sets the activations of the main test (default 10000).
 #include "allocator_fixture.hpp"
+#include "sanitizer_build.hpp"
 #include "sim_control.hpp"
 
 #include <swapalloc/pressure_monitor.hpp>
@@ -403,18 +404,6 @@ TEST_F(ConcurrencyTest, ActivePoolsAreNeverEvictedWhileOthersEvictAndRestore)
   std::_Exit(counts.races() != 0 && counts.evicted_pinned.load() != 0 ? 0 : 1);
 }
 
-#if defined(__SANITIZE_THREAD__)
-constexpr bool thread_sanitizer = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool thread_sanitizer = true;
-#else
-constexpr bool thread_sanitizer = false;
-#endif
-#else
-constexpr bool thread_sanitizer = false;
-#endif
-
 /// The child showed the race: it exited 0 ("race observed"), or, under TSan, TSan ended it
 /// (exit status 66) at a data race between two simulated copies: the racy evictor's copy
 /// out of the pool and a worker's copy into it, the same race seen by another observer.
@@ -422,7 +411,7 @@ bool race_shown(int status)
 {
   if (!WIFEXITED(status)) { return false; }
   int const code = WEXITSTATUS(status);
-  return code == 0 || (thread_sanitizer && code == 66);
+  return code == 0 || (thread_sanitizer_build && code == 66);
 }
 
 TEST_F(ConcurrencyTest, ThePinCheckBeforeTheDeviceLockLetsAnActivePoolBeEvicted)

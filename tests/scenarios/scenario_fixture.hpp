@@ -20,6 +20,7 @@
 #pragma once
 
 #include "driver_fixture.hpp"
+#include "sanitizer_build.hpp"
 #include "pipeline.hpp"
 #include "runner.hpp"
 #include "weights.hpp"
@@ -135,15 +136,7 @@ struct scenario_run {
   }
 };
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SWAPALLOC_SCENARIO_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SWAPALLOC_SCENARIO_SANITIZED 1
-#endif
-#endif
-
-#if defined(SWAPALLOC_SCENARIO_SANITIZED)
+#if defined(SWAPALLOC_TEST_ASAN) || defined(SWAPALLOC_TEST_TSAN)
 // sanitizer_common's allocator statistics (sanitizer/allocator_interface.h, which GCC 12
 // does not ship): bytes in live heap blocks, without the quarantine or the shadow.
 extern "C" std::size_t
@@ -160,7 +153,7 @@ __sanitizer_get_current_allocated_bytes();  // NOLINT(bugprone-reserved-identifi
  */
 [[nodiscard]] inline std::size_t host_memory_in_use(sim_control const& sim)
 {
-#if defined(SWAPALLOC_SCENARIO_SANITIZED)
+#if defined(SWAPALLOC_TEST_ASAN) || defined(SWAPALLOC_TEST_TSAN)
   return __sanitizer_get_current_allocated_bytes() +
          (sim.available() ? sim.census().host_bytes : 0);
 #else
