@@ -4,6 +4,10 @@
 # requirement of its headers: off by default, so that a build with another compiler, build type
 # or a project that adds this one as a subdirectory is never failed by a warning.
 option(SWAPALLOC_WERROR "Treat warnings as errors in swapalloc's own tests, tools and benchmarks" OFF)
+# A test program of several sources compiles as one translation unit (CMake's unity build):
+# each source includes the whole header-only library, and compiling its inline code once per
+# program rather than once per source cuts the test build (measured in the commit adding it).
+option(SWAPALLOC_UNITY_TESTS "Compile each test program's sources as one translation unit" ON)
 
 # swapalloc_strict_warnings(<target>): our own code builds warning-free. PRIVATE to the
 # project's executables and libraries; the INTERFACE target swapalloc::swapalloc carries no

@@ -1,7 +1,9 @@
-# swapalloc_add_gtest(<target> SOURCES <files...> [LIBRARIES <libs...>])
+# swapalloc_add_gtest(<target> SOURCES <files...> [LIBRARIES <libs...>] [UNITY])
 #
 # Builds a GoogleTest program into build/bin and registers each of its tests with CTest
-# (one process per test, so a leak or a sticky CUDA error stays inside its test).
+# (one process per test, so a leak or a sticky CUDA error stays inside its test). UNITY
+# compiles its sources as one translation unit when SWAPALLOC_UNITY_TESTS is on: for
+# programs of several heavy sources, whose names must then not collide.
 # With SWAPALLOC_TEST_DRIVER=sim (the default) every test runs against
 # build/lib/libcudasim.so in strict mode: a test that leaves a driver object behind
 # fails at exit. With SWAPALLOC_TEST_DRIVER=system the environment is left alone and
@@ -9,13 +11,18 @@
 include(GoogleTest)
 
 function(swapalloc_add_gtest target)
-  cmake_parse_arguments(ARG "" "" "SOURCES;LIBRARIES" ${ARGN})
+  cmake_parse_arguments(ARG "UNITY" "" "SOURCES;LIBRARIES" ${ARGN})
   add_executable(${target} ${ARG_SOURCES})
   target_link_libraries(${target} PRIVATE swapalloc::swapalloc GTest::gtest GTest::gtest_main
                                           ${ARG_LIBRARIES})
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/tests/support
                                                ${PROJECT_SOURCE_DIR}/tools/cudasim)
   swapalloc_strict_warnings(${target})
+  if(ARG_UNITY AND SWAPALLOC_UNITY_TESTS)
+    # tools/check-tidy checks the generated source, whose includes of .cpp files are the point.
+    set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 0
+      UNITY_BUILD_CODE_BEFORE_INCLUDE "// NOLINTNEXTLINE(bugprone-suspicious-include)")
+  endif()
   gtest_discover_tests(${target} DISCOVERY_MODE PRE_TEST TEST_LIST ${target}_TESTS
                        PROPERTIES TIMEOUT 300)
 

@@ -13,14 +13,14 @@
 namespace swapalloc::testing {
 namespace {
 
-int const sim_memory_set = set_sim_memory(256 * MiB);
+int const runner_sim_memory_set = set_sim_memory(256 * MiB);
 
 class RunnerTest : public ScenarioTest {
  protected:
   void SetUp() override
   {
     ScenarioTest::SetUp();
-    ASSERT_EQ(sim_memory_set, 0);
+    ASSERT_EQ(runner_sim_memory_set, 0);
   }
 };
 

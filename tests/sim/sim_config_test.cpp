@@ -17,6 +17,7 @@
 #include "driver_fixture.hpp"
 #include "sim_control.hpp"
 #include "unwrapped_entry_points.hpp"
+#include "sim_test_units.hpp"
 
 namespace swapalloc::testing {
 namespace {
@@ -31,9 +32,6 @@ class SimConfig : public ::testing::Test {
     }
   }
 };
-
-constexpr std::size_t kGiB = std::size_t{1} << 30;
-constexpr std::size_t kMiB = std::size_t{1} << 20;
 
 TEST_F(SimConfig, MemoryCapacity)
 {

@@ -10,16 +10,10 @@
 #include <gtest/gtest.h>
 
 #include "driver_fixture.hpp"
+#include "sim_test_units.hpp"
 
 namespace swapalloc::testing {
 namespace {
-
-using clock_type = std::chrono::steady_clock;
-
-[[nodiscard]] double ms_since(clock_type::time_point start)
-{
-  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
-}
 
 class SimLink : public DriverTest {
  protected:

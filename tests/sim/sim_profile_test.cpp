@@ -15,17 +15,10 @@
 #include "driver_fixture.hpp"
 #include "scoped_objects.hpp"
 #include "sim_control.hpp"
+#include "sim_test_units.hpp"
 
 namespace swapalloc::testing {
 namespace {
-
-using clock_type           = std::chrono::steady_clock;
-constexpr std::size_t kMiB = std::size_t{1} << 20;
-
-[[nodiscard]] double ms_since(clock_type::time_point start)
-{
-  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
-}
 
 class SimProfile : public ::testing::Test {
  protected:

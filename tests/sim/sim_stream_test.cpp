@@ -24,7 +24,7 @@
 namespace swapalloc::testing {
 namespace {
 
-constexpr std::size_t kWords = 4096;
+constexpr std::size_t kStreamWords = 4096;
 
 class SimStream : public DriverTest {
  protected:
@@ -40,25 +40,25 @@ class SimStream : public DriverTest {
 TEST_F(SimStream, WorkRunsAsynchronouslyAndInOrder)
 {
   std::atomic<bool> done{false};
-  pinned_buffer seen(drv(), kWords * 4);
+  pinned_buffer seen(drv(), kStreamWords * 4);
   std::memset(seen.data(), 0xee, seen.bytes());
   auto range = make_range();
   scoped_stream stream(drv());
   host_gate gate;
   gate.enqueue(drv(), stream);
-  drv().memset_d32_async(range.ptr(), 1, kWords, stream);
-  drv().memset_d32_async(range.ptr(), 2, kWords, stream);
+  drv().memset_d32_async(range.ptr(), 1, kStreamWords, stream);
+  drv().memset_d32_async(range.ptr(), 2, kStreamWords, stream);
   drv().memcpy_dtoh_async(seen.data(), range.ptr(), seen.bytes(), stream);
   drv().launch_host_func(stream, set_flag, &done);
   // Every call returned although the stream is blocked: the work is asynchronous.
   EXPECT_CU(CUDA_ERROR_NOT_READY, table().cuStreamQuery(stream));
   EXPECT_FALSE(done.load());
-  EXPECT_EQ(first_not(words_of(seen), 0xeeeeeeee), kWords)
+  EXPECT_EQ(first_not(words_of(seen), 0xeeeeeeee), kStreamWords)
     << "work behind the blocked host function ran";
   gate.open();
   drv().stream_synchronize(stream);
   EXPECT_TRUE(done.load());
-  EXPECT_EQ(first_not(words_of(seen), 2), kWords) << "the two memsets did not run in order";
+  EXPECT_EQ(first_not(words_of(seen), 2), kStreamWords) << "the two memsets did not run in order";
   EXPECT_CU(CUDA_SUCCESS, table().cuStreamQuery(stream));
   EXPECT_FALSE(gate.opened_by_watchdog());
 }
@@ -78,10 +78,10 @@ TEST_F(SimStream, SynchronizeWaitsForAllWork)
 TEST_F(SimStream, WaitEventOrdersWorkAcrossStreams)
 {
   std::atomic<bool> done{false};
-  pinned_buffer seen(drv(), kWords * 4);
+  pinned_buffer seen(drv(), kStreamWords * 4);
   std::memset(seen.data(), 0xee, seen.bytes());
   auto range = make_range();
-  drv().memset_d32(range.ptr(), 0, kWords);
+  drv().memset_d32(range.ptr(), 0, kStreamWords);
   drv().synchronize_context();
   scoped_stream a(drv());
   scoped_stream b(drv());
@@ -90,18 +90,18 @@ TEST_F(SimStream, WaitEventOrdersWorkAcrossStreams)
   gate.enqueue(drv(), a);
   drv().event_record(event, a);
   drv().stream_wait_event(b, event);
-  drv().memset_d32_async(range.ptr(), 0x42, kWords, b);
+  drv().memset_d32_async(range.ptr(), 0x42, kStreamWords, b);
   drv().memcpy_dtoh_async(seen.data(), range.ptr(), seen.bytes(), b);
   drv().launch_host_func(b, set_flag, &done);
   std::this_thread::sleep_for(20ms);
   EXPECT_CU(CUDA_ERROR_NOT_READY, table().cuStreamQuery(b))
     << "stream B did not wait for the event of A";
   EXPECT_FALSE(done.load());
-  EXPECT_EQ(first_not(words_of(seen), 0xeeeeeeee), kWords);
+  EXPECT_EQ(first_not(words_of(seen), 0xeeeeeeee), kStreamWords);
   gate.open();
   drv().stream_synchronize(b);
   EXPECT_TRUE(done.load());
-  EXPECT_EQ(first_not(words_of(seen), 0x42), kWords);
+  EXPECT_EQ(first_not(words_of(seen), 0x42), kStreamWords);
 }
 
 TEST_F(SimStream, WaitUsesTheRecordAtTheTimeOfTheCall)
@@ -156,14 +156,14 @@ TEST_F(SimStream, DestroyWithPendingWorkReturnsAndTheWorkCompletes)
   // cuda.h: "the function will return immediately and the resources associated with
   // hStream will be released automatically once the device has completed all work".
   std::atomic<bool> done{false};
-  pinned_buffer seen(drv(), kWords * 4);
+  pinned_buffer seen(drv(), kStreamWords * 4);
   std::memset(seen.data(), 0xee, seen.bytes());
   auto range = make_range();
   context_drain drain(drv());
   scoped_stream stream(drv());
   host_gate gate(5s);
   gate.enqueue(drv(), stream);
-  drv().memset_d32_async(range.ptr(), 0x0d0d0d0d, kWords, stream);
+  drv().memset_d32_async(range.ptr(), 0x0d0d0d0d, kStreamWords, stream);
   drv().memcpy_dtoh_async(seen.data(), range.ptr(), seen.bytes(), stream);
   drv().launch_host_func(stream, set_flag, &done);
   ASSERT_CU(CUDA_SUCCESS, stream.destroy());
@@ -172,7 +172,7 @@ TEST_F(SimStream, DestroyWithPendingWorkReturnsAndTheWorkCompletes)
   gate.open();
   ASSERT_TRUE(wait_until([&] { return done.load(); }))
     << "the destroyed stream's work never completed";
-  EXPECT_EQ(first_not(words_of(seen), 0x0d0d0d0d), kWords);
+  EXPECT_EQ(first_not(words_of(seen), 0x0d0d0d0d), kStreamWords);
 }
 
 TEST_F(SimStream, ContextSynchronizeWaitsForADestroyedStreamsWork)
@@ -274,19 +274,19 @@ TEST_F(SimStream, NonBlockingStreamIgnoresLegacyStream)
   // H100, driver 580.159.04: a host function on the non-blocking stream waited for the
   // gate on the legacy stream (host functions are serialized), so the independence of
   // the streams is shown with a memset and a copy, which did not have to wait.
-  pinned_buffer seen(drv(), kWords * 4);
+  pinned_buffer seen(drv(), kStreamWords * 4);
   std::memset(seen.data(), 0xee, seen.bytes());
   auto range = make_range();
   context_drain drain(drv());
   scoped_stream independent(drv(), CU_STREAM_NON_BLOCKING);
   host_gate gate(5s);
   gate.enqueue(drv(), nullptr);
-  drv().memset_d32_async(range.ptr(), 0x31, kWords, independent);
+  drv().memset_d32_async(range.ptr(), 0x31, kStreamWords, independent);
   drv().memcpy_dtoh_async(seen.data(), range.ptr(), seen.bytes(), independent);
   EXPECT_TRUE(idle_within(independent, 2s))
     << "the non-blocking stream waited for the blocked legacy stream";
   EXPECT_FALSE(gate.is_open());
-  EXPECT_EQ(first_not(words_of(seen), 0x31), kWords);
+  EXPECT_EQ(first_not(words_of(seen), 0x31), kStreamWords);
   EXPECT_CU(CUDA_ERROR_NOT_READY, table().cuStreamQuery(nullptr));
   gate.open();
 }
@@ -295,19 +295,19 @@ TEST_F(SimStream, LegacyStreamIgnoresNonBlockingStreams)
 {
   // H100, driver 580.159.04: a host function on the legacy stream waited for the gate on
   // the non-blocking stream (host functions are serialized); a memset and a copy do not.
-  pinned_buffer seen(drv(), kWords * 4);
+  pinned_buffer seen(drv(), kStreamWords * 4);
   std::memset(seen.data(), 0xee, seen.bytes());
   auto range = make_range();
   context_drain drain(drv());
   scoped_stream independent(drv(), CU_STREAM_NON_BLOCKING);
   host_gate gate(5s);
   gate.enqueue(drv(), independent);
-  drv().memset_d32_async(range.ptr(), 0x32, kWords, nullptr);
+  drv().memset_d32_async(range.ptr(), 0x32, kStreamWords, nullptr);
   drv().memcpy_dtoh_async(seen.data(), range.ptr(), seen.bytes(), nullptr);
   EXPECT_TRUE(idle_within(nullptr, 2s))
     << "the legacy stream waited for a blocked non-blocking stream";
   EXPECT_FALSE(gate.is_open());
-  EXPECT_EQ(first_not(words_of(seen), 0x32), kWords);
+  EXPECT_EQ(first_not(words_of(seen), 0x32), kStreamWords);
   EXPECT_CU(CUDA_ERROR_NOT_READY, table().cuStreamQuery(independent));
   gate.open();
 }
@@ -354,19 +354,19 @@ TEST_F(SimStream, StreamsRunConcurrently)
   // serialized), so the other stream's progress is a memset and a copy.
   for (unsigned int const flags : {CU_STREAM_NON_BLOCKING, CU_STREAM_DEFAULT}) {
     std::uint32_t const value = 0x50 + flags;
-    pinned_buffer seen(drv(), kWords * 4);
+    pinned_buffer seen(drv(), kStreamWords * 4);
     std::memset(seen.data(), 0xee, seen.bytes());
     auto range = make_range();
     scoped_stream blocked(drv(), flags);
     scoped_stream other(drv(), flags);
     host_gate gate(5s);
     gate.enqueue(drv(), blocked);
-    drv().memset_d32_async(range.ptr(), value, kWords, other);
+    drv().memset_d32_async(range.ptr(), value, kStreamWords, other);
     drv().memcpy_dtoh_async(seen.data(), range.ptr(), seen.bytes(), other);
     EXPECT_TRUE(idle_within(other, 2s))
       << "a stream waited for another blocked stream (flags " << flags << ")";
     EXPECT_FALSE(gate.is_open());
-    EXPECT_EQ(first_not(words_of(seen), value), kWords) << "flags " << flags;
+    EXPECT_EQ(first_not(words_of(seen), value), kStreamWords) << "flags " << flags;
     EXPECT_CU(CUDA_ERROR_NOT_READY, table().cuStreamQuery(blocked)) << "flags " << flags;
     gate.open();
   }
@@ -376,13 +376,13 @@ TEST_F(SimStream, SynchronousCopyWaitsForBlockingStreams)
 {
   // cuMemcpyDtoH runs on the legacy stream, so it comes after the blocking stream's memset.
   auto range = make_range();
-  drv().memset_d32(range.ptr(), 0, kWords);
+  drv().memset_d32(range.ptr(), 0, kStreamWords);
   scoped_stream blocking(drv(), CU_STREAM_DEFAULT);
   host_gate gate(100ms);
   gate.enqueue(drv(), blocking);
-  drv().memset_d32_async(range.ptr(), 0x99, kWords, blocking);
-  auto const words = read_words(drv(), range.ptr(), kWords);
-  EXPECT_EQ(first_not(words, 0x99), kWords)
+  drv().memset_d32_async(range.ptr(), 0x99, kStreamWords, blocking);
+  auto const words = read_words(drv(), range.ptr(), kStreamWords);
+  EXPECT_EQ(first_not(words, 0x99), kStreamWords)
     << "the synchronous copy did not wait for the blocking stream";
   EXPECT_TRUE(gate.opened_by_watchdog());
 }
