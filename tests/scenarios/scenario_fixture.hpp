@@ -20,9 +20,9 @@
 #pragma once
 
 #include "driver_fixture.hpp"
-#include "sanitizer_build.hpp"
 #include "pipeline.hpp"
 #include "runner.hpp"
+#include "sanitizer_build.hpp"
 #include "weights.hpp"
 
 #include <swapalloc/activation.hpp>

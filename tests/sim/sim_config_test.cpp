@@ -16,8 +16,8 @@
 #include "configured_child.hpp"
 #include "driver_fixture.hpp"
 #include "sim_control.hpp"
-#include "unwrapped_entry_points.hpp"
 #include "sim_test_units.hpp"
+#include "unwrapped_entry_points.hpp"
 
 namespace swapalloc::testing {
 namespace {
