@@ -525,7 +525,8 @@ class allocator {
    *        the allocator held: free pinned room up to policy.hpp pinned_reserve_bytes (the
    *        resident bytes of the pool the monitor would evict first, once use has reached
    *        the low watermark; none when the host is short of memory). Creates the device's
-   *        swap tier for it if needed. What it pins is kept warm; trim_host keeps it while
+   *        swap tier for it if needed, and makes its transfer engine ready (streams and
+   *        pinned staging ring: transfer_engine::prepare). What it pins is kept warm; trim_host keeps it while
    *        the reserve asks for it and gives it back once idle after; after empty_cache
    *        nothing is pinned for allocator_options::host.idle_release. The pressure
    *        monitor calls it each pass, after trim_host.
@@ -534,20 +535,24 @@ class allocator {
    * (host_store::prepin), and it takes as long as its pins (0.34 ms/MiB on an H100 host).
    * @return bytes pinned (0 below the low watermark, or with the room free already).
    * @throws usage_error (bad_device); cuda_error when cuMemHostAlloc fails other than out
-   *         of memory (what was pinned before stays warm), or from the usage reading.
+   *         of memory (what was pinned before stays warm), from the engine's preparation
+   *         (nothing pinned then; the next eviction prepares it), or from the usage reading.
    */
   std::size_t prepin_host(int device)
   {
     device_state& state = state_of(device, "prepin_host");
-    host_store* store   = nullptr;
-    std::size_t reserve = 0;
-    {
-      std::lock_guard const lock(state.mutex());
-      reserve = room_.host_reserve(state);  // creates the swap tier when not 0
-      store   = state.store();
-    }
+    std::unique_lock lock(state.mutex());
+    std::size_t const reserve = room_.host_reserve(state);  // creates the swap tier when not 0
+    host_store* const store   = state.store();              // lives as long as the device state
     if (store == nullptr || reserve == 0) { return 0; }
+    lock.unlock();
     if (host_memory_short(available_memory_bytes(), physical_memory_bytes())) { return 0; }
+    lock.lock();
+    {
+      context_scope const current(*driver_, state.context());
+      (void)state.prepare_engine(lock);  // the staging ring, pinned with the lock released
+    }
+    lock.unlock();
     return store->prepin(reserve);
   }
 

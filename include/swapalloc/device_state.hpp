@@ -420,6 +420,36 @@ class device_state {
   }
 
   /**
+   * @brief Makes the transfer engine ready ahead of the first eviction
+   *        (transfer_engine::prepare), under an engine lease and with `lock` released
+   *        meanwhile, so that pinning its staging ring blocks no other caller of the device.
+   * @return true when it made the engine ready now; false without a swap tier or when
+   *         the engine was ready.
+   * @pre `lock` holds the mutex, the context current, no engine lease held by the caller.
+   * @throws cuda_error from the engine (it stays not ready and usable); `lock` is held again.
+   * Cost once ready: a flag read (the engine itself is read only under a lease, since
+   * `prepare` writes it without the mutex).
+   */
+  bool prepare_engine(std::unique_lock<std::mutex>& lock)
+  {
+    if (engine_ == nullptr || engine_prepared_) { return false; }
+    pool_controls::engine_lease const lease(controls_, lock);  // no transfer meanwhile
+    bool const made = !engine_->ready();                        // else a transfer made it
+    if (made) {
+      lock.unlock();
+      try {
+        engine_->prepare();
+      } catch (...) {
+        lock.lock();
+        throw;
+      }
+      lock.lock();
+    }
+    engine_prepared_ = true;
+    return made;
+  }
+
+  /**
    * @brief Evicts pool `id`'s pages until at least `bytes` are released (SIZE_MAX: all),
    *        in the policy's page order (policy.hpp plan_pages): pages that need no copy
    *        first. @pre locked, context current, the swap tier exists, the device's work
@@ -775,6 +805,7 @@ class device_state {
   // The swap tier, created at the device's first eviction.
   std::unique_ptr<host_store> store_;
   std::unique_ptr<transfer_engine> engine_;
+  bool engine_prepared_{false};  // engine_ is ready (prepare_engine saw it so under a lease)
   // Declared last, destroyed first: their host copies go back to `store_`.
   std::vector<std::unique_ptr<pool_residency>> pools_;  // by pool_id
 };

@@ -163,8 +163,12 @@ TEST_F(SwapPrepinTest, FromTheLowWatermarkTheFirstVictimsRoomIsPinnedBeforeItsEv
   EXPECT_EQ(alloc().prepin_host(0), 0U) << "the room is there";
   EXPECT_EQ(alloc().trim_host(0), 0U) << "trim keeps the reserve while it is asked for";
 
-  evict_result const out = alloc().evict(cold, 0);
+  unsigned long long const host_allocs = sim().call_count("cuMemHostAlloc");
+  unsigned long long const streams     = sim().call_count("cuStreamCreate");
+  evict_result const out               = alloc().evict(cold, 0);
   EXPECT_EQ(out.slabs_pinned, 0U) << "the first eviction found its room pinned";
+  EXPECT_EQ(sim().call_count("cuMemHostAlloc"), host_allocs) << "and its staging ring";
+  EXPECT_EQ(sim().call_count("cuStreamCreate"), streams) << "and its copy streams";
   EXPECT_EQ(out.times.pin, 0.0);
   EXPECT_GT(out.pages_copied, 0U);
   (void)alloc().restore(cold, 0);
@@ -199,6 +203,33 @@ TEST_F(SwapPrepinTest, ThePressureMonitorPinsAheadBetweenTheWatermarks)
   EXPECT_EQ(out.slabs_pinned, 0U) << "the eviction found its room pinned";
   (void)alloc().restore(cold, 0);
   expect_intact(cold_blocks, "after a cycle into room the monitor pinned");
+  free_all(cold_blocks);
+  free_all(hot_blocks);
+}
+
+TEST_F(SwapPrepinTest, AnEngineThatCannotBePreparedPinsNothingAndTheEvictPreparesIt)
+{
+  SIM_ONLY(sim(), "injects a cuMemHostAlloc failure");
+  pool_id const cold = make_pool("cold", codec_id::raw);
+  pool_id const hot  = make_pool("hot", codec_id::raw);
+  auto cold_blocks   = populate(cold, data_kind::bf16_weights, 6 * MiB, 75, 1.0);
+  auto hot_blocks    = populate(hot, data_kind::bf16_weights, 6 * MiB, 77, 1.0);
+  std::size_t const mapped =
+    alloc().stats(cold, 0).reserved_bytes + alloc().stats(hot, 0).reserved_bytes;
+  alloc().set_device_limit(0, device_limit{.bytes = mapped / 4 * 5});  // 80%: WARNING
+  // The engine's staging ring is the first pin (the store's slabs come after it).
+  ASSERT_EQ(sim().fail_call("cuMemHostAlloc", 1, CUDA_ERROR_INVALID_VALUE), CUDA_SUCCESS);
+  EXPECT_THROW((void)alloc().prepin_host(0), cuda_error);
+  sim().clear_faults();
+  EXPECT_EQ(alloc().host_stats(0).pinned_bytes, 0U) << "nothing pinned after the failure";
+  unsigned long long const streams = sim().call_count("cuStreamCreate");
+  evict_result const out           = alloc().evict(cold, 0);  // prepares the engine itself
+  EXPECT_GT(out.pages_copied, 0U);
+  EXPECT_EQ(sim().call_count("cuStreamCreate"), streams + 2) << "the failed preparation's "
+                                                                "streams were destroyed";
+  (void)alloc().restore(cold, 0);
+  expect_intact(cold_blocks, "after a failed preparation and a cycle");
+  expect_intact(hot_blocks, "the other pool");
   free_all(cold_blocks);
   free_all(hot_blocks);
 }
