@@ -526,10 +526,10 @@ class allocator {
    *        resident bytes of the pool the monitor would evict first, once use has reached
    *        the low watermark; none when the host is short of memory). Creates the device's
    *        swap tier for it if needed, and makes its transfer engine ready (streams and
-   *        pinned staging ring: transfer_engine::prepare). What it pins is kept warm; trim_host keeps it while
-   *        the reserve asks for it and gives it back once idle after; after empty_cache
-   *        nothing is pinned for allocator_options::host.idle_release. The pressure
-   *        monitor calls it each pass, after trim_host.
+   *        pinned staging ring: transfer_engine::prepare). What it pins is kept warm;
+   *        trim_host keeps it while the reserve asks for it and gives it back once idle
+   *        after; after empty_cache nothing is pinned for allocator_options::host.idle_release.
+   *        The pressure monitor calls it each pass, after trim_host.
    *
    * Call it from a thread that issues no copies: a pin holds the driver's lock
    * (host_store::prepin), and it takes as long as its pins (0.34 ms/MiB on an H100 host).

@@ -434,7 +434,7 @@ class device_state {
   {
     if (engine_ == nullptr || engine_prepared_) { return false; }
     pool_controls::engine_lease const lease(controls_, lock);  // no transfer meanwhile
-    bool const made = !engine_->ready();                        // else a transfer made it
+    bool const made = !engine_->ready();                       // else a transfer made it
     if (made) {
       lock.unlock();
       try {
