@@ -23,8 +23,10 @@
  *   their remaining chunks raw instead of encoding them, so the restore waits for
  *   checksums, not for a codec (`compressions_cut_short` counts such pages).
  *   Then for each chunk of each page, in order: a worker decompresses it into a
- *   staging buffer and verifies its XXH64 (a chunk stored raw is verified in place and
- *   copied straight from the store; a zero chunk becomes a device memset), while the
+ *   staging buffer and verifies its XXH64 (a chunk stored raw is copied straight from the
+ *   store at once, and verified in place beside its copy, not ahead of it: issue 14's
+ *   "raw chunks are verified alongside the DMA"; a page counts as restored only once every
+ *   check passed; a zero chunk becomes a device memset), while the
  *   calling thread maps the page at its old address and copies the previous chunks in
  *   (and, rather than wait for a chunk, decompresses one itself). The ring of staging
  *   buffers bounds how far decompression runs ahead; a buffer is reused once the copy out
@@ -474,13 +476,44 @@ class transfer_engine {
     out.compressions_cut_short = image.cancelled_pages() - cut_before;
   }
 
-  /// Waits for piece `i` (decoding others meanwhile), maps the run of pages it starts if
-  /// they are not mapped yet, and issues its copies (raw parts gathered in pass.pending).
+  /// Waits for piece `i` if its copy reads what a decoder writes (decoding others
+  /// meanwhile), maps the run of pages it starts if they are not mapped yet, and issues
+  /// its copies (raw parts gathered in pass.pending). A raw piece is copied at once, its
+  /// checksum verified beside the copy (await_copies checks the outcome before any page
+  /// counts as restored), so checksums never hold the link up.
   void restore_piece(restore_pass& pass, std::size_t i)
   {
     transfer_times& times = pass.out.times;
     top_up(pass.pieces, pass.run, pass.submitted, i, pass.gate, times, pass.pending);
-    if (!pass.run.is_done(i)) {  // about to wait: the gathered copy must not idle meanwhile
+    piece const& current    = pass.pieces[i];
+    device_pool const& pool = pass.residency.pool();
+    if (staged(*current.stored)) {
+      wait_for_piece(pass, i);
+      if (pass.run.errors[i]) {
+        throw_chunk_error(pool, pass.pages[current.page], current, pass.run.errors[i]);
+      }
+    }
+    if (pass.begun[current.page] == 0) {
+      detail::phase_timer const vmm(times.vmm);
+      std::size_t const run = evicted_run(pool, pass.pages, current.page, pass.begun);
+      pass.residency.begin_restore(pass.pages[current.page], run);
+      std::fill_n(pass.begun.begin() + static_cast<std::ptrdiff_t>(current.page), run, 1);
+    }
+    std::size_t const slot = i % options_.staging_slots;
+    detail::phase_timer const issue(times.issue);
+    pass.out.bytes_copied += copy_piece(pool, current, staging_slot(slot), pass.pending);
+    if (staged(*current.stored)) {  // the copy reads the slot: busy until it completes
+      driver_->event_record(slot_events_[slot], to_device_);
+      slot_busy_[slot] = true;
+    }
+  }
+
+  /// Waits for piece `i` to be decoded, decoding unstarted ones meanwhile (the gathered
+  /// copy is issued first, so that the link does not idle during the wait).
+  void wait_for_piece(restore_pass& pass, std::size_t i)
+  {
+    transfer_times& times = pass.out.times;
+    if (!pass.run.is_done(i)) {
       detail::phase_timer const issue(times.issue);
       flush(pass.pending);
     }
@@ -498,28 +531,11 @@ class transfer_engine {
     }
     times.wait -= decoding;
     times.codec += decoding;
-    piece const& current    = pass.pieces[i];
-    device_pool const& pool = pass.residency.pool();
-    if (pass.run.errors[i]) {
-      throw_chunk_error(pool, pass.pages[current.page], current, pass.run.errors[i]);
-    }
-    if (pass.begun[current.page] == 0) {
-      detail::phase_timer const vmm(times.vmm);
-      std::size_t const run = evicted_run(pool, pass.pages, current.page, pass.begun);
-      pass.residency.begin_restore(pass.pages[current.page], run);
-      std::fill_n(pass.begun.begin() + static_cast<std::ptrdiff_t>(current.page), run, 1);
-    }
-    std::size_t const slot = i % options_.staging_slots;
-    detail::phase_timer const issue(times.issue);
-    pass.out.bytes_copied += copy_piece(pool, current, staging_slot(slot), pass.pending);
-    if (staged(*current.stored)) {  // the copy reads the slot: busy until it completes
-      driver_->event_record(slot_events_[slot], to_device_);
-      slot_busy_[slot] = true;
-    }
   }
 
   /// Maps the pages no piece was copied to, makes `stream` (if not null) wait for every
-  /// copy, and waits for the copies and the decoders.
+  /// copy, waits for the copies and the decoders (verifying unstarted raw pieces on this
+  /// thread meanwhile), and throws the first piece's failure (restore_error), if any.
   void await_copies(restore_pass& pass, CUstream stream)
   {
     transfer_times& times = pass.out.times;
@@ -534,16 +550,33 @@ class transfer_engine {
     try {
       driver_->event_record(done, to_device_);
       if (stream != nullptr) { driver_->stream_wait_event(stream, done); }
-      detail::phase_timer const wait(times.wait);
-      pass.gate.outside([&] {
-        driver_->event_synchronize(done);  // the copies are in: their sources may be freed
-        pass.run.group.wait();             // no worker touches `run` any more
-      });
+      double verifying = 0;
+      {
+        detail::phase_timer const wait(times.wait);
+        pass.gate.outside([&] {
+          for (std::size_t index = 0; index < pass.submitted; ++index) {  // while copies run
+            if (!pass.run.claim(index)) { continue; }
+            detail::phase_timer const verify(verifying);
+            decode_piece(pass.pieces[index], staging_slot(index % options_.staging_slots), pass.run,
+                         index);
+          }
+          driver_->event_synchronize(done);  // the copies are in: their sources may be freed
+          pass.run.group.wait();             // no worker touches `run` any more
+        });
+      }
+      times.wait -= verifying;
+      times.codec += verifying;
     } catch (...) {
       events_->give_back(done);
       throw;
     }
     events_->give_back(done);
+    for (std::size_t index = 0; index < pass.pieces.size(); ++index) {  // raw pieces' checks
+      if (!pass.run.errors[index]) { continue; }
+      piece const& failed = pass.pieces[index];
+      throw_chunk_error(pass.residency.pool(), pass.pages[failed.page], failed,
+                        pass.run.errors[index]);
+    }
   }
 
   /// One eviction's state: the pages with copies in flight, and what was done.

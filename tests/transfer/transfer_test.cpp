@@ -84,6 +84,46 @@ TEST_F(TransferTest, AChangedStoredChunkFailsItsChecksumAndStaysEvicted)
   }
 }
 
+TEST_F(TransferTest, ARawChunkIsCopiedBesideItsChecksumAndAMismatchStillLeavesThePageEvicted)
+{
+  // Issue 14: raw chunks are verified alongside the DMA, not ahead of it. The corrupted
+  // raw chunk's copy is issued before its checksum fails (a check ahead of the copy would
+  // issue none), and the page still ends evicted with its copy.
+  SIM_ONLY(sim(), "counts cuMemcpyHtoDAsync calls");
+  host_store store(drv());
+  worker_pool workers(1);
+  event_pool events(drv());
+  pool_residency pool(drv(), device(), "beside", 2 * gran(), gran(), false);
+  std::vector<std::uint32_t> words(gran() / 4);
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    words[i] = static_cast<std::uint32_t>(i * 2654435761U);
+  }
+  block* const b = pool.allocate(gran(), gran(), tag_of(nullptr));
+  ASSERT_NE(b, nullptr);
+  drv().memcpy_htod(pool.pool().address(*b), words.data(), gran());
+  {
+    transfer_engine engine(drv(), store, workers, events);
+    pool.prepare_swap();
+    ASSERT_EQ(engine.evict(pool, {0}, codec_choice{{}, codec_id::raw}).pages_copied, 1U);
+    pool.wait_for_compression();
+    stored_chunk const& chunk = pool.image()->find(0)->chunks.front();  // the first checked
+    ASSERT_EQ(chunk.header.codec, codec_id::raw);
+    auto* const stored = const_cast<std::byte*>(chunk.data);  // NOLINT: the corruption
+    stored[0] ^= std::byte{0x01};
+    unsigned long long const copies = sim().call_count("cuMemcpyHtoDAsync");
+    EXPECT_THROW((void)engine.restore(pool, {0}, nullptr), restore_error);
+    EXPECT_GT(sim().call_count("cuMemcpyHtoDAsync"), copies) << "the copy waited for the checksum";
+    EXPECT_EQ(pool.pool().page(0), page_state::evicted) << "the page stays evicted";
+    EXPECT_EQ(pool.check(), "");
+    stored[0] ^= std::byte{0x01};
+    EXPECT_EQ(engine.restore(pool, {0}, nullptr).pages, 1U);
+    std::vector<std::uint32_t> read(words.size());
+    drv().memcpy_dtoh(read.data(), pool.pool().address(*b), gran());
+    EXPECT_EQ(read, words);
+  }
+  pool.deallocate(b);
+}
+
 TEST_F(TransferTest, OnlyLiveBytesAreCopiedOutAndFreeGapsAreNot)
 {
   host_store store(drv());
