@@ -476,18 +476,20 @@ class transfer_engine {
     out.compressions_cut_short = image.cancelled_pages() - cut_before;
   }
 
-  /// Waits for piece `i` if its copy reads what a decoder writes (decoding others
-  /// meanwhile), maps the run of pages it starts if they are not mapped yet, and issues
-  /// its copies (raw parts gathered in pass.pending). A raw piece is copied at once, its
-  /// checksum verified beside the copy (await_copies checks the outcome before any page
-  /// counts as restored), so checksums never hold the link up.
+  /// Waits for piece `i` unless it is raw (decoding others meanwhile), maps the run of
+  /// pages it starts if they are not mapped yet, and issues its copies (raw parts gathered
+  /// in pass.pending). A raw piece is copied at once, its checksum verified beside the copy
+  /// (await_copies checks the outcome before any page counts as restored), so checksums
+  /// never hold the link up. Every other piece's decode writes its staging slot (a zero
+  /// chunk's too, though its copy is a memset), so it must be done before the pieces after
+  /// it may reuse the slot (top_up): those are waited for, as before.
   void restore_piece(restore_pass& pass, std::size_t i)
   {
     transfer_times& times = pass.out.times;
     top_up(pass.pieces, pass.run, pass.submitted, i, pass.gate, times, pass.pending);
     piece const& current    = pass.pieces[i];
     device_pool const& pool = pass.residency.pool();
-    if (staged(*current.stored)) {
+    if (current.stored->header.codec != codec_id::raw) {
       wait_for_piece(pass, i);
       if (pass.run.errors[i]) {
         throw_chunk_error(pool, pass.pages[current.page], current, pass.run.errors[i]);

@@ -8,7 +8,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <future>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace swapalloc::testing {
@@ -120,6 +123,63 @@ TEST_F(TransferTest, ARawChunkIsCopiedBesideItsChecksumAndAMismatchStillLeavesTh
     std::vector<std::uint32_t> read(words.size());
     drv().memcpy_dtoh(read.data(), pool.pool().address(*b), gran());
     EXPECT_EQ(read, words);
+  }
+  pool.deallocate(b);
+}
+
+TEST_F(TransferTest, AZeroChunkIsDecodedBeforeItsStagingSlotIsReused)
+{
+  // From ModelTest seed 9011 (timing-dependent there): a zero chunk's decode writes zeros
+  // into its staging slot, though its copy is a memset. Left unwaited like a raw chunk, it
+  // ran (on the calling thread, verifying what the workers had not started) while the
+  // slot's next user, 16 pieces later, was still being copied out of it: that chunk came
+  // back as zeros. Here the only worker is held until the copies are issued, the link is
+  // slow, piece 0 is a zero chunk and piece 16 (the same slot) an lz4 one.
+  SIM_ONLY(sim(), "slows the link");
+  host_store store(drv());
+  worker_pool workers(1);
+  event_pool events(drv());
+  std::size_t const pages = 10;  // 20 chunks of 1 MiB
+  pool_residency pool(drv(), device(), "slots", pages * gran(), gran(), false);
+  std::vector<std::uint32_t> words(pages * gran() / 4);
+  for (std::size_t i = 262144; i < words.size(); ++i) {  // chunk 0 zero, the rest lz4
+    words[i] = static_cast<std::uint32_t>(i % 64 + 1);
+  }
+  block* const b = pool.allocate(pages * gran(), pages * gran(), tag_of(nullptr));
+  ASSERT_NE(b, nullptr);
+  drv().memcpy_htod(pool.pool().address(*b), words.data(), pages * gran());
+  std::vector<std::size_t> all(pages);
+  for (std::size_t page = 0; page < pages; ++page) {
+    all[page] = page;
+  }
+  {
+    transfer_engine engine(drv(), store, workers, events);
+    pool.prepare_swap();
+    ASSERT_EQ(engine.evict(pool, all, codec_choice{{}, codec_id::lz4}).pages_copied, pages);
+    pool.wait_for_compression();
+    ASSERT_EQ(pool.image()->find(0)->chunks.at(0).header.codec, codec_id::zero);
+    ASSERT_EQ(pool.image()->find(8)->chunks.at(0).header.codec, codec_id::lz4);  // piece 16
+    sim().set_link_bandwidth(0.05);  // 1 MiB takes 20 ms: copies stay queued
+    scope_exit const unthrottle([&] { sim().set_link_bandwidth(0); });
+    std::promise<void> open;
+    task_group held;
+    workers.submit(held, [gate = open.get_future().share()] { gate.wait(); });
+    unsigned long long const copies = sim().call_count("cuMemcpyHtoDAsync");
+    std::thread opener([&] {  // once the restore has issued its copies (or after 10 s)
+      auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (sim().call_count("cuMemcpyHtoDAsync") < copies + 19 &&
+             std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      open.set_value();
+    });
+    restore_result const back = engine.restore(pool, all, nullptr);
+    opener.join();
+    held.wait();
+    EXPECT_EQ(back.pages, pages);
+    std::vector<std::uint32_t> read(words.size());
+    drv().memcpy_dtoh(read.data(), pool.pool().address(*b), pages * gran());
+    EXPECT_EQ(read, words) << "a chunk came back overwritten";
   }
   pool.deallocate(b);
 }
