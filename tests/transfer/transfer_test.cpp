@@ -30,7 +30,27 @@ TEST(TransferTimes, SumsPhaseByPhase)
   EXPECT_EQ(sum.codec, 55);
 }
 
-class TransferTest : public DriverTest {};
+class TransferTest : public DriverTest {
+ protected:
+  /// One block of `words`' bytes allocated in `pool` and filled with them (null if the
+  /// pool has no room).
+  block* write_block(pool_residency& pool, std::vector<std::uint32_t> const& words)
+  {
+    std::size_t const bytes = words.size() * sizeof(std::uint32_t);
+    block* const b          = pool.allocate(bytes, bytes, tag_of(nullptr));
+    if (b != nullptr) { drv().memcpy_htod(pool.pool().address(*b), words.data(), bytes); }
+    return b;
+  }
+
+  /// The words block `b` of `pool` holds, `count` of them.
+  std::vector<std::uint32_t> read_block(pool_residency const& pool, block const& b,
+                                        std::size_t count)
+  {
+    std::vector<std::uint32_t> read(count);
+    drv().memcpy_dtoh(read.data(), pool.pool().address(b), count * sizeof(std::uint32_t));
+    return read;
+  }
+};
 
 TEST_F(TransferTest, AChangedStoredChunkFailsItsChecksumAndStaysEvicted)
 {
@@ -44,9 +64,8 @@ TEST_F(TransferTest, AChangedStoredChunkFailsItsChecksumAndStaysEvicted)
     for (std::size_t i = 0; i < words.size(); ++i) {  // compressible, never all zero
       words[i] = static_cast<std::uint32_t>(i % 64 + 1);
     }
-    block* const b = pool.allocate(gran(), gran(), tag_of(nullptr));
+    block* const b = write_block(pool, words);
     ASSERT_NE(b, nullptr);
-    drv().memcpy_htod(pool.pool().address(*b), words.data(), gran());
     {
       transfer_engine engine(drv(), store, workers, events);
       pool.prepare_swap();
@@ -78,9 +97,7 @@ TEST_F(TransferTest, AChangedStoredChunkFailsItsChecksumAndStaysEvicted)
       stored[chunk.header.stored_bytes / 2] ^= std::byte{0x10};  // the copy is right again
       restore_result const back = engine.restore(pool, {0}, nullptr);
       EXPECT_EQ(back.pages, 1U);
-      std::vector<std::uint32_t> read(words.size());
-      drv().memcpy_dtoh(read.data(), pool.pool().address(*b), gran());
-      EXPECT_EQ(read, words);
+      EXPECT_EQ(read_block(pool, *b, words.size()), words);
       EXPECT_EQ(image.find(0), nullptr) << "restored: the copy is dropped";
     }
     pool.deallocate(b);
@@ -101,9 +118,8 @@ TEST_F(TransferTest, ARawChunkIsCopiedBesideItsChecksumAndAMismatchStillLeavesTh
   for (std::size_t i = 0; i < words.size(); ++i) {
     words[i] = static_cast<std::uint32_t>(i * 2654435761U);
   }
-  block* const b = pool.allocate(gran(), gran(), tag_of(nullptr));
+  block* const b = write_block(pool, words);
   ASSERT_NE(b, nullptr);
-  drv().memcpy_htod(pool.pool().address(*b), words.data(), gran());
   {
     transfer_engine engine(drv(), store, workers, events);
     pool.prepare_swap();
@@ -120,9 +136,7 @@ TEST_F(TransferTest, ARawChunkIsCopiedBesideItsChecksumAndAMismatchStillLeavesTh
     EXPECT_EQ(pool.check(), "");
     stored[0] ^= std::byte{0x01};
     EXPECT_EQ(engine.restore(pool, {0}, nullptr).pages, 1U);
-    std::vector<std::uint32_t> read(words.size());
-    drv().memcpy_dtoh(read.data(), pool.pool().address(*b), gran());
-    EXPECT_EQ(read, words);
+    EXPECT_EQ(read_block(pool, *b, words.size()), words);
   }
   pool.deallocate(b);
 }
@@ -145,9 +159,8 @@ TEST_F(TransferTest, AZeroChunkIsDecodedBeforeItsStagingSlotIsReused)
   for (std::size_t i = 262144; i < words.size(); ++i) {  // chunk 0 zero, the rest lz4
     words[i] = static_cast<std::uint32_t>(i % 64 + 1);
   }
-  block* const b = pool.allocate(pages * gran(), pages * gran(), tag_of(nullptr));
+  block* const b = write_block(pool, words);
   ASSERT_NE(b, nullptr);
-  drv().memcpy_htod(pool.pool().address(*b), words.data(), pages * gran());
   std::vector<std::size_t> all(pages);
   for (std::size_t page = 0; page < pages; ++page) {
     all[page] = page;
@@ -177,9 +190,7 @@ TEST_F(TransferTest, AZeroChunkIsDecodedBeforeItsStagingSlotIsReused)
     opener.join();
     held.wait();
     EXPECT_EQ(back.pages, pages);
-    std::vector<std::uint32_t> read(words.size());
-    drv().memcpy_dtoh(read.data(), pool.pool().address(*b), pages * gran());
-    EXPECT_EQ(read, words) << "a chunk came back overwritten";
+    EXPECT_EQ(read_block(pool, *b, words.size()), words) << "a chunk came back overwritten";
   }
   pool.deallocate(b);
 }
