@@ -6,7 +6,8 @@
 option(SWAPALLOC_WERROR "Treat warnings as errors in swapalloc's own tests, tools and benchmarks" OFF)
 # A test program of several sources compiles as one translation unit (CMake's unity build):
 # each source includes the whole header-only library, and compiling its inline code once per
-# program rather than once per source cuts the test build (measured in the commit adding it).
+# program rather than once per source cuts the test build (under TSan on 2 cores the six
+# sources of allocator_tests took 137 s, 19-26 s each, mostly that same library).
 option(SWAPALLOC_UNITY_TESTS "Compile each test program's sources as one translation unit" ON)
 
 # swapalloc_strict_warnings(<target>): our own code builds warning-free. PRIVATE to the

@@ -526,8 +526,7 @@ class transfer_engine {
         for (std::size_t help = 0;
              (help = pass.run.claim_or_wait(i, pass.submitted)) != pass.submitted;) {
           detail::phase_timer const decode(decoding);
-          decode_piece(pass.pieces[help], staging_slot(help % options_.staging_slots), pass.run,
-                       help);
+          decode_piece(pass.pieces, pass.run, help);
         }
       });
     }
@@ -559,8 +558,7 @@ class transfer_engine {
           for (std::size_t index = 0; index < pass.submitted; ++index) {  // while copies run
             if (!pass.run.claim(index)) { continue; }
             detail::phase_timer const verify(verifying);
-            decode_piece(pass.pieces[index], staging_slot(index % options_.staging_slots), pass.run,
-                         index);
+            decode_piece(pass.pieces, pass.run, index);
           }
           driver_->event_synchronize(done);  // the copies are in: their sources may be freed
           pass.run.group.wait();             // no worker touches `run` any more
@@ -1055,8 +1053,8 @@ class transfer_engine {
         }
         slot_busy_[slot] = false;
       }
-      workers_->submit(run.group, [this, &run, &pieces, index, slot] {
-        if (run.claim(index)) { decode_piece(pieces[index], staging_slot(slot), run, index); }
+      workers_->submit(run.group, [this, &run, &pieces, index] {
+        if (run.claim(index)) { decode_piece(pieces, run, index); }
       });
       ++submitted;
     }
@@ -1141,9 +1139,12 @@ class transfer_engine {
     }
   }
 
-  /// Worker: decodes one piece into `slot` (or verifies a raw chunk in place).
-  void decode_piece(piece const& work, std::byte* slot, run_state& run, std::size_t index) noexcept
+  /// Worker (or the restoring thread): decodes piece `index` into its staging slot (or
+  /// verifies a raw chunk in place), and finishes it in `run`. @pre the caller claimed it.
+  void decode_piece(std::vector<piece> const& pieces, run_state& run, std::size_t index) noexcept
   {
+    piece const& work     = pieces[index];
+    std::byte* const slot = staging_slot(index % options_.staging_slots);
     std::exception_ptr error;
     auto scratch = take_scratch_noexcept();
     try {
