@@ -2,6 +2,7 @@
 // a value, every option's accepted values, and the messages of every mistake, which name the
 // option, the value and what is accepted (the program exits with status 64 on them).
 #include "demo_options.hpp"
+#include "demo_test_support.hpp"
 
 #include <gtest/gtest.h>
 
@@ -10,6 +11,8 @@
 
 namespace swapalloc::demo {
 namespace {
+
+using test_support::contains;
 
 demo_options parse(std::vector<char const*> const& args)
 {
@@ -25,11 +28,6 @@ std::string mistake(std::vector<char const*> const& args)
     return error.what();
   }
   return "";
-}
-
-bool contains(std::string const& text, std::string const& part)
-{
-  return text.find(part) != std::string::npos;
 }
 
 TEST(DemoOptions, DefaultsAreAllModesTenRequestsAndTheDefaultScale)

@@ -2,6 +2,8 @@
 // device use, pools and moves; the outputs' verdict compares every pair of modes over the
 // steps both ran; the summary table has a column per mode and the verdict.
 #include "demo_report.hpp"
+#include "byte_units.hpp"
+#include "demo_test_support.hpp"
 
 #include <gtest/gtest.h>
 
@@ -11,12 +13,8 @@
 namespace swapalloc::demo {
 namespace {
 
-constexpr std::size_t MiB = std::size_t{1} << 20;
-
-bool contains(std::string const& text, std::string const& part)
-{
-  return text.find(part) != std::string::npos;
-}
+using test_support::contains;
+using testing::units::MiB;
 
 /// A completed mode with `outputs` (three per request) and a request time per request.
 mode_result completed(demo_mode mode, std::vector<std::uint64_t> outputs)

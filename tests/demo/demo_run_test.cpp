@@ -20,16 +20,16 @@ namespace {
 using demo::demo_mode;
 using demo::mode_result;
 
-constexpr std::size_t scale    = 512;
-constexpr std::size_t requests = 2;
-int const sim_memory_set       = set_sim_memory(256 * MiB);
+constexpr std::size_t scale       = 512;
+constexpr std::size_t requests    = 2;
+int const demo_run_sim_memory_set = set_sim_memory(256 * MiB);
 
 class DemoRunTest : public ScenarioTest {
  protected:
   void SetUp() override
   {
     ScenarioTest::SetUp();
-    ASSERT_EQ(sim_memory_set, 0);
+    ASSERT_EQ(demo_run_sim_memory_set, 0);
     setup_.drv                = &drv();
     setup_.sizes              = scenarios::seed001_sizes::scaled_by(scale);
     setup_.requests           = requests;

@@ -24,11 +24,11 @@ using demo::model_file_store;
 using demo::read_totals;
 using scenarios::weight_source;
 
-int const sim_memory_set = set_sim_memory(256 * MiB);
+int const model_files_sim_memory_set = set_sim_memory(256 * MiB);
 
 class DemoModelFilesTest : public StartedScenarioTest {
  protected:
-  DemoModelFilesTest() : StartedScenarioTest(sim_memory_set) {}
+  DemoModelFilesTest() : StartedScenarioTest(model_files_sim_memory_set) {}
 
   /// A model of 3 MiB in 3 tensors (1 MiB chunks: the staging buffer is cut to 1 MiB), its
   /// weights from `filler`.

@@ -2,6 +2,8 @@
 // becomes a span, a sample and marks, at times relative to the mode's origin; only the
 // events the plot shows become marks; the JSON has the fields plot_timeline.py reads.
 #include "timeline.hpp"
+#include "byte_units.hpp"
+#include "demo_test_support.hpp"
 
 #include <gtest/gtest.h>
 
@@ -11,7 +13,7 @@
 namespace swapalloc::demo {
 namespace {
 
-constexpr std::size_t MiB = std::size_t{1} << 20;
+using testing::units::MiB;
 
 swap_event event_of(event_kind kind, double time_s, std::string pool, std::size_t bytes)
 {

@@ -4,6 +4,7 @@
 // safe from several threads. Host extents are host memory: the tests write and read them.
 #include <swapalloc/host_store.hpp>
 
+#include "byte_units.hpp"
 #include "driver_fixture.hpp"
 #include "scoped_env.hpp"
 
@@ -23,8 +24,8 @@
 namespace swapalloc::testing {
 namespace {
 
-constexpr std::size_t KiB = std::size_t{1} << 10;
-constexpr std::size_t MiB = std::size_t{1} << 20;
+using units::KiB;
+using units::MiB;
 
 [[nodiscard]] std::size_t rounded(std::size_t bytes)
 {

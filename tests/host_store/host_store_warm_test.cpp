@@ -7,6 +7,7 @@
 // thread pins; several threads mixing tiers keep extents intact.
 #include <swapalloc/host_store.hpp>
 
+#include "byte_units.hpp"
 #include "configured_child.hpp"
 #include "driver_fixture.hpp"
 
@@ -23,9 +24,9 @@
 namespace swapalloc::testing {
 namespace {
 
-constexpr std::size_t KiB = std::size_t{1} << 10;
-constexpr std::size_t MiB = std::size_t{1} << 20;
 using std::chrono::hours;
+using units::KiB;
+using units::MiB;
 
 /// A pinned store of `limit` bytes in `slab`-byte slabs keeping `warm` bytes warm.
 [[nodiscard]] host_store_options warm_options(std::size_t limit, std::size_t slab, std::size_t warm,
