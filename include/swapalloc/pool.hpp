@@ -393,6 +393,26 @@ class device_pool {
   }
 
   /**
+   * @brief Unmaps the `count` pages from `index` with one cuMemUnmap (vmm.hpp unmap_run):
+   *        each becomes `after`, as unmap_page would make it.
+   * @return false if that call failed: no page changed state, and the caller unmaps them
+   *         one by one with unmap_page (some may be unmapped already; that unmap succeeds).
+   * @pre as unmap_page, for every page of the run.
+   * @throws std::logic_error as unmap_page, before any driver call; std::bad_alloc.
+   */
+  [[nodiscard]] bool unmap_run(std::size_t index, std::size_t count, page_state after)
+  {
+    blocks_.require_change(index, count, after);
+    stray_.reserve(count);
+    if (swapalloc::unmap_run(*driver_, page_address(index), blocks_.page_size(), count, handles_,
+                             stray_) != CUDA_SUCCESS) {
+      return false;
+    }
+    blocks_.change_pages(index, count, after);
+    return true;
+  }
+
+  /**
    * @brief Frees a block of which some page holds its data in host memory: its bytes
    *        there become parked free space. A page left without any block holds no data
    *        any more: an evicted one becomes `unmapped`, a restoring one (mapped) resident,

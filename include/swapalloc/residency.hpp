@@ -28,7 +28,8 @@
  * | allocate          | unmapped → resident      | current → stale on its pages    | map    |
  * | release_page,     | resident, no block →     | dropped                         | unmap  |
  * | release_idle_pages| unmapped                 |                                 |        |
- * | evict_copied      | resident → evicted       | none → current (installed)      | unmap  |
+ * | evict_copied,     | resident → evicted       | none → current (installed)      | unmap  |
+ * | evict_copied_run  | (a run: one unmap)       |                                 |        |
  * | evict_kept        | resident/restoring →     | current stays                   | unmap  |
  * |                   | evicted                  |                                 |        |
  * | begin_restore     | evicted → restoring      | current stays                   | map    |
@@ -57,7 +58,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -254,10 +257,7 @@ class pool_residency {
   page_copy& evict_copied(std::size_t page, std::unique_ptr<page_copy> copy)
   {
     require_copy(page, copy_state::none, "evict_copied");
-    if (image_ == nullptr) {
-      throw std::logic_error("swapalloc: evict_copied before image_for (pool '" + pool_.name() +
-                             "')");
-    }
+    require_image("evict_copied");
     try {
       pool_.unmap_page(page, page_state::evicted);
     } catch (...) {
@@ -266,6 +266,48 @@ class pool_residency {
     }
     copies_[page] = copy_state::current;
     return image_->install(page, std::move(copy));
+  }
+
+  /// What evict_copied_run did: `installed[i]` is the copy installed for its i-th page, or
+  /// null where that page's unmap failed (it stays resident, its copy's host memory given
+  /// back); `error` is the first such failure.
+  struct run_eviction {
+    std::vector<page_copy*> installed;
+    std::exception_ptr error;
+  };
+
+  /**
+   * @brief Resident pages [first, first + copies.size()), whose live bytes `copies` hold
+   *        (the copies into them have completed): unmapped with one cuMemUnmap (pool.hpp
+   *        unmap_run), each evicted with its copy installed, as evict_copied would do page
+   *        by page; if that call fails, page by page with evict_copied, so that only the
+   *        pages whose own unmap fails stay resident.
+   * @throws std::logic_error (before any change) if a page has a copy or is not resident;
+   *         std::bad_alloc. A failed unmap is no throw: see run_eviction.
+   */
+  run_eviction evict_copied_run(std::size_t first, std::span<std::unique_ptr<page_copy>> copies)
+  {
+    run_eviction out;
+    out.installed.assign(copies.size(), nullptr);
+    for (std::size_t i = 0; i < copies.size(); ++i) {
+      require_copy(first + i, copy_state::none, "evict_copied_run");
+    }
+    require_image("evict_copied_run");
+    if (copies.size() > 1 && pool_.unmap_run(first, copies.size(), page_state::evicted)) {
+      for (std::size_t i = 0; i < copies.size(); ++i) {
+        copies_[first + i] = copy_state::current;
+        out.installed[i]   = &image_->install(first + i, std::move(copies[i]));
+      }
+      return out;
+    }
+    for (std::size_t i = 0; i < copies.size(); ++i) {
+      try {  // a failure gives this page's copy back; the pages after it are still tried
+        out.installed[i] = &evict_copied(first + i, std::move(copies[i]));
+      } catch (...) {
+        if (!out.error) { out.error = std::current_exception(); }
+      }
+    }
+    return out;
   }
 
   /// Evicted page `page` (and the `count` - 1 after it, all evicted) is mapped again
@@ -348,6 +390,15 @@ class pool_residency {
                              std::to_string(page) + " of pool '" + pool_.name() +
                              "'): its copy is " + to_string(copies_[page]) + ", expected " +
                              to_string(wanted));
+    }
+  }
+
+  /// @throws std::logic_error before image_for made the pool's image.
+  void require_image(char const* transition) const
+  {
+    if (image_ == nullptr) {
+      throw std::logic_error(std::string("swapalloc: ") + transition + " before image_for (pool '" +
+                             pool_.name() + "')");
     }
   }
 

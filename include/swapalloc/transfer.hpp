@@ -12,9 +12,13 @@
  * - **Evict.** For each page: the live byte ranges (parts of allocated blocks; free gaps
  *   of at most `gap_bytes` between them are copied along, which costs less than another
  *   copy call) are copied raw into one host extent at link speed, up to `window_pages`
- *   pages in flight. A page whose copy has completed is unmapped at once, and a worker
- *   then compresses its chunks behind the copies (`pool_image::publish`). So device memory
- *   is freed at link speed, and compression costs host time only. When the host budget
+ *   pages in flight. Ranges that continue each other on both sides (adjacent pages whose
+ *   extents are adjacent too, as first fit makes them) are gathered into copies of up to
+ *   8 MiB, with one event per copy. When the window is full, the engine waits for its
+ *   oldest copy and unmaps every page whose copy has completed, adjacent pages with one
+ *   cuMemUnmap (pool_residency::evict_copied_run); a worker then compresses their chunks
+ *   behind the copies (`pool_image::publish`). So device memory is freed at link speed,
+ *   and compression costs host time only. When the host budget
  *   cannot hold the raw copy, the engine first waits for this pool's compression jobs
  *   (which give raw bytes back) and then compresses synchronously through a staging
  *   buffer; if even the compressed page does not fit, the page and those after it stay
@@ -73,6 +77,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -116,7 +121,7 @@ class wait_gate {
 /// Settings of a transfer engine.
 struct transfer_options {
   std::size_t staging_slots{16};  ///< pinned staging buffers of max_chunk_bytes each
-  std::size_t window_pages{16};   ///< eviction: pages with copies in flight
+  std::size_t window_pages{16};   ///< eviction: pages with copies in flight (or gathered)
   std::size_t gap_bytes{4096};    ///< free gaps up to this size are copied with live bytes
 };
 
@@ -272,7 +277,7 @@ class transfer_engine {
                      codec_choice const& choice, wait_gate gate = {})
   {
     ensure_ready();
-    evict_pass pass{residency, residency.image_for(*store_), choice, gate, {}, {}, {}};
+    evict_pass pass{residency, residency.image_for(*store_), choice, gate, {}, {}, {}, {}};
     std::size_t const pins_before = store_->pins();
     double const pin_before       = store_->pin_seconds();
     transfer_times& times         = pass.out.times;
@@ -361,10 +366,21 @@ class transfer_engine {
   }
 
  private:
+  /// An evicted page whose copy is issued, or gathered to be. Copies run in order on one
+  /// stream, so a page without an event (null) is copied once the next event after it in
+  /// the window has completed; the newest page always gets one before a wait.
   struct in_flight {
     std::size_t page;
     std::unique_ptr<page_copy> copy;
     CUevent event;
+  };
+
+  /// A device-to-host copy gathered from live ranges that are contiguous on both sides
+  /// (adjacent pages whose host extents happen to be adjacent too).
+  struct pending_evict_copy {
+    std::byte* target{nullptr};
+    CUdeviceptr source{0};
+    std::size_t bytes{0};
   };
 
   /// A host-to-device copy gathered from raw parts that are contiguous on both sides.
@@ -591,6 +607,7 @@ class transfer_engine {
     std::deque<in_flight> window;
     evict_result out;
     std::exception_ptr unmap_error;  // the first unmap that failed (reported at the end)
+    pending_evict_copy pending;      // live ranges gathered into one copy, not issued yet
   };
 
   /// Scratch of one compression or decompression job, reused across jobs.
@@ -727,13 +744,10 @@ class transfer_engine {
       copy->packed = store_->allocate(copy->live_bytes);
     }
     if (!copy->packed) { return evict_compressed_now(pass, page, std::move(copy)); }
-    CUevent event = nullptr;
     try {
-      event = events_->take();
-      pass.window.push_back(in_flight{page, std::move(copy), event});
-    } catch (...) {  // no copy was issued: the extent and event go straight back
+      pass.window.push_back(in_flight{page, std::move(copy), nullptr});
+    } catch (...) {  // no copy was issued: the extent goes straight back
       if (copy) { store_->deallocate(copy->packed); }
-      if (event != nullptr) { events_->give_back(event); }
       throw;
     }
     page_copy const& issued = *pass.window.back().copy;  // from here the rollback frees it
@@ -741,33 +755,119 @@ class transfer_engine {
       detail::phase_timer const issue(pass.out.times.issue);
       std::size_t packed_at = 0;
       for (live_range const& range : issued.ranges) {
-        driver_->memcpy_dtoh_async(issued.packed.data + packed_at,
-                                   pass.residency.pool().base() + range.offset, range.bytes,
-                                   to_host_);
+        gather(pass, issued.packed.data + packed_at, pass.residency.pool().base() + range.offset,
+               range.bytes);
         packed_at += range.bytes;
       }
-      driver_->event_record(event, to_host_);
     }
-    while (!pass.window.empty() && (pass.window.size() >= options_.window_pages ||
-                                    driver_->event_query(pass.window.front().event))) {
+    while (pass.window.size() >= options_.window_pages) {
       retire(pass);
     }
     return true;
   }
 
-  /// Waits for the oldest page's copy, then finishes its eviction. On failure the page
-  /// stays in the window: `abandon` waits for the stream before giving its extent back,
-  /// since the copy may still be writing into it.
+  /// Adds a live range of the newest page to the gathered copy when it continues it on
+  /// both sides within gather_bytes; else issues the gathered copy, with an event behind it
+  /// on the page before the newest (gathered whole), and starts another with the range.
+  /// Issue 14: "evict copies coalesced runs of >= 8 MiB where the live ranges allow": one
+  /// call per 8 MiB, and an event per copy, instead of both per 2 MiB page.
+  void gather(evict_pass& pass, std::byte* target, CUdeviceptr source, std::size_t bytes)
+  {
+    pending_evict_copy& pending = pass.pending;
+    if (pending.bytes != 0 && pending.target + pending.bytes == target &&
+        pending.source + pending.bytes == source && pending.bytes + bytes <= gather_bytes) {
+      pending.bytes += bytes;
+      return;
+    }
+    if (pending.bytes != 0) {
+      issue_gathered(pass);
+      if (pass.window.size() >= 2) { mark_copied(pass, pass.window[pass.window.size() - 2]); }
+    }
+    pending = pending_evict_copy{target, source, bytes};
+  }
+
+  /// Issues the gathered copy (if any).
+  void issue_gathered(evict_pass& pass)
+  {
+    pending_evict_copy const pending = std::exchange(pass.pending, pending_evict_copy{});
+    if (pending.bytes != 0) {
+      driver_->memcpy_dtoh_async(pending.target, pending.source, pending.bytes, to_host_);
+    }
+  }
+
+  /// Records an event behind the copies issued so far on `entry`, whose copies are all
+  /// issued, unless it has one. On a throw, abandon gives the event back.
+  void mark_copied(evict_pass& pass, in_flight& entry)
+  {
+    if (entry.event != nullptr) { return; }
+    detail::phase_timer const issue(pass.out.times.issue);
+    entry.event = events_->take();
+    driver_->event_record(entry.event, to_host_);
+  }
+
+  /// Waits for the copies of the oldest pages, then finishes the eviction of every page
+  /// whose copy has completed, adjacent pages with one unmap (finish_run). Between pages
+  /// only: the newest page is gathered whole.
   void retire(evict_pass& pass)
   {
-    CUevent const copied = pass.window.front().event;
+    std::deque<in_flight>& window = pass.window;
+    auto first                    = std::find_if(window.begin(), window.end(),
+                                                 [](in_flight const& entry) { return entry.event != nullptr; });
+    if (first == window.end()) {
+      issue_gathered(pass);
+      mark_copied(pass, window.back());
+      first = std::prev(window.end());
+    }
     {
       detail::phase_timer const wait(pass.out.times.wait);
-      pass.gate.outside([&] { driver_->event_synchronize(copied); });
+      pass.gate.outside([&] { driver_->event_synchronize(first->event); });
     }
-    in_flight done = std::move(pass.window.front());
-    pass.window.pop_front();
-    finish_eviction(pass, std::move(done));
+    auto done = static_cast<std::size_t>(first - window.begin()) + 1;
+    for (std::size_t later = done; later < window.size(); ++later) {  // completed meanwhile
+      if (window[later].event == nullptr) { continue; }
+      if (!driver_->event_query(window[later].event)) { break; }
+      done = later + 1;
+    }
+    while (done > 0) {
+      std::size_t run = 1;
+      while (run < done && window[run].page == window[run - 1].page + 1) {
+        ++run;
+      }
+      finish_run(pass, run);
+      done -= run;
+    }
+  }
+
+  /// The copies of the window's `run` oldest pages, adjacent, have completed: the pages
+  /// are unmapped and evicted with them (pool_residency::evict_copied_run), and a worker
+  /// compresses each behind. A page whose unmap fails stays resident, its copy freed, and
+  /// the failure is reported at the end of the eviction.
+  void finish_run(evict_pass& pass, std::size_t run)
+  {
+    std::deque<in_flight>& window = pass.window;
+    std::vector<std::unique_ptr<page_copy>> copies;
+    copies.reserve(run);
+    for (std::size_t i = 0; i < run; ++i) {
+      copies.push_back(std::move(window[i].copy));
+    }
+    pool_residency::run_eviction evicted;
+    try {
+      detail::phase_timer const vmm(pass.out.times.vmm);
+      evicted = pass.residency.evict_copied_run(window.front().page, copies);
+    } catch (...) {  // nothing changed: the copies go back to the window, which abandon frees
+      for (std::size_t i = 0; i < run; ++i) {
+        window[i].copy = std::move(copies[i]);
+      }
+      throw;
+    }
+    for (std::size_t i = 0; i < run; ++i) {
+      if (window.front().event != nullptr) { events_->give_back(window.front().event); }
+      window.pop_front();
+    }
+    if (evicted.error && !pass.unmap_error) { pass.unmap_error = evicted.error; }
+    for (page_copy* installed : evicted.installed) {
+      if (installed != nullptr) { compress_behind(pass, *installed); }
+    }
   }
 
   /// A failed eviction: the extents of the copies still in flight go back once the copy
@@ -782,35 +882,25 @@ class transfer_engine {
       } else {
         unsettled_.push_back(pending.copy->packed);  // capacity reserved: no throw
       }
-      events_->give_back(pending.event);
+      if (pending.event != nullptr) { events_->give_back(pending.event); }
     }
     pass.window.clear();
     to_host_unsettled_ = !idle;
   }
 
-  /// The copy of `done.page` has completed: the page is unmapped and evicted with it, and
-  /// a worker compresses it behind. An unmap failure keeps the page resident (its copy
-  /// freed) and is reported at the end of the eviction.
-  void finish_eviction(evict_pass& pass, in_flight done)
+  /// `installed`, a page's copy, was installed as it was evicted: counted, and a worker
+  /// compresses it behind.
+  void compress_behind(evict_pass& pass, page_copy& installed)
   {
-    events_->give_back(done.event);  // idle again
-    page_copy* installed = nullptr;
-    try {
-      detail::phase_timer const vmm(pass.out.times.vmm);
-      installed = &pass.residency.evict_copied(done.page, std::move(done.copy));
-    } catch (...) {
-      if (!pass.unmap_error) { pass.unmap_error = std::current_exception(); }
-      return;
-    }
     ++pass.out.pages_copied;
-    pass.out.live_bytes += installed->data_bytes;
-    pass.out.bytes_copied += installed->live_bytes;
+    pass.out.live_bytes += installed.data_bytes;
+    pass.out.bytes_copied += installed.live_bytes;
     pass.residency.count_evictions(1);
     pool_image& image = pass.image;
-    if (!image.codec_chosen()) { image.choose(pick_codec(*installed, pass.choice)); }
-    codec_id const codec = image.codec();
-    workers_->submit(image.jobs(),
-                     [this, &image, installed, codec] { compress(image, *installed, codec); });
+    if (!image.codec_chosen()) { image.choose(pick_codec(installed, pass.choice)); }
+    codec_id const codec  = image.codec();
+    page_copy* const copy = &installed;
+    workers_->submit(image.jobs(), [this, &image, copy, codec] { compress(image, *copy, codec); });
   }
 
   /// The pool's codec, from the choice or by sampling `copy`'s packed bytes.
@@ -1166,8 +1256,9 @@ class transfer_engine {
     run.finish(index, error);
   }
 
-  /// A restore's copies of raw parts are gathered up to this size: one call and one
-  /// per-copy gap per 8 MiB instead of per chunk (../shared/notes/gpu-speed.md §3.3).
+  /// Copies are gathered up to this size, an evict's live ranges and a restore's raw parts:
+  /// one call and one per-copy gap per 8 MiB instead of per page or chunk
+  /// (../shared/notes/gpu-speed.md §3.3).
   static constexpr std::size_t gather_bytes = std::size_t{8} << 20;
 
   /// Issues `pending`, if it holds bytes.

@@ -290,6 +290,49 @@ inline void map_pages(driver const& drv, CUdeviceptr address, std::size_t page_s
 }
 
 /**
+ * @brief Unmaps the `count` adjacent pages of `page_size` bytes at `address` (each one
+ *        mapping of map_pages) with one cuMemUnmap over the run, keeping the memory of as
+ *        many of them as `cache` has room for, as unmap_page does page by page.
+ *
+ * Issue 14 ("evict unmaps runs of pages together"): one call where unmap_page makes
+ * `count` (10-30 us each, vmm.hpp's figures). The real driver unmaps several whole
+ * mappings in one call (cuda.h forbids only a sub-range of one mapping; tried on an H100,
+ * driver 580.159.04: tools/cudasim/src/vmm_table.cpp).
+ * @pre the work that used the pages has completed; stray.reserve(count).
+ * @return cuMemUnmap's result. On failure the caller must unmap the pages one by one
+ *         (unmap_page): the call may have unmapped some of them, and cuMemUnmap of a range
+ *         with nothing mapped succeeds (same source), so that pass leaves mapped only the
+ *         pages it could not unmap. The references retained here are released again (or
+ *         kept in `stray`), so no handle is held twice.
+ * @throws std::bad_alloc before any driver call.
+ */
+[[nodiscard]] inline CUresult unmap_run(driver const& drv, CUdeviceptr address,
+                                        std::size_t page_size, std::size_t count,
+                                        handle_cache* cache, stray_pages& stray)
+{
+  std::vector<CUmemGenericAllocationHandle> kept;
+  kept.reserve(cache != nullptr ? count : 0);
+  for (std::size_t page = 0; page < kept.capacity(); ++page) {
+    CUmemGenericAllocationHandle handle = 0;
+    if (!cache->has_room((page + 1) * page_size) ||
+        drv.table().cuMemRetainAllocationHandle(
+          &handle, reinterpret_cast<void*>(address + page * page_size)) != CUDA_SUCCESS) {
+      break;  // the pages after it are freed by the unmap
+    }
+    kept.push_back(handle);
+  }
+  CUresult const result = drv.table().cuMemUnmap(address, count * page_size);
+  for (std::size_t page = 0; page < kept.size(); ++page) {
+    if (result == CUDA_SUCCESS) {
+      cache->give(kept[page], page_size);
+    } else {  // possibly still mapped: its mapping alone holds it, as before the retain
+      stray.release(drv, kept[page], page_size, address + page * page_size);
+    }
+  }
+  return result;
+}
+
+/**
  * @brief Unmaps `count` pages mapped by `map_pages` at `address`, which frees them.
  *
  * Unmaps every page it can: if one unmap fails, the others are still unmapped, and then a

@@ -5,10 +5,12 @@
 #include <swapalloc/transfer.hpp>
 
 #include "driver_fixture.hpp"
+#include "sim_control.hpp"
 
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -136,6 +138,57 @@ TEST_F(ResidencyTest, NotKeepingCopiesAnyMoreDropsTheKeptOnesAtOnce)
   EXPECT_EQ(pool->stats().host_bytes, 0U);
   EXPECT_EQ(pool->check(), "");
   pool->deallocate(a);
+}
+
+/// Copies of pages [first, first + count) of `pool` into extents of `store`, as an
+/// evict's completed copies: the whole page live.
+std::vector<std::unique_ptr<page_copy>> copy_out(driver const& drv, host_store& store,
+                                                 pool_residency const& pool, std::size_t first,
+                                                 std::size_t count)
+{
+  std::size_t const page_size = pool.pool().page_size();
+  std::vector<std::unique_ptr<page_copy>> copies;
+  for (std::size_t page = first; page < first + count; ++page) {
+    auto copy        = std::make_unique<page_copy>();
+    copy->ranges     = {live_range{0, page_size}};
+    copy->live_bytes = page_size;
+    copy->data_bytes = page_size;
+    copy->packed     = store.allocate(page_size);
+    drv.memcpy_dtoh(copy->packed.data, pool.pool().page_address(page), page_size);
+    copies.push_back(std::move(copy));
+  }
+  return copies;
+}
+
+TEST_F(ResidencyTest, ARunIsEvictedWithOneUnmapAndEachPageGetsItsCopy)
+{
+  auto pool      = make(false);
+  block* const a = filled(*pool, 3 * gran(), 0xC3);
+  drv().synchronize_context();
+  pool->prepare_swap();
+  (void)pool->image_for(*store_);
+  auto copies        = copy_out(drv(), *store_, *pool, 0, 3);
+  auto const unmaps  = sim().available() ? sim().call_count("cuMemUnmap") : 0;
+  auto const evicted = pool->evict_copied_run(0, copies);
+  if (sim().available()) { EXPECT_EQ(sim().call_count("cuMemUnmap"), unmaps + 1); }
+  EXPECT_FALSE(evicted.error);
+  ASSERT_EQ(evicted.installed.size(), 3U);
+  for (std::size_t page = 0; page < 3; ++page) {
+    EXPECT_NE(evicted.installed[page], nullptr);
+    EXPECT_EQ(pool->pool().page(page), page_state::evicted);
+    EXPECT_EQ(pool->copy(page), copy_state::current);
+  }
+  EXPECT_EQ(pool->check(), "");
+  std::vector<std::unique_ptr<page_copy>> for_evicted;
+  for_evicted.push_back(std::make_unique<page_copy>());
+  EXPECT_THROW((void)pool->evict_copied_run(1, for_evicted), std::logic_error)
+    << "page 1 has a copy already";
+  EXPECT_NE(for_evicted[0], nullptr) << "a refused copy stays with the caller";
+  EXPECT_EQ(pool->stats().host_bytes, 3 * gran()) << "the three copies, installed";
+  pool->deallocate_parked(a);  // a block whose pages are evicted: their copies go
+  EXPECT_EQ(pool->copy(0), copy_state::none);
+  EXPECT_EQ(pool->stats().host_bytes, 0U);
+  EXPECT_EQ(pool->check(), "");
 }
 
 /// Evicts a pool holding one 2-page block, waits for its compression, then fails its

@@ -5,6 +5,7 @@
 #include <swapalloc/transfer.hpp>
 
 #include "driver_fixture.hpp"
+#include "sim_control.hpp"
 
 #include <gtest/gtest.h>
 
@@ -221,6 +222,84 @@ TEST_F(TransferTest, OnlyLiveBytesAreCopiedOutAndFreeGapsAreNot)
   for (int i = 0; i < 8; i += 2) {
     pool.deallocate(blocks[static_cast<std::size_t>(i)]);
   }
+}
+
+/// `bytes` of words that differ from their neighbours and are never zero.
+std::vector<std::uint32_t> numbered_words(std::size_t bytes)
+{
+  std::vector<std::uint32_t> words(bytes / sizeof(std::uint32_t));
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    words[i] = static_cast<std::uint32_t>(i * 2654435761U + 1);
+  }
+  return words;
+}
+
+TEST_F(TransferTest, AdjacentPagesAreCopiedOutInCopiesOf8MiBAndUnmappedARunAtATime)
+{
+  SIM_ONLY(sim(), "counts driver calls");
+  constexpr std::size_t pages      = 16;
+  constexpr std::size_t copy_bytes = std::size_t{8} << 20;
+  ASSERT_EQ(copy_bytes % gran(), 0U) << "the granularity divides the 8 MiB of a copy";
+  host_store store(drv());
+  worker_pool workers(1);
+  event_pool events(drv());
+  pool_residency pool(drv(), device(), "run", pages * gran(), gran(), false);
+  std::vector<std::uint32_t> const words = numbered_words(pages * gran());
+  block* const b                         = write_block(pool, words);
+  ASSERT_NE(b, nullptr);
+  transfer_engine engine(drv(), store, workers, events);
+  engine.prepare();
+  std::vector<std::size_t> all(pages);
+  for (std::size_t page = 0; page < pages; ++page) {
+    all[page] = page;
+  }
+  pool.prepare_swap();
+  unsigned long long const copies_before = sim().call_count("cuMemcpyDtoHAsync");
+  unsigned long long const unmaps_before = sim().call_count("cuMemUnmap");
+  evict_result const out                 = engine.evict(pool, all, codec_choice{{}, codec_id::raw});
+  unsigned long long const copies        = sim().call_count("cuMemcpyDtoHAsync") - copies_before;
+  unsigned long long const unmaps        = sim().call_count("cuMemUnmap") - unmaps_before;
+  ASSERT_EQ(out.pages_copied, pages);
+  // The extents of one eviction into an empty store lie side by side (first fit), so the
+  // whole pool is gathered: one copy per 8 MiB, where each page had its own before.
+  EXPECT_EQ(copies, pages * gran() / copy_bytes);
+  // A run of completed pages is unmapped with one call: at most one per copy.
+  EXPECT_LE(unmaps, copies);
+  EXPECT_GE(unmaps, 1U);
+  EXPECT_EQ(pool.check(), "");
+  (void)engine.restore(pool, all, nullptr);
+  EXPECT_EQ(read_block(pool, *b, words.size()), words);
+  pool.deallocate(b);
+}
+
+TEST_F(TransferTest, ARunWhoseUnmapFailsIsUnmappedPageByPageAndOnlyAFailingPageStaysResident)
+{
+  SIM_ONLY(sim(), "injects driver failures");
+  constexpr std::size_t pages = 4;
+  host_store store(drv());
+  worker_pool workers(1);
+  event_pool events(drv());
+  pool_residency pool(drv(), device(), "run", pages * gran(), gran(), false);
+  std::vector<std::uint32_t> const words = numbered_words(pages * gran());
+  block* const b                         = write_block(pool, words);
+  ASSERT_NE(b, nullptr);
+  transfer_engine engine(drv(), store, workers, events);
+  pool.prepare_swap();
+  // The run's cuMemUnmap fails, then the page-by-page pass's second (page 1).
+  ASSERT_EQ(sim().fail_call("cuMemUnmap", 1, CUDA_SUCCESS), CUDA_SUCCESS);
+  ASSERT_EQ(sim().fail_call("cuMemUnmap", 3, CUDA_SUCCESS), CUDA_SUCCESS);
+  EXPECT_THROW((void)engine.evict(pool, {0, 1, 2, 3}, codec_choice{{}, codec_id::raw}), cuda_error);
+  sim().clear_faults();
+  EXPECT_EQ(pool.pool().page(0), page_state::evicted);
+  EXPECT_EQ(pool.pool().page(1), page_state::resident) << "its unmap failed";
+  EXPECT_EQ(pool.pool().page(2), page_state::evicted);
+  EXPECT_EQ(pool.pool().page(3), page_state::evicted);
+  EXPECT_EQ(pool.copy(1), copy_state::none) << "its copy went back to the store";
+  EXPECT_EQ(pool.check(), "");
+  pool.wait_for_compression();
+  (void)engine.restore(pool, {0, 2, 3}, nullptr);
+  EXPECT_EQ(read_block(pool, *b, words.size()), words) << "nothing lost";
+  pool.deallocate(b);
 }
 
 }  // namespace

@@ -363,5 +363,49 @@ TEST_F(VmmPages, AFailedMapOfACachedHandleReleasesIt)
   EXPECT_EQ(free_bytes(), free_before) << "the handle taken from the cache was released";
 }
 
+TEST_F(VmmPages, ARunIsUnmappedWithOneCallAndTheCacheKeepsWhatItHasRoomFor)
+{
+  address_reservation range(drv(), 3 * gran());
+  handle_cache cache(drv(), 2 * gran());
+  handle_cache::armed const scope(cache);
+  map_pages(drv(), range.base(), gran(), 3, device(), stray_, &cache);
+  std::size_t const free_mapped = free_bytes();
+  auto const unmaps             = sim().available() ? sim().call_count("cuMemUnmap") : 0;
+  stray_.reserve(3);
+  EXPECT_EQ(unmap_run(drv(), range.base(), gran(), 3, &cache, stray_), CUDA_SUCCESS);
+  if (sim().available()) { EXPECT_EQ(sim().call_count("cuMemUnmap"), unmaps + 1); }
+  EXPECT_EQ(cache.held_bytes(), 2 * gran()) << "the first two pages, as far as its room goes";
+  EXPECT_EQ(free_bytes(), free_mapped + gran()) << "the third page's memory was freed";
+  auto const creates = sim().available() ? sim().call_count("cuMemCreate") : 0;
+  map_pages(drv(), range.base(), gran(), 1, device(), stray_, &cache);
+  if (sim().available()) { EXPECT_EQ(sim().call_count("cuMemCreate"), creates); }
+  EXPECT_EQ(cache.stats().hits, 1U) << "a page of the run, mapped anew";
+  EXPECT_EQ(unmap_page(drv(), range.base(), gran(), nullptr, stray_), CUDA_SUCCESS);
+  EXPECT_TRUE(stray_.empty());
+}
+
+TEST_F(VmmPages, AFailedRunUnmapKeepsNoReferenceAndThePagesUnmapOneByOne)
+{
+  SIM_ONLY(sim(), "fault injection");
+  address_reservation range(drv(), 2 * gran());
+  handle_cache cache(drv(), 4 * gran());
+  handle_cache::armed const scope(cache);
+  map_pages(drv(), range.base(), gran(), 2, device(), stray_, &cache);
+  std::size_t const handles     = sim().census().handles;
+  std::size_t const free_mapped = free_bytes();
+  stray_.reserve(2);
+  ASSERT_EQ(sim().fail_call("cuMemUnmap", 1, CUDA_SUCCESS), CUDA_SUCCESS);
+  EXPECT_NE(unmap_run(drv(), range.base(), gran(), 2, &cache, stray_), CUDA_SUCCESS);
+  EXPECT_EQ(cache.held_bytes(), 0U) << "pages still mapped must not be handed out";
+  EXPECT_EQ(sim().census().handles, handles) << "the retained references were released";
+  EXPECT_TRUE(stray_.empty());
+  EXPECT_EQ(free_bytes(), free_mapped) << "both pages still mapped";
+  for (std::size_t page = 0; page < 2; ++page) {
+    EXPECT_EQ(unmap_page(drv(), range.base() + page * gran(), gran(), nullptr, stray_),
+              CUDA_SUCCESS);
+  }
+  EXPECT_EQ(free_bytes(), free_mapped + 2 * gran());
+}
+
 }  // namespace
 }  // namespace swapalloc::testing
