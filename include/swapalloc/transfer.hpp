@@ -30,7 +30,7 @@
  *   staging buffer and verifies its XXH64 (a chunk stored raw is copied straight from the
  *   store at once, and verified in place beside its copy, not ahead of it: issue 14's
  *   "raw chunks are verified alongside the DMA"; a page counts as restored only once every
- *   check passed; a zero chunk becomes a device memset), while the
+ *   check passed; a zero chunk becomes a device memset, issued at once too), while the
  *   calling thread maps the page at its old address and copies the previous chunks in
  *   (and, rather than wait for a chunk, decompresses one itself). The ring of staging
  *   buffers bounds how far decompression runs ahead; a buffer is reused once the copy out
@@ -492,20 +492,19 @@ class transfer_engine {
     out.compressions_cut_short = image.cancelled_pages() - cut_before;
   }
 
-  /// Waits for piece `i` unless it is raw (decoding others meanwhile), maps the run of
-  /// pages it starts if they are not mapped yet, and issues its copies (raw parts gathered
-  /// in pass.pending). A raw piece is copied at once, its checksum verified beside the copy
-  /// (await_copies checks the outcome before any page counts as restored), so checksums
-  /// never hold the link up. Every other piece's decode writes its staging slot (a zero
-  /// chunk's too, though its copy is a memset), so it must be done before the pieces after
-  /// it may reuse the slot (top_up): those are waited for, as before.
+  /// Waits for piece `i` if its copy reads its staging slot (decoding others meanwhile),
+  /// maps the run of pages it starts if they are not mapped yet, and issues its copies (raw
+  /// parts gathered in pass.pending). A raw piece is copied at once and a zero piece's
+  /// memset issued at once, each verified beside its copy (await_copies checks the outcome
+  /// before any page counts as restored), so checksums never hold the link up. A
+  /// compressed piece is decoded into its slot, so it is waited for.
   void restore_piece(restore_pass& pass, std::size_t i)
   {
     transfer_times& times = pass.out.times;
     top_up(pass.pieces, pass.run, pass.submitted, i, pass.gate, times, pass.pending);
     piece const& current    = pass.pieces[i];
     device_pool const& pool = pass.residency.pool();
-    if (current.stored->header.codec != codec_id::raw) {
+    if (staged(*current.stored)) {  // its copy reads what the decode writes
       wait_for_piece(pass, i);
       if (pass.run.errors[i]) {
         throw_chunk_error(pool, pass.pages[current.page], current, pass.run.errors[i]);
@@ -1245,9 +1244,12 @@ class transfer_engine {
         if (checksum(stored) != chunk.header.checksum) {
           throw codec_error("raw chunk: checksum mismatch (the stored bytes changed)");
         }
-      } else {
+      } else {  // a zero chunk's copy is a device memset: it decodes (and is verified) in
+                // the job's scratch, never in a slot another piece's copy may still read
         std::span<std::byte const> const stored(chunk.data, chunk.header.stored_bytes);
-        decode_chunk(chunk.header, stored, std::span(slot, max_chunk_bytes), scratch->codec);
+        std::span<std::byte> const target =
+          staged(chunk) ? std::span(slot, max_chunk_bytes) : std::span(scratch->out);
+        decode_chunk(chunk.header, stored, target, scratch->codec);
       }
     } catch (...) {
       error = std::current_exception();

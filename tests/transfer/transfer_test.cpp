@@ -142,14 +142,15 @@ TEST_F(TransferTest, ARawChunkIsCopiedBesideItsChecksumAndAMismatchStillLeavesTh
   pool.deallocate(b);
 }
 
-TEST_F(TransferTest, AZeroChunkIsDecodedBeforeItsStagingSlotIsReused)
+TEST_F(TransferTest, AZeroChunkIsNeverDecodedIntoAStagingSlotAnotherCopyReads)
 {
-  // From ModelTest seed 9011 (timing-dependent there): a zero chunk's decode writes zeros
+  // From ModelTest seed 9011 (timing-dependent there): a zero chunk's decode wrote zeros
   // into its staging slot, though its copy is a memset. Left unwaited like a raw chunk, it
   // ran (on the calling thread, verifying what the workers had not started) while the
   // slot's next user, 16 pieces later, was still being copied out of it: that chunk came
-  // back as zeros. Here the only worker is held until the copies are issued, the link is
-  // slow, piece 0 is a zero chunk and piece 16 (the same slot) an lz4 one.
+  // back as zeros. A zero chunk now decodes into the job's scratch and goes unwaited. Here
+  // the only worker is held until the copies are issued, the link is slow, piece 0 is a
+  // zero chunk and piece 16 (the same slot) an lz4 one.
   SIM_ONLY(sim(), "slows the link");
   host_store store(drv());
   worker_pool workers(1);
