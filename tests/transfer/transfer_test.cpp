@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <future>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -235,31 +236,60 @@ std::vector<std::uint32_t> numbered_words(std::size_t bytes)
   return words;
 }
 
-TEST_F(TransferTest, AdjacentPagesAreCopiedOutInCopiesOf8MiBAndUnmappedARunAtATime)
+/// A pool of `pages` pages filled by one block of numbered words, and an engine for it.
+class TransferRunTest : public TransferTest {
+ protected:
+  void start(std::size_t pages)
+  {
+    store_.emplace(drv());
+    workers_.emplace(1);
+    events_.emplace(drv());
+    pool_.emplace(drv(), device(), "run", pages * gran(), gran(), false);
+    words_ = numbered_words(pages * gran());
+    block_ = write_block(*pool_, words_);
+    ASSERT_NE(block_, nullptr);
+    engine_.emplace(drv(), *store_, *workers_, *events_);
+    pool_->prepare_swap();
+  }
+  void TearDown() override
+  {
+    if (block_ != nullptr) { pool_->deallocate(block_); }
+    engine_.reset();
+    pool_.reset();
+    events_.reset();
+    workers_.reset();
+    store_.reset();
+    TransferTest::TearDown();
+  }
+  /// The block reads back as it was written.
+  void expect_intact() { EXPECT_EQ(read_block(*pool_, *block_, words_.size()), words_); }
+
+  std::optional<host_store> store_;
+  std::optional<worker_pool> workers_;
+  std::optional<event_pool> events_;
+  std::optional<pool_residency> pool_;
+  std::optional<transfer_engine> engine_;
+  std::vector<std::uint32_t> words_;
+  block* block_{nullptr};
+};
+
+TEST_F(TransferRunTest, AdjacentPagesAreCopiedOutInCopiesOf8MiBAndUnmappedARunAtATime)
 {
   SIM_ONLY(sim(), "counts driver calls");
   constexpr std::size_t pages      = 16;
   constexpr std::size_t copy_bytes = std::size_t{8} << 20;
   ASSERT_EQ(copy_bytes % gran(), 0U) << "the granularity divides the 8 MiB of a copy";
-  host_store store(drv());
-  worker_pool workers(1);
-  event_pool events(drv());
-  pool_residency pool(drv(), device(), "run", pages * gran(), gran(), false);
-  std::vector<std::uint32_t> const words = numbered_words(pages * gran());
-  block* const b                         = write_block(pool, words);
-  ASSERT_NE(b, nullptr);
-  transfer_engine engine(drv(), store, workers, events);
-  engine.prepare();
+  start(pages);
+  engine_->prepare();
   std::vector<std::size_t> all(pages);
   for (std::size_t page = 0; page < pages; ++page) {
     all[page] = page;
   }
-  pool.prepare_swap();
   unsigned long long const copies_before = sim().call_count("cuMemcpyDtoHAsync");
   unsigned long long const unmaps_before = sim().call_count("cuMemUnmap");
-  evict_result const out                 = engine.evict(pool, all, codec_choice{{}, codec_id::raw});
-  unsigned long long const copies        = sim().call_count("cuMemcpyDtoHAsync") - copies_before;
-  unsigned long long const unmaps        = sim().call_count("cuMemUnmap") - unmaps_before;
+  evict_result const out          = engine_->evict(*pool_, all, codec_choice{{}, codec_id::raw});
+  unsigned long long const copies = sim().call_count("cuMemcpyDtoHAsync") - copies_before;
+  unsigned long long const unmaps = sim().call_count("cuMemUnmap") - unmaps_before;
   ASSERT_EQ(out.pages_copied, pages);
   // The extents of one eviction into an empty store lie side by side (first fit), so the
   // whole pool is gathered: one copy per 8 MiB, where each page had its own before.
@@ -267,40 +297,30 @@ TEST_F(TransferTest, AdjacentPagesAreCopiedOutInCopiesOf8MiBAndUnmappedARunAtATi
   // A run of completed pages is unmapped with one call: at most one per copy.
   EXPECT_LE(unmaps, copies);
   EXPECT_GE(unmaps, 1U);
-  EXPECT_EQ(pool.check(), "");
-  (void)engine.restore(pool, all, nullptr);
-  EXPECT_EQ(read_block(pool, *b, words.size()), words);
-  pool.deallocate(b);
+  EXPECT_EQ(pool_->check(), "");
+  (void)engine_->restore(*pool_, all, nullptr);
+  expect_intact();
 }
 
-TEST_F(TransferTest, ARunWhoseUnmapFailsIsUnmappedPageByPageAndOnlyAFailingPageStaysResident)
+TEST_F(TransferRunTest, ARunWhoseUnmapFailsIsUnmappedPageByPageAndOnlyAFailingPageStaysResident)
 {
   SIM_ONLY(sim(), "injects driver failures");
-  constexpr std::size_t pages = 4;
-  host_store store(drv());
-  worker_pool workers(1);
-  event_pool events(drv());
-  pool_residency pool(drv(), device(), "run", pages * gran(), gran(), false);
-  std::vector<std::uint32_t> const words = numbered_words(pages * gran());
-  block* const b                         = write_block(pool, words);
-  ASSERT_NE(b, nullptr);
-  transfer_engine engine(drv(), store, workers, events);
-  pool.prepare_swap();
+  start(4);
   // The run's cuMemUnmap fails, then the page-by-page pass's second (page 1).
   ASSERT_EQ(sim().fail_call("cuMemUnmap", 1, CUDA_SUCCESS), CUDA_SUCCESS);
   ASSERT_EQ(sim().fail_call("cuMemUnmap", 3, CUDA_SUCCESS), CUDA_SUCCESS);
-  EXPECT_THROW((void)engine.evict(pool, {0, 1, 2, 3}, codec_choice{{}, codec_id::raw}), cuda_error);
+  EXPECT_THROW((void)engine_->evict(*pool_, {0, 1, 2, 3}, codec_choice{{}, codec_id::raw}),
+               cuda_error);
   sim().clear_faults();
-  EXPECT_EQ(pool.pool().page(0), page_state::evicted);
-  EXPECT_EQ(pool.pool().page(1), page_state::resident) << "its unmap failed";
-  EXPECT_EQ(pool.pool().page(2), page_state::evicted);
-  EXPECT_EQ(pool.pool().page(3), page_state::evicted);
-  EXPECT_EQ(pool.copy(1), copy_state::none) << "its copy went back to the store";
-  EXPECT_EQ(pool.check(), "");
-  pool.wait_for_compression();
-  (void)engine.restore(pool, {0, 2, 3}, nullptr);
-  EXPECT_EQ(read_block(pool, *b, words.size()), words) << "nothing lost";
-  pool.deallocate(b);
+  EXPECT_EQ(pool_->pool().page(0), page_state::evicted);
+  EXPECT_EQ(pool_->pool().page(1), page_state::resident) << "its unmap failed";
+  EXPECT_EQ(pool_->pool().page(2), page_state::evicted);
+  EXPECT_EQ(pool_->pool().page(3), page_state::evicted);
+  EXPECT_EQ(pool_->copy(1), copy_state::none) << "its copy went back to the store";
+  EXPECT_EQ(pool_->check(), "");
+  pool_->wait_for_compression();
+  (void)engine_->restore(*pool_, {0, 2, 3}, nullptr);
+  expect_intact();
 }
 
 }  // namespace
