@@ -721,6 +721,7 @@ class transfer_engine {
       if (extent) { return extent; }
       std::size_t const pending = pass.image.jobs().pending();
       if (pending == 0) { return {}; }
+      issue_gathered(pass);  // the link copies while the jobs run
       detail::phase_timer const wait(pass.out.times.wait);
       pass.gate.outside([&] { pass.image.jobs().wait_until_at_most(pending - 1); });
     }
