@@ -375,20 +375,29 @@ class transfer_engine {
     CUevent event;
   };
 
-  /// A device-to-host copy gathered from live ranges that are contiguous on both sides
-  /// (adjacent pages whose host extents happen to be adjacent too).
-  struct pending_evict_copy {
-    std::byte* target{nullptr};
-    CUdeviceptr source{0};
+  /// A copy gathered from parts that are contiguous on both sides, up to gather_bytes: an
+  /// evict's live ranges (device to host: adjacent pages whose host extents are adjacent
+  /// too) and a restore's raw parts (host to device).
+  template <typename Target, typename Source>
+  struct gathered_copy {
+    Target target{};
+    Source source{};
     std::size_t bytes{0};
-  };
 
-  /// A host-to-device copy gathered from raw parts that are contiguous on both sides.
-  struct pending_copy {
-    CUdeviceptr target{0};
-    std::byte const* source{nullptr};
-    std::size_t bytes{0};
+    /// Extends the copy by `count` bytes from `from` to `to` if they continue it on both
+    /// sides within gather_bytes; false (unchanged) otherwise, or when it is empty.
+    bool extend(Target to, Source from, std::size_t count) noexcept
+    {
+      if (bytes == 0 || target + bytes != to || source + bytes != from ||
+          bytes + count > gather_bytes) {
+        return false;
+      }
+      bytes += count;
+      return true;
+    }
   };
+  using pending_evict_copy = gathered_copy<std::byte*, CUdeviceptr>;
+  using pending_copy       = gathered_copy<CUdeviceptr, std::byte const*>;
 
   /// One chunk of one page's copy, in restore order.
   struct piece {
@@ -774,11 +783,7 @@ class transfer_engine {
   void gather(evict_pass& pass, std::byte* target, CUdeviceptr source, std::size_t bytes)
   {
     pending_evict_copy& pending = pass.pending;
-    if (pending.bytes != 0 && pending.target + pending.bytes == target &&
-        pending.source + pending.bytes == source && pending.bytes + bytes <= gather_bytes) {
-      pending.bytes += bytes;
-      return;
-    }
+    if (pending.extend(target, source, bytes)) { return; }
     if (pending.bytes != 0) {
       issue_gathered(pass);
       if (pass.window.size() >= 2) { mark_copied(pass, pass.window[pass.window.size() - 2]); }
@@ -1293,11 +1298,7 @@ class transfer_engine {
                       driver_->memset_d8_async(target, 0, bytes, to_device_);
                     } else if (chunk.header.codec != codec_id::raw) {
                       driver_->memcpy_htod_async(target, slot + into, bytes, to_device_);
-                    } else if (pending.bytes != 0 && pending.target + pending.bytes == target &&
-                               pending.source + pending.bytes == chunk.data + into &&
-                               pending.bytes + bytes <= gather_bytes) {
-                      pending.bytes += bytes;
-                    } else {
+                    } else if (!pending.extend(target, chunk.data + into, bytes)) {
                       flush(pending);
                       pending = {target, chunk.data + into, bytes};
                     }
