@@ -3,12 +3,16 @@
 //
 //   BM_Evict/<kind>/<codec>    evict(pool): copy the live bytes out, unmap. Timed until
 //                              evict returns (device memory free); compression runs behind
-//                              it and is awaited untimed, before `ratio` is read.
+//                              it (compress_after 0) and is awaited untimed, before `ratio`
+//                              is read.
 //   BM_Restore/<kind>/<codec>  restore(pool): map, decompress, verify, copy back.
 //   BM_Evict/bf16_weights/<codec>/pinned_ahead  as BM_Evict, with the device between its
 //                              watermarks and allocator::prepin_host run untimed before
 //                              each evict (the pressure monitor's pass): cold_evict_ms then
 //                              is a first evict into room pinned ahead.
+//   BM_Evict/bf16_weights/<codec>/pinned_ahead/deferred  as pinned_ahead, with the
+//                              library's default lazy compression (compression_policy.hpp):
+//                              the copies stay raw (checksummed behind), ratio about 1.
 //   BM_SwapPools/<kind>/raw/<handle_cache|no_handle_cache>  restore one of two pools that
 //                              do not fit together: its room-making evicts the other first,
 //                              whose pages the restore maps again with the handle cache.
@@ -138,9 +142,20 @@ void empty_pool(swapalloc::allocator& cache, swapalloc::pool_id pool,
   }
 }
 
+/// Allocator options compressing behind every eviction (`deferred` false), or lazily
+/// with the default idle delay.
+swapalloc::allocator_options compression_options(bool deferred)
+{
+  swapalloc::allocator_options options;
+  options.compress_after =
+    deferred ? swapalloc::compression_settings{}.idle_delay : std::chrono::milliseconds(0);
+  return options;
+}
+
 /// An allocator holding `live_bytes` of `kind` data in pool "model" (fill_pool).
 struct filled_pool {
-  filled_pool(data_kind kind, swapalloc::codec_id codec) : cache(shared->cuda)
+  filled_pool(data_kind kind, swapalloc::codec_id codec, bool deferred = false)
+    : cache(shared->cuda, compression_options(deferred))
   {
     swapalloc::pool_options options;
     options.codec     = codec;
@@ -192,14 +207,14 @@ void set_time_counters(benchmark::State& state, double timed_seconds, double col
  * transfer_times and cold_evict_ms (file comment); bytes_per_second counts live bytes.
  */
 void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id codec,
-                 timed_phase phase, bool pinned_ahead = false)
+                 timed_phase phase, bool pinned_ahead = false, bool deferred = false)
 {
   swapalloc::bench::guarded(state, [&] {
     if (!swapalloc::codec_available(codec)) {
       state.SkipWithError("codec not built in");
       return;
     }
-    filled_pool filled(kind, codec);
+    filled_pool filled(kind, codec, deferred);
     if (pinned_ahead) { filled.between_the_watermarks(); }
     auto const pin_ahead = [&] {  // untimed, before each evict: the monitor's pass
       if (pinned_ahead) { (void)filled.cache.prepin_host(0); }
@@ -265,6 +280,12 @@ void BM_Evict(benchmark::State& state, data_kind kind, swapalloc::codec_id codec
 void BM_EvictPinnedAhead(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
 {
   swap_cycles(state, kind, codec, timed_phase::evict, true);
+}
+
+/// BM_EvictPinnedAhead with lazy compression: the copies stay raw, checksummed behind.
+void BM_EvictPinnedAheadDeferred(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
+{
+  swap_cycles(state, kind, codec, timed_phase::evict, true, true);
 }
 
 void BM_Restore(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
@@ -357,6 +378,12 @@ void register_all()
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   }
+  benchmark::RegisterBenchmark("BM_Evict/bf16_weights/shuffle2_lz4/pinned_ahead/deferred",
+                               BM_EvictPinnedAheadDeferred, data_kind::bf16_weights,
+                               codec_id::shuffle2_lz4)
+    ->UseManualTime()
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
   for (auto const& [kind, codecs] : matrix) {
     for (codec_id codec : codecs) {
       std::string const suffix =

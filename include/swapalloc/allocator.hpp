@@ -488,6 +488,26 @@ class allocator {
   }
 
   /**
+   * @brief Hands `device`'s raw host copies to the compression workers as
+   *        compression_policy.hpp plans: those of pools idle for
+   *        allocator_options::compress_after (read-only pools excepted), and, while the
+   *        host store holds more than 85% of its limit, those of the coldest pools until
+   *        the plan covers the excess over 75%. Every eviction takes this step too; the
+   *        pressure monitor takes it each pass, so that a pool that idles is compressed
+   *        without another eviction. Cost: a walk over the device's pools' pages under
+   *        its lock; the compression runs on the workers, and a restore cancels it.
+   * @return host bytes of the raw copies handed over (what compression may save; 0
+   *         before the device's first eviction).
+   * @throws usage_error (bad_device); std::bad_alloc (the copies not handed over stay raw).
+   */
+  std::size_t compress_host(int device)
+  {
+    device_state& state = state_of(device, "compress_host");
+    std::unique_lock lock(state.mutex());
+    return room_.compress_host(state, lock);
+  }
+
+  /**
    * @brief Gives back `device`'s warm pinned host slabs (host_store.hpp): those idle for
    *        allocator_options::host.idle_release, except those that keep the pinned room
    *        the next eviction needs (policy.hpp pinned_reserve_bytes), or every one when

@@ -8,6 +8,7 @@
  */
 #pragma once
 
+#include <swapalloc/compression_policy.hpp>
 #include <swapalloc/config.hpp>
 #include <swapalloc/errors.hpp>
 #include <swapalloc/event_log.hpp>
@@ -17,6 +18,7 @@
 #include <swapalloc/room_maker.hpp>
 #include <swapalloc/transfer.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <limits>
 #include <optional>
@@ -39,6 +41,11 @@ struct allocator_options {
   /// 0 turns it off.
   std::size_t handle_cache_bytes{std::numeric_limits<std::size_t>::max()};
   transfer_options transfer;
+  /// How long a pool idles before its raw host copies are compressed (an eviction that
+  /// the host budget cannot hold raw compresses behind at once: compression_policy.hpp);
+  /// unset: SWAPALLOC_COMPRESS_AFTER, else 30 s. 0: every eviction compresses behind its
+  /// copies. Accepted: 0 to 24 hours.
+  std::optional<std::chrono::milliseconds> compress_after;
   /// The policy's watermarks, fractions of the limit (DESIGN §8); 0: SWAPALLOC_HIGH and
   /// SWAPALLOC_LOW, else 0.85 and 0.75. Accepted: 0 < low < high <= 1.
   double high_watermark{0};
@@ -82,6 +89,9 @@ inline constexpr std::size_t default_log_capacity = 1024;
   if (!options.device_limit) { options.device_limit = env.device; }
   if (options.log_capacity == 0) { options.log_capacity = default_log_capacity; }
   if (!options.log_level) { options.log_level = env.log.value_or(log_level::warn); }
+  if (!options.compress_after) {
+    options.compress_after = env.compress_after.value_or(compression_settings{}.idle_delay);
+  }
   return options;
 }
 
@@ -97,7 +107,8 @@ inline constexpr std::size_t default_log_capacity = 1024;
 
 /**
  * @brief The room maker's settings out of resolved options.
- * @throws config_error ("watermarks") unless 0 < low < high <= 1.
+ * @throws config_error ("watermarks") unless 0 < low < high <= 1; ("compress_after")
+ *         unless it is 0 to 24 hours.
  */
 [[nodiscard]] inline room_settings room_settings_of(allocator_options const& options)
 {
@@ -105,13 +116,23 @@ inline constexpr std::size_t default_log_capacity = 1024;
   if (std::string const problem = watermark_problem(marks); !problem.empty()) {
     throw config_error("watermarks", "swapalloc: allocator_options: " + problem);
   }
+  compression_settings compression;
+  compression.idle_delay = options.compress_after.value_or(compression.idle_delay);
+  if (compression.idle_delay.count() < 0 || compression.idle_delay > max_idle_delay) {
+    throw config_error("compress_after", "swapalloc: allocator_options: compress_after=" +
+                                           std::to_string(compression.idle_delay.count()) +
+                                           " ms is out of range: accepted 0 to " +
+                                           std::to_string(max_idle_delay.count()) +
+                                           " ms (24 hours)");
+  }
   return room_settings{marks,
                        options.device_limit,
                        options.automatic_eviction,
                        pool_defaults{options.capacity, options.page_size},
                        options.host,
                        options.transfer,
-                       options.workers};
+                       options.workers,
+                       compression};
 }
 
 }  // namespace swapalloc

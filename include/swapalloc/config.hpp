@@ -12,6 +12,7 @@
  * | SWAPALLOC_HOST_LIMIT    | bytes, a fraction or percentage of RAM       | half of RAM    |
  * | SWAPALLOC_WORKERS       | a whole number from 1 to 256                 | cores - 1, ≤ 8 |
  * | SWAPALLOC_LOG           | off, error, warn, info, debug                | warn           |
+ * | SWAPALLOC_COMPRESS_AFTER| seconds from 0 to 86400 (30, 2.5)            | 30             |
  *
  * An unset or empty variable takes the default. A value that is not accepted throws
  * `config_error` naming the variable, the value and what is accepted, before anything
@@ -48,13 +49,14 @@
 
 namespace swapalloc {
 
-inline constexpr char const* driver_variable       = "SWAPALLOC_CUDA_DRIVER";
-inline constexpr char const* high_variable         = "SWAPALLOC_HIGH";
-inline constexpr char const* low_variable          = "SWAPALLOC_LOW";
-inline constexpr char const* device_limit_variable = "SWAPALLOC_DEVICE_LIMIT";
-inline constexpr char const* host_limit_variable   = "SWAPALLOC_HOST_LIMIT";
-inline constexpr char const* workers_variable      = "SWAPALLOC_WORKERS";
-inline constexpr char const* log_variable          = "SWAPALLOC_LOG";
+inline constexpr char const* driver_variable         = "SWAPALLOC_CUDA_DRIVER";
+inline constexpr char const* high_variable           = "SWAPALLOC_HIGH";
+inline constexpr char const* low_variable            = "SWAPALLOC_LOW";
+inline constexpr char const* device_limit_variable   = "SWAPALLOC_DEVICE_LIMIT";
+inline constexpr char const* host_limit_variable     = "SWAPALLOC_HOST_LIMIT";
+inline constexpr char const* workers_variable        = "SWAPALLOC_WORKERS";
+inline constexpr char const* log_variable            = "SWAPALLOC_LOG";
+inline constexpr char const* compress_after_variable = "SWAPALLOC_COMPRESS_AFTER";
 
 /// The driver library loaded when SWAPALLOC_CUDA_DRIVER is unset or empty.
 inline constexpr char const* default_driver_library = "libcuda.so.1";
@@ -284,6 +286,25 @@ struct device_limit {
   return std::chrono::milliseconds(value);
 }
 
+/**
+ * @brief Parses the idle delay after which a pool's raw host copies are compressed
+ *        (compression_policy.hpp): seconds from 0 to 86400 (one day), whole or with a
+ *        decimal point ("30", "2.5"), rounded to whole milliseconds; 0 compresses behind
+ *        every eviction.
+ * @throws config_error naming `what`, the text, and what is accepted.
+ */
+[[nodiscard]] inline std::chrono::milliseconds parse_compress_after(
+  std::string_view text, std::string_view what = compress_after_variable)
+{
+  auto const value = detail::decimal(text);
+  if (!value || !(*value >= 0.0 && *value <= 86400.0)) {
+    detail::reject(what, text, "is not a delay in seconds",
+                   "is a number of seconds from 0 to 86400 (e.g. 30 or 2.5); 0 compresses "
+                   "every eviction's copies behind it");
+  }
+  return std::chrono::milliseconds(std::llround(*value * 1000.0));
+}
+
 /// Parses a log level: off, error, warn, info or debug. @throws config_error.
 [[nodiscard]] inline log_level parse_log_level(std::string_view text,
                                                std::string_view what = log_variable)
@@ -312,12 +333,13 @@ struct environment_settings {
   std::optional<std::size_t> host_limit_bytes;
   std::optional<std::size_t> workers;
   std::optional<log_level> log;
+  std::optional<std::chrono::milliseconds> compress_after;
 };
 
 /**
  * @brief Reads and checks every allocator setting of the environment (all but the driver
  *        path, which `driver` reads): SWAPALLOC_HIGH, _LOW, _DEVICE_LIMIT, _HOST_LIMIT,
- *        _WORKERS and _LOG. A host limit of 0 is unset.
+ *        _WORKERS, _LOG and _COMPRESS_AFTER. A host limit of 0 is unset.
  * @throws config_error for the first value not accepted, naming it; also when both
  *         watermarks are set and low is not below high.
  */
@@ -343,6 +365,9 @@ struct environment_settings {
   }
   if (auto text = value(workers_variable)) { out.workers = parse_worker_count(*text); }
   if (auto text = value(log_variable)) { out.log = parse_log_level(*text); }
+  if (auto text = value(compress_after_variable)) {
+    out.compress_after = parse_compress_after(*text);
+  }
   return out;
 }
 

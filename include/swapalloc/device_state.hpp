@@ -15,7 +15,9 @@
  *   happen in one critical section (a pin check under another lock, before this one, let
  *   an eviction race an activation).
  * - **The swap tier** (host store and transfer engine) is created at the device's first
- *   eviction; the compression workers are the allocator's, shared by every device.
+ *   eviction; the compression workers are the allocator's, shared by every device. When
+ *   an eviction's copies are compressed, behind it or later (`compress_raw_copies`), is
+ *   compression_policy.hpp's decision.
  * - **Transfers leave the lock while they wait** (transfer.hpp wait_gate): for a copy,
  *   for compression, for the pool's last use. An `engine_lease` keeps every other
  *   transfer off the engine meanwhile, and a `moving_pool` mark keeps every call that
@@ -33,6 +35,7 @@
 
 #include <swapalloc/address_map.hpp>
 #include <swapalloc/block.hpp>
+#include <swapalloc/compression_policy.hpp>
 #include <swapalloc/config.hpp>
 #include <swapalloc/driver.hpp>
 #include <swapalloc/handle_cache.hpp>
@@ -408,15 +411,16 @@ class device_state {
   [[nodiscard]] handle_cache& handles() noexcept { return handles_; }
   [[nodiscard]] handle_cache const& handles() const noexcept { return handles_; }
 
-  /// Creates the host store and transfer engine at the first eviction.
-  /// @pre locked, context current.
+  /// Creates the host store and transfer engine at the first eviction; `compression` says
+  /// when copies are compressed. @pre locked, context current.
   void ensure_swap_tier(worker_pool& workers, host_store_options const& host,
-                        transfer_options const& transfer)
+                        transfer_options const& transfer, compression_settings compression)
   {
     if (store_ != nullptr) { return; }
-    auto store = std::make_unique<host_store>(*driver_, host);
-    engine_    = std::make_unique<transfer_engine>(*driver_, *store, workers, events_, transfer);
-    store_     = std::move(store);
+    compression_ = compression;
+    auto store   = std::make_unique<host_store>(*driver_, host);
+    engine_      = std::make_unique<transfer_engine>(*driver_, *store, workers, events_, transfer);
+    store_       = std::move(store);
   }
 
   /**
@@ -452,11 +456,13 @@ class device_state {
   /**
    * @brief Evicts pool `id`'s pages until at least `bytes` are released (SIZE_MAX: all),
    *        in the policy's page order (policy.hpp plan_pages): pages that need no copy
-   *        first. @pre locked, context current, the swap tier exists, the device's work
-   *        that used the pool is complete, an engine lease, the pool marked moving.
-   *        `gate` releases the lock around each wait (transfer.hpp).
+   *        first. Their copies are compressed behind, or deferred when the host store
+   *        holds them raw (compression_policy.hpp eviction_timing; `choice.defer` is
+   *        decided here). @pre locked, context current, the swap tier exists, the
+   *        device's work that used the pool is complete, an engine lease, the pool marked
+   *        moving. `gate` releases the lock around each wait (transfer.hpp).
    */
-  evict_result evict(pool_residency& pool, std::size_t bytes, codec_choice const& choice,
+  evict_result evict(pool_residency& pool, std::size_t bytes, codec_choice choice,
                      wait_gate gate = {})
   {
     if (task_group* const jobs = pool.compression_in_flight()) {  // dropping copies waits not
@@ -471,7 +477,55 @@ class device_state {
       bool const no_copy = pages_of.page_users(page) == 0 || pool.copy(page) == copy_state::current;
       candidates.push_back(page_view{page, !no_copy});
     }
-    return engine_->evict(pool, plan_pages(candidates, bytes, pages_of.page_size()), choice, gate);
+    std::vector<std::size_t> const pages = plan_pages(candidates, bytes, pages_of.page_size());
+    std::size_t copied                   = 0;  // at most: whole pages
+    for (std::size_t const page : pages) {
+      if (pages_of.page_users(page) != 0 && pool.copy(page) != copy_state::current) {
+        copied += pages_of.page_size();
+      }
+    }
+    choice.defer = eviction_timing(host_budget{store_->used_bytes(), store_->limit_bytes()}, copied,
+                                   compression_) == compression_timing::deferred;
+    return engine_->evict(pool, pages, choice, gate);
+  }
+
+  /**
+   * @brief Hands raw host copies to compression as compression_policy.hpp plans it: those
+   *        of pools idle for the delay (since their latest eviction or last use, whichever
+   *        came later), and, while the host store holds more than its high
+   *        watermark, those of the coldest pools (transfer_engine::compress_deferred).
+   *        Moving pools are skipped. Cost: a walk over every pool's pages; no driver call,
+   *        no wait. @return host bytes of the raw copies handed over (0 before the first
+   *        eviction). @pre locked, an engine lease. @throws std::bad_alloc (what was
+   *        handed over is compressed; the rest stays raw).
+   */
+  template <typename EntryOf>
+  std::size_t compress_raw_copies(EntryOf&& entry_of)
+  {
+    if (store_ == nullptr) { return 0; }
+    auto const now = std::chrono::steady_clock::now();
+    std::vector<raw_copies_view> views;
+    for (std::size_t index = 0; index < pools_.size(); ++index) {
+      auto const id = static_cast<pool_id>(index);
+      if (pools_[index] == nullptr || moving(id)) { continue; }
+      std::size_t const raw = pools_[index]->deferred_bytes();
+      if (raw == 0) { continue; }
+      // Idle since its copies were made or it was last used, whichever came later.
+      auto since = pools_[index]->image()->evicted_at();
+      if (auto const used = controls_.used_at(id)) { since = std::max(since, *used); }
+      views.push_back(
+        raw_copies_view{id, raw, std::chrono::duration_cast<std::chrono::milliseconds>(now - since),
+                        pools_[index]->keeps_copies()});
+    }
+    if (views.empty()) { return 0; }
+    host_budget const host{store_->used_bytes(), store_->limit_bytes()};
+    std::size_t handed = 0;
+    for (pool_id const id : plan_compression(host, views, compression_)) {
+      pool_entry const entry = entry_of(id);
+      handed += engine_->compress_deferred(*pools_[id],
+                                           codec_choice{entry.options.dtype, entry.options.codec});
+    }
+    return handed;
   }
 
   /// Restores every page of `pool` whose data is in host memory; `stream` (if not null)
@@ -805,7 +859,8 @@ class device_state {
   // The swap tier, created at the device's first eviction.
   std::unique_ptr<host_store> store_;
   std::unique_ptr<transfer_engine> engine_;
-  bool engine_prepared_{false};  // engine_ is ready (prepare_engine saw it so under a lease)
+  compression_settings compression_;  // set with the swap tier
+  bool engine_prepared_{false};       // engine_ is ready (prepare_engine saw it so under a lease)
   // Declared last, destroyed first: their host copies go back to `store_`.
   std::vector<std::unique_ptr<pool_residency>> pools_;  // by pool_id
 };

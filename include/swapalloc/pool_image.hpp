@@ -11,15 +11,20 @@
  * stays; a compressed or zero chunk does not. Every chunk carries its codec, sizes and the
  * XXH64 of its raw bytes, checked at restore.
  *
+ * A copy whose compression was deferred (compression_policy.hpp) is published raw, with
+ * its checksums, and marked `deferred`; `take_deferred` later hands such copies to
+ * compression jobs, which publish them again.
+ *
  * Costs: bookkeeping only, no driver call; host memory comes from the `host_store`.
  *
  * Which pages have a copy, and whether it is still the page's data, is decided by the
  * image's one owner, `pool_residency` (residency.hpp): only it installs and drops copies.
  *
  * Thread safety: the allocator serializes every call on its device's mutex, except
- * `publish` and `host_bytes`, which compression workers and statistics readers call
- * concurrently; they take the image's own mutex. A page's copy is not touched by its owner
- * while a job for it is pending: restore, drop and destruction wait for `jobs()` first.
+ * `publish`, `defer`, `codec_or`, `host_bytes` and the deferred queries, which compression
+ * workers and statistics readers call concurrently; they take the image's own mutexes. A
+ * page's copy is not touched by its owner while a job for it is pending: restore, drop and
+ * destruction wait for `jobs()` first.
  */
 #pragma once
 
@@ -28,6 +33,7 @@
 #include <swapalloc/worker_pool.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -57,6 +63,7 @@ struct page_copy {
   std::size_t data_bytes{0};         ///< live bytes proper (ranges include small free gaps)
   host_extent packed;                ///< the raw packed bytes, while anything points into it
   std::vector<stored_chunk> chunks;  ///< empty until a worker publishes them
+  bool deferred{false};  ///< published with chunks left raw, to be compressed later (image mutex)
 
   /// Host bytes this copy holds.
   [[nodiscard]] std::size_t host_bytes() const noexcept
@@ -100,19 +107,69 @@ class pool_image {
   /**
    * @brief A worker's result for `copy`: its chunks, and whether `packed` is still needed
    *        (some chunk is stored raw in it). If not, `packed` goes back to the store.
+   *        `deferred`: the raw chunks are to be compressed later (take_deferred); ignored
+   *        once `packed` goes.
    * Thread safety: called by workers; takes the image's mutex.
    */
-  void publish(page_copy& copy, std::vector<stored_chunk> chunks, bool packed_needed) noexcept
+  void publish(page_copy& copy, std::vector<stored_chunk> chunks, bool packed_needed,
+               bool deferred = false) noexcept
   {
     host_extent unneeded;
     {
       std::lock_guard const lock(mutex_);
       host_bytes_ -= copy.host_bytes();
+      set_deferred(copy, false);
       copy.chunks = std::move(chunks);
       if (!packed_needed) { unneeded = std::exchange(copy.packed, host_extent{}); }
+      set_deferred(copy, deferred && copy.packed);
       host_bytes_ += copy.host_bytes();
     }
     if (unneeded) { store_->deallocate(unneeded); }
+  }
+
+  /**
+   * @brief The copies marked deferred of the pages `chosen(page)` accepts, unmarked: the
+   *        caller hands each to a compression job, which publishes it again (or marks it
+   *        again with `defer`). Cost: O(pages) under the image's mutex.
+   * @pre no job for a returned copy is pending (a marked copy has none: its job published
+   *      it). Thread safety: any thread; the owner's serialization keeps copies alive.
+   * @throws std::bad_alloc (nothing unmarked then).
+   */
+  template <typename Chosen>
+  [[nodiscard]] std::vector<page_copy*> take_deferred(Chosen&& chosen)
+  {
+    std::lock_guard const lock(mutex_);
+    std::vector<page_copy*> taken;
+    for (std::size_t page = 0; page < pages_.size() && deferred_bytes_ != 0; ++page) {
+      page_copy* const copy = pages_[page].get();
+      if (copy != nullptr && copy->deferred && chosen(page)) { taken.push_back(copy); }
+    }
+    for (page_copy* const copy : taken) {
+      set_deferred(*copy, false);
+    }
+    return taken;
+  }
+
+  /// Marks `copy` (installed, published) deferred again: a job could not be started for
+  /// it. Thread safety: any thread.
+  void defer(page_copy& copy) noexcept
+  {
+    std::lock_guard const lock(mutex_);
+    set_deferred(copy, static_cast<bool>(copy.packed));
+  }
+
+  /// Host bytes of the copies marked deferred of the pages `chosen(page)` accepts (their
+  /// raw `packed` extents). Cost: O(pages) under the image's mutex. Thread safety: any.
+  template <typename Chosen>
+  [[nodiscard]] std::size_t deferred_bytes(Chosen&& chosen) const
+  {
+    std::lock_guard const lock(mutex_);
+    std::size_t bytes = 0;
+    for (std::size_t page = 0; page < pages_.size() && bytes < deferred_bytes_; ++page) {
+      page_copy const* const copy = pages_[page].get();
+      if (copy != nullptr && copy->deferred && chosen(page)) { bytes += copy->packed.bytes; }
+    }
+    return bytes;
   }
 
   /// Host bytes held by the copies. Thread safety: any thread.
@@ -124,6 +181,15 @@ class pool_image {
   /// Pages that have a copy.
   [[nodiscard]] std::size_t copies() const noexcept { return copies_; }
   [[nodiscard]] std::size_t page_count() const noexcept { return pages_.size(); }
+
+  /// When the latest eviction into this image ended (the copies' age, for the compression
+  /// policy's idle delay); the epoch before the first. @pre the device's lock.
+  [[nodiscard]] std::chrono::steady_clock::time_point evicted_at() const noexcept
+  {
+    return evicted_at_;
+  }
+  /// Records an eviction into this image ending at `when`. @pre the device's lock.
+  void note_eviction(std::chrono::steady_clock::time_point when) noexcept { evicted_at_ = when; }
 
   /// The compression jobs of this image (restore and drop wait for them first).
   [[nodiscard]] task_group& jobs() noexcept { return jobs_; }
@@ -147,13 +213,21 @@ class pool_image {
     return cancelled_pages_.load(std::memory_order_relaxed);
   }
 
-  /// The codec chosen for this pool, once chosen (at its first eviction).
-  [[nodiscard]] bool codec_chosen() const noexcept { return codec_chosen_; }
-  [[nodiscard]] codec_id codec() const noexcept { return codec_; }
-  void choose(codec_id codec) noexcept
+  /**
+   * @brief The codec of this pool's chunks: chosen once, by the first caller's `pick()`
+   *        (at its first compression), then the same for every copy. Other callers wait
+   *        while it picks. Thread safety: any thread (evicting thread, workers).
+   * @throws what `pick` throws (nothing is chosen then).
+   */
+  template <typename Pick>
+  [[nodiscard]] codec_id codec_or(Pick&& pick)
   {
-    codec_        = codec;
-    codec_chosen_ = true;
+    std::lock_guard const lock(codec_mutex_);
+    if (!codec_chosen_) {
+      codec_        = pick();
+      codec_chosen_ = true;
+    }
+    return codec_;
   }
 
  private:
@@ -164,6 +238,7 @@ class pool_image {
   {
     std::lock_guard const lock(mutex_);
     host_bytes_ += copy->host_bytes();
+    if (copy->deferred) { deferred_bytes_ += copy->packed.bytes; }
     pages_[page] = std::move(copy);
     ++copies_;
     return *pages_[page];
@@ -178,6 +253,7 @@ class pool_image {
       copy = std::move(pages_[page]);
       if (copy == nullptr) { return; }
       host_bytes_ -= copy->host_bytes();
+      set_deferred(*copy, false);
       --copies_;
     }
     release(*copy);
@@ -193,14 +269,29 @@ class pool_image {
     if (copy.packed) { store_->deallocate(std::exchange(copy.packed, host_extent{})); }
   }
 
+  /// Sets `copy.deferred`, keeping deferred_bytes_. @pre mutex_ held.
+  void set_deferred(page_copy& copy, bool deferred) noexcept
+  {
+    if (copy.deferred == deferred) { return; }
+    copy.deferred = deferred;
+    if (deferred) {
+      deferred_bytes_ += copy.packed.bytes;
+    } else {
+      deferred_bytes_ -= copy.packed.bytes;
+    }
+  }
+
   host_store* store_;
   std::vector<std::unique_ptr<page_copy>> pages_;  // by page index
-  mutable std::mutex mutex_;                       // host_bytes_ and the chunks of a copy
+  mutable std::mutex mutex_;  // host_bytes_, deferred_bytes_, a copy's chunks and `deferred`
   std::size_t host_bytes_{0};
+  std::size_t deferred_bytes_{0};  // packed bytes of the copies marked deferred
   std::size_t copies_{0};
+  std::chrono::steady_clock::time_point evicted_at_{};
   task_group jobs_;
   std::atomic<bool> cancelled_{false};
   std::atomic<std::size_t> cancelled_pages_{0};
+  std::mutex codec_mutex_;  // codec_ and codec_chosen_
   codec_id codec_{codec_id::raw};
   bool codec_chosen_{false};
 };

@@ -14,6 +14,9 @@
  *   condition variable, so that `stop` ends the wait at once). A pass below the high
  *   watermark costs a lock of each device and at most one cuMemGetInfo per device per
  *   10 ms (device_state.hpp `usage`).
+ * - **Compression.** Each pass hands the raw host copies of pools idle past
+ *   allocator_options::compress_after, or of the coldest pools while the host store is
+ *   past its high watermark, to the compression workers (`allocator::compress_host`).
  * - **Host memory.** Each pass also gives back each device's warm pinned host slabs that
  *   have idled past their delay, or all of them when the host runs short of memory
  *   (`allocator::trim_host`), and then pins, ahead of the next eviction, the pinned room
@@ -120,6 +123,12 @@ class pressure_monitor {
   {
     return released_bytes_.load(std::memory_order_relaxed);
   }
+  /// Host bytes of raw copies the monitor handed to compression so far
+  /// (allocator::compress_host).
+  [[nodiscard]] std::size_t compressed_bytes() const noexcept
+  {
+    return compressed_bytes_.load(std::memory_order_relaxed);
+  }
   /// Bytes of warm pinned host slabs the monitor gave back so far (allocator::trim_host).
   [[nodiscard]] std::size_t host_released_bytes() const noexcept
   {
@@ -176,6 +185,7 @@ class pressure_monitor {
         room_result const done = owner_->relieve_pressure(device);
         evicted_bytes_.fetch_add(done.evicted_bytes, std::memory_order_relaxed);
         released_bytes_.fetch_add(done.released_bytes, std::memory_order_relaxed);
+        compressed_bytes_.fetch_add(owner_->compress_host(device), std::memory_order_relaxed);
         host_released_bytes_.fetch_add(owner_->trim_host(device), std::memory_order_relaxed);
         host_pinned_bytes_.fetch_add(owner_->prepin_host(device), std::memory_order_relaxed);
       } catch (std::exception const& error) {
@@ -204,6 +214,7 @@ class pressure_monitor {
   std::atomic<std::uint64_t> passes_{0};
   std::atomic<std::size_t> evicted_bytes_{0};
   std::atomic<std::size_t> released_bytes_{0};
+  std::atomic<std::size_t> compressed_bytes_{0};
   std::atomic<std::size_t> host_released_bytes_{0};
   std::atomic<std::size_t> host_pinned_bytes_{0};
   std::atomic<std::uint64_t> errors_{0};

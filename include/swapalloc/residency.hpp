@@ -227,6 +227,26 @@ class pool_residency {
     return image_ != nullptr && image_->jobs().pending() != 0 ? &image_->jobs() : nullptr;
   }
 
+  /// Host bytes of the copies of evicted pages whose compression was deferred
+  /// (pool_image::deferred_bytes): what compressing the pool could save. Kept copies of
+  /// resident pages do not count: a job on them would make a free or allocation wait.
+  /// Cost: O(pages). @throws nothing but std::system_error (the image's mutex).
+  [[nodiscard]] std::size_t deferred_bytes() const
+  {
+    if (image_ == nullptr) { return 0; }
+    return image_->deferred_bytes(
+      [&](std::size_t page) { return pool_.page(page) == page_state::evicted; });
+  }
+
+  /// Those copies, unmarked, for compression jobs (pool_image::take_deferred).
+  /// @pre an engine lease: no transfer of the pool runs. @throws std::bad_alloc.
+  [[nodiscard]] std::vector<page_copy*> take_deferred()
+  {
+    if (image_ == nullptr) { return {}; }
+    return image_->take_deferred(
+      [&](std::size_t page) { return pool_.page(page) == page_state::evicted; });
+  }
+
   // ------------------------------------------------- transitions (transfer_engine)
 
   /// Resident page `page` without blocks: unmapped, its copy (if kept) dropped.

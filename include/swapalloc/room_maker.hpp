@@ -25,6 +25,7 @@
  */
 #pragma once
 
+#include <swapalloc/compression_policy.hpp>
 #include <swapalloc/config.hpp>
 #include <swapalloc/device_events.hpp>
 #include <swapalloc/device_state.hpp>
@@ -57,7 +58,8 @@ struct room_settings {
   pool_defaults defaults;
   host_store_options host;
   transfer_options transfer;
-  std::size_t workers{1};  ///< compression threads, started at the first eviction
+  std::size_t workers{1};            ///< compression threads, started at the first eviction
+  compression_settings compression;  ///< when copies are compressed
 };
 
 /// Carries the policy out on a device. See the file comment.
@@ -99,7 +101,7 @@ class room_maker {
   /// Creates `state`'s swap tier if it has none. @pre locked, context current.
   void ensure_swap_tier(device_state& state)
   {
-    state.ensure_swap_tier(workers(), settings_.host, settings_.transfer);
+    state.ensure_swap_tier(workers(), settings_.host, settings_.transfer, settings_.compression);
   }
 
   /**
@@ -170,9 +172,25 @@ class room_maker {
       ensure_swap_tier(state);
     }
     room_result done = state.make_room(plan, entry_of, reason, lock);
+    if (!done.evicted.empty()) { compress_raw_copies(state); }
     events_->note_steps(state, done, reason);
     note_level_now(state);
     return done;
+  }
+
+  /**
+   * @brief Hands `state`'s raw host copies to compression as the compression policy plans
+   *        (device_state::compress_raw_copies), under an engine lease: the pressure
+   *        monitor's step. @return host bytes of raw copies handed over.
+   * @pre `lock` holds state's mutex, no engine lease held by the caller.
+   * @throws std::bad_alloc (what was handed over is compressed; the rest stays raw).
+   */
+  std::size_t compress_host(device_state& state, std::unique_lock<std::mutex>& lock)
+  {
+    if (state.store() == nullptr) { return 0; }
+    pool_controls::engine_lease const lease(state.controls(), lock);
+    auto const entry_of = [&](pool_id pool) { return registry_->entry(pool, "compress_host"); };
+    return state.compress_raw_copies(entry_of);
   }
 
   /**
@@ -319,6 +337,7 @@ class room_maker {
     ensure_swap_tier(state);
     evict_result done = state.evict(
       *pool, bytes, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
+    if (done.pages_copied != 0) { compress_raw_copies(state); }
     state.controls().set_prefetched(id, false);
     events_->note_eviction(state, id, done, seconds_since(start), "explicit");
     return {std::move(done), {}};
@@ -375,6 +394,18 @@ class room_maker {
   }
 
  private:
+  /// compress_host's step after an eviction, under its lease: what the budget or idle
+  /// pools need now, so that no monitor is needed for it. Out of memory skips it (the
+  /// copies stay raw, restorable).
+  void compress_raw_copies(device_state& state) const noexcept
+  {
+    try {
+      auto const entry_of = [&](pool_id pool) { return registry_->entry(pool, "compress_host"); };
+      (void)state.compress_raw_copies(entry_of);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): the copies stay raw; a later step retries
+    }
+  }
+
   [[nodiscard]] static double seconds_since(std::chrono::steady_clock::time_point start) noexcept
   {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

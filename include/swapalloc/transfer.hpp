@@ -18,11 +18,14 @@
  *   oldest copy and unmaps every page whose copy has completed, adjacent pages with one
  *   cuMemUnmap (pool_residency::evict_copied_run); a worker then compresses their chunks
  *   behind the copies (`pool_image::publish`). So device memory is freed at link speed,
- *   and compression costs host time only. When the host budget
- *   cannot hold the raw copy, the engine first waits for this pool's compression jobs
- *   (which give raw bytes back) and then compresses synchronously through a staging
- *   buffer; if even the compressed page does not fit, the page and those after it stay
- *   resident and the outcome says why.
+ *   and compression costs host time only. With `codec_choice::defer` (the caller's
+ *   compression policy: compression_policy.hpp) the worker only checksums the chunks and
+ *   publishes the copy raw, marked deferred; `compress_deferred` later hands such copies
+ *   to the workers to encode. When the host budget cannot hold the raw copy, the engine
+ *   stops deferring, hands this pool's deferred copies to compression, waits for its
+ *   compression jobs (which give raw bytes back), and then compresses synchronously
+ *   through a staging buffer; if even the compressed page does not fit, the page and
+ *   those after it stay resident and the outcome says why.
  * - **Restore.** First the pool's pending compression is cancelled: jobs not yet done store
  *   their remaining chunks raw instead of encoding them, so the restore waits for
  *   checksums, not for a codec (`compressions_cut_short` counts such pages).
@@ -129,6 +132,9 @@ struct transfer_options {
 struct codec_choice {
   dtype_hint hint{dtype_hint::none};
   std::optional<codec_id> forced;
+  /// An eviction's copies are only checksummed and published raw, marked deferred, until
+  /// `compress_deferred` hands them to the workers (compression_policy.hpp decides when).
+  bool defer{false};
 };
 
 /**
@@ -192,7 +198,10 @@ struct evict_result {
   std::size_t bytes_copied{0};    ///< bytes moved over the link (live bytes and small gaps)
   std::string refused;            ///< why pages were kept, or empty
   std::size_t slabs_pinned{0};    ///< host slabs pinned meanwhile (0 once the store is warm)
-  transfer_times times;           ///< where the calling thread's time went
+  /// The copies' compression was deferred (codec_choice::defer), to the end: they are
+  /// stored raw until compress_deferred; false when they were compressed behind.
+  bool compression_deferred{false};
+  transfer_times times;  ///< where the calling thread's time went
 };
 
 /// What one restore did.
@@ -316,11 +325,48 @@ class transfer_engine {
       throw;
     }
     if (pass.unmap_error) { std::rethrow_exception(pass.unmap_error); }
-    pass.out.slabs_pinned = store_->pins() - pins_before;
-    times.pin             = store_->pin_seconds() - pin_before;
+    pass.image.note_eviction(std::chrono::steady_clock::now());
+    pass.out.compression_deferred = pass.choice.defer;
+    pass.out.slabs_pinned         = store_->pins() - pins_before;
+    times.pin                     = store_->pin_seconds() - pin_before;
     pass.out.released_bytes =
       (pass.out.pages_copied + pass.out.pages_unmapped) * residency.pool().page_size();
     return pass.out;
+  }
+
+  /**
+   * @brief Hands the copies of `residency`'s evicted pages whose compression was deferred
+   *        (codec_choice::defer) to the workers, which encode their raw chunks with the
+   *        pool's codec (chosen with `choice` at its first compression) and give the raw
+   *        extents back once no chunk lies in them. A restore cancels them as it cancels
+   *        compression behind an eviction. Cost on the calling thread: a walk over the
+   *        pool's pages and one queued job per copy; no driver call, no wait.
+   * @return the host bytes of the raw copies handed over (what compression may save).
+   * @pre the device's lock, and no transfer of the pool running (an engine lease).
+   * @throws std::bad_alloc; the copies not handed over stay deferred.
+   */
+  std::size_t compress_deferred(pool_residency& residency, codec_choice const& choice)
+  {
+    std::vector<page_copy*> const copies = residency.take_deferred();
+    if (copies.empty()) { return 0; }
+    pool_image& image = residency.image_for(*store_);
+    std::size_t bytes = 0;
+    std::size_t i     = 0;
+    try {
+      for (; i < copies.size(); ++i) {
+        page_copy* const copy = copies[i];
+        bytes += copy->packed.bytes;  // before the job may give it back
+        workers_->submit(image.jobs(), [this, &image, copy, choice] {
+          compress_raw_chunks(image, *copy, choice);
+        });
+      }
+    } catch (...) {
+      for (; i < copies.size(); ++i) {
+        image.defer(*copies[i]);
+      }
+      throw;
+    }
+    return bytes;
   }
 
   /**
@@ -610,7 +656,7 @@ class transfer_engine {
   struct evict_pass {
     pool_residency& residency;
     pool_image& image;
-    codec_choice const& choice;
+    codec_choice choice;  // `defer` ends when the budget runs short (allocate_waiting)
     wait_gate gate;
     std::deque<in_flight> window;
     evict_result out;
@@ -722,12 +768,17 @@ class transfer_engine {
   }
 
   /// An extent of `bytes`, waiting for this image's compression jobs (which give raw bytes
-  /// back) while the budget is short. Empty when it cannot be had.
+  /// back) while the budget is short. A deferring eviction stops deferring then: the
+  /// budget needs compression, so this pool's raw copies are handed to it, each as its
+  /// checksum job publishes it, and the rest of the eviction compresses behind. Empty when
+  /// it cannot be had.
   [[nodiscard]] host_extent allocate_waiting(evict_pass& pass, std::size_t bytes)
   {
     for (;;) {
       host_extent extent = store_->allocate(bytes);
       if (extent) { return extent; }
+      pass.choice.defer = false;
+      (void)compress_deferred(pass.residency, pass.choice);
       std::size_t const pending = pass.image.jobs().pending();
       if (pending == 0) { return {}; }
       issue_gathered(pass);  // the link copies while the jobs run
@@ -894,17 +945,19 @@ class transfer_engine {
   }
 
   /// `installed`, a page's copy, was installed as it was evicted: counted, and a worker
-  /// compresses it behind.
+  /// compresses it behind, or with the choice's `defer` only checksums it.
   void compress_behind(evict_pass& pass, page_copy& installed)
   {
     ++pass.out.pages_copied;
     pass.out.live_bytes += installed.data_bytes;
     pass.out.bytes_copied += installed.live_bytes;
     pass.residency.count_evictions(1);
-    pool_image& image = pass.image;
-    if (!image.codec_chosen()) { image.choose(pick_codec(installed, pass.choice)); }
-    codec_id const codec  = image.codec();
+    pool_image& image     = pass.image;
     page_copy* const copy = &installed;
+    std::optional<codec_id> codec;  // none: checksums only, compressed later
+    if (!pass.choice.defer) {
+      codec = image.codec_or([&] { return pick_codec(installed, pass.choice); });
+    }
     workers_->submit(image.jobs(), [this, &image, copy, codec] { compress(image, *copy, codec); });
   }
 
@@ -922,31 +975,109 @@ class transfer_engine {
     return won;
   }
 
-  /// Worker: compresses `copy`'s packed bytes chunk by chunk into their own extents. A
-  /// chunk that does not gain, or does not fit in the budget, stays raw inside `packed`.
-  void compress(pool_image& image, page_copy& copy, codec_id codec) noexcept
+  /// Worker: compresses `copy`'s packed bytes chunk by chunk into their own extents, or,
+  /// without a `codec`, checksums them and publishes the copy raw, deferred. A chunk that
+  /// does not gain, or does not fit in the budget, stays raw inside `packed`.
+  void compress(pool_image& image, page_copy& copy, std::optional<codec_id> codec) noexcept
   {
-    auto scratch = take_scratch_noexcept();
+    auto scratch = codec ? take_scratch_noexcept() : nullptr;
     std::vector<stored_chunk> chunks;
-    bool cut_short = false;
+    bool cut_short = false;               // by a restore's cancel
+    bool raw_left  = scratch == nullptr;  // chunks left to compress later
     try {
-      chunks = chunk_packed(copy, codec, scratch.get(), &image, cut_short);
+      chunks = chunk_packed(copy, codec.value_or(codec_id::raw), scratch.get(), &image, cut_short);
     } catch (...) {  // out of host memory for the chunk list: every chunk raw, checksummed
       release_chunks(chunks);
+      raw_left = true;
       try {
-        chunks = chunk_packed(copy, codec, nullptr, nullptr, cut_short);
+        chunks = chunk_packed(copy, codec_id::raw, nullptr, nullptr, cut_short);
       } catch (...) {  // NOLINT(bugprone-empty-catch): restore refuses a copy without chunks
         chunks.clear();
       }
     }
     if (cut_short) { image.count_cancelled_page(); }
+    bool const later = raw_left || cut_short;
     if (scratch != nullptr) { give_scratch(std::move(scratch)); }
-    // `packed` stays while a chunk lies in it, or when there are no chunks to replace it.
-    bool const packed_needed =
-      chunks.empty() || std::any_of(chunks.begin(), chunks.end(), [](stored_chunk const& chunk) {
-        return chunk.header.codec == codec_id::raw;
-      });
-    image.publish(copy, std::move(chunks), packed_needed);
+    bool const packed_needed = needs_packed(chunks);
+    bool const deferred      = later && !chunks.empty();
+    image.publish(copy, std::move(chunks), packed_needed, deferred);
+  }
+
+  /// Whether a copy with `chunks` still needs its `packed` extent: while a chunk lies in
+  /// it, or when there are no chunks to replace it.
+  [[nodiscard]] static bool needs_packed(std::vector<stored_chunk> const& chunks) noexcept
+  {
+    return chunks.empty() ||
+           std::any_of(chunks.begin(), chunks.end(), [](stored_chunk const& chunk) {
+             return chunk.header.codec == codec_id::raw;
+           });
+  }
+
+  /// Worker: encodes the raw chunks of `copy` (published deferred) with the pool's codec,
+  /// chosen here at its first compression, and publishes the copy again; `packed` goes
+  /// back once no chunk lies in it. A chunk whose bytes no longer match its checksum stays
+  /// raw with it (the restore reports it), as does one that does not gain or fit. When a
+  /// restore cancels compression meanwhile, the rest stays raw and the copy deferred; so
+  /// does the whole copy when the codec cannot be chosen (out of memory).
+  void compress_raw_chunks(pool_image& image, page_copy& copy, codec_choice const& choice) noexcept
+  {
+    auto scratch = take_scratch_noexcept();
+    std::vector<stored_chunk> chunks;
+    codec_id codec = codec_id::raw;
+    try {
+      if (scratch == nullptr) { throw std::bad_alloc(); }
+      codec  = image.codec_or([&] { return pick_codec(copy, choice); });
+      chunks = copy.chunks;
+    } catch (...) {
+      if (scratch != nullptr) { give_scratch(std::move(scratch)); }
+      image.defer(copy);
+      return;
+    }
+    bool cut_short = false;
+    for (stored_chunk& chunk : chunks) {
+      if (chunk.header.codec != codec_id::raw || codec == codec_id::raw) { continue; }
+      if (image.compression_cancelled()) {
+        cut_short = true;
+        break;
+      }
+      encode_raw_chunk(chunk, codec, *scratch);
+    }
+    give_scratch(std::move(scratch));
+    if (cut_short) { image.count_cancelled_page(); }
+    bool const packed_needed = needs_packed(chunks);
+    image.publish(copy, std::move(chunks), packed_needed, cut_short);
+  }
+
+  /// `chunk` (raw, in `packed`) encoded with `codec`, when the encoding gains, its bytes
+  /// still match its checksum, and the budget holds it; else unchanged.
+  void encode_raw_chunk(stored_chunk& chunk, codec_id codec, job_scratch& scratch) noexcept
+  {
+    std::span<std::byte const> const raw(chunk.data, chunk.header.raw_bytes);
+    try {
+      chunk_header const encoded = encode_chunk(codec, raw, scratch.out, scratch.codec);
+      if (encoded.checksum != chunk.header.checksum || encoded.codec == codec_id::raw) { return; }
+      (void)store_encoded(chunk, encoded, scratch.out);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): a codec or host failure keeps it raw
+    }
+  }
+
+  /// `chunk` becomes `encoded`, whose bytes are in `out`: a zero chunk holds none, another
+  /// gets a pageable extent of its own (only the CPU reads it: host_store.hpp tiers).
+  /// Returns false, `chunk` unchanged, when the budget has no room.
+  /// @throws std::bad_alloc, cuda_error (host_store::allocate), `chunk` unchanged.
+  bool store_encoded(stored_chunk& chunk, chunk_header const& encoded,
+                     std::span<std::byte const> out)
+  {
+    host_extent owned;
+    if (encoded.codec != codec_id::zero) {
+      owned = store_->allocate(encoded.stored_bytes, host_tier::pageable);
+      if (!owned) { return false; }
+      std::memcpy(owned.data, out.data(), encoded.stored_bytes);
+    }
+    chunk.header = encoded;
+    chunk.owned  = owned;
+    chunk.data   = owned.data;
+    return true;
   }
 
   /// The chunks of `copy`'s packed bytes: encoded with `codec` into extents of their own
@@ -967,19 +1098,14 @@ class transfer_engine {
         std::span<std::byte const> const raw = packed_chunk(copy, at);
         stored_chunk chunk;
         chunk.packed_offset = at;
-        chunk.header = scratch != nullptr ? encode_chunk(codec, raw, scratch->out, scratch->codec)
-                                          : raw_header(raw);
-        if (chunk.header.codec != codec_id::zero && chunk.header.codec != codec_id::raw) {
-          // Only the CPU reads an encoded chunk: pageable memory (host_store.hpp tiers).
-          chunk.owned = store_->allocate(chunk.header.stored_bytes, host_tier::pageable);
-          if (chunk.owned) {
-            std::memcpy(chunk.owned.data, scratch->out.data(), chunk.header.stored_bytes);
-            chunk.data = chunk.owned.data;
-          } else {  // the budget is short: keep it raw where it already is
-            chunk.header = raw_header(raw, chunk.header.checksum);
-          }
+        chunk.data          = raw.data();
+        if (scratch == nullptr) {
+          chunk.header = raw_header(raw);
+        } else {  // raw where it already is unless the encoding gains and fits the budget
+          chunk_header const encoded = encode_chunk(codec, raw, scratch->out, scratch->codec);
+          chunk.header               = raw_header(raw, encoded.checksum);
+          if (encoded.codec != codec_id::raw) { (void)store_encoded(chunk, encoded, scratch->out); }
         }
-        if (chunk.header.codec == codec_id::raw) { chunk.data = raw.data(); }
         chunks.push_back(chunk);
       }
     } catch (...) {
@@ -1061,17 +1187,16 @@ class transfer_engine {
           pass.gate.outside([&] { driver_->stream_synchronize(to_host_); });
         }
         std::span<std::byte const> const raw(staging_slot(0), length);
-        if (!pass.image.codec_chosen()) {
-          codec_id const codec =
-            pass.choice.forced ? *pass.choice.forced
-                               : choose_codec(pass.choice.hint, std::span(&raw, 1), scratch->codec);
-          pass.image.choose(codec);
-        }
+        codec_id const codec = pass.image.codec_or([&] {
+          return pass.choice.forced
+                   ? *pass.choice.forced
+                   : choose_codec(pass.choice.hint, std::span(&raw, 1), scratch->codec);
+        });
         stored_chunk chunk;
         chunk.packed_offset = at;
         {
           detail::phase_timer const encode(times.codec);
-          chunk.header = encode_chunk(pass.image.codec(), raw, scratch->out, scratch->codec);
+          chunk.header = encode_chunk(codec, raw, scratch->out, scratch->codec);
         }
         std::byte const* source =
           chunk.header.codec == codec_id::raw ? raw.data() : scratch->out.data();

@@ -4,6 +4,7 @@
 // critical and active pools are never evicted; ensure_free makes room or says why not;
 // activate restores; evicting a pool waits for its own last use, not for other streams.
 #include "fault_sweep.hpp"
+#include "scoped_env.hpp"
 #include "small_device_fixture.hpp"
 
 #include <atomic>
@@ -421,6 +422,45 @@ TEST(PolicyOptions, ALowWatermarkNotBelowTheHighOneIsRejected)
     EXPECT_NE(message.find("0.8"), std::string::npos) << message;
     EXPECT_NE(message.find("0.7"), std::string::npos) << message;
   }
+}
+
+TEST(PolicyOptions, ACompressAfterOutsideZeroToOneDayIsRejected)
+{
+  driver const drv;
+  for (std::chrono::milliseconds const bad :
+       {std::chrono::milliseconds(-1), std::chrono::milliseconds(86'400'001)}) {
+    allocator_options o;
+    o.read_environment = false;
+    o.compress_after   = bad;
+    try {
+      allocator const rejected(drv, o);
+      ADD_FAILURE() << "compress_after " << bad.count() << " ms accepted";
+    } catch (config_error const& error) {
+      std::string const message = error.what();
+      EXPECT_EQ(error.setting(), "compress_after");
+      EXPECT_NE(message.find("compress_after=" + std::to_string(bad.count()) + " ms"),
+                std::string::npos)
+        << message;
+      EXPECT_NE(message.find("0 to 86400000 ms"), std::string::npos) << message;
+    }
+  }
+  allocator_options zero;
+  zero.read_environment = false;
+  zero.compress_after   = std::chrono::milliseconds(0);
+  EXPECT_NO_THROW(allocator(drv, zero)) << "0 compresses behind every eviction";
+}
+
+TEST(PolicyOptions, CompressAfterComesFromTheEnvironmentUnlessSet)
+{
+  {
+    scoped_env const seven(compress_after_variable, "7");
+    EXPECT_EQ(resolve_options({}).compress_after, std::chrono::milliseconds(7000));
+    allocator_options o;
+    o.compress_after = std::chrono::milliseconds(5);
+    EXPECT_EQ(resolve_options(o).compress_after, std::chrono::milliseconds(5)) << "explicit wins";
+  }
+  scoped_env const unset(compress_after_variable, nullptr);
+  EXPECT_EQ(resolve_options({}).compress_after, std::chrono::seconds(30)) << "the default";
 }
 
 }  // namespace

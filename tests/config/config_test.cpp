@@ -168,6 +168,27 @@ TEST(ConfigLog, AcceptsTheFiveLevels)
   }
 }
 
+// ---- SWAPALLOC_COMPRESS_AFTER ---------------------------------------------------------
+
+TEST(ConfigCompressAfter, AcceptsSecondsFromZeroToOneDay)
+{
+  using std::chrono::milliseconds;
+  EXPECT_EQ(parse_compress_after("0"), milliseconds(0));
+  EXPECT_EQ(parse_compress_after("30"), milliseconds(30000));
+  EXPECT_EQ(parse_compress_after("2.5"), milliseconds(2500));
+  EXPECT_EQ(parse_compress_after("0.0004"), milliseconds(0)) << "rounded to milliseconds";
+  EXPECT_EQ(parse_compress_after("0.0005"), milliseconds(1));
+  EXPECT_EQ(parse_compress_after("86400"), milliseconds(86'400'000));
+  for (char const* bad : {"", "-1", "86400.5", "30s", " 30", ".5", "nan", "inf", "1e3"}) {
+    std::string const message =
+      rejection([&] { (void)parse_compress_after(bad); }, compress_after_variable);
+    EXPECT_NE(message.find("SWAPALLOC_COMPRESS_AFTER=\"" + std::string(bad) + "\""),
+              std::string::npos)
+      << message;
+    EXPECT_NE(message.find("0 to 86400"), std::string::npos) << message;
+  }
+}
+
 // ---- read_environment -----------------------------------------------------------------
 
 TEST(ConfigEnvironment, ReadsEveryVariableAndLeavesUnsetOnesEmpty)
@@ -178,6 +199,7 @@ TEST(ConfigEnvironment, ReadsEveryVariableAndLeavesUnsetOnesEmpty)
   scoped_env const host(host_limit_variable, "3G");
   scoped_env const workers(workers_variable, "5");
   scoped_env const log(log_variable, "debug");
+  scoped_env const compress(compress_after_variable, "12.5");
   environment_settings const set = read_environment();
   EXPECT_EQ(set.high, 0.9);
   EXPECT_EQ(set.low, 0.6);
@@ -186,14 +208,17 @@ TEST(ConfigEnvironment, ReadsEveryVariableAndLeavesUnsetOnesEmpty)
   EXPECT_EQ(set.host_limit_bytes, 3 * GiB);
   EXPECT_EQ(set.workers, 5U);
   EXPECT_EQ(set.log, log_level::debug);
+  EXPECT_EQ(set.compress_after, std::chrono::milliseconds(12500));
   {
     scoped_env const unset_high(high_variable, nullptr);
     scoped_env const empty_low(low_variable, "");
     scoped_env const no_host(host_limit_variable, "0");
+    scoped_env const no_compress(compress_after_variable, nullptr);
     environment_settings const fewer = read_environment();
     EXPECT_FALSE(fewer.high.has_value());
     EXPECT_FALSE(fewer.low.has_value()) << "empty is unset";
     EXPECT_FALSE(fewer.host_limit_bytes.has_value()) << "0 is the default";
+    EXPECT_FALSE(fewer.compress_after.has_value());
   }
   {
     scoped_env const quarter(host_limit_variable, "25%");

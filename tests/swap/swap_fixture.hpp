@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <optional>
@@ -132,6 +133,19 @@ class SwapTest : public AllocatorTest {
       total += b.bytes;
     }
     return total;
+  }
+};
+
+/// Every eviction compresses behind its copies (compress_after 0, the behaviour before
+/// lazy compression): for the tests that check compressed copies. The default, lazy
+/// compression (compression_policy.hpp), has its own tests (SwapLazyTest).
+class SwapBehindTest : public SwapTest {
+ protected:
+  [[nodiscard]] allocator_options options() const override
+  {
+    allocator_options o = SwapTest::options();
+    o.compress_after    = std::chrono::milliseconds(0);
+    return o;
   }
 };
 

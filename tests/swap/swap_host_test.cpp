@@ -3,7 +3,10 @@
 // compressed chunks take no pinned memory; warm slabs go back at empty_cache, at trim_host
 // once idle, and from the pressure monitor; from the low watermark the first victim's room
 // is pinned ahead (prepin_host) and kept by trim; a failed free while trimming loses nothing;
-// evict and restore report where their time went.
+// evict and restore report where their time went. Lazy compression (compression_policy.hpp
+// through the allocator): copies stay raw until their pool idles past compress_after, or
+// are compressed behind when the host budget cannot hold them raw; read-only pools stay
+// raw; the pressure monitor compresses idle pools.
 #include "swap_fixture.hpp"
 
 #include <swapalloc/pressure_monitor.hpp>
@@ -42,7 +45,7 @@ TEST_F(SwapTest, TheSecondEvictionPinsNothingAndARestoreFreesNoPinnedMemory)
   free_all(blocks);
 }
 
-TEST_F(SwapTest, CompressedChunksTakeNoPinnedMemory)
+TEST_F(SwapBehindTest, CompressedChunksTakeNoPinnedMemory)
 {
   pool_id const pool = make_pool("model", codec_id::shuffle4_zstd);
   auto blocks        = populate(pool, data_kind::fp32_weights, 8 * MiB, 43, 1.0);
@@ -258,11 +261,11 @@ TEST_F(SwapTest, EvictAndRestoreReportWhereTheirTimeWent)
   free_all(blocks);
 }
 
-class SwapOneWorkerTest : public SwapTest {
+class SwapOneWorkerTest : public SwapBehindTest {
  protected:
   [[nodiscard]] allocator_options options() const override
   {
-    allocator_options o = SwapTest::options();
+    allocator_options o = SwapBehindTest::options();
     o.workers           = 1;  // compression of 48 MiB with zstd lags far behind the evict
     return o;
   }
@@ -284,6 +287,132 @@ TEST_F(SwapOneWorkerTest, ARestoreCancelsPendingCompressionAndCompressionResumes
   restore_result const later = alloc().restore(pool, 0);
   EXPECT_EQ(later.compressions_cut_short, 0U) << "nothing was pending";
   expect_intact(blocks, "after a compressed cycle");
+  free_all(blocks);
+}
+
+/// The default, lazy compression, with an idle delay a test can wait for.
+class SwapLazyTest : public SwapTest {
+ protected:
+  static constexpr std::chrono::milliseconds delay{1500};
+
+  [[nodiscard]] allocator_options options() const override
+  {
+    allocator_options o = SwapTest::options();
+    o.compress_after    = delay;
+    return o;
+  }
+
+  /// A pool holding one block of `bytes` of bf16 weights (which shuffle2+lz4 compresses).
+  std::pair<pool_id, std::vector<filled_block>> weights(std::string const& name, std::size_t bytes,
+                                                        std::uint64_t seed)
+  {
+    pool_id const pool = make_pool(name, codec_id::shuffle2_lz4);
+    filled_block b;
+    {
+      pool_scope const scope(alloc(), pool);
+      b.ptr = alloc().allocate(bytes, 0, nullptr);
+    }
+    b.bytes = bytes;
+    b.data  = make_data(data_kind::bf16_weights, bytes, seed);
+    drv().memcpy_htod(b.ptr, b.data.data(), bytes);
+    return {pool, {std::move(b)}};
+  }
+
+  /// Whether less than the delay has passed since `since`: only then may a test expect a
+  /// pool used at `since` not to be idle (a slow sanitizer build may take longer).
+  [[nodiscard]] static bool within_delay(std::chrono::steady_clock::time_point since)
+  {
+    return std::chrono::steady_clock::now() - since < delay;
+  }
+};
+
+TEST_F(SwapLazyTest, CopiesStayRawUntilTheirPoolIdlesPastTheDelayAndThenAreCompressed)
+{
+  auto [pool, blocks]      = weights("model", 8 * MiB, 71);
+  evict_result const out   = alloc().evict(pool, 0);
+  auto const used          = std::chrono::steady_clock::now();  // its copies' age starts
+  bool const early_checked = within_delay(used);
+  alloc().wait_for_compression(pool);  // the checksum jobs
+  EXPECT_TRUE(out.compression_deferred) << "an empty store holds the copies raw";
+  std::size_t const early = alloc().compress_host(0);
+  if (early_checked && within_delay(used)) {
+    EXPECT_GE(alloc().stats(pool, 0).host_bytes, out.bytes_copied) << "raw: not idle yet";
+    EXPECT_EQ(early, 0U) << "the pool is not idle yet";
+  }
+  std::this_thread::sleep_until(used + delay + std::chrono::milliseconds(20));
+  std::size_t const handed = alloc().compress_host(0);
+  EXPECT_EQ(early + handed, out.bytes_copied) << "every raw copy, once";
+  EXPECT_EQ(alloc().compress_host(0), 0U) << "nothing raw is left to hand over";
+  alloc().wait_for_compression(pool);
+  EXPECT_LT(alloc().stats(pool, 0).host_bytes, out.live_bytes) << "compressed once idle";
+  (void)alloc().restore(pool, 0);
+  expect_intact(blocks, "after a lazily compressed cycle");
+  free_all(blocks);
+}
+
+class SwapLazyBudgetTest : public SwapLazyTest {
+ protected:
+  [[nodiscard]] allocator_options options() const override
+  {
+    allocator_options o = SwapLazyTest::options();
+    o.host.limit_bytes  = 32 * MiB;  // high watermark 0.85: 27.2 MiB
+    return o;
+  }
+};
+
+TEST_F(SwapLazyBudgetTest, AnEvictionTheBudgetCannotHoldRawIsCompressedBehind)
+{
+  auto [first, first_blocks]   = weights("first", 6 * MiB, 79);
+  auto [second, second_blocks] = weights("second", 22 * MiB, 83);
+  evict_result const a         = alloc().evict(first, 0);
+  EXPECT_TRUE(a.compression_deferred) << "6 MiB fit raw below 27.2 MiB";
+  alloc().wait_for_compression(first);
+  evict_result const b = alloc().evict(second, 0);
+  EXPECT_FALSE(b.compression_deferred) << "6 + 22 MiB raw would pass 27.2 MiB";
+  alloc().wait_for_compression(second);
+  EXPECT_LT(alloc().stats(second, 0).host_bytes, b.live_bytes) << "compressed behind";
+  EXPECT_LE(alloc().host_stats(0).used_bytes, 32 * MiB);
+  (void)alloc().restore(first, 0);
+  (void)alloc().restore(second, 0);
+  expect_intact(first_blocks, "the first pool");
+  expect_intact(second_blocks, "the second pool");
+  free_all(first_blocks);
+  free_all(second_blocks);
+}
+
+TEST_F(SwapLazyTest, AReadOnlyPoolStaysRawHoweverLongItIdles)
+{
+  auto [pool, blocks] = weights("frozen", 4 * MiB, 89);
+  alloc().set_read_only(pool, true);
+  evict_result const out = alloc().evict(pool, 0);
+  auto const used        = std::chrono::steady_clock::now();
+  ASSERT_TRUE(out.compression_deferred);
+  alloc().wait_for_compression(pool);
+  std::this_thread::sleep_until(used + delay + std::chrono::milliseconds(20));
+  EXPECT_EQ(alloc().compress_host(0), 0U) << "clean read-only pools stay raw";
+  EXPECT_GE(alloc().stats(pool, 0).host_bytes, out.bytes_copied);
+  (void)alloc().restore(pool, 0);
+  expect_intact(blocks, "a read-only pool restored raw");
+  free_all(blocks);
+}
+
+TEST_F(SwapLazyTest, ThePressureMonitorCompressesAPoolThatIdles)
+{
+  auto [pool, blocks]    = weights("idle", 4 * MiB, 97);
+  evict_result const out = alloc().evict(pool, 0);
+  ASSERT_TRUE(out.compression_deferred);
+  alloc().wait_for_compression(pool);  // every copy published, so one pass takes them all
+  pressure_monitor monitor(alloc(), {.interval = std::chrono::milliseconds(5)});
+  auto const deadline = std::chrono::steady_clock::now() + delay + std::chrono::seconds(10);
+  while (monitor.compressed_bytes() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  monitor.stop();
+  EXPECT_EQ(monitor.compressed_bytes(), out.bytes_copied);
+  alloc().wait_for_compression(pool);
+  EXPECT_LT(alloc().stats(pool, 0).host_bytes, out.live_bytes);
+  (void)alloc().restore(pool, 0);
+  expect_intact(blocks, "after the monitor compressed it");
   free_all(blocks);
 }
 

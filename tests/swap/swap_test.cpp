@@ -16,7 +16,7 @@ namespace {
 
 // ------------------------------------------------------------ round trips
 
-class SwapRoundTrip : public SwapTest,
+class SwapRoundTrip : public SwapBehindTest,
                       public ::testing::WithParamInterface<std::tuple<codec_id, data_kind>> {};
 
 TEST_P(SwapRoundTrip, EvictFreesThePagesAndRestoreBringsEveryLiveByteBack)
@@ -80,7 +80,7 @@ INSTANTIATE_TEST_SUITE_P(
                      ::testing::ValuesIn(all_data_kinds)),
   round_trip_name);
 
-TEST_F(SwapTest, RealWeightsRoundTripWithTheSampledCodec)
+TEST_F(SwapBehindTest, RealWeightsRoundTripWithTheSampledCodec)
 {
   auto const weights = load_real_weights_bf16();
   if (!weights) { GTEST_SKIP() << "the real weights of ../shared/data are not present"; }

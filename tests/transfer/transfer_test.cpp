@@ -1,7 +1,9 @@
 // Tests of transfer.hpp and pool_image.hpp: a chunk whose stored bytes changed fails its
 // checksum at restore with an error naming the pool, page and chunk; the page stays
 // evicted with its copy, and once the copy is right again the restore succeeds. Only live
-// bytes are copied out. transfer_times sums phase by phase.
+// bytes are copied out. transfer_times sums phase by phase. A deferred eviction stores raw
+// checksummed copies that compress_deferred later encodes (or leaves raw when their bytes
+// changed, or when a restore cancels it).
 #include <swapalloc/transfer.hpp>
 
 #include "driver_fixture.hpp"
@@ -236,20 +238,41 @@ std::vector<std::uint32_t> numbered_words(std::size_t bytes)
   return words;
 }
 
-/// A pool of `pages` pages filled by one block of numbered words, and an engine for it.
+/// `bytes` of words that LZ4 compresses well (a period of 64) and are never zero.
+std::vector<std::uint32_t> periodic_words(std::size_t bytes)
+{
+  std::vector<std::uint32_t> words(bytes / sizeof(std::uint32_t));
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    words[i] = static_cast<std::uint32_t>(i % 64 + 1);
+  }
+  return words;
+}
+
+/// A pool of `pages` pages filled by one block of numbered (or periodic) words, and an
+/// engine for it.
 class TransferRunTest : public TransferTest {
  protected:
-  void start(std::size_t pages)
+  void start(std::size_t pages, bool compressible = false, host_store_options host = {},
+             transfer_options transfer = {})
   {
-    store_.emplace(drv());
+    store_.emplace(drv(), host);
     workers_.emplace(1);
     events_.emplace(drv());
     pool_.emplace(drv(), device(), "run", pages * gran(), gran(), false);
-    words_ = numbered_words(pages * gran());
+    words_ = compressible ? periodic_words(pages * gran()) : numbered_words(pages * gran());
     block_ = write_block(*pool_, words_);
     ASSERT_NE(block_, nullptr);
-    engine_.emplace(drv(), *store_, *workers_, *events_);
+    engine_.emplace(drv(), *store_, *workers_, *events_, transfer);
     pool_->prepare_swap();
+  }
+  /// Every page of a pool of `pages`.
+  static std::vector<std::size_t> every_page(std::size_t pages)
+  {
+    std::vector<std::size_t> all(pages);
+    for (std::size_t page = 0; page < pages; ++page) {
+      all[page] = page;
+    }
+    return all;
   }
   void TearDown() override
   {
@@ -320,6 +343,139 @@ TEST_F(TransferRunTest, ARunWhoseUnmapFailsIsUnmappedPageByPageAndOnlyAFailingPa
   EXPECT_EQ(pool_->check(), "");
   pool_->wait_for_compression();
   (void)engine_->restore(*pool_, {0, 2, 3}, nullptr);
+  expect_intact();
+}
+
+}  // namespace
+}  // namespace swapalloc::testing
+
+namespace swapalloc::testing {
+namespace {
+
+/// LZ4, deferred: the copies stay raw until compress_deferred.
+codec_choice deferred_lz4()
+{
+  codec_choice choice{{}, codec_id::lz4};
+  choice.defer = true;
+  return choice;
+}
+
+TEST_F(TransferRunTest, ADeferredEvictionKeepsItsCopiesRawUntilCompressDeferredEncodesThem)
+{
+  constexpr std::size_t pages = 4;
+  start(pages, true);
+  ASSERT_EQ(engine_->evict(*pool_, every_page(pages), deferred_lz4()).pages_copied, pages);
+  pool_->wait_for_compression();  // the checksum jobs
+  pool_image const& image = *pool_->image();
+  std::size_t raw_bytes   = 0;
+  for (std::size_t page = 0; page < pages; ++page) {
+    page_copy const* const copy = image.find(page);
+    ASSERT_NE(copy, nullptr);
+    EXPECT_TRUE(copy->deferred) << "page " << page;
+    ASSERT_FALSE(copy->chunks.empty());
+    for (stored_chunk const& chunk : copy->chunks) {
+      EXPECT_EQ(chunk.header.codec, codec_id::raw) << "page " << page;
+    }
+    raw_bytes += copy->packed.bytes;
+  }
+  EXPECT_EQ(pool_->deferred_bytes(), raw_bytes);
+  std::size_t const held_raw = image.host_bytes();
+  EXPECT_EQ(engine_->compress_deferred(*pool_, codec_choice{{}, codec_id::lz4}), raw_bytes);
+  EXPECT_EQ(engine_->compress_deferred(*pool_, codec_choice{{}, codec_id::lz4}), 0U)
+    << "a copy is handed over once";
+  pool_->wait_for_compression();
+  for (std::size_t page = 0; page < pages; ++page) {
+    page_copy const* const copy = image.find(page);
+    EXPECT_FALSE(copy->deferred) << "page " << page;
+    EXPECT_FALSE(copy->packed) << "no chunk lies in the raw extent: it went back";
+    for (stored_chunk const& chunk : copy->chunks) {
+      EXPECT_EQ(chunk.header.codec, codec_id::lz4) << "page " << page;
+    }
+  }
+  EXPECT_EQ(pool_->deferred_bytes(), 0U);
+  EXPECT_LT(image.host_bytes(), held_raw / 16) << "a period of 64 words compresses";
+  EXPECT_EQ(engine_->restore(*pool_, every_page(pages), nullptr).pages, pages);
+  expect_intact();
+}
+
+TEST_F(TransferRunTest, AChunkChangedBeforeItsDeferredCompressionStaysRawAndFailsTheRestore)
+{
+  start(1, true);
+  ASSERT_EQ(engine_->evict(*pool_, {0}, deferred_lz4()).pages_copied, 1U);
+  pool_->wait_for_compression();
+  page_copy const& copy = *pool_->image()->find(0);
+  ASSERT_EQ(copy.chunks.size(), gran() / max_chunk_bytes);
+  auto* const stored = const_cast<std::byte*>(copy.chunks[0].data);  // NOLINT: the corruption
+  stored[100] ^= std::byte{0x04};
+  ASSERT_NE(engine_->compress_deferred(*pool_, codec_choice{{}, codec_id::lz4}), 0U);
+  pool_->wait_for_compression();
+  EXPECT_EQ(copy.chunks[0].header.codec, codec_id::raw)
+    << "its bytes no longer match its checksum: encoding them would bless the change";
+  for (std::size_t i = 1; i < copy.chunks.size(); ++i) {
+    EXPECT_EQ(copy.chunks[i].header.codec, codec_id::lz4) << "chunk " << i;
+  }
+  EXPECT_THROW((void)engine_->restore(*pool_, {0}, nullptr), restore_error);
+  EXPECT_EQ(pool_->pool().page(0), page_state::evicted) << "the page stays evicted";
+  stored[100] ^= std::byte{0x04};
+  EXPECT_EQ(engine_->restore(*pool_, {0}, nullptr).pages, 1U);
+  expect_intact();
+}
+
+TEST_F(TransferRunTest, ACancelledDeferredCompressionLeavesTheCopyRawAndDeferredAgain)
+{
+  start(1, true);
+  ASSERT_EQ(engine_->evict(*pool_, {0}, deferred_lz4()).pages_copied, 1U);
+  pool_->wait_for_compression();
+  pool_image& image = *pool_->image();
+  std::promise<void> open;
+  task_group held;  // the only worker waits, so the job is queued when the cancel comes
+  workers_->submit(held, [gate = open.get_future().share()] { gate.wait(); });
+  std::size_t const raw_bytes = pool_->deferred_bytes();
+  ASSERT_EQ(engine_->compress_deferred(*pool_, codec_choice{{}, codec_id::lz4}), raw_bytes);
+  EXPECT_EQ(pool_->deferred_bytes(), 0U) << "handed over";
+  image.cancel_compression();  // as a restore does
+  open.set_value();
+  held.wait();
+  pool_->wait_for_compression();
+  image.resume_compression();
+  EXPECT_EQ(image.cancelled_pages(), 1U);
+  EXPECT_EQ(pool_->deferred_bytes(), raw_bytes) << "deferred again, for a later plan";
+  EXPECT_EQ(image.find(0)->chunks.at(0).header.codec, codec_id::raw);
+  ASSERT_EQ(engine_->compress_deferred(*pool_, codec_choice{{}, codec_id::lz4}), raw_bytes);
+  pool_->wait_for_compression();
+  EXPECT_EQ(image.find(0)->chunks.at(0).header.codec, codec_id::lz4);
+  EXPECT_EQ(engine_->restore(*pool_, {0}, nullptr).pages, 1U);
+  expect_intact();
+}
+
+TEST_F(TransferRunTest, ADeferringEvictionShortOfHostBudgetCompressesItsCopiesAndKeepsNoPage)
+{
+  // Room for three pages raw and a half: the fourth fits only once the first three are
+  // compressed, which a deferring eviction starts when its allocation is refused.
+  constexpr std::size_t pages = 4;
+  host_store_options host;
+  host.limit_bytes = 3 * gran() + gran() / 2;
+  start(pages, true, host, transfer_options{.window_pages = 1});
+  evict_result const out = engine_->evict(*pool_, every_page(pages), deferred_lz4());
+  EXPECT_EQ(out.pages_kept, 0U) << out.refused;
+  EXPECT_EQ(out.pages_copied, pages);
+  pool_->wait_for_compression();
+  // The refusal handed every copy whose checksum job had published it to compression (at
+  // least one, or no room would have come); one still being checksummed then stays
+  // deferred for the next plan. The pages after it are compressed behind.
+  std::size_t compressed = 0;
+  for (std::size_t page = 0; page + 1 < pages; ++page) {
+    page_copy const& copy = *pool_->image()->find(page);
+    codec_id const codec  = copy.chunks.at(0).header.codec;
+    EXPECT_TRUE(codec == codec_id::lz4 || (codec == codec_id::raw && copy.deferred))
+      << "page " << page;
+    compressed += codec == codec_id::lz4 ? 1 : 0;
+  }
+  EXPECT_GE(compressed, 1U);
+  EXPECT_EQ(pool_->image()->find(pages - 1)->chunks.at(0).header.codec, codec_id::lz4);
+  EXPECT_FALSE(pool_->image()->find(pages - 1)->deferred);
+  EXPECT_LE(store_->used_bytes(), host.limit_bytes);
+  EXPECT_EQ(engine_->restore(*pool_, every_page(pages), nullptr).pages, pages);
   expect_intact();
 }
 
