@@ -10,7 +10,7 @@
 //                              watermarks and allocator::prepin_host run untimed before
 //                              each evict (the pressure monitor's pass): cold_evict_ms then
 //                              is a first evict into room pinned ahead.
-//   BM_Evict/bf16_weights/<codec>/pinned_ahead/deferred  as pinned_ahead, with the
+//   BM_Evict/bf16_weights/shuffle2+lz4/pinned_ahead/deferred  as pinned_ahead, with the
 //                              library's default lazy compression (compression_policy.hpp):
 //                              the copies stay raw (checksummed behind), ratio about 1.
 //   BM_SwapPools/<kind>/raw/<handle_cache|no_handle_cache>  restore one of two pools that
@@ -378,9 +378,11 @@ void register_all()
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   }
-  benchmark::RegisterBenchmark("BM_Evict/bf16_weights/shuffle2_lz4/pinned_ahead/deferred",
-                               BM_EvictPinnedAheadDeferred, data_kind::bf16_weights,
-                               codec_id::shuffle2_lz4)
+  std::string const deferred = "BM_Evict/bf16_weights/" +
+                               std::string(to_string(codec_id::shuffle2_lz4)) +
+                               "/pinned_ahead/deferred";
+  benchmark::RegisterBenchmark(deferred.c_str(), BM_EvictPinnedAheadDeferred,
+                               data_kind::bf16_weights, codec_id::shuffle2_lz4)
     ->UseManualTime()
     ->Iterations(3)
     ->Unit(benchmark::kMillisecond);
