@@ -93,6 +93,14 @@ struct room_result {
   [[nodiscard]] std::size_t freed_bytes() const noexcept { return released_bytes + evicted_bytes; }
 };
 
+/// Raw host copies of one pool handed to compression (device_state::compress_raw_copies).
+struct compression_handed {
+  pool_id pool{0};
+  std::size_t bytes{0};              ///< host bytes of the raw copies handed over
+  std::chrono::milliseconds idle{};  ///< how long the pool had idled (compression_policy.hpp)
+  double host_use{0};                ///< the host store's use / its limit when planned
+};
+
 /// What happened on a device that PyTorch's memory_stats counts (num_alloc_retries,
 /// num_ooms): atomics, so that the const paths that fail an allocation can count it.
 struct device_counters {
@@ -495,14 +503,14 @@ class device_state {
    *        came later), and, while the host store holds more than its high
    *        watermark, those of the coldest pools (transfer_engine::compress_deferred).
    *        Moving pools are skipped. Cost: a walk over every pool's pages; no driver call,
-   *        no wait. @return host bytes of the raw copies handed over (0 before the first
-   *        eviction). @pre locked, an engine lease. @throws std::bad_alloc (what was
-   *        handed over is compressed; the rest stays raw).
+   *        no wait. @return each pool whose raw copies were handed over, in the plan's
+   *        order (none before the first eviction). @pre locked, an engine lease.
+   *        @throws std::bad_alloc (what was handed over is compressed; the rest stays raw).
    */
   template <typename EntryOf>
-  std::size_t compress_raw_copies(EntryOf&& entry_of)
+  std::vector<compression_handed> compress_raw_copies(EntryOf&& entry_of)
   {
-    if (store_ == nullptr) { return 0; }
+    if (store_ == nullptr) { return {}; }
     auto const now = std::chrono::steady_clock::now();
     std::vector<raw_copies_view> views;
     for (std::size_t index = 0; index < pools_.size(); ++index) {
@@ -517,13 +525,18 @@ class device_state {
         raw_copies_view{id, raw, std::chrono::duration_cast<std::chrono::milliseconds>(now - since),
                         pools_[index]->keeps_copies()});
     }
-    if (views.empty()) { return 0; }
+    if (views.empty()) { return {}; }
     host_budget const host{store_->used_bytes(), store_->limit_bytes()};
-    std::size_t handed = 0;
+    double const use =
+      host.limit_bytes == 0 ? 0.0 : detail::share(host.used_bytes, host.limit_bytes);
+    std::vector<compression_handed> handed;
     for (pool_id const id : plan_compression(host, views, compression_)) {
-      pool_entry const entry = entry_of(id);
-      handed += engine_->compress_deferred(*pools_[id],
-                                           codec_choice{entry.options.dtype, entry.options.codec});
+      pool_entry const entry  = entry_of(id);
+      std::size_t const bytes = engine_->compress_deferred(
+        *pools_[id], codec_choice{entry.options.dtype, entry.options.codec});
+      auto const view = std::find_if(views.begin(), views.end(),
+                                     [id](raw_copies_view const& v) { return v.id == id; });
+      if (bytes != 0) { handed.push_back(compression_handed{id, bytes, view->idle, use}); }
     }
     return handed;
   }

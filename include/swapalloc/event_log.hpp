@@ -60,25 +60,26 @@ enum class event_kind : std::uint8_t {
   out_of_memory,
   level_change,
   refusal,
-  leak
+  leak,
+  compress
 };
 
 /// "evict", "restore", "prefetch", "release_cached", "out_of_memory", "level_change",
-/// "refusal" or "leak". Pure; any thread.
+/// "refusal", "leak" or "compress". Pure; any thread.
 [[nodiscard]] constexpr char const* to_string(event_kind kind) noexcept
 {
-  constexpr std::array<char const*, 8> names{"evict",          "restore",       "prefetch",
+  constexpr std::array<char const*, 9> names{"evict",          "restore",       "prefetch",
                                              "release_cached", "out_of_memory", "level_change",
-                                             "refusal",        "leak"};
+                                             "refusal",        "leak",          "compress"};
   auto const index = static_cast<std::size_t>(kind);
   return index < names.size() ? names[index] : "?";
 }
 
 /**
- * @brief The level an event of `kind` matters at: `info` for evict, restore, prefetch and
- *        release_cached (the allocator doing its job); `warn` for refusal and leak; `error`
- *        for out_of_memory; for level_change, `warn` when the device moves to `new_level`
- *        critical or emergency, `info` when it moves to safe or warning.
+ * @brief The level an event of `kind` matters at: `info` for evict, restore, prefetch,
+ *        release_cached and compress (the allocator doing its job); `warn` for refusal and leak;
+ * `error` for out_of_memory; for level_change, `warn` when the device moves to `new_level` critical
+ * or emergency, `info` when it moves to safe or warning.
  * @param new_level the pressure level a level_change moves to; ignored for other kinds.
  * Pure; any thread.
  */
@@ -90,6 +91,7 @@ enum class event_kind : std::uint8_t {
     case event_kind::restore:
     case event_kind::prefetch:
     case event_kind::release_cached:
+    case event_kind::compress:
       return log_level::info;
     case event_kind::out_of_memory:
       return log_level::error;

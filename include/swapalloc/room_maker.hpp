@@ -189,8 +189,7 @@ class room_maker {
   {
     if (state.store() == nullptr) { return 0; }
     pool_controls::engine_lease const lease(state.controls(), lock);
-    auto const entry_of = [&](pool_id pool) { return registry_->entry(pool, "compress_host"); };
-    return state.compress_raw_copies(entry_of);
+    return compress_and_note(state);
   }
 
   /**
@@ -400,10 +399,26 @@ class room_maker {
   void compress_raw_copies(device_state& state) const noexcept
   {
     try {
-      auto const entry_of = [&](pool_id pool) { return registry_->entry(pool, "compress_host"); };
-      (void)state.compress_raw_copies(entry_of);
+      (void)compress_and_note(state);
     } catch (...) {  // NOLINT(bugprone-empty-catch): the copies stay raw; a later step retries
     }
+  }
+
+  /// Hands raw copies to compression (device_state::compress_raw_copies) and notes a
+  /// `compress` event per pool. @return the bytes handed over. @pre locked, a lease.
+  std::size_t compress_and_note(device_state& state) const
+  {
+    auto const entry_of = [&](pool_id pool) { return registry_->entry(pool, "compress_host"); };
+    std::size_t total   = 0;
+    for (compression_handed const& done : state.compress_raw_copies(entry_of)) {
+      total += done.bytes;
+      auto const percent = static_cast<long long>(100.0 * done.host_use + 0.5);
+      events_->note(event_kind::compress, state, done.pool, done.bytes, 0,
+                    "raw host copies handed to compression (idle " +
+                      duration_text(std::chrono::duration<double>(done.idle).count()) +
+                      ", host store at " + std::to_string(percent) + "% of its limit)");
+    }
+    return total;
   }
 
   [[nodiscard]] static double seconds_since(std::chrono::steady_clock::time_point start) noexcept

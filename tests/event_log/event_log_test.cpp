@@ -60,6 +60,7 @@ TEST(EventLogNames, EachKindHasItsName)
   EXPECT_STREQ(to_string(event_kind::level_change), "level_change");
   EXPECT_STREQ(to_string(event_kind::refusal), "refusal");
   EXPECT_STREQ(to_string(event_kind::leak), "leak");
+  EXPECT_STREQ(to_string(event_kind::compress), "compress");
 }
 
 TEST(EventLogLevels, EachKindHasItsDefaultLevel)
@@ -69,6 +70,7 @@ TEST(EventLogLevels, EachKindHasItsDefaultLevel)
   EXPECT_EQ(default_level(event_kind::restore), log_level::info);
   EXPECT_EQ(default_level(event_kind::prefetch), log_level::info);
   EXPECT_EQ(default_level(event_kind::release_cached), log_level::info);
+  EXPECT_EQ(default_level(event_kind::compress), log_level::info);
   EXPECT_EQ(default_level(event_kind::refusal), log_level::warn);
   EXPECT_EQ(default_level(event_kind::leak), log_level::warn);
   EXPECT_EQ(default_level(event_kind::out_of_memory), log_level::error);

@@ -343,6 +343,14 @@ TEST_F(SwapLazyTest, CopiesStayRawUntilTheirPoolIdlesPastTheDelayAndThenAreCompr
   std::size_t const handed = alloc().compress_host(0);
   EXPECT_EQ(early + handed, out.bytes_copied) << "every raw copy, once";
   EXPECT_EQ(alloc().compress_host(0), 0U) << "nothing raw is left to hand over";
+  std::vector<swap_event> noted;
+  for (swap_event const& event : alloc().events()) {
+    if (event.kind == event_kind::compress) { noted.push_back(event); }
+  }
+  ASSERT_EQ(noted.size(), 1U) << "one compress event for the one pool";
+  EXPECT_EQ(noted[0].pool, pool);
+  EXPECT_EQ(noted[0].bytes, out.bytes_copied);
+  EXPECT_NE(noted[0].detail.find("idle "), std::string::npos) << noted[0].detail;
   alloc().wait_for_compression(pool);
   EXPECT_LT(alloc().stats(pool, 0).host_bytes, out.live_bytes) << "compressed once idle";
   (void)alloc().restore(pool, 0);
