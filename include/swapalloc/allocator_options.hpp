@@ -18,6 +18,7 @@
 #include <swapalloc/room_maker.hpp>
 #include <swapalloc/transfer.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <limits>
@@ -35,12 +36,17 @@ struct allocator_options {
   /// `host.idle_release` idle (by a running pressure_monitor), at empty_cache, or when the
   /// host runs short of memory.
   host_store_options host{.warm_bytes = std::numeric_limits<std::size_t>::max()};
-  std::size_t workers{0};  ///< compression threads; 0: SWAPALLOC_WORKERS, else cores − 1 (≤ 8)
+  /// Compression and decompression threads; 0: SWAPALLOC_WORKERS, else cores − 1 (≤ 48:
+  /// config.hpp default_worker_count).
+  std::size_t workers{0};
   /// Bound of each device's handle_cache: unmapped pages an allocation's or a restore's
   /// evictions hand to its own maps (handle_cache.hpp), held for that operation only.
   /// 0 turns it off.
   std::size_t handle_cache_bytes{std::numeric_limits<std::size_t>::max()};
-  transfer_options transfer;
+  /// The transfer engines' settings; staging_slots 0: the larger of 16 and 2 × workers, so
+  /// that every worker can decode a restore's chunk into a slot while the link copies out
+  /// of the others (issue 14: restore decoding may use every core).
+  transfer_options transfer{.staging_slots = 0};
   /// How long a pool idles before its raw host copies are compressed (an eviction that
   /// the host budget cannot hold raw compresses behind at once: compression_policy.hpp);
   /// unset: SWAPALLOC_COMPRESS_AFTER, else 30 s. 0: every eviction compresses behind its
@@ -84,6 +90,9 @@ inline constexpr std::size_t default_log_capacity = 1024;
     options.host.limit_bytes = *env.host_limit_bytes;
   }
   if (options.workers == 0) { options.workers = env.workers.value_or(default_worker_count()); }
+  if (options.transfer.staging_slots == 0) {
+    options.transfer.staging_slots = std::max<std::size_t>(16, 2 * options.workers);
+  }
   if (options.high_watermark == 0) { options.high_watermark = env.high.value_or(0.85); }
   if (options.low_watermark == 0) { options.low_watermark = env.low.value_or(0.75); }
   if (!options.device_limit) { options.device_limit = env.device; }

@@ -10,7 +10,7 @@
  * | SWAPALLOC_LOW           | a fraction in (0, 1), below SWAPALLOC_HIGH   | 0.75           |
  * | SWAPALLOC_DEVICE_LIMIT  | bytes (6GiB, 512M, 1073741824) or a fraction | device's total |
  * | SWAPALLOC_HOST_LIMIT    | bytes, a fraction or percentage of RAM       | half of RAM    |
- * | SWAPALLOC_WORKERS       | a whole number from 1 to 256                 | cores - 1, ≤ 8 |
+ * | SWAPALLOC_WORKERS       | a whole number from 1 to 256                 | cores - 1, ≤ 48|
  * | SWAPALLOC_LOG           | off, error, warn, info, debug                | warn           |
  * | SWAPALLOC_COMPRESS_AFTER| seconds from 0 to 86400 (30, 2.5)            | 30             |
  *
@@ -209,13 +209,26 @@ inline constexpr std::string_view device_limit_accepted =
   return value;
 }
 
-/// The worker count when none is set: max(1, hardware_concurrency - 1) capped at 8 (one
-/// core is left to the thread that drives the GPU; past 8, compression outruns what the
-/// host budget lets queue).
+/// Past this many workers, decoding outruns the link: a PCIe Gen5 link's 54.9 GB/s over
+/// shuffle2+zstd's 1.1-1.3 GB/s of decode per core is 42-50 cores, and shuffle2+lz4's
+/// 2-2.5 GB/s needs 22-27 (../shared/notes/gpu-speed.md §3.5).
+inline constexpr std::size_t max_default_workers = 48;
+
+/**
+ * @brief The worker count when none is set, on a host with `cores` hardware threads (0:
+ *        unknown): cores - 1, at least 1, at most max_default_workers. One core is left to
+ *        the thread that drives the GPU, which helps decode a restore (transfer.hpp), so a
+ *        restore's decoding uses every core (issue 14). Pure; any thread.
+ */
+[[nodiscard]] constexpr std::size_t default_worker_count(std::size_t cores) noexcept
+{
+  return std::clamp<std::size_t>(cores > 1 ? cores - 1 : 1, 1, max_default_workers);
+}
+
+/// default_worker_count of this host (std::thread::hardware_concurrency).
 [[nodiscard]] inline std::size_t default_worker_count() noexcept
 {
-  std::size_t const cores = std::thread::hardware_concurrency();
-  return std::clamp<std::size_t>(cores > 1 ? cores - 1 : 1, 1, 8);
+  return default_worker_count(std::thread::hardware_concurrency());
 }
 
 /**

@@ -4,6 +4,8 @@
 // expected figure is written out by hand.
 #include <swapalloc/compression_policy.hpp>
 
+#include "byte_units.hpp"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -18,8 +20,8 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr std::size_t MiB    = std::size_t{1} << 20;
-constexpr std::size_t GiB    = std::size_t{1} << 30;
+using testing::units::GiB;
+using testing::units::MiB;
 constexpr milliseconds never = milliseconds::max();  // a pool never used
 
 constexpr compression_timing behind   = compression_timing::behind;
@@ -77,7 +79,7 @@ raw_copies_view raw(pool_id id, std::size_t bytes, milliseconds idle, bool read_
   return raw_copies_view{id, bytes, idle, read_only};
 }
 
-struct plan_row {
+struct compression_row {
   char const* name;
   host_budget host;
   std::vector<raw_copies_view> pools;
@@ -90,58 +92,58 @@ TEST(CompressionPolicy,
   // Limit 100 MiB: high 0.85 -> 89128959 bytes (the double below 0.85 times 104857600,
   // floored), low 0.75 -> 78643200 (75 MiB, exact). One byte past high, the excess over
   // low is 89128960 - 78643200 = 10 MiB.
-  constexpr std::size_t limit = 100 * MiB;
-  constexpr std::size_t high  = 89128959;
-  plan_row const rows[]       = {
-          {"nothing raw", {90 * MiB, limit}, {raw(1, 0, never), raw(2, 0, never)}, {}},
-          {"below the watermark, none idle", {50 * MiB, limit}, {raw(1, 10 * MiB, seconds(29))}, {}},
-          {"an idle pool, coldest first",
-           {50 * MiB, limit},
-           {raw(1, 10 * MiB, seconds(30)), raw(2, 10 * MiB, seconds(29)), raw(3, MiB, seconds(60))},
-           {3, 1}},
-          {"a never used pool counts as idle", {0, limit}, {raw(4, MiB, never)}, {4}},
-          {"read-only pools stay raw however idle",
-           {50 * MiB, limit},
-           {raw(1, 10 * MiB, never, true)},
-           {}},
-          {"at the high watermark exactly: no pressure",
-           {high, limit},
-           {raw(1, 10 * MiB, seconds(1))},
-           {}},
-          // One byte past it: the excess is 10 MiB. Pool 2 (colder, 6 MiB) then pool 1 (5 MiB)
-          // cover it; pool 3 (hot, 4 MiB) is not needed.
-          {"pressure: coldest first until covered",
-           {high + 1, limit},
-           {raw(1, 5 * MiB, seconds(2)), raw(2, 6 * MiB, seconds(5)), raw(3, 4 * MiB, seconds(1))},
-           {2, 1}},
-          // An excess of 10 MiB + 1 is more than pool 2's 10 MiB: pool 1 is chosen too; an
-          // excess of exactly 10 MiB is covered by pool 2 alone.
-          {"a plan never chooses fewer bytes than the excess",
-           {high + 2, limit},
-           {raw(1, 5 * MiB, seconds(2)), raw(2, 10 * MiB, seconds(5))},
-           {2, 1}},
-          {"an excess covered exactly stops the plan",
-           {high + 1, limit},
-           {raw(1, 5 * MiB, seconds(2)), raw(2, 10 * MiB, seconds(5))},
-           {2}},
-          {"pressure: read-only pools last, even when colder",
-           {95 * MiB, limit},
-           {raw(1, 30 * MiB, never, true), raw(2, 8 * MiB, seconds(1)), raw(3, 8 * MiB, seconds(2))},
-           {3, 2, 1}},
-          {"pressure: an idle pool is chosen past the excess",
-           {86 * MiB, limit},
-           {raw(1, 20 * MiB, seconds(40)), raw(2, 5 * MiB, seconds(35)), raw(3, 5 * MiB, seconds(3))},
-           {1, 2}},
-          {"equal idle times: lower id first",
-           {0, limit},
-           {raw(7, MiB, never), raw(5, MiB, never)},
-           {5, 7}},
-          {"limit unknown (0): idle pools only",
-           {GiB, 0},
-           {raw(1, MiB, seconds(31)), raw(2, MiB, seconds(1))},
-           {1}},
+  constexpr std::size_t limit      = 100 * MiB;
+  constexpr std::size_t high_bytes = 89128959;
+  compression_row const rows[]     = {
+        {"nothing raw", {90 * MiB, limit}, {raw(1, 0, never), raw(2, 0, never)}, {}},
+        {"below the watermark, none idle", {50 * MiB, limit}, {raw(1, 10 * MiB, seconds(29))}, {}},
+        {"an idle pool, coldest first",
+         {50 * MiB, limit},
+         {raw(1, 10 * MiB, seconds(30)), raw(2, 10 * MiB, seconds(29)), raw(3, MiB, seconds(60))},
+         {3, 1}},
+        {"a never used pool counts as idle", {0, limit}, {raw(4, MiB, never)}, {4}},
+        {"read-only pools stay raw however idle",
+         {50 * MiB, limit},
+         {raw(1, 10 * MiB, never, true)},
+         {}},
+        {"at the high watermark exactly: no pressure",
+         {high_bytes, limit},
+         {raw(1, 10 * MiB, seconds(1))},
+         {}},
+        // One byte past it: the excess is 10 MiB. Pool 2 (colder, 6 MiB) then pool 1 (5 MiB)
+        // cover it; pool 3 (hot, 4 MiB) is not needed.
+        {"pressure: coldest first until covered",
+         {high_bytes + 1, limit},
+         {raw(1, 5 * MiB, seconds(2)), raw(2, 6 * MiB, seconds(5)), raw(3, 4 * MiB, seconds(1))},
+         {2, 1}},
+        // An excess of 10 MiB + 1 is more than pool 2's 10 MiB: pool 1 is chosen too; an
+        // excess of exactly 10 MiB is covered by pool 2 alone.
+        {"a plan never chooses fewer bytes than the excess",
+         {high_bytes + 2, limit},
+         {raw(1, 5 * MiB, seconds(2)), raw(2, 10 * MiB, seconds(5))},
+         {2, 1}},
+        {"an excess covered exactly stops the plan",
+         {high_bytes + 1, limit},
+         {raw(1, 5 * MiB, seconds(2)), raw(2, 10 * MiB, seconds(5))},
+         {2}},
+        {"pressure: read-only pools last, even when colder",
+         {95 * MiB, limit},
+         {raw(1, 30 * MiB, never, true), raw(2, 8 * MiB, seconds(1)), raw(3, 8 * MiB, seconds(2))},
+         {3, 2, 1}},
+        {"pressure: an idle pool is chosen past the excess",
+         {86 * MiB, limit},
+         {raw(1, 20 * MiB, seconds(40)), raw(2, 5 * MiB, seconds(35)), raw(3, 5 * MiB, seconds(3))},
+         {1, 2}},
+        {"equal idle times: lower id first",
+         {0, limit},
+         {raw(7, MiB, never), raw(5, MiB, never)},
+         {5, 7}},
+        {"limit unknown (0): idle pools only",
+         {GiB, 0},
+         {raw(1, MiB, seconds(31)), raw(2, MiB, seconds(1))},
+         {1}},
   };
-  for (plan_row const& row : rows) {
+  for (compression_row const& row : rows) {
     EXPECT_EQ(plan_compression(row.host, row.pools, compression_settings{}), row.expected)
       << row.name;
   }

@@ -4,6 +4,8 @@
 // rational arithmetic where it is large), never by the code under test.
 #include <swapalloc/policy.hpp>
 
+#include "byte_units.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -27,8 +29,8 @@ void PrintTo(room_step const& step, std::ostream* out)
 
 namespace {
 
-constexpr std::size_t MiB  = std::size_t{1} << 20;
-constexpr std::size_t GiB  = std::size_t{1} << 30;
+using testing::units::GiB;
+using testing::units::MiB;
 constexpr std::size_t page = 2 * MiB;
 constexpr std::size_t all  = std::numeric_limits<std::size_t>::max();
 constexpr double nan       = std::numeric_limits<double>::quiet_NaN();

@@ -41,7 +41,7 @@ class SwapTest : public AllocatorTest {
   /// Pinned host bytes the transfer engine keeps for good: its staging ring.
   [[nodiscard]] std::size_t staging_ring_bytes() const
   {
-    return options().transfer.staging_slots * max_chunk_bytes;
+    return resolve_options(options()).transfer.staging_slots * max_chunk_bytes;
   }
 
   /// A pool named `name`, with `codec` forced when given.

@@ -293,7 +293,7 @@ TEST_F(SwapOneWorkerTest, ARestoreCancelsPendingCompressionAndCompressionResumes
 /// The default, lazy compression, with an idle delay a test can wait for.
 class SwapLazyTest : public SwapTest {
  protected:
-  static constexpr std::chrono::milliseconds delay{1500};
+  static constexpr std::chrono::milliseconds delay{800};
 
   [[nodiscard]] allocator_options options() const override
   {

@@ -202,13 +202,17 @@ TEST(WorkerPool, RejectsZeroThreadsAndEmptyTasks)
   EXPECT_EQ(group.pending(), 0U);
 }
 
-TEST(WorkerCount, DefaultsToTheCoresLessOneUpToEight)
+TEST(WorkerCount, DefaultsToTheCoresLessOneUpToFortyEight)
 {
-  std::size_t const n     = default_worker_count();
-  std::size_t const cores = std::thread::hardware_concurrency();
-  EXPECT_GE(n, 1U);
-  EXPECT_LE(n, 8U);
-  if (cores > 1 && cores <= 9) { EXPECT_EQ(n, cores - 1); }
+  struct row {
+    std::size_t cores;
+    std::size_t workers;
+  };
+  for (row const r : {row{0, 1}, row{1, 1}, row{2, 1}, row{3, 2}, row{9, 8}, row{16, 15},
+                      row{49, 48}, row{50, 48}, row{256, 48}}) {
+    EXPECT_EQ(default_worker_count(r.cores), r.workers) << r.cores << " cores";
+  }
+  EXPECT_EQ(default_worker_count(), default_worker_count(std::thread::hardware_concurrency()));
 }
 
 }  // namespace
