@@ -880,6 +880,7 @@ class allocator {
       task_group* const jobs = pool.compression_in_flight();
       if (jobs == nullptr) { return found; }
       // The pool lives on: a live block refuses destroy_pool.
+      pool_residency::compression_pause const pause(pool);  // the jobs end soon
       wait_gate(lock).outside([&] { jobs->wait(); });
     }
   }

@@ -43,9 +43,10 @@ struct allocator_options {
   /// evictions hand to its own maps (handle_cache.hpp), held for that operation only.
   /// 0 turns it off.
   std::size_t handle_cache_bytes{std::numeric_limits<std::size_t>::max()};
-  /// The transfer engines' settings; staging_slots 0: the larger of 16 and 2 × workers, so
-  /// that every worker can decode a restore's chunk into a slot while the link copies out
-  /// of the others (issue 14: restore decoding may use every core).
+  /// The transfer engines' settings; staging_slots 0: 2 × workers, at least 16 and at most
+  /// 64, so that every worker can decode a restore's chunk into a slot while the link
+  /// copies out of the others (issue 14: restore decoding may use every core). Each slot
+  /// is 1 MiB of pinned memory per device, outside the host budget.
   transfer_options transfer{.staging_slots = 0};
   /// How long a pool idles before its raw host copies are compressed (an eviction that
   /// the host budget cannot hold raw compresses behind at once: compression_policy.hpp);
@@ -91,7 +92,7 @@ inline constexpr std::size_t default_log_capacity = 1024;
   }
   if (options.workers == 0) { options.workers = env.workers.value_or(default_worker_count()); }
   if (options.transfer.staging_slots == 0) {
-    options.transfer.staging_slots = std::max<std::size_t>(16, 2 * options.workers);
+    options.transfer.staging_slots = std::clamp<std::size_t>(2 * options.workers, 16, 64);
   }
   if (options.high_watermark == 0) { options.high_watermark = env.high.value_or(0.85); }
   if (options.low_watermark == 0) { options.low_watermark = env.low.value_or(0.75); }

@@ -372,6 +372,8 @@ class device_state {
   {
     pool_residency* const residency = pool(id);
     task_group* const jobs = residency != nullptr ? residency->compression_in_flight() : nullptr;
+    std::optional<pool_residency::compression_pause> pause;  // moving copies waits not for a codec
+    if (jobs != nullptr) { pause.emplace(*residency); }
     if (!controls_.activated(id)) {
       gate.outside([&] {
         driver_->synchronize_context();
@@ -474,6 +476,7 @@ class device_state {
                      wait_gate gate = {})
   {
     if (task_group* const jobs = pool.compression_in_flight()) {  // dropping copies waits not
+      pool_residency::compression_pause const pause(pool);        // for a codec
       gate.outside([&] { jobs->wait(); });
     }
     pool.prepare_swap();
@@ -507,6 +510,16 @@ class device_state {
    *        order (none before the first eviction). @pre locked, an engine lease.
    *        @throws std::bad_alloc (what was handed over is compressed; the rest stays raw).
    */
+  /// Whether any pool holds a copy whose compression was deferred (pool_image::
+  /// has_deferred): compress_raw_copies has nothing to do otherwise. Cost: O(pools).
+  /// @pre locked.
+  [[nodiscard]] bool any_deferred() const
+  {
+    return std::any_of(pools_.begin(), pools_.end(), [](auto const& pool) {
+      return pool != nullptr && pool->image() != nullptr && pool->image()->has_deferred();
+    });
+  }
+
   template <typename EntryOf>
   std::vector<compression_handed> compress_raw_copies(EntryOf&& entry_of)
   {

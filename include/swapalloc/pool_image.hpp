@@ -158,6 +158,13 @@ class pool_image {
     set_deferred(copy, static_cast<bool>(copy.packed));
   }
 
+  /// Whether any copy is marked deferred. Thread safety: any thread.
+  [[nodiscard]] bool has_deferred() const
+  {
+    std::lock_guard const lock(mutex_);
+    return deferred_bytes_ != 0;
+  }
+
   /// Host bytes of the copies marked deferred of the pages `chosen(page)` accepts (their
   /// raw `packed` extents). Cost: O(pages) under the image's mutex. Thread safety: any.
   template <typename Chosen>
@@ -182,13 +189,14 @@ class pool_image {
   [[nodiscard]] std::size_t copies() const noexcept { return copies_; }
   [[nodiscard]] std::size_t page_count() const noexcept { return pages_.size(); }
 
-  /// When the latest eviction into this image ended (the copies' age, for the compression
-  /// policy's idle delay); the epoch before the first. @pre the device's lock.
+  /// When the latest eviction into this image began (the copies' age, for the compression
+  /// policy's idle delay: a pool evicted in parts ages from its latest part); the epoch
+  /// before the first. @pre the device's lock.
   [[nodiscard]] std::chrono::steady_clock::time_point evicted_at() const noexcept
   {
     return evicted_at_;
   }
-  /// Records an eviction into this image ending at `when`. @pre the device's lock.
+  /// Records an eviction into this image beginning at `when`. @pre the device's lock.
   void note_eviction(std::chrono::steady_clock::time_point when) noexcept { evicted_at_ = when; }
 
   /// The compression jobs of this image (restore and drop wait for them first).
@@ -197,13 +205,14 @@ class pool_image {
   /**
    * @brief While cancelled, compression jobs store the chunks they have not encoded yet
    *        raw (checksummed, in place): a restore that needs the pages now does not wait
-   *        for a codec (../shared/notes/gpu-speed.md §3.4). Thread safety: any thread.
+   *        for a codec (../shared/notes/gpu-speed.md §3.4). Cancels nest: compression
+   *        resumes when every cancel has been resumed. Thread safety: any thread.
    */
-  void cancel_compression() noexcept { cancelled_.store(true, std::memory_order_relaxed); }
-  void resume_compression() noexcept { cancelled_.store(false, std::memory_order_relaxed); }
+  void cancel_compression() noexcept { cancels_.fetch_add(1, std::memory_order_relaxed); }
+  void resume_compression() noexcept { cancels_.fetch_sub(1, std::memory_order_relaxed); }
   [[nodiscard]] bool compression_cancelled() const noexcept
   {
-    return cancelled_.load(std::memory_order_relaxed);
+    return cancels_.load(std::memory_order_relaxed) != 0;
   }
   /// Counts a page whose compression a cancel cut short. Thread safety: any thread.
   void count_cancelled_page() noexcept { cancelled_pages_.fetch_add(1, std::memory_order_relaxed); }
@@ -289,7 +298,7 @@ class pool_image {
   std::size_t copies_{0};
   std::chrono::steady_clock::time_point evicted_at_{};
   task_group jobs_;
-  std::atomic<bool> cancelled_{false};
+  std::atomic<unsigned> cancels_{0};  // cancel_compression calls not yet resumed
   std::atomic<std::size_t> cancelled_pages_{0};
   std::mutex codec_mutex_;  // codec_ and codec_chosen_
   codec_id codec_{codec_id::raw};

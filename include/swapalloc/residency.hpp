@@ -227,6 +227,29 @@ class pool_residency {
     return image_ != nullptr && image_->jobs().pending() != 0 ? &image_->jobs() : nullptr;
   }
 
+  /**
+   * @brief Cancels the pool's pending compression for its lifetime (pool_image::
+   *        cancel_compression): a caller that waits for the jobs only to drop or move
+   *        copies does not wait for a codec; a copy cut short stays raw, deferred.
+   *        Nothing without an image. Thread safety: as the image's cancel.
+   */
+  class compression_pause {
+   public:
+    explicit compression_pause(pool_residency& pool) noexcept : image_(pool.image_.get())
+    {
+      if (image_ != nullptr) { image_->cancel_compression(); }
+    }
+    compression_pause(compression_pause const&)            = delete;
+    compression_pause& operator=(compression_pause const&) = delete;
+    ~compression_pause()
+    {
+      if (image_ != nullptr) { image_->resume_compression(); }
+    }
+
+   private:
+    pool_image* image_;
+  };
+
   /// Host bytes of the copies of evicted pages whose compression was deferred
   /// (pool_image::deferred_bytes): what compressing the pool could save. Kept copies of
   /// resident pages do not count: a job on them would make a free or allocation wait.

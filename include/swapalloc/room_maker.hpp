@@ -187,7 +187,8 @@ class room_maker {
    */
   std::size_t compress_host(device_state& state, std::unique_lock<std::mutex>& lock)
   {
-    if (state.store() == nullptr) { return 0; }
+    // Cheap test first, as make_room's: most passes find nothing raw and take no lease.
+    if (state.store() == nullptr || !state.any_deferred()) { return 0; }
     pool_controls::engine_lease const lease(state.controls(), lock);
     return compress_and_note(state);
   }
@@ -330,12 +331,14 @@ class room_maker {
     pool_residency* const pool = state.pool(id);
     if (pool == nullptr || state.context() == nullptr) { return {}; }
     context_scope const current(*driver_, state.context());
-    pool_controls::moving_pool const mark(state.controls(), id);
+    std::optional<pool_controls::moving_pool> mark;
+    mark.emplace(state.controls(), id);
     auto const start = std::chrono::steady_clock::now();
     state.wait_for_pool(id, wait_gate(lock));  // its own last use, else the device's work
     ensure_swap_tier(state);
     evict_result done = state.evict(
       *pool, bytes, codec_choice{entry.options.dtype, entry.options.codec}, wait_gate(lock));
+    mark.reset();  // the pool is no longer moving: its own copies may be chosen too
     if (done.pages_copied != 0) { compress_raw_copies(state); }
     state.controls().set_prefetched(id, false);
     events_->note_eviction(state, id, done, seconds_since(start), "explicit");

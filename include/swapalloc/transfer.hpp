@@ -25,10 +25,16 @@
  *   stops deferring, hands this pool's deferred copies to compression, waits for its
  *   compression jobs (which give raw bytes back), and then compresses synchronously
  *   through a staging buffer; if even the compressed page does not fit, the page and
- *   those after it stay resident and the outcome says why.
+ *   those after it stay resident and the outcome says why. A copy's compression takes
+ *   effect whole or not at all: if a chunk stays raw in `packed` (it does not gain, or
+ *   the budget has no room), the copy's encoded chunks go back to raw (back_to_raw),
+ *   since `packed` stays anyway and they would only add to it.
  * - **Restore.** First the pool's pending compression is cancelled: jobs not yet done store
  *   their remaining chunks raw instead of encoding them, so the restore waits for
- *   checksums, not for a codec (`compressions_cut_short` counts such pages).
+ *   checksums, not for a codec (`compressions_cut_short` counts such pages); its jobs no
+ *   worker has started run on the calling thread (worker_pool::run_queued), so a restore
+ *   never waits behind other pools' compression, and its decoding jobs are urgent: they
+ *   run before any compression queued.
  *   Then for each chunk of each page, in order: a worker decompresses it into a
  *   staging buffer and verifies its XXH64 (a chunk stored raw is copied straight from the
  *   store at once, and verified in place beside its copy, not ahead of it: issue 14's
@@ -287,6 +293,7 @@ class transfer_engine {
   {
     ensure_ready();
     evict_pass pass{residency, residency.image_for(*store_), choice, gate, {}, {}, {}, {}};
+    pass.image.note_eviction(std::chrono::steady_clock::now());  // the copies' age
     std::size_t const pins_before = store_->pins();
     double const pin_before       = store_->pin_seconds();
     transfer_times& times         = pass.out.times;
@@ -325,7 +332,6 @@ class transfer_engine {
       throw;
     }
     if (pass.unmap_error) { std::rethrow_exception(pass.unmap_error); }
-    pass.image.note_eviction(std::chrono::steady_clock::now());
     pass.out.compression_deferred = pass.choice.defer;
     pass.out.slabs_pinned         = store_->pins() - pins_before;
     times.pin                     = store_->pin_seconds() - pin_before;
@@ -533,7 +539,9 @@ class transfer_engine {
   };
 
   /// Cancels `image`'s pending compression and waits for its jobs, so that every copy's
-  /// chunks are published (the jobs still pending store the rest raw).
+  /// chunks are published (the jobs still pending store the rest raw). Its jobs no worker
+  /// has started run on this thread, cancelled: the restore never waits behind other
+  /// pools' compression queued before them.
   void settle_compression(pool_image& image, wait_gate gate, restore_result& out)
   {
     detail::phase_timer const wait(out.times.wait);
@@ -543,7 +551,10 @@ class transfer_engine {
       pool_image& image;
       ~resume() { image.resume_compression(); }
     } const again{image};
-    gate.outside([&] { image.jobs().wait(); });
+    gate.outside([&] {
+      (void)workers_->run_queued(image.jobs());
+      image.jobs().wait();
+    });
     out.compressions_cut_short = image.cancelled_pages() - cut_before;
   }
 
@@ -631,7 +642,8 @@ class transfer_engine {
             decode_piece(pass.pieces, pass.run, index);
           }
           driver_->event_synchronize(done);  // the copies are in: their sources may be freed
-          pass.run.group.wait();             // no worker touches `run` any more
+          (void)workers_->run_queued(pass.run.group);  // claimed here already: no-ops
+          pass.run.group.wait();                       // no worker touches `run` any more
         });
       }
       times.wait -= verifying;
@@ -999,8 +1011,25 @@ class transfer_engine {
     bool const later = raw_left || cut_short;
     if (scratch != nullptr) { give_scratch(std::move(scratch)); }
     bool const packed_needed = needs_packed(chunks);
-    bool const deferred      = later && !chunks.empty();
+    if (packed_needed) { back_to_raw(copy, chunks); }
+    bool const deferred = later && !chunks.empty();
     image.publish(copy, std::move(chunks), packed_needed, deferred);
+  }
+
+  /// A copy whose `packed` extent stays (a chunk lies in it) gains nothing from its other
+  /// chunks' encoded extents, which only add to it: they go back, and those chunks are
+  /// raw in `packed` again (zero chunks hold nothing and stay). So compression takes
+  /// effect for a whole copy or not at all, and a copy never holds more than its raw bytes.
+  void back_to_raw(page_copy const& copy, std::vector<stored_chunk>& chunks) noexcept
+  {
+    for (stored_chunk& chunk : chunks) {
+      if (!chunk.owned) { continue; }
+      store_->deallocate(std::exchange(chunk.owned, host_extent{}));
+      std::span<std::byte const> const raw(copy.packed.data + chunk.packed_offset,
+                                           chunk.header.raw_bytes);
+      chunk.header = raw_header(raw, chunk.header.checksum);
+      chunk.data   = raw.data();
+    }
   }
 
   /// Whether a copy with `chunks` still needs its `packed` extent: while a chunk lies in
@@ -1015,10 +1044,11 @@ class transfer_engine {
 
   /// Worker: encodes the raw chunks of `copy` (published deferred) with the pool's codec,
   /// chosen here at its first compression, and publishes the copy again; `packed` goes
-  /// back once no chunk lies in it. A chunk whose bytes no longer match its checksum stays
-  /// raw with it (the restore reports it), as does one that does not gain or fit. When a
-  /// restore cancels compression meanwhile, the rest stays raw and the copy deferred; so
-  /// does the whole copy when the codec cannot be chosen (out of memory).
+  /// back. A chunk whose bytes no longer match its checksum stays raw with it (the
+  /// restore reports it), as does one that does not gain or fit; then the whole copy stays
+  /// raw (back_to_raw). When a restore cancels compression meanwhile, the copy stays raw
+  /// and deferred, for a later plan. Out of memory for the codec's choice or the scratch
+  /// leaves it raw and not deferred: no plan retries it in a loop.
   void compress_raw_chunks(pool_image& image, page_copy& copy, codec_choice const& choice) noexcept
   {
     auto scratch = take_scratch_noexcept();
@@ -1028,9 +1058,8 @@ class transfer_engine {
       if (scratch == nullptr) { throw std::bad_alloc(); }
       codec  = image.codec_or([&] { return pick_codec(copy, choice); });
       chunks = copy.chunks;
-    } catch (...) {
+    } catch (...) {  // NOLINT(bugprone-empty-catch): the copy stays raw, restorable
       if (scratch != nullptr) { give_scratch(std::move(scratch)); }
-      image.defer(copy);
       return;
     }
     bool cut_short = false;
@@ -1045,6 +1074,7 @@ class transfer_engine {
     give_scratch(std::move(scratch));
     if (cut_short) { image.count_cancelled_page(); }
     bool const packed_needed = needs_packed(chunks);
+    if (packed_needed) { back_to_raw(copy, chunks); }
     image.publish(copy, std::move(chunks), packed_needed, cut_short);
   }
 
@@ -1273,9 +1303,12 @@ class transfer_engine {
         }
         slot_busy_[slot] = false;
       }
-      workers_->submit(run.group, [this, &run, &pieces, index] {
-        if (run.claim(index)) { decode_piece(pieces, run, index); }
-      });
+      workers_->submit(
+        run.group,
+        [this, &run, &pieces, index] {
+          if (run.claim(index)) { decode_piece(pieces, run, index); }
+        },
+        task_priority::urgent);  // the restore waits for it: before background compression
       ++submitted;
     }
   }

@@ -28,6 +28,7 @@
 #include <charconv>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <deque>
 #include <exception>
@@ -113,8 +114,14 @@ class task_group {
   std::exception_ptr error_;
 };
 
+/// Which queue a task joins: urgent tasks run before every normal one (a restore's
+/// decoding, which a caller waits for, before background compression).
+enum class task_priority : std::uint8_t { normal, urgent };
+
 /**
- * @brief A fixed set of threads running submitted tasks in FIFO order.
+ * @brief A fixed set of threads running submitted tasks: urgent ones first, each queue in
+ *        FIFO order. A caller that would wait for a group's queued tasks can run them
+ *        itself (`run_queued`).
  *
  * Destruction lets the workers finish every queued task, then joins them.
  */
@@ -154,7 +161,8 @@ class worker_pool {
   [[nodiscard]] std::size_t size() const noexcept { return workers_.size(); }
 
   /**
-   * @brief Queues `task` for a worker, counted in `group` until it has run.
+   * @brief Queues `task` for a worker, counted in `group` until it has run; an urgent task
+   *        runs before every normal one queued.
    *
    * An exception the task throws is captured in `group` (the first one is kept).
    * @pre `group` outlives the task (its destructor waits, so this holds unless the group
@@ -162,18 +170,54 @@ class worker_pool {
    * @throws std::invalid_argument for an empty `task`; std::bad_alloc (nothing queued,
    *         `group` unchanged).
    */
-  void submit(task_group& group, std::function<void()> task)
+  void submit(task_group& group, std::function<void()> task,
+              task_priority priority = task_priority::normal)
   {
     if (!task) { throw std::invalid_argument("swapalloc: worker_pool::submit: empty task"); }
     group.add();  // before queueing: a fast worker must never see the count below zero
     try {
       std::lock_guard lock(mutex_);
-      queue_.push_back(queued{&group, std::move(task)});
+      (priority == task_priority::urgent ? urgent_ : queue_)
+        .push_back(queued{&group, std::move(task)});
     } catch (...) {
       group.finish(nullptr);
       throw;
     }
     ready_.notify_one();
+  }
+
+  /**
+   * @brief Takes `group`'s tasks that no worker has started off the queues and runs them on
+   *        the calling thread, in order, as a worker would (exceptions go to `group`): a
+   *        caller about to wait for the group does not wait behind other groups' tasks.
+   *        Tasks already running are left to their workers. Cost: a scan of the queues
+   *        under the pool's mutex, then the tasks.
+   * @return how many tasks it ran. @throws std::bad_alloc (nothing taken then).
+   * Thread safety: any thread but a worker of this pool running one of `group`'s tasks.
+   */
+  std::size_t run_queued(task_group& group)
+  {
+    std::vector<queued> taken;
+    {
+      std::lock_guard lock(mutex_);
+      for (std::deque<queued>* const queue : {&urgent_, &queue_}) {
+        auto const mine = [&](queued const& q) { return q.group == &group; };
+        taken.reserve(taken.size() +
+                      static_cast<std::size_t>(std::count_if(queue->begin(), queue->end(), mine)));
+        for (queued& q : *queue) {
+          if (!mine(q)) { continue; }
+          taken.push_back(std::move(q));
+          q.group = nullptr;  // taken: erased below
+        }
+        queue->erase(std::remove_if(queue->begin(), queue->end(),
+                                    [](queued const& q) { return q.group == nullptr; }),
+                     queue->end());
+      }
+    }
+    for (queued& next : taken) {
+      execute(next);
+    }
+    return taken.size();
   }
 
  private:
@@ -188,20 +232,27 @@ class worker_pool {
       queued next;
       {
         std::unique_lock lock(mutex_);
-        ready_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) { return; }  // stopping, and the queue is drained
-        next = std::move(queue_.front());
-        queue_.pop_front();
+        ready_.wait(lock, [&] { return stopping_ || !urgent_.empty() || !queue_.empty(); });
+        std::deque<queued>& from = !urgent_.empty() ? urgent_ : queue_;
+        if (from.empty()) { return; }  // stopping, and the queues are drained
+        next = std::move(from.front());
+        from.pop_front();
       }
-      std::exception_ptr error;
-      try {
-        next.task();
-      } catch (...) {
-        error = std::current_exception();
-      }
-      next.task = nullptr;  // the task's captures go before the group learns it is done
-      next.group->finish(std::move(error));
+      execute(next);
     }
+  }
+
+  /// Runs `next` and tells its group, with the task's captures gone first.
+  static void execute(queued& next) noexcept
+  {
+    std::exception_ptr error;
+    try {
+      next.task();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    next.task = nullptr;  // the task's captures go before the group learns it is done
+    next.group->finish(std::move(error));
   }
 
   void stop_and_join() noexcept
@@ -216,8 +267,9 @@ class worker_pool {
     }
   }
 
-  std::mutex mutex_;  // guards queue_ and stopping_
+  std::mutex mutex_;  // guards urgent_, queue_ and stopping_
   std::condition_variable ready_;
+  std::deque<queued> urgent_;
   std::deque<queued> queue_;
   bool stopping_{false};
   std::vector<std::thread> workers_;

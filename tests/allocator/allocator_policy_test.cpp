@@ -463,15 +463,15 @@ TEST(PolicyOptions, CompressAfterComesFromTheEnvironmentUnlessSet)
   EXPECT_EQ(resolve_options({}).compress_after, std::chrono::seconds(30)) << "the default";
 }
 
-TEST(PolicyOptions, TheStagingRingHoldsTwoSlotsPerWorkerAndAtLeastSixteenUnlessSet)
+TEST(PolicyOptions, TheStagingRingHoldsTwoSlotsPerWorkerFromSixteenToSixtyFourUnlessSet)
 {
   struct row {
     std::size_t workers;
     std::size_t staging_slots;  // set; 0: the default
     std::size_t expected;
   };
-  for (row const r : {row{1, 0, 16}, row{8, 0, 16}, row{9, 0, 18}, row{47, 0, 94}, row{47, 2, 2},
-                      row{1, 40, 40}}) {
+  for (row const r : {row{1, 0, 16}, row{8, 0, 16}, row{9, 0, 18}, row{32, 0, 64}, row{47, 0, 64},
+                      row{47, 2, 2}, row{1, 40, 40}}) {
     allocator_options o;
     o.read_environment       = false;
     o.workers                = r.workers;

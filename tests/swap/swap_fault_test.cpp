@@ -3,10 +3,12 @@
 // turn. Whatever fails, no live byte is lost and the allocator stays usable: a failed
 // evict leaves the rest resident, a failed restore leaves the pool evicted, and the next
 // evict or restore succeeds. A chunk whose bytes changed in host memory fails its
-// checksum with an error naming the pool and the chunk.
+// checksum with an error naming the pool and the chunk. The sweeps run with both
+// compression timings: lazy (the default: copies stay raw) and behind each eviction.
 #include "fault_sweep.hpp"
 #include "swap_fixture.hpp"
 
+#include <chrono>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,7 +16,24 @@
 namespace swapalloc::testing {
 namespace {
 
-TEST_F(SwapTest, AFaultAtAnyDriverCallOfEvictLosesNothing)
+/// The swap fixture with the compression timing of the parameter: lazy (the default), or
+/// behind every eviction (compress_after 0).
+class SwapFaultTest : public SwapTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  [[nodiscard]] allocator_options options() const override
+  {
+    allocator_options o = SwapTest::options();
+    if (GetParam()) { o.compress_after = std::chrono::milliseconds(0); }
+    return o;
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(CompressionTiming, SwapFaultTest, ::testing::Values(false, true),
+                         [](::testing::TestParamInfo<bool> const& info) {
+                           return info.param ? std::string("behind") : std::string("lazy");
+                         });
+
+TEST_P(SwapFaultTest, AFaultAtAnyDriverCallOfEvictLosesNothing)
 {
   SIM_ONLY(sim(), "injects driver failures");
   pool_id const pool = make_pool("model", codec_id::shuffle2_lz4);
@@ -81,7 +100,7 @@ TEST_F(SwapTest, AnEvictWhoseStreamCannotBeWaitedForKeepsItsExtentsUntilTheNextT
   free_all(blocks);
 }
 
-TEST_F(SwapTest, AFaultAtAnyDriverCallOfRestoreLeavesThePoolEvictedAndRestorable)
+TEST_P(SwapFaultTest, AFaultAtAnyDriverCallOfRestoreLeavesThePoolEvictedAndRestorable)
 {
   SIM_ONLY(sim(), "injects driver failures");
   pool_id const pool = make_pool("model", codec_id::lz4);

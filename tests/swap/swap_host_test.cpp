@@ -329,8 +329,8 @@ class SwapLazyTest : public SwapTest {
 TEST_F(SwapLazyTest, CopiesStayRawUntilTheirPoolIdlesPastTheDelayAndThenAreCompressed)
 {
   auto [pool, blocks]      = weights("model", 8 * MiB, 71);
+  auto const used          = std::chrono::steady_clock::now();  // the copies are younger
   evict_result const out   = alloc().evict(pool, 0);
-  auto const used          = std::chrono::steady_clock::now();  // its copies' age starts
   bool const early_checked = within_delay(used);
   alloc().wait_for_compression(pool);  // the checksum jobs
   EXPECT_TRUE(out.compression_deferred) << "an empty store holds the copies raw";
@@ -393,7 +393,7 @@ TEST_F(SwapLazyTest, AReadOnlyPoolStaysRawHoweverLongItIdles)
   auto [pool, blocks] = weights("frozen", 4 * MiB, 89);
   alloc().set_read_only(pool, true);
   evict_result const out = alloc().evict(pool, 0);
-  auto const used        = std::chrono::steady_clock::now();
+  auto const used        = std::chrono::steady_clock::now();  // the copies are older
   ASSERT_TRUE(out.compression_deferred);
   alloc().wait_for_compression(pool);
   std::this_thread::sleep_until(used + delay + std::chrono::milliseconds(20));

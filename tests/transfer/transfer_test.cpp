@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <optional>
@@ -412,8 +414,10 @@ TEST_F(TransferRunTest, AChunkChangedBeforeItsDeferredCompressionStaysRawAndFail
   EXPECT_EQ(copy.chunks[0].header.codec, codec_id::raw)
     << "its bytes no longer match its checksum: encoding them would bless the change";
   for (std::size_t i = 1; i < copy.chunks.size(); ++i) {
-    EXPECT_EQ(copy.chunks[i].header.codec, codec_id::lz4) << "chunk " << i;
+    EXPECT_EQ(copy.chunks[i].header.codec, codec_id::raw)
+      << "chunk " << i << ": the raw extent stays for chunk 0, so encoding it would add bytes";
   }
+  EXPECT_FALSE(copy.deferred) << "not retried: the change is for the restore to report";
   EXPECT_THROW((void)engine_->restore(*pool_, {0}, nullptr), restore_error);
   EXPECT_EQ(pool_->pool().page(0), page_state::evicted) << "the page stays evicted";
   stored[100] ^= std::byte{0x04};
@@ -476,6 +480,64 @@ TEST_F(TransferRunTest, ADeferringEvictionShortOfHostBudgetCompressesItsCopiesAn
   EXPECT_FALSE(pool_->image()->find(pages - 1)->deferred);
   EXPECT_LE(store_->used_bytes(), host.limit_bytes);
   EXPECT_EQ(engine_->restore(*pool_, every_page(pages), nullptr).pages, pages);
+  expect_intact();
+}
+
+}  // namespace
+}  // namespace swapalloc::testing
+
+namespace swapalloc::testing {
+namespace {
+
+TEST_F(TransferRunTest, ARestoreRunsItsQueuedCompressionItselfInsteadOfWaitingForAWorker)
+{
+  // The only worker is held by another task (another pool's compression, say): a restore
+  // runs its pool's queued compression jobs itself, cancelled, and the no-op verify jobs of
+  // the raw pieces it verified itself, so it finishes while the worker is still held.
+  constexpr std::size_t pages = 2;
+  start(pages, true);
+  ASSERT_EQ(engine_->evict(*pool_, every_page(pages), deferred_lz4()).pages_copied, pages);
+  pool_->wait_for_compression();
+  std::promise<void> open;
+  task_group held;
+  workers_->submit(held, [gate = open.get_future().share()] { gate.wait(); });
+  ASSERT_NE(engine_->compress_deferred(*pool_, codec_choice{{}, codec_id::lz4}), 0U);
+  std::atomic<bool> restored{false};
+  std::atomic<bool> timed_out{false};
+  std::thread opener([&] {  // opens once the restore is back, or after 10 s
+    auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!restored.load() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    timed_out = !restored.load();
+    open.set_value();
+  });
+  restore_result const back = engine_->restore(*pool_, every_page(pages), nullptr);
+  restored                  = true;
+  opener.join();
+  held.wait();
+  EXPECT_FALSE(timed_out.load()) << "the restore waited for the held worker";
+  EXPECT_EQ(back.pages, pages);
+  EXPECT_EQ(back.compressions_cut_short, pages) << "its queued compression ran, cancelled";
+  expect_intact();
+}
+
+TEST_F(TransferRunTest, ACopyThatKeepsItsRawExtentKeepsNoEncodedChunkBesideIt)
+{
+  // Chunk 0 of the page does not compress (numbered words), chunk 1 does (periodic): the
+  // raw extent stays for chunk 0, so an encoded chunk 1 would only add to the copy.
+  start(1, true);
+  std::vector<std::uint32_t> const head = numbered_words(max_chunk_bytes);
+  std::copy(head.begin(), head.end(), words_.begin());
+  drv().memcpy_htod(pool_->pool().address(*block_), head.data(), max_chunk_bytes);
+  ASSERT_EQ(engine_->evict(*pool_, {0}, codec_choice{{}, codec_id::lz4}).pages_copied, 1U);
+  pool_->wait_for_compression();
+  page_copy const& copy = *pool_->image()->find(0);
+  ASSERT_EQ(copy.chunks.size(), 2U);
+  EXPECT_EQ(copy.chunks[0].header.codec, codec_id::raw) << "it does not gain";
+  EXPECT_EQ(copy.chunks[1].header.codec, codec_id::raw) << "back to raw in the kept extent";
+  EXPECT_EQ(copy.host_bytes(), copy.packed.bytes) << "no more than the raw bytes";
+  EXPECT_EQ(engine_->restore(*pool_, {0}, nullptr).pages, 1U);
   expect_intact();
 }
 

@@ -1,6 +1,7 @@
 // Tests of include/swapalloc/worker_pool.hpp: every task runs, in FIFO order on one
-// thread; wait() rethrows the first exception only after every task finished; flow
-// control bounds the pending count; destruction drains the queue. CPU only: no driver is
+// thread, urgent ones first; wait() rethrows the first exception only after every task
+// finished; flow control bounds the pending count; destruction drains the queue; a caller
+// runs its group's queued tasks itself (run_queued). CPU only: no driver is
 // loaded. (SWAPALLOC_WORKERS is parsed in config.hpp: tests/config.)
 #include <swapalloc/config.hpp>
 #include <swapalloc/worker_pool.hpp>
@@ -200,6 +201,63 @@ TEST(WorkerPool, RejectsZeroThreadsAndEmptyTasks)
   task_group group;
   EXPECT_THROW(pool.submit(group, std::function<void()>{}), std::invalid_argument);
   EXPECT_EQ(group.pending(), 0U);
+}
+
+TEST(WorkerPool, UrgentTasksRunBeforeQueuedNormalOnes)
+{
+  worker_pool pool(1);
+  task_group group;
+  std::binary_semaphore gate(0);
+  pool.submit(group, [&] { gate.acquire(); });  // holds the only worker
+  std::mutex mutex;
+  std::vector<std::string> order;
+  auto const record = [&](std::string name) {
+    return [&, name] {
+      std::lock_guard const lock(mutex);
+      order.push_back(name);
+    };
+  };
+  pool.submit(group, record("normal 1"));
+  pool.submit(group, record("urgent 1"), task_priority::urgent);
+  pool.submit(group, record("normal 2"));
+  pool.submit(group, record("urgent 2"), task_priority::urgent);
+  gate.release();
+  group.wait();
+  EXPECT_EQ(order, (std::vector<std::string>{"urgent 1", "urgent 2", "normal 1", "normal 2"}));
+}
+
+TEST(WorkerPool, RunQueuedRunsAGroupsUnstartedTasksOnTheCallingThreadAndLeavesOthers)
+{
+  worker_pool pool(1);
+  task_group blocker;
+  task_group other;
+  task_group mine;
+  std::binary_semaphore gate(0);
+  pool.submit(blocker, [&] { gate.acquire(); });  // the only worker is busy
+  std::atomic<int> others_ran{0};
+  pool.submit(other, [&] { ++others_ran; });  // queued before mine: not mine to run
+  std::thread::id const caller = std::this_thread::get_id();
+  std::vector<int> ran;
+  std::atomic<int> on_caller{0};
+  for (int i = 0; i < 3; ++i) {
+    pool.submit(mine, [&, i] {
+      ran.push_back(i);
+      if (std::this_thread::get_id() == caller) { ++on_caller; }
+    });
+  }
+  pool.submit(mine, [] { throw std::runtime_error("task 3"); });
+  EXPECT_EQ(pool.run_queued(mine), 4U);
+  EXPECT_EQ(mine.pending(), 0U) << "nothing of mine waits behind the blocked worker";
+  EXPECT_EQ(ran, (std::vector<int>{0, 1, 2})) << "in order";
+  EXPECT_EQ(on_caller.load(), 3);
+  EXPECT_THROW(mine.wait(), std::runtime_error) << "its exception reached the group";
+  EXPECT_EQ(other.pending(), 1U) << "another group's task stays queued";
+  EXPECT_EQ(others_ran.load(), 0);
+  EXPECT_EQ(pool.run_queued(mine), 0U);
+  gate.release();
+  other.wait();
+  EXPECT_EQ(others_ran.load(), 1);
+  blocker.wait();
 }
 
 TEST(WorkerCount, DefaultsToTheCoresLessOneUpToFortyEight)
