@@ -24,6 +24,7 @@
 #include <swapalloc/allocator.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -123,7 +124,10 @@ template <typename Next>
 
 /// The allocator of one seed: two compression workers; for a quarter of the seeds a host
 /// budget of 6 MiB in 1 MiB slabs (evictions kept short of it), for a third a staging
-/// ring and eviction window of 2 (more interleavings of copies and decodes). The model
+/// ring and eviction window of 2 (more interleavings of copies and decodes); compression
+/// lazy with the default delay (copies stay raw), behind every eviction (compress_after
+/// 0), or lazy with a 1 ms delay (each eviction's compression step hands the other
+/// pools' raw copies to the workers, which restores then cancel), a third each. The model
 /// evicts and restores by its own operations only: the policy's automatic eviction is off
 /// (it would evict pools the model writes to without activating them; the policy has its
 /// own tests, tests/allocator/allocator_policy_test.cpp).
@@ -140,6 +144,9 @@ template <typename Next>
   if ((r >> 8) % 3 == 2) {
     o.transfer.staging_slots = 2;
     o.transfer.window_pages  = 2;
+  }
+  if (std::uint64_t const timing = (r >> 16) % 3; timing != 0) {
+    o.compress_after = std::chrono::milliseconds(timing == 1 ? 0 : 1);
   }
   return o;
 }
