@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -415,7 +416,7 @@ class room_maker {
     std::size_t total   = 0;
     for (compression_handed const& done : state.compress_raw_copies(entry_of)) {
       total += done.bytes;
-      auto const percent = static_cast<long long>(100.0 * done.host_use + 0.5);
+      long const percent = std::lround(100.0 * done.host_use);
       events_->note(event_kind::compress, state, done.pool, done.bytes, 0,
                     "raw host copies handed to compression (idle " +
                       duration_text(std::chrono::duration<double>(done.idle).count()) +

@@ -206,7 +206,7 @@ class worker_pool {
                       static_cast<std::size_t>(std::count_if(queue->begin(), queue->end(), mine)));
         for (queued& q : *queue) {
           if (!mine(q)) { continue; }
-          taken.push_back(std::move(q));
+          taken.push_back(queued{q.group, std::move(q.task)});
           q.group = nullptr;  // taken: erased below
         }
         queue->erase(std::remove_if(queue->begin(), queue->end(),

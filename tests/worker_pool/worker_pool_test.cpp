@@ -211,7 +211,7 @@ TEST(WorkerPool, UrgentTasksRunBeforeQueuedNormalOnes)
   pool.submit(group, [&] { gate.acquire(); });  // holds the only worker
   std::mutex mutex;
   std::vector<std::string> order;
-  auto const record = [&](std::string name) {
+  auto const record = [&](std::string const& name) {
     return [&, name] {
       std::lock_guard const lock(mutex);
       order.push_back(name);
