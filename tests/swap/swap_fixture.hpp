@@ -90,8 +90,10 @@ class SwapTest : public AllocatorTest {
     return live;
   }
 
-  /// A new block of `bytes` in `pool`, filled with random bytes from `seed` (a host copy).
-  filled_block fill_new(pool_id pool, std::size_t bytes, std::uint64_t seed)
+  /// A new block of `bytes` in `pool`, filled with `kind` data (random bytes by default)
+  /// from `seed` (a host copy).
+  filled_block fill_new(pool_id pool, std::size_t bytes, std::uint64_t seed,
+                        data_kind kind = data_kind::random_bytes)
   {
     filled_block b;
     {
@@ -99,7 +101,7 @@ class SwapTest : public AllocatorTest {
       b.ptr = alloc().allocate(bytes, 0, nullptr);
     }
     b.bytes = bytes;
-    b.data  = make_data(data_kind::random_bytes, bytes, seed);
+    b.data  = make_data(kind, bytes, seed);
     drv().memcpy_htod(b.ptr, b.data.data(), bytes);
     return b;
   }

@@ -307,15 +307,7 @@ class SwapLazyTest : public SwapTest {
                                                         std::uint64_t seed)
   {
     pool_id const pool = make_pool(name, codec_id::shuffle2_lz4);
-    filled_block b;
-    {
-      pool_scope const scope(alloc(), pool);
-      b.ptr = alloc().allocate(bytes, 0, nullptr);
-    }
-    b.bytes = bytes;
-    b.data  = make_data(data_kind::bf16_weights, bytes, seed);
-    drv().memcpy_htod(b.ptr, b.data.data(), bytes);
-    return {pool, {std::move(b)}};
+    return {pool, {fill_new(pool, bytes, seed, data_kind::bf16_weights)}};
   }
 
   /// Whether less than the delay has passed since `since`: only then may a test expect a
