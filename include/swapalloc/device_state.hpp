@@ -275,8 +275,9 @@ class device_state {
   /**
    * @brief Releases the idle pages of every pool (or of `*only`) after the device's work up
    *        to now (torch.cuda.empty_cache). It waits with `lock` released, for the device
-   *        and for the compression of copies a release would drop, under an engine lease so
-   *        that no pool starts moving; the pools it waits for are marked moving meanwhile.
+   *        and for the compression of copies a release would drop (cancelled meanwhile:
+   *        empty_cache waits for no codec), under an engine lease so that no pool starts
+   *        moving; the pools it waits for are marked moving meanwhile.
    *        A pool moving when it is called is skipped.
    * @return bytes released. @throws cuda_error for the first failure, after releasing
    *         all it could. @pre `lock` holds the mutex, context current, no lease held.
@@ -284,7 +285,8 @@ class device_state {
   std::size_t release_cache(std::unique_lock<std::mutex>& lock, pool_id const* only)
   {
     pool_controls::engine_lease const lease(controls_, lock);
-    settle_compression(lock, only, [&] { synchronize(wait_gate(lock)); });
+    settle_compression(
+      lock, only, [&] { synchronize(wait_gate(lock)); }, true);
     std::size_t released = 0;
     std::exception_ptr first_error;
     for (std::size_t id = 0; id < pools_.size(); ++id) {
@@ -828,17 +830,24 @@ class device_state {
 
   /// Runs `also()`, then waits for the compression jobs in flight of the pools `selected`
   /// picks with `lock` released; those pools are marked moving from before `also` until
-  /// the wait ends. @pre `lock` holds the mutex, an engine lease.
+  /// the wait ends. With `cancel`, their compression is cancelled meanwhile (a release
+  /// waits for checksums, not for a codec; copies cut short stay raw, deferred).
+  /// @pre `lock` holds the mutex, an engine lease.
   template <typename Also>
-  void settle_compression(std::unique_lock<std::mutex>& lock, pool_id const* only, Also&& also)
+  void settle_compression(std::unique_lock<std::mutex>& lock, pool_id const* only, Also&& also,
+                          bool cancel = false)
   {
     std::vector<std::unique_ptr<pool_controls::moving_pool>> marks;
+    std::vector<std::unique_ptr<pool_residency::compression_pause>> pauses;
     std::vector<task_group*> jobs;
     for (std::size_t id = 0; id < pools_.size(); ++id) {
       if (!selected(static_cast<pool_id>(id), only)) { continue; }
       if (task_group* const group = pools_[id]->compression_in_flight()) {
         marks.push_back(
           std::make_unique<pool_controls::moving_pool>(controls_, static_cast<pool_id>(id)));
+        if (cancel) {
+          pauses.push_back(std::make_unique<pool_residency::compression_pause>(*pools_[id]));
+        }
         jobs.push_back(group);
       }
     }

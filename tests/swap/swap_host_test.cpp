@@ -290,6 +290,20 @@ TEST_F(SwapOneWorkerTest, ARestoreCancelsPendingCompressionAndCompressionResumes
   free_all(blocks);
 }
 
+TEST_F(SwapOneWorkerTest, EmptyCacheCancelsTheCompressionItWaitsFor)
+{
+  pool_id const pool     = make_pool("model", codec_id::shuffle4_zstd);
+  auto blocks            = populate(pool, data_kind::fp32_weights, 48 * MiB, 101, 1.0);
+  evict_result const out = alloc().evict(pool, 0);
+  (void)alloc().empty_cache();  // compression still pending: cancelled, not waited out
+  EXPECT_GT(alloc().compress_host(0), 0U) << "pages cut short stay raw, deferred, for a plan";
+  alloc().wait_for_compression(pool);
+  EXPECT_LT(alloc().stats(pool, 0).host_bytes, out.live_bytes) << "compressed in the end";
+  (void)alloc().restore(pool, 0);
+  expect_intact(blocks, "after a cancelled and resumed compression");
+  free_all(blocks);
+}
+
 /// The default, lazy compression, with an idle delay a test can wait for.
 class SwapLazyTest : public SwapTest {
  protected:
