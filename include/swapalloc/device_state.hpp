@@ -502,16 +502,6 @@ class device_state {
     return engine_->evict(pool, pages, choice, gate);
   }
 
-  /**
-   * @brief Hands raw host copies to compression as compression_policy.hpp plans it: those
-   *        of pools idle for the delay (since their latest eviction or last use, whichever
-   *        came later), and, while the host store holds more than its high
-   *        watermark, those of the coldest pools (transfer_engine::compress_deferred).
-   *        Moving pools are skipped. Cost: a walk over every pool's pages; no driver call,
-   *        no wait. @return each pool whose raw copies were handed over, in the plan's
-   *        order (none before the first eviction). @pre locked, an engine lease.
-   *        @throws std::bad_alloc (what was handed over is compressed; the rest stays raw).
-   */
   /// Whether any pool holds a copy whose compression was deferred (pool_image::
   /// has_deferred): compress_raw_copies has nothing to do otherwise. Cost: O(pools).
   /// @pre locked.
@@ -522,6 +512,16 @@ class device_state {
     });
   }
 
+  /**
+   * @brief Hands raw host copies to compression as compression_policy.hpp plans it: those
+   *        of pools idle for the delay (since their latest eviction or last use, whichever
+   *        came later), and, while the host store holds more than its high
+   *        watermark, those of the coldest pools (transfer_engine::compress_deferred).
+   *        Moving pools are skipped. Cost: a walk over every pool's pages; no driver call,
+   *        no wait. @return each pool whose raw copies were handed over, in the plan's
+   *        order (none before the first eviction). @pre locked, an engine lease.
+   *        @throws std::bad_alloc (what was handed over is compressed; the rest stays raw).
+   */
   template <typename EntryOf>
   std::vector<compression_handed> compress_raw_copies(EntryOf&& entry_of)
   {
