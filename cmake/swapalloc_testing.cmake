@@ -51,7 +51,7 @@ endfunction()
 # real GPU (tests/allocator/small_device_fixture.hpp): CI checks that path without one.
 # Not in the sanitizer builds: the emulation is accounting logic, which the plain build
 # checks, and the same tests run there un-emulated. Under TSan on 2 cores these re-runs
-# took 330 s of test time (allocator_policy_tests.emulated 241 s of it), beside 851 s of
+# took 330 s of test time (the 64 MiB policy tests' 241 s of it), beside 851 s of
 # wall time for all of the stage's tests.
 function(swapalloc_add_emulated_run target memory)
   if(NOT SWAPALLOC_TEST_DRIVER STREQUAL "sim" OR SWAPALLOC_SANITIZE)

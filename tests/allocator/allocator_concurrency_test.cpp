@@ -12,6 +12,7 @@
 #include "allocator_fixture.hpp"
 #include "sanitizer_build.hpp"
 #include "sim_control.hpp"
+#include "small_device_fixture.hpp"
 
 #include <swapalloc/pressure_monitor.hpp>
 
@@ -28,10 +29,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-namespace {
-int const device_64m = ::setenv("SWAPALLOC_SIM_MEMORY", "64M", 0);
-}  // namespace
 
 namespace swapalloc::detail {
 
@@ -81,9 +78,8 @@ namespace swapalloc::testing {
 namespace {
 
 using namespace std::chrono_literals;
-using access = detail::allocator_access;
+using access = ::swapalloc::detail::allocator_access;
 
-constexpr std::size_t device_bytes = 64 * MiB;
 /// Bytes "another process" uses while the pressure is on: with every pool of the workload
 /// resident (4 workers' 2 MiB pages, the pressure pool's 4 MiB ballast) the device is at
 /// 56 MiB, past 0.85 × 64 = 54.4 MiB; with the pressure pool's 4 MiB more, at 60 MiB,
@@ -160,15 +156,15 @@ class ConcurrencyTest : public AllocatorTest {
     o.read_environment = false;  // the defaults: 0.85 and 0.75 of the device
     o.workers          = 2;
     // Elsewhere than on the 64 MiB simulated device (a GPU), a 64 MiB limit emulates it.
-    if (drv().mem_get_info().total != device_bytes) {
-      o.device_limit = device_limit{device_bytes, 1.0};
+    if (drv().mem_get_info().total != small_device_bytes) {
+      o.device_limit = device_limit{small_device_bytes, 1.0};
     }
     return o;
   }
 
   void SetUp() override
   {
-    ASSERT_EQ(device_64m, 0);
+    ASSERT_EQ(small_device_set, 0);
     AllocatorTest::SetUp();
   }
 

@@ -19,8 +19,6 @@
 namespace swapalloc::testing {
 namespace {
 
-constexpr std::size_t device_bytes = small_device_bytes;
-
 /// The events a sink was told of, in order. Outlives the allocator (shared with the sink).
 class event_capture {
  public:
@@ -482,7 +480,7 @@ TEST_F(EventsTest, StatsJsonShowsTheRingAndEachUsedDevicesPressure)
   EXPECT_LE(fraction, 1.0);
   EXPECT_DOUBLE_EQ(fraction, 50.0 / 64.0);
   EXPECT_EQ(pressure["own_bytes"].get<std::size_t>(), 50 * MiB);
-  EXPECT_EQ(pressure["limit_bytes"].get<std::size_t>(), device_bytes);
+  EXPECT_EQ(pressure["limit_bytes"].get<std::size_t>(), small_device_bytes);
   EXPECT_DOUBLE_EQ(pressure["high_watermark"].get<double>(), 0.85);
   EXPECT_DOUBLE_EQ(pressure["low_watermark"].get<double>(), 0.75);
   alloc().deallocate(in_a.ptr, in_a.bytes, 0, nullptr);

@@ -17,10 +17,8 @@
 namespace swapalloc::testing {
 namespace {
 
-constexpr std::size_t device_bytes = small_device_bytes;
-constexpr std::size_t page_bytes   = 2 * MiB;
 /// 0.85 × 64 MiB, the high watermark's bytes, plus one page: the bound on device use.
-constexpr std::size_t use_bound = (device_bytes / 100 * 85) + page_bytes;
+constexpr std::size_t use_bound = (small_device_bytes / 100 * 85) + small_device_page;
 
 class PolicyAllocatorTest : public SmallDeviceTest {
  public:
@@ -390,7 +388,7 @@ TEST_F(PolicyAllocatorTest, ALimitSetAtRunTimeMovesTheWatermarksAndBoundsTheDefa
   EXPECT_GT(alloc().stats(a, 0).evicted_bytes, 0U) << "the limit of 32 MiB applies";
   EXPECT_EQ(alloc().stats(b, 0).evicted_bytes, 0U);
   pool_stats const own = alloc().device_stats(0);
-  EXPECT_LE(own.reserved_bytes, (32 * MiB / 100 * 85) + page_bytes);
+  EXPECT_LE(own.reserved_bytes, (32 * MiB / 100 * 85) + small_device_page);
   std::string report;
   try {  // more than the limit itself, whatever is evicted
     (void)alloc().allocate(34 * MiB, 0, nullptr);

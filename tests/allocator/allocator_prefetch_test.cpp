@@ -17,9 +17,8 @@
 namespace swapalloc::testing {
 namespace {
 
-constexpr std::size_t page_bytes = small_device_page;
 constexpr std::size_t pool_bytes = 16 * MiB;  // the prefetched pool's data
-constexpr std::size_t pool_pages = pool_bytes / page_bytes;
+constexpr std::size_t pool_pages = pool_bytes / small_device_page;
 
 using clock_type = std::chrono::steady_clock;
 
