@@ -5,7 +5,7 @@
 // CUDA_ERROR_ILLEGAL_ADDRESS, sglang issue 31073), "Streams, events, host functions"
 // (host functions are not called after a sticky error). cuda.h docs checked: the
 // CUresult CUDA_ERROR_ILLEGAL_ADDRESS ("the context cannot be used, so it must be
-// destroyed"), cuLaunchHostFunc, cuDevicePrimaryCtxReset.
+// destroyed"), cuLaunchHostFunc, cuDevicePrimaryCtxReset, cuMemcpyBatchAsync.
 //
 // A copy or memset into memory that is inaccessible *when it is queued* does not fault:
 // the real driver refuses the call with CUDA_ERROR_INVALID_VALUE (H100, driver
@@ -26,6 +26,7 @@
 
 #include <gtest/gtest.h>
 
+#include "batch_copy.hpp"
 #include "driver_fixture.hpp"
 
 namespace swapalloc::testing {
@@ -186,6 +187,40 @@ TEST_F(SimDeathTest, AnotherStreamsWorkOrderedAfterTheFaultDoesNotRun)
       child_exit_with(other_result, "cuStreamSynchronize of the other stream");
     },
     ::testing::ExitedWithCode(kIllegalAddressExit), "CUDA_ERROR_ILLEGAL_ADDRESS");
+}
+
+TEST_F(SimDeathTest, BatchedCopyFaultsWhenItsRangeGoesAwayBeforeItRuns)
+{
+  // A batch's copy is checked at the call and again when it runs, as a single copy: its
+  // target unmapped while the batch waits behind a gate faults the context (700, sticky),
+  // and a later batch into a valid range is refused with it.
+  memcpy_batch_fn const batch = find_memcpy_batch(drv());
+  if (batch == nullptr) { GTEST_SKIP() << "the driver has no cuMemcpyBatchAsync_v2"; }
+  auto const child = [&](bool batch_again) {
+    void* const host      = drv().host_alloc(4096);
+    auto valid            = make_range();  // made before the fault: a valid target
+    CUstream const stream = drv().stream_create();
+    CUdeviceptr const ptr = drv().address_reserve(gran());
+    auto const handle     = drv().mem_create(gran(), device());
+    drv().mem_map(ptr, gran(), handle);
+    drv().mem_set_access(ptr, gran(), device());
+    host_gate gate(3s);
+    gate.enqueue(drv(), stream);
+    CUresult const queued = memcpy_batch(batch, {{ptr, address_of(host), 4096}}, stream);
+    if (queued != CUDA_SUCCESS) { child_exit_with(queued, "the batch"); }
+    drv().mem_unmap(ptr, gran());
+    drv().mem_release(handle);
+    gate.open();
+    CUresult const fault = table().cuStreamSynchronize(stream);
+    if (!batch_again) { child_exit_with(fault, "cuStreamSynchronize"); }
+    if (fault != CUDA_ERROR_ILLEGAL_ADDRESS) { child_exit_with(fault, "the fault itself"); }
+    child_exit_with(memcpy_batch(batch, {{valid.ptr(), address_of(host), 4096}}, stream),
+                    "a later batch into a valid range");
+  };
+  EXPECT_EXIT(child(false), ::testing::ExitedWithCode(kIllegalAddressExit),
+              "CUDA_ERROR_ILLEGAL_ADDRESS");
+  EXPECT_EXIT(child(true), ::testing::ExitedWithCode(kIllegalAddressExit),
+              "CUDA_ERROR_ILLEGAL_ADDRESS");
 }
 
 TEST_F(SimDeathTest, PrimaryContextResetClearsTheStickyError)

@@ -2,7 +2,7 @@
 // Spec: tools/cudasim/README.md "Devices, contexts, initialization" (initialization,
 // cuGetErrorName/String, cuDriverGetVersion); DESIGN §3 driver.hpp and §4 "Load versioned
 // symbols". cuda.h docs checked: the versioned-name macros at the top of cuda.h,
-// cuInit, cuDriverGetVersion, cuGetErrorName, cuGetErrorString.
+// cuInit, cuDriverGetVersion, cuGetErrorName, cuGetErrorString, cuMemcpyBatchAsync.
 #include <dlfcn.h>
 
 #include <cstring>
@@ -32,6 +32,7 @@ TEST(SimDriver, StringizeFollowsCudaHeaderMapping)
   EXPECT_STREQ(SIM_NAME(cuMemcpyDtoHAsync), "cuMemcpyDtoHAsync_v2");
   EXPECT_STREQ(SIM_NAME(cuStreamDestroy), "cuStreamDestroy_v2");
   EXPECT_STREQ(SIM_NAME(cuEventElapsedTime), "cuEventElapsedTime_v2");
+  EXPECT_STREQ(SIM_NAME(cuMemcpyBatchAsync), "cuMemcpyBatchAsync_v2");
   EXPECT_STREQ(SIM_NAME(cuMemsetD8Async), "cuMemsetD8Async");
   EXPECT_STREQ(SIM_NAME(cuMemCreate), "cuMemCreate");
 }
@@ -170,6 +171,26 @@ TEST(SimDriver, ElapsedTimeFallsBackToTheBareSymbolOfOlderDrivers)
   older.event_destroy(start);
   older.event_destroy(stop);
   older.release_primary_context(device);
+}
+
+TEST(SimDriver, BatchedCopyIsExportedUnderItsCuda13SymbolOnly)
+{
+  // cuda.h (CUDA 13.0) maps cuMemcpyBatchAsync to cuMemcpyBatchAsync_v2. The bare symbol
+  // of CUDA 12.8/12.9 drivers takes an extra failIdx (another ABI): the simulator leaves it
+  // out, so that a lookup of the wrong one fails against it. A driver before CUDA 12.8
+  // (libcudasim_r550.so) has neither.
+  if (!simulator_library_present()) {
+    GTEST_SKIP() << "simulator only: which symbols a real driver exports depends on its version";
+  }
+  driver const& drv = shared_driver();
+  EXPECT_NE(drv.find_symbol("cuMemcpyBatchAsync_v2"), nullptr);
+  EXPECT_EQ(drv.find_symbol("cuMemcpyBatchAsync"), nullptr);
+  void* const older = ::dlopen(SWAPALLOC_CUDASIM_R550_PATH, RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(older, nullptr) << ::dlerror();
+  EXPECT_EQ(::dlsym(older, "cuMemcpyBatchAsync_v2"), nullptr);
+  EXPECT_EQ(::dlsym(older, "cuMemcpyBatchAsync"), nullptr);
+  EXPECT_NE(::dlsym(older, "cuMemcpyHtoDAsync_v2"), nullptr) << "the library exports copies";
+  ::dlclose(older);
 }
 
 TEST(SimDriver, LibraryWithoutDriverSymbolsThrowsDriverUnavailable)
@@ -311,6 +332,9 @@ TEST(SimDriverDeathTest, NotInitializedBeforeCuInit)
     symbol(host_alloc, "cuMemHostAlloc");
     symbol(stream_create, "cuStreamCreate");
     if (missing) { child_exit(1); }
+    // Optional: drivers before CUDA 13.0 lack cuMemcpyBatchAsync_v2.
+    auto const batch =
+      reinterpret_cast<decltype(&::cuMemcpyBatchAsync)>(::dlsym(lib, SIM_NAME(cuMemcpyBatchAsync)));
     // The simulator's control API (absent from a real driver) has the same rule.
     auto const set_external = reinterpret_cast<decltype(&::cudasimSetExternalUsage)>(
       ::dlsym(lib, "cudasimSetExternalUsage"));
@@ -343,6 +367,10 @@ TEST(SimDriverDeathTest, NotInitializedBeforeCuInit)
            "cuMemHostAlloc before cuInit");
     expect(stream_create(&stream, CU_STREAM_NON_BLOCKING), CUDA_ERROR_NOT_INITIALIZED,
            "cuStreamCreate before cuInit");
+    if (batch != nullptr) {
+      expect(batch(nullptr, nullptr, nullptr, 0, nullptr, nullptr, 0, nullptr),
+             CUDA_ERROR_NOT_INITIALIZED, "cuMemcpyBatchAsync_v2 before cuInit");
+    }
     if (set_external != nullptr) {
       expect(set_external(0, 0), CUDA_ERROR_NOT_INITIALIZED,
              "cudasimSetExternalUsage before cuInit");

@@ -6,11 +6,14 @@
 // cuMemRelease, cuStreamCreate, and of the entry points outside the seam
 // (cuDevicePrimaryCtxGetState, cuMemGetAddressRange, cuMemRetainAllocationHandle,
 // cuMemGetAllocationPropertiesFromHandle, cuMemExport/ImportFromShareableHandle,
-// cuStreamWriteValue32) (the "documented error" a fault defaults to).
+// cuStreamWriteValue32, cuMemcpyBatchAsync) (the "documented error" a fault defaults to).
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "batch_copy.hpp"
 #include "driver_fixture.hpp"
 #include "unwrapped_entry_points.hpp"
 
@@ -164,6 +167,36 @@ TEST_F(SimFault, EntryPointsOutsideTheSeamFailToo)
   EXPECT_CU(CUDA_ERROR_INVALID_VALUE, entry.stream_write_value32(nullptr, range.ptr(), 7, 0));
   EXPECT_EQ(first_not(read_words(drv(), range.ptr(), 4), 0x33333333), 4u);
   EXPECT_EQ(sim().call_count("cuStreamWriteValue32_v2"), writes + 1) << "counted all the same";
+}
+
+TEST_F(SimFault, BatchedCopyFailsWithNothingQueued)
+{
+  // cuMemcpyBatchAsync (cuMemcpyBatchAsync_v2) fails like the other copies: the nth call,
+  // with CUDA_ERROR_INVALID_VALUE by default, before queueing any of its copies.
+  memcpy_batch_fn const batch = find_memcpy_batch(drv());
+  ASSERT_NE(batch, nullptr) << "the simulator does not export cuMemcpyBatchAsync_v2";
+  pinned_buffer source(drv(), 4096);
+  std::memset(source.data(), 0x5a, source.bytes());
+  auto range = make_range();
+  drv().memset_d32(range.ptr(), 0x11111111, std::size_t{3} * 1024);
+  scoped_stream stream(drv());
+  CUdeviceptr const host         = address_of(source.data());
+  unsigned long long const calls = sim().call_count("cuMemcpyBatchAsync");
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemcpyBatchAsync", 2, CUDA_SUCCESS));
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemcpyBatchAsync_v2", 3, CUDA_ERROR_OUT_OF_MEMORY));
+  EXPECT_CU(CUDA_SUCCESS, memcpy_batch(batch, {{range.ptr(), host, 4096}}, stream)) << "first";
+  EXPECT_CU(CUDA_ERROR_INVALID_VALUE,
+            memcpy_batch(batch, {{range.ptr() + 4096, host, 4096}}, stream))
+    << "second call: the injected fault, the default error of copies";
+  EXPECT_CU(CUDA_ERROR_OUT_OF_MEMORY,
+            memcpy_batch(batch, {{range.ptr() + 8192, host, 4096}}, stream))
+    << "third call: the given error, set by the versioned name";
+  drv().stream_synchronize(stream);
+  auto const words = read_words(drv(), range.ptr(), std::size_t{3} * 1024);
+  EXPECT_EQ(first_not(words, 0x5a5a5a5a), 1024u) << "the first batch copied";
+  EXPECT_EQ(first_not({words.begin() + 1024, words.end()}, 0x11111111), 2 * 1024u)
+    << "a failed batch copied";
+  EXPECT_EQ(sim().call_count("cuMemcpyBatchAsync_v2"), calls + 3) << "every call counted";
 }
 
 TEST_F(SimFault, BareAndVersionedNamesAreOneEntryPoint)

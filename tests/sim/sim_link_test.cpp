@@ -3,12 +3,13 @@
 // Spec: tools/cudasim/README.md "Device accesses: copies and memsets"
 // (SWAPALLOC_SIM_LINK_GBPS) and tools/cudasim/cudasim.h (cudasimSetLinkBandwidth).
 // cuda.h docs checked: cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoD (copy engines
-// per direction: CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT).
+// per direction: CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT), cuMemcpyBatchAsync.
 #include <chrono>
 #include <cstring>
 
 #include <gtest/gtest.h>
 
+#include "batch_copy.hpp"
 #include "driver_fixture.hpp"
 #include "sim_test_units.hpp"
 
@@ -91,6 +92,45 @@ TEST_F(SimLink, CopiesInOneDirectionShareTheLink)
   EXPECT_GE(both_directions, 0.9 * kNominalMs);
   EXPECT_LT(both_directions, 0.75 * same_direction)
     << "copies in opposite directions did not overlap";
+}
+
+TEST_F(SimLink, BatchedCopiesUseTheLinkOfTheirDirection)
+{
+  // A batch's copies go over the links as single copies do: two host-to-device copies
+  // take consecutive slots of one link; a device-to-host copy beside a host-to-device one
+  // overlaps it on the other link (the batch's copies are in no order among themselves).
+  memcpy_batch_fn const batch = find_memcpy_batch(drv());
+  ASSERT_NE(batch, nullptr) << "the simulator does not export cuMemcpyBatchAsync_v2";
+  pinned_buffer host(drv(), 2 * kBytes);
+  pinned_buffer back(drv(), kBytes);
+  std::memset(host.data(), 6, 2 * kBytes);
+  std::memset(back.data(), 0, kBytes);  // touch every page now, not inside the timing
+  auto first  = range_for(kBytes);
+  auto second = range_for(kBytes);
+  auto third  = range_for(kBytes);
+  for (auto const* range : {&first, &second, &third}) {
+    drv().memset_d8(range->ptr(), 0, kBytes);
+  }
+  drv().synchronize_context();
+  scoped_stream stream(drv());
+  CUdeviceptr const in  = address_of(host.data());
+  CUdeviceptr const out = address_of(back.data());
+  sim().set_link_bandwidth(kGBps);
+  auto start = clock_type::now();
+  ASSERT_CU(
+    CUDA_SUCCESS,
+    memcpy_batch(batch, {{first.ptr(), in, kBytes}, {second.ptr(), in + kBytes, kBytes}}, stream));
+  drv().stream_synchronize(stream);
+  double const same_direction = ms_since(start);
+  EXPECT_GE(same_direction, 2 * 0.9 * kNominalMs) << "two copies in one direction overlapped";
+  start = clock_type::now();
+  ASSERT_CU(CUDA_SUCCESS,
+            memcpy_batch(batch, {{third.ptr(), in, kBytes}, {out, first.ptr(), kBytes}}, stream));
+  drv().stream_synchronize(stream);
+  double const both_directions = ms_since(start);
+  EXPECT_GE(both_directions, 0.9 * kNominalMs);
+  EXPECT_LT(both_directions, 0.75 * same_direction)
+    << "a batch's copies in opposite directions did not overlap";
 }
 
 TEST_F(SimLink, DeviceToDeviceIsNotThrottled)

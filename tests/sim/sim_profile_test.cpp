@@ -8,9 +8,11 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "batch_copy.hpp"
 #include "configured_child.hpp"
 #include "driver_fixture.hpp"
 #include "scoped_objects.hpp"
@@ -120,6 +122,72 @@ TEST_F(SimProfile, CostsAreSleptScaledPerCallAndPerMiB)
       });
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(SimProfile, BatchCostsFixedPlusPerCopy)
+{
+  // per_copy_us: a batch of 4 copies at scale 1 costs 1 ms + 4 x 20 ms = 81 ms, less at most
+  // the 0.2 ms credit; a batch refused by its arguments costs the fixed 1 ms only.
+  profile_file const profile("cuMemcpyBatchAsync fixed_us=1000 per_copy_us=20000\n");
+  auto const child = [&] {
+    configured_child(
+      {{"SWAPALLOC_SIM_PROFILE", profile.path()}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
+      [](driver const& drv, child_checks& check) {
+        memcpy_batch_fn const batch = find_memcpy_batch(drv);
+        check(batch != nullptr, "the simulator exports cuMemcpyBatchAsync_v2");
+        if (batch == nullptr) { return; }
+        pinned_buffer host(drv, std::size_t{4} * 4096);
+        device_range const range(drv, drv.device(0), 2 * kMiB);
+        CUstream const stream = drv.stream_create();
+        CUdeviceptr const in  = address_of(host.data());
+        std::vector<batch_entry> copies;
+        for (std::size_t i = 0; i < 4; ++i) {
+          copies.push_back({range.ptr() + i * 4096, in + i * 4096, 4096});
+        }
+        auto start             = clock_type::now();
+        CUresult const result  = memcpy_batch(batch, copies, stream);
+        double const charged   = ms_since(start);
+        start                  = clock_type::now();
+        CUresult const refused = memcpy_batch(batch, copies, nullptr);  // the legacy stream
+        double const fixed     = ms_since(start);
+        drv.stream_synchronize(stream);
+        drv.stream_destroy(stream);
+        check.result(result, CUDA_SUCCESS, "the batch");
+        check.result(refused, CUDA_ERROR_INVALID_VALUE, "the batch on the legacy stream");
+        check(charged >= 80.8, "4 copies: 1 ms + 4 x 20 ms, less the credit");
+        check(fixed >= 0.8 && fixed < 40.0, "a refused batch: the fixed 1 ms only");
+        std::fprintf(stderr, "batch %.1f ms, refused %.1f ms\n", charged, fixed);
+      });
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(SimProfile, PerCopyCostIsForBatchesOnlyAndANumber)
+{
+  auto const child = [](char const* path) {
+    configure({{"SWAPALLOC_SIM_PROFILE", path}});
+    try {
+      driver drv(driver_library_path());
+      std::fprintf(stderr, "the driver loaded\n");
+      child_exit(1);
+    } catch (driver_unavailable const& error) {
+      child_exit(std::strstr(error.what(), "CUDA_ERROR_INVALID_VALUE") != nullptr ? 0 : 1);
+    }
+  };
+  profile_file const elsewhere("cuMemcpyHtoDAsync fixed_us=2 per_copy_us=1\n");
+  EXPECT_EXIT(child(elsewhere.path()), ::testing::ExitedWithCode(0),
+              "line 1: 'per_copy_us=1' is not valid: expected .*cuMemcpyBatchAsync only");
+  profile_file const negative("cuMemcpyBatchAsync per_copy_us=-0.5\n");
+  EXPECT_EXIT(child(negative.path()), ::testing::ExitedWithCode(0),
+              "line 1: 'per_copy_us=-0.5' is not valid");
+  profile_file const words("# batches\ncuMemcpyBatchAsync_v2 per_copy_us=lots\n");
+  EXPECT_EXIT(child(words.path()), ::testing::ExitedWithCode(0),
+              "line 2: 'per_copy_us=lots' is not valid");
+  profile_file const fine("cuMemcpyBatchAsync_v2 fixed_us=2.5 per_copy_us=0.5\n");
+  auto const accepted = [&] {
+    configured_child({{"SWAPALLOC_SIM_PROFILE", fine.path()}}, [](driver const&, child_checks&) {});
+  };
+  EXPECT_EXIT(accepted(), ::testing::ExitedWithCode(0), "");
 }
 
 TEST_F(SimProfile, DriverLockHoldersBlockOtherChargedCalls)

@@ -1,7 +1,8 @@
 /**
  * @file copy.cpp
- * @brief Copies, memsets and cuStreamWriteValue32: pointer checks at the call, the device
- *        access when the stream runs it, and the synchronization that host memory implies.
+ * @brief Copies (single and batched), memsets and cuStreamWriteValue32: pointer checks at
+ *        the call, the device access when the stream runs it, and the synchronization that
+ *        host memory implies.
  *
  * At the call, a device range must lie in one reservation, be mapped and be accessible
  * to the stream's device (write for a destination, read for a source), and a host range
@@ -21,39 +22,88 @@
  *  - with pinned memory both are fully asynchronous;
  *  - cuMemcpyHtoD/DtoH run on the legacy stream and return once complete;
  *  - cuMemcpyDtoD and the memsets of device memory are asynchronous (legacy stream).
+ *
+ * cuMemcpyBatchAsync (cuda.h maps it to cuMemcpyBatchAsync_v2, CUDA 13.0's ABI; quoted
+ * from its doc comment unless marked assumed):
+ *  - "The batch as a whole executes in stream order but copies within a batch are not
+ *    guaranteed to execute in any specific order": the batch is one stream operation, and
+ *    its copies run in the reverse of the given order, so that code relying on the given
+ *    order (a "dependent copy", "undefined behavior") is caught here.
+ *  - CUDA_ERROR_INVALID_VALUE, nothing queued: a null array; hStream the legacy stream
+ *    ("Must not be legacy NULL stream": 0 or CU_STREAM_LEGACY); numAttrs > count; attrsIdxs
+ *    not starting at 0, not strictly increasing, or with its last entry >= count; an
+ *    attribute whose srcAccessOrder is not STREAM, DURING_API_CALL or ANY. Assumed: count 0,
+ *    numAttrs 0, and flags other than CUmemcpyFlags' two values are invalid too.
+ *  - Each copy's kind follows from its pointers (unified addressing: a pointer into a
+ *    reservation is device memory), and its ranges get the checks of a single copy at the
+ *    call. Stricter (assumed): a host-to-host copy is CUDA_ERROR_INVALID_VALUE (cuda.h only
+ *    says "pointer-to-pointer copies"; swapalloc never makes one). Assumed: a copy of 0
+ *    bytes is a no-op, its pointers unchecked, as a single copy of 0 bytes. One failing
+ *    copy refuses the whole batch: nothing is queued.
+ *  - Source access order: DURING_API_CALL ("all accesses must be complete before the API
+ *    call returns"): the source is read into a staging buffer at the call, whatever memory
+ *    it is; STREAM ("accessed in stream order") and ANY ("can happen even after the API call
+ *    returns"): read when the stream runs the copy, pinned or pageable. The destination is
+ *    always written in stream order (CUmemcpySrcAccessOrder).
+ *  - A copy into pageable host memory makes the call return once the batch is complete,
+ *    the rule of a single cuMemcpyDtoHAsync (assumed: cuda.h's \note_memcpy says no more).
+ *  - When it runs, each copy is checked and faults (sticky CUDA_ERROR_ILLEGAL_ADDRESS) as a
+ *    single copy does, and moves its bytes over the link of its direction.
  */
+#include "profile.hpp"
 #include "state.hpp"
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <optional>
+#include <span>
 #include <thread>
+#include <type_traits>
+#include <vector>
 
 namespace cudasim {
 namespace {
 
 enum class call_kind : bool { asynchronous, synchronous };
 
+/// The most bytes a copy moves under one hold of the mapping table (see execute).
+constexpr std::size_t copy_slice_bytes = std::size_t{1} << 20;
+
 [[nodiscard]] bool wraps(std::uintptr_t ptr, std::size_t bytes) noexcept
 {
   return ptr + bytes < ptr;
 }
 
-/// A device range the driver accepts at the call: in one reservation, mapped now, and
-/// readable (with `write`, writable) by `device` now.
+/// With the mapping table held: a device range the driver accepts at the call, in one
+/// reservation, mapped now, and readable (with `write`, writable) by `device` now.
+[[nodiscard]] bool resolvable_held(vmm_table const& vmm, std::uintptr_t ptr, std::size_t bytes,
+                                   int device, bool write)
+{
+  return !wraps(ptr, bytes) && vmm.mapped(ptr, bytes) && vmm.accessible(ptr, bytes, device, write);
+}
+
+/// With the mapping table held: a host range, not null, and not device memory.
+[[nodiscard]] bool host_range_held(vmm_table const& vmm, std::uintptr_t ptr, std::size_t bytes)
+{
+  return ptr != 0 && !wraps(ptr, bytes) && !vmm.overlaps_reservation(ptr, bytes);
+}
+
+/// resolvable_held, taking the hold.
 [[nodiscard]] bool resolvable(std::uintptr_t ptr, std::size_t bytes, int device, bool write)
 {
   vmm_table const& vmm = simulator::get().vmm();
   auto const hold      = vmm.hold();
-  return !wraps(ptr, bytes) && vmm.mapped(ptr, bytes) && vmm.accessible(ptr, bytes, device, write);
+  return resolvable_held(vmm, ptr, bytes, device, write);
 }
 
-/// A host range: not null, and not device memory.
+/// host_range_held, taking the hold.
 [[nodiscard]] bool host_range(std::uintptr_t ptr, std::size_t bytes)
 {
   vmm_table const& vmm = simulator::get().vmm();
   auto const hold      = vmm.hold();
-  return ptr != 0 && !wraps(ptr, bytes) && !vmm.overlaps_reservation(ptr, bytes);
+  return host_range_held(vmm, ptr, bytes);
 }
 
 /// Checks, queues and (when the rules say so) waits for a copy.
@@ -109,10 +159,162 @@ enum class call_kind : bool { asynchronous, synchronous };
   return CUDA_SUCCESS;
 }
 
-}  // namespace
+// ---- cuMemcpyBatchAsync (the file comment has its rules) -------------------------------
 
-/// The most bytes a copy moves under one hold of the mapping table (see execute).
-constexpr std::size_t copy_slice_bytes = std::size_t{1} << 20;
+/// The arguments of one cuMemcpyBatchAsync call.
+struct batch_call {
+  CUdeviceptr const* dsts;
+  CUdeviceptr const* srcs;
+  std::size_t const* sizes;
+  std::size_t count;
+  CUmemcpyAttributes const* attrs;
+  std::size_t const* attrs_idxs;
+  std::size_t num_attrs;
+  CUstream stream;
+};
+
+using access_order = std::underlying_type_t<CUmemcpySrcAccessOrder>;
+
+[[nodiscard]] constexpr access_order order_value(CUmemcpySrcAccessOrder order) noexcept
+{
+  return static_cast<access_order>(order);
+}
+
+/// cuda.h: "Each memcpy operation in the batch must have a valid CUmemcpyAttributes
+/// corresponding to it including the appropriate srcAccessOrder setting, otherwise the API
+/// will return CUDA_ERROR_INVALID_VALUE": STREAM, DURING_API_CALL or ANY (0 is "Default
+/// invalid"). Assumed: flags other than CU_MEMCPY_FLAG_DEFAULT and
+/// CU_MEMCPY_FLAG_PREFER_OVERLAP_WITH_COMPUTE (a hint, ignored here) are invalid. The
+/// location hints are not checked: cuda.h ignores them but for managed memory and
+/// system-allocated pageable memory on devices that access it, neither of which is modelled.
+[[nodiscard]] bool attribute_valid(CUmemcpyAttributes const& attr) noexcept
+{
+  access_order const order = enum_value(attr.srcAccessOrder);
+  bool const known_order   = order == order_value(CU_MEMCPY_SRC_ACCESS_ORDER_STREAM) ||
+                           order == order_value(CU_MEMCPY_SRC_ACCESS_ORDER_DURING_API_CALL) ||
+                           order == order_value(CU_MEMCPY_SRC_ACCESS_ORDER_ANY);
+  constexpr auto known_flags = static_cast<unsigned>(CU_MEMCPY_FLAG_PREFER_OVERLAP_WITH_COMPUTE);
+  return known_order && (attr.flags & ~known_flags) == 0;
+}
+
+/// The checks of a batch's arguments that need no state; false: CUDA_ERROR_INVALID_VALUE.
+[[nodiscard]] bool batch_arguments_valid(batch_call const& call) noexcept
+{
+  // hStream: "Must not be legacy NULL stream" -- 0 and CU_STREAM_LEGACY name it alike.
+  if (call.stream == nullptr || call.stream == CU_STREAM_LEGACY) { return false; }
+  if (call.dsts == nullptr || call.srcs == nullptr || call.sizes == nullptr ||
+      call.attrs == nullptr || call.attrs_idxs == nullptr) {
+    return false;
+  }
+  // "numAttrs must be lesser than or equal to count". Assumed: an empty batch and a batch
+  // without attributes are invalid ("Every copy in the batch has to be associated with a
+  // set of attributes"; "the first entry in attrsIdxs must always be 0" needs one).
+  if (call.count == 0 || call.num_attrs == 0 || call.num_attrs > call.count) { return false; }
+  // "the first entry in attrsIdxs must always be 0. Also, each entry must be greater than
+  // the previous entry and the last entry should be less than count".
+  std::span<std::size_t const> const idxs(call.attrs_idxs, call.num_attrs);
+  if (idxs.front() != 0 || idxs.back() >= call.count ||
+      std::adjacent_find(idxs.begin(), idxs.end(), std::greater_equal<>{}) != idxs.end()) {
+    return false;
+  }
+  std::span<CUmemcpyAttributes const> const attrs(call.attrs, call.num_attrs);
+  return std::all_of(attrs.begin(), attrs.end(), attribute_valid);
+}
+
+/// With the mapping table held: one copy of a batch, its kind told by its pointers (unified
+/// addressing: a pointer into a reservation is device memory), its ranges checked as a
+/// single copy's are at the call. nullopt when a range fails, or for a host-to-host copy
+/// (stricter, assumed: see the file comment).
+[[nodiscard]] std::optional<copy_op> batch_copy(vmm_table const& vmm, std::uintptr_t dst,
+                                                std::uintptr_t src, std::size_t bytes, int device)
+{
+  if (wraps(dst, bytes) || wraps(src, bytes)) { return std::nullopt; }
+  bool const to_device   = vmm.overlaps_reservation(dst, bytes);
+  bool const from_device = vmm.overlaps_reservation(src, bytes);
+  bool const dst_ok =
+    to_device ? resolvable_held(vmm, dst, bytes, device, true) : host_range_held(vmm, dst, bytes);
+  bool const src_ok = from_device ? resolvable_held(vmm, src, bytes, device, false)
+                                  : host_range_held(vmm, src, bytes);
+  if ((!to_device && !from_device) || !dst_ok || !src_ok) { return std::nullopt; }
+  copy_kind const kind = !to_device    ? copy_kind::device_to_host
+                         : from_device ? copy_kind::device_to_device
+                                       : copy_kind::host_to_device;
+  return copy_op{dst, src, bytes, kind, {}};
+}
+
+/// Checks every copy of `call` under one hold of the mapping table and makes its
+/// operations (a copy of 0 bytes makes none); `read_now` gets the positions in `out` of
+/// the copies whose source is read during the call. False when any copy fails.
+[[nodiscard]] bool plan_batch(batch_call const& call, int device, std::vector<copy_op>& out,
+                              std::vector<std::size_t>& read_now)
+{
+  vmm_table const& vmm = simulator::get().vmm();
+  auto const hold      = vmm.hold();
+  std::size_t attr     = 0;  // "attrs[k] will be applied to copies starting from attrsIdxs[k]"
+  for (std::size_t i = 0; i < call.count; ++i) {
+    while (attr + 1 < call.num_attrs && call.attrs_idxs[attr + 1] <= i) {
+      ++attr;
+    }
+    if (call.sizes[i] == 0) { continue; }  // assumed: a no-op, as a single copy of 0 bytes
+    std::optional<copy_op> op = batch_copy(vmm, call.dsts[i], call.srcs[i], call.sizes[i], device);
+    if (!op) { return false; }
+    if (enum_value(call.attrs[attr].srcAccessOrder) ==
+        order_value(CU_MEMCPY_SRC_ACCESS_ORDER_DURING_API_CALL)) {
+      read_now.push_back(out.size());
+    }
+    out.push_back(std::move(*op));
+  }
+  return true;
+}
+
+/// Reads the source of `op` into its staging buffer now. A device source is read in slices,
+/// each under a hold of the mapping table and checked again (it passed the check at the
+/// call, but an unmap may have come since): false when it is no longer readable.
+[[nodiscard]] bool read_source_now(copy_op& op, int device)
+{
+  op.staging               = std::make_unique_for_overwrite<std::byte[]>(op.bytes);
+  auto const* const source = reinterpret_cast<std::byte const*>(op.src);
+  if (op.kind == copy_kind::host_to_device) {
+    std::memcpy(op.staging.get(), source, op.bytes);
+    return true;
+  }
+  vmm_table const& vmm = simulator::get().vmm();
+  for (std::size_t at = 0; at < op.bytes; at += copy_slice_bytes) {
+    std::size_t const bytes = std::min(copy_slice_bytes, op.bytes - at);
+    auto const hold         = vmm.hold();
+    if (!vmm.accessible(op.src + at, bytes, device, false)) { return false; }
+    std::memcpy(op.staging.get() + at, source + at, bytes);
+  }
+  return true;
+}
+
+/// Checks and queues a batch whose arguments passed batch_arguments_valid, as one stream
+/// operation; waits for it when a copy writes pageable host memory.
+[[nodiscard]] CUresult start_batch(batch_call const& call)
+{
+  CUctx_st* current = nullptr;
+  if (CUresult const bad = use_current_context(current); bad != CUDA_SUCCESS) { return bad; }
+  std::shared_ptr<CUstream_st> stream;
+  if (CUresult const bad = resolve_stream(call.stream, stream); bad != CUDA_SUCCESS) { return bad; }
+  int const ordinal = device_of(stream->context()).ordinal;
+  batch_op batch;
+  std::vector<std::size_t> read_now;
+  if (!plan_batch(call, ordinal, batch.copies, read_now)) { return CUDA_ERROR_INVALID_VALUE; }
+  for (std::size_t const at : read_now) {
+    if (!read_source_now(batch.copies[at], ordinal)) { return CUDA_ERROR_INVALID_VALUE; }
+  }
+  if (batch.copies.empty()) { return CUDA_SUCCESS; }  // every copy was of 0 bytes
+  host_registry const& host = simulator::get().host();
+  bool const wait = std::any_of(batch.copies.begin(), batch.copies.end(), [&](copy_op const& op) {
+    return op.kind == copy_kind::device_to_host && !host.pinned(op.dst, op.bytes);
+  });
+  std::uint64_t const sequence = submit(*stream, std::move(batch));
+  if (!wait) { return CUDA_SUCCESS; }  // to pageable memory: returns once complete
+  stream->wait(sequence);
+  return stream->context().sticky_error();
+}
+
+}  // namespace
 
 CUresult execute(copy_op& op, CUctx_st& context, link_throttle::clock::time_point& ready)
 {
@@ -144,7 +346,7 @@ CUresult execute(copy_op& op, CUctx_st& context, link_throttle::clock::time_poin
     auto const hold         = vmm.hold();
     bool const dst_ok =
       op.kind == copy_kind::device_to_host || vmm.accessible(op.dst + at, bytes, dev.ordinal, true);
-    bool const src_ok = op.kind == copy_kind::host_to_device ||
+    bool const src_ok = op.kind == copy_kind::host_to_device || op.staging ||
                         vmm.accessible(op.src + at, bytes, dev.ordinal, false);
     if (!dst_ok || !src_ok) { return CUDA_ERROR_ILLEGAL_ADDRESS; }
     std::memmove(reinterpret_cast<void*>(op.dst + at), source + at, bytes);
@@ -169,6 +371,25 @@ CUresult execute(memset_op& op, CUctx_st& context)
   } else {
     std::fill_n(reinterpret_cast<std::uint32_t*>(op.dst), op.count, op.value);
   }
+  return CUDA_SUCCESS;
+}
+
+CUresult execute(batch_op& op, CUctx_st& context, link_throttle::clock::time_point& ready)
+{
+  // cuda.h: "copies within a batch are not guaranteed to execute in any specific order".
+  // They run in the reverse of the given order, so code that relies on the given order is
+  // caught. Each copy is ready when the batch is: copies of the two directions overlap on
+  // their links (two copy engines), copies of one direction take consecutive slots.
+  link_throttle::clock::time_point const start = ready;
+  link_throttle::clock::time_point end         = ready;
+  for (auto copy = op.copies.rbegin(); copy != op.copies.rend(); ++copy) {
+    link_throttle::clock::time_point copy_ready = start;
+    if (CUresult const fault = execute(*copy, context, copy_ready); fault != CUDA_SUCCESS) {
+      return fault;
+    }
+    end = std::max(end, copy_ready);
+  }
+  ready = end;
   return CUDA_SUCCESS;
 }
 
@@ -243,6 +464,20 @@ CUresult CUDAAPI cuMemcpyDtoDAsync(CUdeviceptr dstDevice, CUdeviceptr srcDevice,
     return cudasim::start_copy(
       hStream, copy_op{dstDevice, srcDevice, ByteCount, copy_kind::device_to_device, {}},
       call_kind::asynchronous);
+  });
+}
+
+CUresult CUDAAPI cuMemcpyBatchAsync(CUdeviceptr* dsts, CUdeviceptr* srcs, size_t* sizes,
+                                    size_t count, CUmemcpyAttributes* attrs, size_t* attrsIdxs,
+                                    size_t numAttrs, CUstream hStream)
+{
+  return api(entry::memcpy_batch_async, [&] {
+    cudasim::batch_call const call{dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, hStream};
+    bool const valid = cudasim::batch_arguments_valid(call);
+    // Its cost grows with its copies (profile.hpp); a refused call costs the fixed part.
+    cudasim::charge(entry::memcpy_batch_async, 0, valid ? count : 0);
+    if (!valid) { return CUDA_ERROR_INVALID_VALUE; }
+    return cudasim::start_batch(call);
   });
 }
 

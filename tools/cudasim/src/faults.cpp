@@ -89,6 +89,9 @@ constexpr std::array<entry_info, entry_count> entries{{
   {entry::mem_export_to_shareable_handle, "cuMemExportToShareableHandle", nullptr, invalid},
   {entry::mem_import_from_shareable_handle, "cuMemImportFromShareableHandle", nullptr, invalid},
   {entry::stream_write_value32, "cuStreamWriteValue32", "cuStreamWriteValue32_v2", invalid},
+  // cuda.h maps cuMemcpyBatchAsync to cuMemcpyBatchAsync_v2 (CUDA 13.0). The bare symbol of
+  // CUDA 12.8/12.9 drivers takes an extra failIdx: another ABI, which the simulator lacks.
+  {entry::memcpy_batch_async, "cuMemcpyBatchAsync", "cuMemcpyBatchAsync_v2", invalid},
 }};
 
 // The table is indexed by entry: every row must sit at its own enumerator.

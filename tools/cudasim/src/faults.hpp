@@ -27,7 +27,8 @@ namespace cudasim {
 
 /// The entry points of swapalloc::driver_table, in its order, then those that PyTorch's
 /// ATen resolves besides (c10/cuda/driver_api.h, and its CUDA generator's
-/// cuDevicePrimaryCtxGetState), which swapalloc::driver does not wrap.
+/// cuDevicePrimaryCtxGetState), which swapalloc::driver does not wrap, then the entry points
+/// of CUDA 12.8 and later (cuMemcpyBatchAsync_v2), which drivers before it lack.
 enum class entry : std::uint8_t {
   init,
   driver_get_version,
@@ -88,6 +89,8 @@ enum class entry : std::uint8_t {
   mem_export_to_shareable_handle,
   mem_import_from_shareable_handle,
   stream_write_value32,
+  // CUDA 12.8 and later; CUDA 13.0's ABI (libcudasim_r550.so does not export it).
+  memcpy_batch_async,
   count_
 };
 

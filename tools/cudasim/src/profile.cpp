@@ -36,6 +36,7 @@ cuMemRetainAllocationHandle fixed_us=1  # not measured: assumed a lookup (gpu-pr
 cuMemcpyHtoDAsync  fixed_us=2.5   # issue cost, estimated
 cuMemcpyDtoHAsync  fixed_us=2.5
 cuMemsetD8Async    fixed_us=2.5
+cuMemcpyBatchAsync fixed_us=2.5 per_copy_us=0.5  # assumed: tools/gpu-profile times it
 cuEventRecord      fixed_us=1
 cuEventQuery       fixed_us=1
 cuStreamWaitEvent  fixed_us=1
@@ -85,14 +86,17 @@ std::mutex driver_lock;                        // the modelled driver-global loc
   return {word.substr(0, equals), word.substr(equals + 1)};
 }
 
-/// Applies one `key=value` or flag word of an entry line; false when it is not one.
-[[nodiscard]] bool apply_entry_word(std::string_view word, entry_cost& cost) noexcept
+/// Applies one `key=value` or flag word of an entry line (`batch`: cuMemcpyBatchAsync's);
+/// false when it is not one. per_copy_us belongs to cuMemcpyBatchAsync alone: no other call
+/// makes several copies, so on any other line it is a mistake, refused rather than ignored.
+[[nodiscard]] bool apply_entry_word(std::string_view word, bool batch, entry_cost& cost) noexcept
 {
   if (word == "driver_lock") { return cost.holds_driver_lock = true; }
   if (word == "sync") { return cost.syncs_device = true; }
   auto const [key, val] = split_key_value(word);
   if (key == "fixed_us") { return parse_number(val, cost.fixed_us); }
   if (key == "per_mib_us") { return parse_number(val, cost.per_mib_us); }
+  if (key == "per_copy_us") { return batch && parse_number(val, cost.per_copy_us); }
   return false;
 }
 
@@ -120,13 +124,16 @@ std::mutex driver_lock;                        // the modelled driver-global loc
   if (!is_link && !e) {
     return "'" + head + "' is neither 'link' nor an entry point the simulator has";
   }
+  bool const batch = e == entry::memcpy_batch_async;
   entry_cost cost;
   for (std::string word; words >> word;) {
-    bool const ok = is_link ? apply_link_word(word, profile.link) : apply_entry_word(word, cost);
+    bool const ok =
+      is_link ? apply_link_word(word, profile.link) : apply_entry_word(word, batch, cost);
     if (!ok) {
       return "'" + word + "' is not valid: expected " +
              (is_link ? "h2d_gbps=, d2h_gbps=, gap_us= (numbers >= 0) or duplex_d2h= (in (0, 1])"
-                      : "fixed_us=, per_mib_us= (numbers >= 0), driver_lock or sync");
+                      : "fixed_us=, per_mib_us= (numbers >= 0), per_copy_us= (a number >= 0, "
+                        "cuMemcpyBatchAsync only), driver_lock or sync");
     }
   }
   if (e) { profile.entries[static_cast<std::size_t>(*e)] = cost; }
@@ -204,7 +211,7 @@ void activate_profile(cost_profile const& profile, double scale)
 
 bool profile_active() noexcept { return active.load(std::memory_order_acquire) != nullptr; }
 
-void charge(entry e, std::size_t bytes) noexcept
+void charge(entry e, std::size_t bytes, std::size_t copies) noexcept
 {
   charging_state* const state = active.load(std::memory_order_acquire);
   if (state == nullptr) [[likely]] { return; }
@@ -216,7 +223,8 @@ void charge(entry e, std::size_t bytes) noexcept
       synchronize_context(sim.find_device(ordinal)->context);
     }
   }
-  double const us = cost.fixed_us + cost.per_mib_us * static_cast<double>(bytes) / mib;
+  double const us = cost.fixed_us + cost.per_mib_us * static_cast<double>(bytes) / mib +
+                    cost.per_copy_us * static_cast<double>(copies);
   if (us <= 0) { return; }
   state->seconds[index].fetch_add(us * seconds_per_us, std::memory_order_relaxed);
   state->calls[index].fetch_add(1, std::memory_order_relaxed);

@@ -3,8 +3,9 @@
  * @brief Cost profiles (SWAPALLOC_SIM_PROFILE): what each entry point and the link cost on
  *        a real GPU, charged time-scaled so that the simulator predicts that GPU's times.
  *
- * A profile gives every entry point a fixed cost and a cost per MiB, in microseconds of
- * the real GPU's host thread, and two flags: `driver_lock` (the call holds the driver's
+ * A profile gives every entry point a fixed cost and a cost per MiB (cuMemcpyBatchAsync:
+ * also a cost per copy of the batch), in microseconds of the real GPU's host thread, and
+ * two flags: `driver_lock` (the call holds the driver's
  * global lock while its cost elapses, so every other charged call waits for it: PyTorch's
  * CachingHostAllocator.cpp on cudaHostAlloc, "global lock in driver") and `sync` (the call
  * waits for every stream of every context first, as cudaFreeHost does). It also gives the
@@ -22,10 +23,11 @@
  * virtual per-thread clocks.
  *
  * The text form, one directive per line, `#` to the end of a line is a comment:
- *   <entry point> [fixed_us=<x>] [per_mib_us=<x>] [driver_lock] [sync]
+ *   <entry point> [fixed_us=<x>] [per_mib_us=<x>] [per_copy_us=<x>] [driver_lock] [sync]
  *   link [h2d_gbps=<x>] [d2h_gbps=<x>] [gap_us=<x>] [duplex_d2h=<fraction>]
  * An entry point is a cuda.h name, bare or versioned; an entry point not named costs
  * nothing. Numbers are finite and >= 0 (duplex_d2h in (0, 1]); gbps in 10^9 bytes/s.
+ * per_copy_us is only accepted on cuMemcpyBatchAsync, the one call with a number of copies.
  */
 #pragma once
 
@@ -44,6 +46,7 @@ namespace cudasim {
 struct entry_cost {
   double fixed_us{0};             ///< microseconds per call
   double per_mib_us{0};           ///< microseconds per MiB the call takes or gives
+  double per_copy_us{0};          ///< microseconds per copy of a batch (cuMemcpyBatchAsync)
   bool holds_driver_lock{false};  ///< other charged calls wait while this one's cost elapses
   bool syncs_device{false};       ///< waits for every stream of every context first
 };
@@ -80,8 +83,9 @@ void activate_profile(cost_profile const& profile, double scale);
 /// True once a profile is active.
 [[nodiscard]] bool profile_active() noexcept;
 
-/// True for the entry points whose cost depends on a size, which their bodies charge
-/// with the size (the prologue charges every other entry point).
+/// True for the entry points whose cost depends on a size (cuMemcpyBatchAsync: on its
+/// number of copies), which their bodies charge with it (the prologue charges every other
+/// entry point).
 [[nodiscard]] constexpr bool charged_by_size(entry e) noexcept
 {
   switch (e) {
@@ -92,17 +96,19 @@ void activate_profile(cost_profile const& profile, double scale);
     case entry::mem_map:
     case entry::mem_unmap:
     case entry::mem_set_access:
+    case entry::memcpy_batch_async:
       return true;
     default:
       return false;
   }
 }
 
-/// Charges one call of `e` that takes or gives `bytes`: syncs if the profile says so, then
-/// sleeps its scaled cost (under the driver lock if it holds it; after waiting for the
-/// lock if not). Sleeps shorter than 200 us are owed per thread and slept together, so
-/// timer slack does not inflate many small costs. No-op without a profile.
-void charge(entry e, std::size_t bytes) noexcept;
+/// Charges one call of `e` that takes or gives `bytes` and makes `copies` copies (a batch):
+/// syncs if the profile says so, then sleeps its scaled cost, fixed + per MiB + per copy
+/// (under the driver lock if it holds it; after waiting for the lock if not). Sleeps
+/// shorter than 200 us are owed per thread and slept together, so timer slack does not
+/// inflate many small costs. No-op without a profile.
+void charge(entry e, std::size_t bytes, std::size_t copies = 0) noexcept;
 
 /// The active profile's name and scale, for cudasimGetProfile; empty name when none.
 [[nodiscard]] std::string_view active_profile_name() noexcept;

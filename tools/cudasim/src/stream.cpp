@@ -137,14 +137,16 @@ void CUstream_st::execute(cudasim::operation& work)
       } else if constexpr (std::is_same_v<op_type, cudasim::host_function_op>) {
         context_.run_host_function(op);
         return CUDA_SUCCESS;
-      } else if constexpr (std::is_same_v<op_type, cudasim::copy_op>) {
+      } else if constexpr (std::is_same_v<op_type, cudasim::copy_op> ||
+                           std::is_same_v<op_type, cudasim::batch_op>) {
         return cudasim::execute(op, context_, ready_);  // sets ready_
       } else {
         return cudasim::execute(op, context_);
       }
     },
     work);
-  if (!std::holds_alternative<cudasim::copy_op>(work)) {
+  if (!std::holds_alternative<cudasim::copy_op>(work) &&
+      !std::holds_alternative<cudasim::batch_op>(work)) {
     ready_ = std::chrono::steady_clock::now();
   }
   if (result != CUDA_SUCCESS) { context_.fault(result); }
