@@ -13,6 +13,11 @@
 //   BM_Evict/bf16_weights/shuffle2+lz4/pinned_ahead/deferred  as pinned_ahead, with the
 //                              library's default lazy compression (compression_policy.hpp):
 //                              the copies stay raw (checksummed behind), ratio about 1.
+//   BM_Evict/bf16_weights/raw/scattered/<batch|no_batch>, BM_Restore/...  the live data in
+//                              64 KiB blocks with a free 64 KiB block after each (a cache of
+//                              many small tensors): every block is a copy of its own, which
+//                              go out up to 64 per cuMemcpyBatchAsync (batch) or one call
+//                              each (no_batch: transfer_options::batch_copies off).
 //   BM_SwapPools/<kind>/raw/<handle_cache|no_handle_cache>  restore one of two pools that
 //                              do not fit together: its room-making evicts the other first,
 //                              whose pages the restore maps again with the handle cache.
@@ -22,8 +27,10 @@
 // same process), moved_over_live (bytes moved / live bytes), ratio (live bytes / host
 // bytes once compressed); pin_ms, vmm_ms, issue_ms, wait_ms, codec_ms (the timed phase's
 // transfer_times per iteration, transfer.hpp), slabs_pinned (host slabs the evicts pinned,
-// per iteration); cold_evict_ms (the first evict of a fresh
-// allocator, untimed, which pins the host store's slabs: the timed iterations run warm).
+// per iteration), copies and copy_calls (the timed phase's copies over the link per
+// iteration, and the driver calls that issued them: a batch counts once); cold_evict_ms (the first
+// evict of a fresh allocator, untimed, which pins the host store's slabs: the timed iterations run
+// warm).
 //
 // On the simulator the link is throttled (cudasimSetLinkBandwidth) to SWAPALLOC_BENCH_LINK_GBPS
 // (10^9 bytes/s, default 0.5: what a 2-core machine sustains beside one compression
@@ -128,6 +135,29 @@ std::vector<std::pair<CUdeviceptr, std::size_t>> fill_pool(swapalloc::allocator&
   return blocks;
 }
 
+/// Fills `pool` of `cache` with `live_bytes` of `kind` data in 64 KiB blocks, each followed
+/// by a 64 KiB block freed again (so the live ranges lie apart); returns the live blocks.
+std::vector<std::pair<CUdeviceptr, std::size_t>> fill_scattered(swapalloc::allocator& cache,
+                                                                swapalloc::pool_id pool,
+                                                                data_kind kind)
+{
+  constexpr std::size_t block = 64 * std::size_t{1024};
+  std::vector<std::pair<CUdeviceptr, std::size_t>> blocks;
+  std::vector<CUdeviceptr> gaps;  // freed once all are allocated: else reused at once
+  std::vector<std::byte> const data = swapalloc::testing::make_data(kind, 16 * MiB, 1);
+  swapalloc::pool_scope const scope(cache, pool);
+  for (std::size_t filled = 0; filled < shared->live_bytes; filled += block) {
+    CUdeviceptr const ptr = cache.allocate(block, 0, nullptr);
+    gaps.push_back(cache.allocate(block, 0, nullptr));
+    shared->cuda.memcpy_htod(ptr, data.data() + filled % (data.size() - block + 1), block);
+    blocks.emplace_back(ptr, block);
+  }
+  for (CUdeviceptr const gap : gaps) {
+    cache.deallocate(gap, block, 0, nullptr);
+  }
+  return blocks;
+}
+
 /// Restores `pool` and frees `blocks`, best effort (a destructor's cleanup: the
 /// allocator's destructor frees the rest).
 void empty_pool(swapalloc::allocator& cache, swapalloc::pool_id pool,
@@ -142,26 +172,36 @@ void empty_pool(swapalloc::allocator& cache, swapalloc::pool_id pool,
   }
 }
 
+/// How a benchmark's pool is laid out and swapped.
+struct cycle_setup {
+  bool pinned_ahead{false};  ///< between the watermarks, allocator::prepin_host before evicts
+  bool deferred{false};      ///< lazy compression (the default), else compression behind
+  bool scattered{false};     ///< fill_scattered's layout, else fill_pool's
+  bool batch_copies{true};   ///< transfer_options::batch_copies
+};
+
 /// Allocator options compressing behind every eviction (`deferred` false), or lazily
-/// with the default idle delay.
-swapalloc::allocator_options compression_options(bool deferred)
+/// with the default idle delay, with `setup`'s copy batches.
+swapalloc::allocator_options allocator_options_for(cycle_setup const& setup)
 {
   swapalloc::allocator_options options;
   options.compress_after =
-    deferred ? swapalloc::compression_settings{}.idle_delay : std::chrono::milliseconds(0);
+    setup.deferred ? swapalloc::compression_settings{}.idle_delay : std::chrono::milliseconds(0);
+  options.transfer.batch_copies = setup.batch_copies;
   return options;
 }
 
-/// An allocator holding `live_bytes` of `kind` data in pool "model" (fill_pool).
+/// An allocator holding `live_bytes` of `kind` data in pool "model" (fill_pool, or
+/// fill_scattered).
 struct filled_pool {
-  filled_pool(data_kind kind, swapalloc::codec_id codec, bool deferred = false)
-    : cache(shared->cuda, compression_options(deferred))
+  filled_pool(data_kind kind, swapalloc::codec_id codec, cycle_setup const& setup)
+    : cache(shared->cuda, allocator_options_for(setup))
   {
     swapalloc::pool_options options;
     options.codec     = codec;
     options.page_size = shared->page_bytes;
     pool              = cache.create_pool("model", options);
-    blocks            = fill_pool(cache, pool, kind);
+    blocks = setup.scattered ? fill_scattered(cache, pool, kind) : fill_pool(cache, pool, kind);
   }
   ~filled_pool() { empty_pool(cache, pool, blocks); }
 
@@ -179,6 +219,16 @@ struct filled_pool {
   swapalloc::pool_id pool{};
   std::vector<std::pair<CUdeviceptr, std::size_t>> blocks;
 };
+
+/// A transfer's copies over the link and the driver calls that issued them.
+std::pair<std::size_t, std::size_t> copy_counts(swapalloc::evict_result const& done)
+{
+  return {done.copies, done.copy_calls};
+}
+std::pair<std::size_t, std::size_t> copy_counts(swapalloc::restore_result const& done)
+{
+  return {done.raw_copies, done.raw_copy_calls};
+}
 
 /// Which half of an evict + restore cycle a benchmark times.
 enum class timed_phase { evict, restore };
@@ -199,6 +249,35 @@ void set_time_counters(benchmark::State& state, double timed_seconds, double col
   state.counters["codec_ms"]      = phases.codec * to_ms;
 }
 
+/// What swap_cycles sums over its timed iterations.
+struct cycle_sums {
+  std::size_t moved{0};  ///< bytes over the link, in the timed phase
+  std::size_t live{0};   ///< live bytes evicted
+  std::size_t host{0};   ///< host bytes held once compressed
+  std::size_t slabs{0};  ///< host slabs pinned by the evicts
+  std::size_t copies{0};
+  std::size_t copy_calls{0};
+  double seconds{0};
+  swapalloc::transfer_times phases;
+};
+
+/// swap_cycles' counters but the times: link_fraction, moved_over_live, ratio, link_GBps,
+/// slabs_pinned, copies and copy_calls.
+void set_cycle_counters(benchmark::State& state, timed_phase phase, cycle_sums const& sums)
+{
+  double const link = phase == timed_phase::evict ? shared->to_host_bytes_per_second
+                                                  : shared->to_device_bytes_per_second;
+  auto const per = [](std::size_t part, double whole) { return static_cast<double>(part) / whole; };
+  double const iterations           = static_cast<double>(state.iterations());
+  state.counters["link_fraction"]   = per(sums.moved, sums.seconds) / link;
+  state.counters["moved_over_live"] = per(sums.moved, static_cast<double>(sums.live));
+  state.counters["ratio"] = sums.host == 0 ? 0.0 : per(sums.live, static_cast<double>(sums.host));
+  state.counters["link_GBps"]    = link / 1e9;
+  state.counters["slabs_pinned"] = per(sums.slabs, iterations);
+  state.counters["copies"]       = per(sums.copies, iterations);
+  state.counters["copy_calls"]   = per(sums.copy_calls, iterations);
+}
+
 /**
  * Runs one untimed (cold) cycle, then evict + restore cycles of a filled pool, timing
  * `phase` only. Compression behind the eviction is awaited untimed before the host bytes
@@ -207,32 +286,30 @@ void set_time_counters(benchmark::State& state, double timed_seconds, double col
  * transfer_times and cold_evict_ms (file comment); bytes_per_second counts live bytes.
  */
 void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id codec,
-                 timed_phase phase, bool pinned_ahead = false, bool deferred = false)
+                 timed_phase phase, cycle_setup const& setup = {})
 {
   swapalloc::bench::guarded(state, [&] {
     if (!swapalloc::codec_available(codec)) {
       state.SkipWithError("codec not built in");
       return;
     }
-    filled_pool filled(kind, codec, deferred);
-    if (pinned_ahead) { filled.between_the_watermarks(); }
+    filled_pool filled(kind, codec, setup);
+    if (setup.pinned_ahead) { filled.between_the_watermarks(); }
     auto const pin_ahead = [&] {  // untimed, before each evict: the monitor's pass
-      if (pinned_ahead) { (void)filled.cache.prepin_host(0); }
+      if (setup.pinned_ahead) { (void)filled.cache.prepin_host(0); }
     };
-    std::size_t moved = 0;  // over the link, in the timed phase
-    std::size_t live  = 0;
-    std::size_t host  = 0;
-    std::size_t slabs = 0;  // pinned by the timed iterations' evicts
-    double seconds    = 0;
-    swapalloc::transfer_times phases;  // summed over the timed iterations
+    cycle_sums sums;
     auto const timed = [&](auto&& step) {
       auto const start                         = std::chrono::steady_clock::now();
       auto done                                = step();
       std::chrono::duration<double> const took = std::chrono::steady_clock::now() - start;
       state.SetIterationTime(took.count());
-      seconds += took.count();
-      moved += done.bytes_copied;
-      phases += done.times;
+      sums.seconds += took.count();
+      sums.moved += done.bytes_copied;
+      sums.phases += done.times;
+      auto const [count, calls] = copy_counts(done);
+      sums.copies += count;
+      sums.copy_calls += calls;
       return done;
     };
     auto const evict   = [&] { return filled.cache.evict(filled.pool, 0); };
@@ -246,27 +323,19 @@ void swap_cycles(benchmark::State& state, data_kind kind, swapalloc::codec_id co
     for (auto _ : state) {
       pin_ahead();
       swapalloc::evict_result const out = phase == timed_phase::evict ? timed(evict) : evict();
-      live += out.live_bytes;
-      slabs += out.slabs_pinned;
+      sums.live += out.live_bytes;
+      sums.slabs += out.slabs_pinned;
       filled.cache.wait_for_compression(filled.pool);
-      host += filled.cache.stats(filled.pool, 0).host_bytes;
+      sums.host += filled.cache.stats(filled.pool, 0).host_bytes;
       if (phase == timed_phase::restore) {
         (void)timed(restore);
       } else {
         (void)restore();
       }
     }
-    double const link               = phase == timed_phase::evict ? shared->to_host_bytes_per_second
-                                                                  : shared->to_device_bytes_per_second;
-    state.counters["link_fraction"] = static_cast<double>(moved) / seconds / link;
-    state.counters["moved_over_live"] = static_cast<double>(moved) / static_cast<double>(live);
-    state.counters["ratio"] =
-      host == 0 ? 0.0 : static_cast<double>(live) / static_cast<double>(host);
-    state.counters["link_GBps"] = link / 1e9;
-    state.counters["slabs_pinned"] =
-      static_cast<double>(slabs) / static_cast<double>(state.iterations());
-    set_time_counters(state, seconds, cold.count(), phases);
-    state.SetBytesProcessed(static_cast<std::int64_t>(live));  // summed over the iterations
+    set_cycle_counters(state, phase, sums);
+    set_time_counters(state, sums.seconds, cold.count(), sums.phases);
+    state.SetBytesProcessed(static_cast<std::int64_t>(sums.live));  // over the iterations
   });
 }
 
@@ -279,18 +348,27 @@ void BM_Evict(benchmark::State& state, data_kind kind, swapalloc::codec_id codec
 /// (untimed) before each evict, the cold one included, as the pressure monitor does.
 void BM_EvictPinnedAhead(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
 {
-  swap_cycles(state, kind, codec, timed_phase::evict, true);
+  swap_cycles(state, kind, codec, timed_phase::evict, cycle_setup{.pinned_ahead = true});
 }
 
 /// BM_EvictPinnedAhead with lazy compression: the copies stay raw, checksummed behind.
 void BM_EvictPinnedAheadDeferred(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
 {
-  swap_cycles(state, kind, codec, timed_phase::evict, true, true);
+  swap_cycles(state, kind, codec, timed_phase::evict,
+              cycle_setup{.pinned_ahead = true, .deferred = true});
 }
 
 void BM_Restore(benchmark::State& state, data_kind kind, swapalloc::codec_id codec)
 {
   swap_cycles(state, kind, codec, timed_phase::restore);
+}
+
+/// BM_Evict or BM_Restore (`phase`) of raw bf16 weights laid out by fill_scattered, with
+/// copy batches or without.
+void BM_Scattered(benchmark::State& state, timed_phase phase, bool batch_copies)
+{
+  swap_cycles(state, data_kind::bf16_weights, swapalloc::codec_id::raw, phase,
+              cycle_setup{.scattered = true, .batch_copies = batch_copies});
 }
 
 /**
@@ -346,6 +424,22 @@ void BM_SwapPools(benchmark::State& state, data_kind kind, bool handle_cache)
   });
 }
 
+/// BM_Evict and BM_Restore of bf16_weights/raw/scattered, with copy batches and without.
+void register_scattered()
+{
+  for (bool const batch : {true, false}) {
+    for (timed_phase const phase : {timed_phase::evict, timed_phase::restore}) {
+      std::string const name =
+        std::string(phase == timed_phase::evict ? "BM_Evict" : "BM_Restore") +
+        "/bf16_weights/raw/scattered/" + (batch ? "batch" : "no_batch");
+      benchmark::RegisterBenchmark(name.c_str(), BM_Scattered, phase, batch)
+        ->UseManualTime()
+        ->Iterations(3)
+        ->Unit(benchmark::kMillisecond);
+    }
+  }
+}
+
 void register_all()
 {
   using swapalloc::codec_id;
@@ -386,6 +480,7 @@ void register_all()
     ->UseManualTime()
     ->Iterations(3)
     ->Unit(benchmark::kMillisecond);
+  register_scattered();
   for (auto const& [kind, codecs] : matrix) {
     for (codec_id codec : codecs) {
       std::string const suffix =

@@ -277,7 +277,8 @@ class device_state {
    *        to now (torch.cuda.empty_cache). It waits with `lock` released, for the device
    *        and for the compression of copies a release would drop (cancelled meanwhile:
    *        empty_cache waits for no codec), under an engine lease so that no pool starts
-   *        moving; the pools it waits for are marked moving meanwhile.
+   *        moving; the pools it waits for are marked moving meanwhile. For every pool
+   *        (`only` null) it also frees the transfer engine's codec scratch buffers.
    *        A pool moving when it is called is skipped.
    * @return bytes released. @throws cuda_error for the first failure, after releasing
    *         all it could. @pre `lock` holds the mutex, context current, no lease held.
@@ -287,6 +288,7 @@ class device_state {
     pool_controls::engine_lease const lease(controls_, lock);
     settle_compression(
       lock, only, [&] { synchronize(wait_gate(lock)); }, true);
+    if (only == nullptr && engine_ != nullptr) { engine_->release_scratch(); }
     std::size_t released = 0;
     std::exception_ptr first_error;
     for (std::size_t id = 0; id < pools_.size(); ++id) {

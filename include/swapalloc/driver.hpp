@@ -105,6 +105,8 @@ struct driver_table {
   decltype(&::cuEventSynchronize) cuEventSynchronize{};
   decltype(&::cuEventElapsedTime) cuEventElapsedTime{};
   decltype(&::cuLaunchHostFunc) cuLaunchHostFunc{};
+  // Optional: null where the driver lacks it (driver::has_memcpy_batch).
+  decltype(&::cuMemcpyBatchAsync) cuMemcpyBatchAsync{};
 };
 
 /**
@@ -457,6 +459,36 @@ class driver {
     });
   }
 
+  /// True when the driver has cuMemcpyBatchAsync (CUDA 13.0's cuMemcpyBatchAsync_v2).
+  [[nodiscard]] bool has_memcpy_batch() const noexcept
+  {
+    return table_.cuMemcpyBatchAsync != nullptr;
+  }
+
+  /**
+   * @brief Queues `count` copies, `sizes[i]` bytes from `srcs[i]` to `dsts[i]` (device or
+   *        pinned host addresses: unified addressing tells them apart), on `stream` with one
+   *        cuMemcpyBatchAsync. The batch runs after the stream's earlier work and before its
+   *        later work, its copies in no particular order among themselves (the CUDA Driver
+   *        API's cuMemcpyBatchAsync): none may read what another writes. Sources are read
+   *        in stream order (CU_MEMCPY_SRC_ACCESS_ORDER_STREAM).
+   * @pre has_memcpy_batch(), count >= 1, and `stream` is not the legacy NULL stream.
+   * @throws cuda_error naming the batch's size and first copy.
+   * Thread safety: as the driver call.
+   */
+  void memcpy_batch_async(CUdeviceptr* dsts, CUdeviceptr* srcs, std::size_t* sizes,
+                          std::size_t count, CUstream stream) const
+  {
+    CUmemcpyAttributes attributes{};
+    attributes.srcAccessOrder = CU_MEMCPY_SRC_ACCESS_ORDER_STREAM;
+    std::size_t first_copy    = 0;  // the one attribute applies from copy 0 on
+    check(table_.cuMemcpyBatchAsync(dsts, srcs, sizes, count, &attributes, &first_copy, 1, stream),
+          "cuMemcpyBatchAsync", [&] {
+            return "count=" + std::to_string(count) + ", first copy " +
+                   copy_arguments(dsts[0], srcs[0], sizes[0]) + stream_argument(stream);
+          });
+  }
+
   void memcpy_dtod_async(CUdeviceptr dst, CUdeviceptr src, std::size_t bytes, CUstream stream) const
   {
     check(table_.cuMemcpyDtoDAsync(dst, src, bytes, stream), "cuMemcpyDtoDAsync",
@@ -668,6 +700,17 @@ class driver {
     // same prototype, so R535/R550 drivers keep working.
     resolve(t.cuEventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime");
     resolve(t.cuLaunchHostFunc, "cuLaunchHostFunc");
+    resolve_optional();
+  }
+
+  /// The entry points swapalloc uses where the driver has them; null where it does not.
+  void resolve_optional() noexcept
+  {
+    // cuMemcpyBatchAsync_v2 is CUDA 13.0's ABI (R580 drivers on); the bare
+    // cuMemcpyBatchAsync of CUDA 12.8/12.9 takes a failIdx argument this prototype lacks,
+    // so those drivers copy range by range instead (detail/copy_batch.hpp).
+    table_.cuMemcpyBatchAsync = reinterpret_cast<decltype(table_.cuMemcpyBatchAsync)>(
+      ::dlsym(handle_, "cuMemcpyBatchAsync_v2"));
   }
 
   std::string library_;

@@ -71,6 +71,7 @@
 #pragma once
 
 #include <swapalloc/codec.hpp>
+#include <swapalloc/detail/copy_batch.hpp>
 #include <swapalloc/driver.hpp>
 #include <swapalloc/host_store.hpp>
 #include <swapalloc/pool.hpp>
@@ -132,6 +133,10 @@ struct transfer_options {
   std::size_t staging_slots{16};  ///< pinned staging buffers of max_chunk_bytes each
   std::size_t window_pages{16};   ///< eviction: pages with copies in flight (or gathered)
   std::size_t gap_bytes{4096};    ///< free gaps up to this size are copied with live bytes
+  /// Copies that cannot be gathered into one (an evict's scattered live ranges, a
+  /// restore's raw parts) go out up to 64 at a time with one cuMemcpyBatchAsync where the
+  /// driver has it (detail/copy_batch.hpp); false: one call per copy.
+  bool batch_copies{true};
 };
 
 /// How a pool's chunks are encoded: a forced codec, else its dtype hint, else sampled.
@@ -207,7 +212,9 @@ struct evict_result {
   /// The copies' compression was deferred (codec_choice::defer), to the end: they are
   /// stored raw until compress_deferred; false when they were compressed behind.
   bool compression_deferred{false};
-  transfer_times times;  ///< where the calling thread's time went
+  std::size_t copies{0};      ///< device-to-host copies issued (gathered ones count once)
+  std::size_t copy_calls{0};  ///< driver calls that issued them (a batch counts once)
+  transfer_times times;       ///< where the calling thread's time went
 };
 
 /// What one restore did.
@@ -215,7 +222,9 @@ struct restore_result {
   std::size_t pages{0};                   ///< pages mapped and filled again
   std::size_t bytes_copied{0};            ///< bytes moved over the link
   std::size_t compressions_cut_short{0};  ///< pages whose pending compression it cancelled
-  transfer_times times;                   ///< where the calling thread's time went
+  std::size_t raw_copies{0};      ///< host-to-device copies of raw parts (gathered ones count once)
+  std::size_t raw_copy_calls{0};  ///< driver calls that issued them (a batch counts once)
+  transfer_times times;           ///< where the calling thread's time went
 };
 
 /// Per-device transfer machinery. See the file comment.
@@ -225,7 +234,13 @@ class transfer_engine {
   /// `events` is the device's event pool (stream_events.hpp), shared with the allocator.
   transfer_engine(driver const& drv, host_store& store, worker_pool& workers, event_pool& events,
                   transfer_options options = {})
-    : driver_(&drv), store_(&store), workers_(&workers), events_(&events), options_(options)
+    : driver_(&drv),
+      store_(&store),
+      workers_(&workers),
+      events_(&events),
+      options_(options),
+      to_host_batch_(detail::copy_direction::device_to_host, options.batch_copies, gather_bytes),
+      to_device_batch_(detail::copy_direction::host_to_device, options.batch_copies, gather_bytes)
   {
     if (options_.staging_slots == 0 || options_.window_pages == 0) {
       throw std::invalid_argument(
@@ -254,6 +269,25 @@ class transfer_engine {
     if (staging_ != nullptr) { (void)table.cuMemFreeHost(staging_); }
     if (to_host_ != nullptr) { (void)table.cuStreamDestroy(to_host_); }
     if (to_device_ != nullptr) { (void)table.cuStreamDestroy(to_device_); }
+  }
+
+  /// Scratch buffers kept for the next codec job: one per job that ran at once (the
+  /// workers and the calling threads), each about max_chunk_bytes of pageable memory.
+  /// Thread safety: any thread.
+  [[nodiscard]] std::size_t scratch_buffers() const
+  {
+    std::lock_guard const lock(scratch_mutex_);
+    return scratch_.size();
+  }
+
+  /// Frees the scratch buffers kept for reuse (empty_cache gives back what is cached); a
+  /// job running meanwhile keeps its own and puts it back when it ends. Thread safety: any
+  /// thread.
+  void release_scratch() noexcept
+  {
+    std::vector<std::unique_ptr<job_scratch>> freed;
+    std::lock_guard const lock(scratch_mutex_);
+    freed.swap(scratch_);
   }
 
   /// True once the streams, staging ring and events exist (the first transfer, or
@@ -292,6 +326,7 @@ class transfer_engine {
                      codec_choice const& choice, wait_gate gate = {})
   {
     ensure_ready();
+    to_host_batch_.reset();
     evict_pass pass{residency, residency.image_for(*store_), choice, gate, {}, {}, {}, {}};
     pass.image.note_eviction(std::chrono::steady_clock::now());  // the copies' age
     std::size_t const pins_before = store_->pins();
@@ -333,6 +368,8 @@ class transfer_engine {
     }
     if (pass.unmap_error) { std::rethrow_exception(pass.unmap_error); }
     pass.out.compression_deferred = pass.choice.defer;
+    pass.out.copies               = to_host_batch_.copies();
+    pass.out.copy_calls           = to_host_batch_.calls();
     pass.out.slabs_pinned         = store_->pins() - pins_before;
     times.pin                     = store_->pin_seconds() - pin_before;
     pass.out.released_bytes =
@@ -390,6 +427,7 @@ class transfer_engine {
                          CUstream stream, wait_gate gate = {})
   {
     ensure_ready();
+    to_device_batch_.reset();
     restore_result out;
     pool_image& image = residency.image_for(*store_);
     settle_compression(image, gate, out);
@@ -413,7 +451,9 @@ class transfer_engine {
       }
     }
     residency.count_restores(pages.size());
-    out.pages = pages.size();
+    out.pages          = pages.size();
+    out.raw_copies     = to_device_batch_.copies();
+    out.raw_copy_calls = to_device_batch_.calls();
     return out;
   }
 
@@ -577,6 +617,7 @@ class transfer_engine {
       }
     }
     if (pass.begun[current.page] == 0) {
+      issue_before_a_pause(times);  // the link works while the pages are mapped
       detail::phase_timer const vmm(times.vmm);
       std::size_t const run = evicted_run(pool, pass.pages, current.page, pass.begun);
       pass.residency.begin_restore(pass.pages[current.page], run);
@@ -597,8 +638,8 @@ class transfer_engine {
   {
     transfer_times& times = pass.out.times;
     if (!pass.run.is_done(i)) {
-      detail::phase_timer const issue(times.issue);
       flush(pass.pending);
+      issue_before_a_pause(times);
     }
     double decoding = 0;
     {
@@ -621,6 +662,10 @@ class transfer_engine {
   void await_copies(restore_pass& pass, CUstream stream)
   {
     transfer_times& times = pass.out.times;
+    {
+      detail::phase_timer const issue(times.issue);
+      to_device_batch_.issue(*driver_, to_device_);
+    }
     for (std::size_t i = 0; i < pass.pages.size(); ++i) {  // pages with no piece to copy
       detail::phase_timer const vmm(times.vmm);
       if (pass.begun[i] == 0) { pass.residency.begin_restore(pass.pages[i]); }
@@ -859,7 +904,8 @@ class transfer_engine {
   {
     pending_evict_copy const pending = std::exchange(pass.pending, pending_evict_copy{});
     if (pending.bytes != 0) {
-      driver_->memcpy_dtoh_async(pending.target, pending.source, pending.bytes, to_host_);
+      to_host_batch_.add(*driver_, to_host_, reinterpret_cast<std::uintptr_t>(pending.target),
+                         pending.source, pending.bytes);
     }
   }
 
@@ -869,6 +915,7 @@ class transfer_engine {
   {
     if (entry.event != nullptr) { return; }
     detail::phase_timer const issue(pass.out.times.issue);
+    to_host_batch_.issue(*driver_, to_host_);  // the event comes after every copy issued
     entry.event = events_->take();
     driver_->event_record(entry.event, to_host_);
   }
@@ -885,6 +932,10 @@ class transfer_engine {
       issue_gathered(pass);
       mark_copied(pass, window.back());
       first = std::prev(window.end());
+    }
+    {
+      detail::phase_timer const issue(pass.out.times.issue);
+      to_host_batch_.issue(*driver_, to_host_);  // later pages' copies run during the wait
     }
     {
       detail::phase_timer const wait(pass.out.times.wait);
@@ -1298,6 +1349,7 @@ class transfer_engine {
         if (index > needed && !driver_->event_query(slot_events_[slot])) { return; }
         if (index == needed) {
           flush(pending);
+          issue_before_a_pause(times);
           detail::phase_timer const wait(times.wait);
           gate.outside([&] { driver_->event_synchronize(slot_events_[slot]); });
         }
@@ -1427,12 +1479,22 @@ class transfer_engine {
   /// (../shared/notes/gpu-speed.md §3.3).
   static constexpr std::size_t gather_bytes = std::size_t{8} << 20;
 
-  /// Issues `pending`, if it holds bytes.
+  /// Adds `pending`, if it holds bytes, to the restore's batch (issued once it holds
+  /// gather_bytes, or by issue_before_a_pause).
   void flush(pending_copy& pending)
   {
     if (pending.bytes == 0) { return; }
-    driver_->memcpy_htod_async(pending.target, pending.source, pending.bytes, to_device_);
+    to_device_batch_.add(*driver_, to_device_, pending.target,
+                         reinterpret_cast<std::uintptr_t>(pending.source), pending.bytes);
     pending.bytes = 0;
+  }
+
+  /// Issues the restore's batch of raw copies before the calling thread maps pages or
+  /// waits, so that the link has them meanwhile.
+  void issue_before_a_pause(transfer_times& times)
+  {
+    detail::phase_timer const issue(times.issue);
+    to_device_batch_.issue(*driver_, to_device_);
   }
 
   /// True when a piece's copy reads its staging slot (it was decoded into it).
@@ -1490,6 +1552,8 @@ class transfer_engine {
   transfer_options options_;
   CUstream to_host_{nullptr};
   CUstream to_device_{nullptr};
+  detail::copy_batch to_host_batch_;    // an eviction's copies not issued yet
+  detail::copy_batch to_device_batch_;  // a restore's raw copies not issued yet
   void* staging_{nullptr};
   std::vector<CUevent> slot_events_;
   std::vector<bool> slot_busy_;
@@ -1497,7 +1561,7 @@ class transfer_engine {
   std::vector<host_extent> unsettled_;
   bool to_host_unsettled_{false};
   bool to_device_unsettled_{false};  // a failed restore could not wait for its copies
-  std::mutex scratch_mutex_;
+  mutable std::mutex scratch_mutex_;
   std::vector<std::unique_ptr<job_scratch>> scratch_;
 };
 

@@ -103,6 +103,7 @@ TEST(SimDriver, VersionedSymbols)
   SIM_CHECK_SYMBOL(cuEventSynchronize);
   SIM_CHECK_SYMBOL(cuEventElapsedTime);
   SIM_CHECK_SYMBOL(cuLaunchHostFunc);
+  SIM_CHECK_SYMBOL(cuMemcpyBatchAsync);  // optional (driver::has_memcpy_batch); the sim has it
 #undef SIM_CHECK_SYMBOL
 }
 
@@ -191,6 +192,20 @@ TEST(SimDriver, BatchedCopyIsExportedUnderItsCuda13SymbolOnly)
   EXPECT_EQ(::dlsym(older, "cuMemcpyBatchAsync"), nullptr);
   EXPECT_NE(::dlsym(older, "cuMemcpyHtoDAsync_v2"), nullptr) << "the library exports copies";
   ::dlclose(older);
+}
+
+TEST(SimDriver, AnOlderDriverWithoutBatchedCopiesLoadsWithoutThem)
+{
+  // cuMemcpyBatchAsync is optional in the seam (driver.hpp resolve_optional): a driver
+  // without cuMemcpyBatchAsync_v2 loads, and the transfer engine copies range by range.
+  if (!simulator_library_present()) {
+    GTEST_SKIP() << "simulator only: libcudasim_r550.so stands in for an older driver";
+  }
+  EXPECT_TRUE(shared_driver().has_memcpy_batch());
+  driver const older(SWAPALLOC_CUDASIM_R550_PATH);
+  EXPECT_FALSE(older.has_memcpy_batch());
+  EXPECT_EQ(older.table().cuMemcpyBatchAsync, nullptr);
+  EXPECT_NE(older.table().cuMemcpyHtoDAsync, nullptr);
 }
 
 TEST(SimDriver, LibraryWithoutDriverSymbolsThrowsDriverUnavailable)

@@ -9,7 +9,7 @@
 
 namespace swapalloc::testing {
 
-inline constexpr std::array<char const*, 52> driver_entry_points{"cuInit",
+inline constexpr std::array<char const*, 53> driver_entry_points{"cuInit",
                                                                  "cuDriverGetVersion",
                                                                  "cuGetErrorName",
                                                                  "cuGetErrorString",
@@ -60,6 +60,7 @@ inline constexpr std::array<char const*, 52> driver_entry_points{"cuInit",
                                                                  "cuEventQuery",
                                                                  "cuEventSynchronize",
                                                                  "cuEventElapsedTime",
-                                                                 "cuLaunchHostFunc"};
+                                                                 "cuLaunchHostFunc",
+                                                                 "cuMemcpyBatchAsync"};
 
 }  // namespace swapalloc::testing

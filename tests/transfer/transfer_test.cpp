@@ -400,6 +400,25 @@ TEST_F(TransferRunTest, ADeferredEvictionKeepsItsCopiesRawUntilCompressDeferredE
   expect_intact();
 }
 
+TEST_F(TransferRunTest, CodecScratchIsKeptForTheNextJobUntilReleased)
+{
+  constexpr std::size_t pages = 2;
+  start(pages, true);
+  EXPECT_EQ(engine_->scratch_buffers(), 0U) << "made by the first codec job";
+  ASSERT_EQ(engine_->evict(*pool_, every_page(pages), codec_choice{{}, codec_id::lz4}).pages_copied,
+            pages);
+  pool_->wait_for_compression();
+  std::size_t const kept = engine_->scratch_buffers();
+  EXPECT_GE(kept, 1U) << "the worker's, kept for the next job";
+  EXPECT_LE(kept, 2U) << "one per job that ran at once: the one worker and this thread";
+  engine_->release_scratch();
+  EXPECT_EQ(engine_->scratch_buffers(), 0U);
+  EXPECT_EQ(engine_->restore(*pool_, every_page(pages), nullptr).pages, pages)
+    << "the decoders make scratch again";
+  expect_intact();
+  EXPECT_GE(engine_->scratch_buffers(), 1U);
+}
+
 TEST_F(TransferRunTest, AChunkChangedBeforeItsDeferredCompressionStaysRawAndFailsTheRestore)
 {
   start(1, true);
