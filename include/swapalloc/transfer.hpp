@@ -212,7 +212,9 @@ struct evict_result {
   /// The copies' compression was deferred (codec_choice::defer), to the end: they are
   /// stored raw until compress_deferred; false when they were compressed behind.
   bool compression_deferred{false};
-  std::size_t copies{0};      ///< device-to-host copies issued (gathered ones count once)
+  /// Device-to-host copies of live bytes into their host extents (gathered ones count once;
+  /// the staging copies of a page compressed synchronously, short of budget, are not).
+  std::size_t copies{0};
   std::size_t copy_calls{0};  ///< driver calls that issued them (a batch counts once)
   transfer_times times;       ///< where the calling thread's time went
 };
@@ -437,7 +439,6 @@ class transfer_engine {
       for (std::size_t i = 0; i < pieces.size(); ++i) {
         restore_piece(pass, i);
       }
-      flush(pass.pending);
       await_copies(pass, stream);
     } catch (...) {
       abandon_restore(residency, pages, pass.run);
@@ -638,8 +639,9 @@ class transfer_engine {
   {
     transfer_times& times = pass.out.times;
     if (!pass.run.is_done(i)) {
+      detail::phase_timer const issue(times.issue);
       flush(pass.pending);
-      issue_before_a_pause(times);
+      to_device_batch_.issue(*driver_, to_device_);
     }
     double decoding = 0;
     {
@@ -656,7 +658,8 @@ class transfer_engine {
     times.codec += decoding;
   }
 
-  /// Maps the pages no piece was copied to, makes `stream` (if not null) wait for every
+  /// Issues the raw copies still gathered, maps the pages no piece was copied to, makes
+  /// `stream` (if not null) wait for every
   /// copy, waits for the copies and the decoders (verifying unstarted raw pieces on this
   /// thread meanwhile), and throws the first piece's failure (restore_error), if any.
   void await_copies(restore_pass& pass, CUstream stream)
@@ -664,6 +667,7 @@ class transfer_engine {
     transfer_times& times = pass.out.times;
     {
       detail::phase_timer const issue(times.issue);
+      flush(pass.pending);
       to_device_batch_.issue(*driver_, to_device_);
     }
     for (std::size_t i = 0; i < pass.pages.size(); ++i) {  // pages with no piece to copy
@@ -838,7 +842,11 @@ class transfer_engine {
       (void)compress_deferred(pass.residency, pass.choice);
       std::size_t const pending = pass.image.jobs().pending();
       if (pending == 0) { return {}; }
-      issue_gathered(pass);  // the link copies while the jobs run
+      {
+        detail::phase_timer const issue(pass.out.times.issue);
+        issue_gathered(pass);  // the link copies while the jobs run
+        to_host_batch_.issue(*driver_, to_host_);
+      }
       detail::phase_timer const wait(pass.out.times.wait);
       pass.gate.outside([&] { pass.image.jobs().wait_until_at_most(pending - 1); });
     }
@@ -894,7 +902,7 @@ class transfer_engine {
     if (pending.extend(target, source, bytes)) { return; }
     if (pending.bytes != 0) {
       issue_gathered(pass);
-      if (pass.window.size() >= 2) { mark_copied(pass, pass.window[pass.window.size() - 2]); }
+      if (pass.window.size() >= 2) { mark_copied(pass.window[pass.window.size() - 2]); }
     }
     pending = pending_evict_copy{target, source, bytes};
   }
@@ -910,11 +918,11 @@ class transfer_engine {
   }
 
   /// Records an event behind the copies issued so far on `entry`, whose copies are all
-  /// issued, unless it has one. On a throw, abandon gives the event back.
-  void mark_copied(evict_pass& pass, in_flight& entry)
+  /// issued, unless it has one. On a throw, abandon gives the event back. Its caller
+  /// times it (issue).
+  void mark_copied(in_flight& entry)
   {
     if (entry.event != nullptr) { return; }
-    detail::phase_timer const issue(pass.out.times.issue);
     to_host_batch_.issue(*driver_, to_host_);  // the event comes after every copy issued
     entry.event = events_->take();
     driver_->event_record(entry.event, to_host_);
@@ -928,13 +936,13 @@ class transfer_engine {
     std::deque<in_flight>& window = pass.window;
     auto first                    = std::find_if(window.begin(), window.end(),
                                                  [](in_flight const& entry) { return entry.event != nullptr; });
-    if (first == window.end()) {
-      issue_gathered(pass);
-      mark_copied(pass, window.back());
-      first = std::prev(window.end());
-    }
     {
       detail::phase_timer const issue(pass.out.times.issue);
+      if (first == window.end()) {
+        issue_gathered(pass);
+        mark_copied(window.back());
+        first = std::prev(window.end());
+      }
       to_host_batch_.issue(*driver_, to_host_);  // later pages' copies run during the wait
     }
     {
@@ -1348,8 +1356,11 @@ class transfer_engine {
       if (slot_busy_[slot]) {
         if (index > needed && !driver_->event_query(slot_events_[slot])) { return; }
         if (index == needed) {
-          flush(pending);
-          issue_before_a_pause(times);
+          {
+            detail::phase_timer const issue(times.issue);
+            flush(pending);
+            to_device_batch_.issue(*driver_, to_device_);
+          }
           detail::phase_timer const wait(times.wait);
           gate.outside([&] { driver_->event_synchronize(slot_events_[slot]); });
         }
@@ -1480,7 +1491,7 @@ class transfer_engine {
   static constexpr std::size_t gather_bytes = std::size_t{8} << 20;
 
   /// Adds `pending`, if it holds bytes, to the restore's batch (issued once it holds
-  /// gather_bytes, or by issue_before_a_pause).
+  /// gather_bytes, and before each map and wait).
   void flush(pending_copy& pending)
   {
     if (pending.bytes == 0) { return; }

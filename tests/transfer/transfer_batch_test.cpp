@@ -4,7 +4,7 @@
 // cuMemcpy*Async per range was made; with batch_copies off each range is its own call
 // again; a batch call that fails leaves the pool as a failed single copy does: every page
 // resident (evict) or evicted with its copy (restore), every byte intact, and the next
-// transfer succeeds.
+// transfer succeeds, and copies a failed transfer had gathered are never issued.
 #include <swapalloc/transfer.hpp>
 
 #include "driver_fixture.hpp"
@@ -177,6 +177,36 @@ TEST_F(TransferBatchTest, AFailedBatchInAnEvictionLeavesEveryPageResidentAndTheN
   evict_result const out = evict();
   EXPECT_EQ(out.pages_copied, pages);
   (void)engine_->restore(*pool_, every_page(), nullptr);
+  expect_intact();
+}
+
+TEST_F(TransferBatchTest, CopiesStillGatheredWhenAnEvictionFailsAreNeverIssued)
+{
+  SIM_ONLY(sim(), "injects a driver fault");
+  start();
+  // Page 1 keeps no live block: the eviction releases it after gathering page 0's copies,
+  // and that release's unmap fails with page 0's copies in the batch, unissued.
+  std::size_t const in_page_0 = live_.size() / pages;
+  for (std::size_t i = in_page_0; i < live_.size(); ++i) {
+    pool_->deallocate(live_[i]);
+  }
+  live_.resize(in_page_0);
+  words_.resize(in_page_0);
+  pool_->prepare_swap();
+  ASSERT_EQ(sim().fail_call("cuMemUnmap", 1, CUDA_ERROR_INVALID_VALUE), CUDA_SUCCESS);
+  unsigned long long const failed_batches =
+    calls_of("cuMemcpyBatchAsync", [&] { EXPECT_THROW((void)evict(), cuda_error); });
+  EXPECT_EQ(failed_batches, 0U) << "page 0's copies were still gathered when it failed";
+  EXPECT_EQ(pool_->pool().page(0), page_state::resident);
+  expect_intact();
+
+  // The next transfer starts with an empty batch: the failed one's copies, whose host
+  // extents went back, are not issued into them.
+  pool_->prepare_swap();
+  evict_result const out = evict();
+  EXPECT_EQ(out.copies, in_page_0) << "this eviction's copies only";
+  EXPECT_EQ(out.pages_copied, 1U);
+  (void)engine_->restore(*pool_, {0}, nullptr);
   expect_intact();
 }
 
