@@ -179,6 +179,7 @@ TEST_F(SimFault, BatchedCopyFailsWithNothingQueued)
   std::memset(source.data(), 0x5a, source.bytes());
   auto range = make_range();
   drv().memset_d32(range.ptr(), 0x11111111, std::size_t{3} * 1024);
+  drv().synchronize_context();  // the memset runs on the legacy stream, the batches not
   scoped_stream stream(drv());
   CUdeviceptr const host         = address_of(source.data());
   unsigned long long const calls = sim().call_count("cuMemcpyBatchAsync");
