@@ -618,7 +618,7 @@ class transfer_engine {
       }
     }
     if (pass.begun[current.page] == 0) {
-      issue_before_a_pause(times);  // the link works while the pages are mapped
+      issue_before_mapping(times);  // the link works while the pages are mapped
       detail::phase_timer const vmm(times.vmm);
       std::size_t const run = evicted_run(pool, pass.pages, current.page, pass.begun);
       pass.residency.begin_restore(pass.pages[current.page], run);
@@ -638,11 +638,7 @@ class transfer_engine {
   void wait_for_piece(restore_pass& pass, std::size_t i)
   {
     transfer_times& times = pass.out.times;
-    if (!pass.run.is_done(i)) {
-      detail::phase_timer const issue(times.issue);
-      flush(pass.pending);
-      to_device_batch_.issue(*driver_, to_device_);
-    }
+    if (!pass.run.is_done(i)) { issue_raw_copies(pass.pending, times); }
     double decoding = 0;
     {
       detail::phase_timer const wait(times.wait);
@@ -665,11 +661,7 @@ class transfer_engine {
   void await_copies(restore_pass& pass, CUstream stream)
   {
     transfer_times& times = pass.out.times;
-    {
-      detail::phase_timer const issue(times.issue);
-      flush(pass.pending);
-      to_device_batch_.issue(*driver_, to_device_);
-    }
+    issue_raw_copies(pass.pending, times);
     for (std::size_t i = 0; i < pass.pages.size(); ++i) {  // pages with no piece to copy
       detail::phase_timer const vmm(times.vmm);
       if (pass.begun[i] == 0) { pass.residency.begin_restore(pass.pages[i]); }
@@ -1356,11 +1348,7 @@ class transfer_engine {
       if (slot_busy_[slot]) {
         if (index > needed && !driver_->event_query(slot_events_[slot])) { return; }
         if (index == needed) {
-          {
-            detail::phase_timer const issue(times.issue);
-            flush(pending);
-            to_device_batch_.issue(*driver_, to_device_);
-          }
+          issue_raw_copies(pending, times);
           detail::phase_timer const wait(times.wait);
           gate.outside([&] { driver_->event_synchronize(slot_events_[slot]); });
         }
@@ -1491,7 +1479,7 @@ class transfer_engine {
   static constexpr std::size_t gather_bytes = std::size_t{8} << 20;
 
   /// Adds `pending`, if it holds bytes, to the restore's batch (issued once it holds
-  /// gather_bytes, and before each map and wait).
+  /// gather_bytes, and before each map and wait: issue_before_mapping, issue_raw_copies).
   void flush(pending_copy& pending)
   {
     if (pending.bytes == 0) { return; }
@@ -1500,11 +1488,20 @@ class transfer_engine {
     pending.bytes = 0;
   }
 
-  /// Issues the restore's batch of raw copies before the calling thread maps pages or
-  /// waits, so that the link has them meanwhile.
-  void issue_before_a_pause(transfer_times& times)
+  /// Issues the restore's batch of raw copies before the calling thread maps pages, so
+  /// that the link has them meanwhile; the gathered copy (`pending`) may still grow.
+  void issue_before_mapping(transfer_times& times)
   {
     detail::phase_timer const issue(times.issue);
+    to_device_batch_.issue(*driver_, to_device_);
+  }
+
+  /// Issues every raw copy of the restore so far, the gathered one (`pending`) included,
+  /// before the calling thread waits: the link has them meanwhile.
+  void issue_raw_copies(pending_copy& pending, transfer_times& times)
+  {
+    detail::phase_timer const issue(times.issue);
+    flush(pending);
     to_device_batch_.issue(*driver_, to_device_);
   }
 
