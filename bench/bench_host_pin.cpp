@@ -10,12 +10,13 @@
  *   BM_PinRegister/<MiB>    mmap + touch of every page by `touch_threads` threads +
  *                           cuMemHostRegister; counters touch_ms and register_ms split it.
  *   BM_Unregister/<MiB>     cuMemHostUnregister + munmap.
- * The register pair needs cuMemHostRegister_v2 and cuMemHostUnregister, which the simulator
- * does not have: there they are skipped with that message. On a GPU, tools/gpu-profile runs
- * this program.
+ * The touch is the host store's own (detail/host_pinning.hpp: touch_pages with
+ * default_touch_threads). On a GPU, tools/gpu-profile runs this program; on the simulator
+ * with SWAPALLOC_SIM_PROFILE=h100, the driver calls cost what that profile says.
  *
  * Exit status: 0 done; 1 a CUDA call failed outside a benchmark; 2 no usable driver.
  */
+#include <swapalloc/detail/host_pinning.hpp>
 #include <swapalloc/driver.hpp>
 
 #include "bench_main.hpp"
@@ -37,46 +38,14 @@
 namespace {
 
 using swapalloc::driver;
-using clock_type           = std::chrono::steady_clock;
-constexpr std::size_t MiB  = std::size_t{1} << 20;
-constexpr std::size_t page = 4096;
+using clock_type          = std::chrono::steady_clock;
+constexpr std::size_t MiB = std::size_t{1} << 20;
 
-/// What the benchmarks share: the driver and the optional register entry points.
-struct pin_device {
-  driver const& cuda;
-  decltype(&::cuMemHostRegister) host_register{};
-  decltype(&::cuMemHostUnregister) host_unregister{};
-};
-pin_device const* shared = nullptr;
+driver const* shared = nullptr;
 
 [[nodiscard]] double seconds_since(clock_type::time_point start)
 {
   return std::chrono::duration<double>(clock_type::now() - start).count();
-}
-
-[[nodiscard]] unsigned touch_threads()
-{
-  return std::clamp(std::thread::hardware_concurrency(), 1U, 16U);
-}
-
-/// Writes one byte of every page of [base, base + bytes) from touch_threads() threads.
-void touch_in_parallel(std::byte* base, std::size_t bytes)
-{
-  unsigned const count    = touch_threads();
-  std::size_t const share = (bytes / page + count - 1) / count * page;
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < count; ++t) {
-    threads.emplace_back([=] {
-      std::size_t const begin = std::min(bytes, t * share);
-      std::size_t const end   = std::min(bytes, begin + share);
-      for (std::size_t at = begin; at < end; at += page) {
-        base[at] = std::byte{0};
-      }
-    });
-  }
-  for (std::thread& thread : threads) {
-    thread.join();
-  }
 }
 
 void BM_PinHostAlloc(benchmark::State& state)
@@ -85,9 +54,9 @@ void BM_PinHostAlloc(benchmark::State& state)
   swapalloc::bench::guarded(state, [&] {
     for (auto _ : state) {
       auto const start = clock_type::now();
-      void* const host = shared->cuda.host_alloc(bytes);
+      void* const host = shared->host_alloc(bytes);
       state.SetIterationTime(seconds_since(start));
-      shared->cuda.host_free(host);
+      shared->host_free(host);
     }
   });
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes) * state.iterations());
@@ -98,17 +67,18 @@ void BM_FreeHost(benchmark::State& state)
   std::size_t const bytes = static_cast<std::size_t>(state.range(0)) * MiB;
   swapalloc::bench::guarded(state, [&] {
     for (auto _ : state) {
-      void* const host = shared->cuda.host_alloc(bytes);
+      void* const host = shared->host_alloc(bytes);
       std::memset(host, 1, bytes);
       auto const start = clock_type::now();
-      shared->cuda.host_free(host);
+      shared->host_free(host);
       state.SetIterationTime(seconds_since(start));
     }
   });
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes) * state.iterations());
 }
 
-/// mmap + parallel touch + cuMemHostRegister of `bytes`; adds the phases to the sums.
+/// mmap + parallel touch + cuMemHostRegister of `bytes`, as the host store pins a slab
+/// (detail/host_pinning.hpp, without its huge-page hint); adds the phases to the sums.
 std::byte* pin_by_register(std::size_t bytes, double& touch, double& registering)
 {
   auto const start = clock_type::now();
@@ -116,31 +86,27 @@ std::byte* pin_by_register(std::size_t bytes, double& touch, double& registering
     ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mapped == MAP_FAILED) { throw std::runtime_error("mmap of the pinned buffer failed"); }
   auto* const base = static_cast<std::byte*>(mapped);
-  touch_in_parallel(base, bytes);
+  swapalloc::detail::touch_pages(base, bytes, swapalloc::detail::default_touch_threads());
   touch += seconds_since(start);
   auto const registered = clock_type::now();
-  CUresult const result = shared->host_register(base, bytes, 0);
+  CUresult const result = shared->table().cuMemHostRegister(base, bytes, 0);
   registering += seconds_since(registered);
   if (result != CUDA_SUCCESS) {
     ::munmap(base, bytes);
-    shared->cuda.check(result, "cuMemHostRegister", [&] { return std::to_string(bytes); });
+    shared->check(result, "cuMemHostRegister", [&] { return std::to_string(bytes); });
   }
   return base;
 }
 
 void unpin_registered(std::byte* base, std::size_t bytes)
 {
-  CUresult const result = shared->host_unregister(base);
+  CUresult const result = shared->table().cuMemHostUnregister(base);
   ::munmap(base, bytes);
-  shared->cuda.check(result, "cuMemHostUnregister", [] { return std::string(); });
+  shared->check(result, "cuMemHostUnregister", [] { return std::string(); });
 }
 
 void BM_PinRegister(benchmark::State& state)
 {
-  if (shared->host_register == nullptr || shared->host_unregister == nullptr) {
-    state.SkipWithError("this driver has no cuMemHostRegister_v2/cuMemHostUnregister");
-    return;
-  }
   std::size_t const bytes = static_cast<std::size_t>(state.range(0)) * MiB;
   double touch            = 0;
   double registering      = 0;
@@ -156,16 +122,12 @@ void BM_PinRegister(benchmark::State& state)
     static_cast<double>(std::max<benchmark::IterationCount>(1, state.iterations()));
   state.counters["touch_ms"]      = touch / iterations * 1e3;
   state.counters["register_ms"]   = registering / iterations * 1e3;
-  state.counters["touch_threads"] = touch_threads();
+  state.counters["touch_threads"] = swapalloc::detail::default_touch_threads();
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes) * state.iterations());
 }
 
 void BM_Unregister(benchmark::State& state)
 {
-  if (shared->host_register == nullptr || shared->host_unregister == nullptr) {
-    state.SkipWithError("this driver has no cuMemHostRegister_v2/cuMemHostUnregister");
-    return;
-  }
   std::size_t const bytes = static_cast<std::size_t>(state.range(0)) * MiB;
   swapalloc::bench::guarded(state, [&] {
     double unused = 0;
@@ -213,12 +175,7 @@ int main(int argc, char** argv)
   return swapalloc::bench::run_main("bench_host_pin", argc, argv, [](driver const& cuda) {
     swapalloc::bench::with_primary_context(cuda, [&](CUdevice device, CUcontext) {
       (void)swapalloc::bench::add_driver_context(cuda, device, cuda.allocation_granularity(device));
-      pin_device loaded{cuda, nullptr, nullptr};
-      loaded.host_register =
-        reinterpret_cast<decltype(&::cuMemHostRegister)>(cuda.find_symbol("cuMemHostRegister_v2"));
-      loaded.host_unregister =
-        reinterpret_cast<decltype(&::cuMemHostUnregister)>(cuda.find_symbol("cuMemHostUnregister"));
-      swapalloc::bench::run_benchmarks_with(shared, static_cast<pin_device const&>(loaded));
+      swapalloc::bench::run_benchmarks_with(shared, cuda);
     });
   });
 }

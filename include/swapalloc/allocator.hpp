@@ -552,9 +552,10 @@ class allocator {
    *        The pressure monitor calls it each pass, after trim_host.
    *
    * Call it from a thread that issues no copies: a pin holds the driver's lock
-   * (host_store::prepin), and it takes as long as its pins (0.34 ms/MiB on an H100 host).
+   * (host_store::prepin), and it takes as long as its pins (cuMemHostAlloc: 0.34 ms/MiB on
+   * an H100 host; registering about a third of that, gpu-speed.md [DYN]).
    * @return bytes pinned (0 below the low watermark, or with the room free already).
-   * @throws usage_error (bad_device); cuda_error when cuMemHostAlloc fails other than out
+   * @throws usage_error (bad_device); cuda_error when a pin fails other than out
    *         of memory (what was pinned before stays warm), from the engine's preparation
    *         (nothing pinned then; the next eviction prepares it), or from the usage reading.
    */

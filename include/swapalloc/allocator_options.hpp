@@ -34,7 +34,8 @@ struct allocator_options {
   /// Each device's host store; limit 0: SWAPALLOC_HOST_LIMIT, else ½ RAM. Emptied pinned
   /// slabs are all kept warm (bounded by the limit) and given back after
   /// `host.idle_release` idle (by a running pressure_monitor), at empty_cache, or when the
-  /// host runs short of memory.
+  /// host runs short of memory. `host.pin` automatic: SWAPALLOC_HOST_PIN, else registered
+  /// where the device supports it.
   host_store_options host{.warm_bytes = std::numeric_limits<std::size_t>::max()};
   /// Compression and decompression threads; 0: SWAPALLOC_WORKERS, else cores − 1 (≤ 48:
   /// config.hpp default_worker_count).
@@ -89,6 +90,9 @@ inline constexpr std::size_t default_log_capacity = 1024;
     options.read_environment ? read_environment() : environment_settings{};
   if (options.host.limit_bytes == 0 && env.host_limit_bytes) {
     options.host.limit_bytes = *env.host_limit_bytes;
+  }
+  if (options.host.pin == pin_method::automatic && env.host_pin) {
+    options.host.pin = *env.host_pin;
   }
   if (options.workers == 0) { options.workers = env.workers.value_or(default_worker_count()); }
   if (options.transfer.staging_slots == 0) {

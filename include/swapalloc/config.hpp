@@ -13,6 +13,9 @@
  * | SWAPALLOC_WORKERS       | a whole number from 1 to 256                 | cores - 1, ≤ 48|
  * | SWAPALLOC_LOG           | off, error, warn, info, debug                | warn           |
  * | SWAPALLOC_COMPRESS_AFTER| seconds from 0 to 86400 (30, 2.5)            | 30             |
+ * | SWAPALLOC_HOST_PIN      | register, alloc                              | register (1)   |
+ *
+ * (1) where the device supports registering host memory, else alloc (host_store.hpp).
  *
  * An unset or empty variable takes the default. A value that is not accepted throws
  * `config_error` naming the variable, the value and what is accepted, before anything
@@ -57,6 +60,7 @@ inline constexpr char const* host_limit_variable     = "SWAPALLOC_HOST_LIMIT";
 inline constexpr char const* workers_variable        = "SWAPALLOC_WORKERS";
 inline constexpr char const* log_variable            = "SWAPALLOC_LOG";
 inline constexpr char const* compress_after_variable = "SWAPALLOC_COMPRESS_AFTER";
+inline constexpr char const* host_pin_variable       = "SWAPALLOC_HOST_PIN";
 
 /// The driver library loaded when SWAPALLOC_CUDA_DRIVER is unset or empty.
 inline constexpr char const* default_driver_library = "libcuda.so.1";
@@ -98,6 +102,24 @@ enum class log_level : std::uint8_t { off, error, warn, info, debug };
 {
   constexpr std::array<char const*, 5> names{"off", "error", "warn", "info", "debug"};
   return names[static_cast<std::size_t>(level)];
+}
+
+/**
+ * How the host store pins a slab (host_store.hpp). Registering is the faster route:
+ * 8 GiB pinned in 1.09 s (8 touch threads) against 2.74 s by cuMemHostAlloc on an H100
+ * host (ai-dynamo/dynamo#13710; ../shared/notes/gpu-speed.md §3.1), and PyTorch's host
+ * allocator offers it (`pinned_use_cuda_host_register`) to avoid cudaHostAlloc's lock.
+ */
+enum class pin_method : std::uint8_t {
+  automatic,      ///< host_register where the device supports it, else host_alloc
+  host_alloc,     ///< cuMemHostAlloc of each slab
+  host_register,  ///< mmap, a first touch of every page by several threads, cuMemHostRegister
+};
+
+[[nodiscard]] constexpr char const* to_string(pin_method method) noexcept
+{
+  constexpr std::array<char const*, 3> names{"automatic", "alloc", "register"};
+  return names[static_cast<std::size_t>(method)];
 }
 
 namespace detail {
@@ -329,6 +351,20 @@ struct device_limit {
   detail::reject(what, text, "is not a log level", "are off, error, warn, info and debug");
 }
 
+/**
+ * @brief Parses SWAPALLOC_HOST_PIN: "register" (mmap, parallel first touch,
+ *        cuMemHostRegister) or "alloc" (cuMemHostAlloc).
+ * @throws config_error naming `what`, the text, and what is accepted.
+ */
+[[nodiscard]] inline pin_method parse_pin_method(std::string_view text,
+                                                 std::string_view what = host_pin_variable)
+{
+  if (text == to_string(pin_method::host_register)) { return pin_method::host_register; }
+  if (text == to_string(pin_method::host_alloc)) { return pin_method::host_alloc; }
+  detail::reject(what, text, "is not a way to pin host memory",
+                 "are register (mmap, touch, cuMemHostRegister) and alloc (cuMemHostAlloc)");
+}
+
 /// The driver library to load: SWAPALLOC_CUDA_DRIVER when set and not empty, else
 /// libcuda.so.1.
 [[nodiscard]] inline std::string driver_library_from_environment()
@@ -347,12 +383,13 @@ struct environment_settings {
   std::optional<std::size_t> workers;
   std::optional<log_level> log;
   std::optional<std::chrono::milliseconds> compress_after;
+  std::optional<pin_method> host_pin;
 };
 
 /**
  * @brief Reads and checks every allocator setting of the environment (all but the driver
  *        path, which `driver` reads): SWAPALLOC_HIGH, _LOW, _DEVICE_LIMIT, _HOST_LIMIT,
- *        _WORKERS, _LOG and _COMPRESS_AFTER. A host limit of 0 is unset.
+ *        _WORKERS, _LOG, _COMPRESS_AFTER and _HOST_PIN. A host limit of 0 is unset.
  * @throws config_error for the first value not accepted, naming it; also when both
  *         watermarks are set and low is not below high.
  */
@@ -381,6 +418,7 @@ struct environment_settings {
   if (auto text = value(compress_after_variable)) {
     out.compress_after = parse_compress_after(*text);
   }
+  if (auto text = value(host_pin_variable)) { out.host_pin = parse_pin_method(*text); }
   return out;
 }
 

@@ -81,6 +81,8 @@ struct driver_table {
   decltype(&::cuMemHostAlloc) cuMemHostAlloc{};
   decltype(&::cuMemAllocHost) cuMemAllocHost{};
   decltype(&::cuMemFreeHost) cuMemFreeHost{};
+  decltype(&::cuMemHostRegister) cuMemHostRegister{};
+  decltype(&::cuMemHostUnregister) cuMemHostUnregister{};
   // Copies and memsets.
   decltype(&::cuMemcpyHtoD) cuMemcpyHtoD{};
   decltype(&::cuMemcpyDtoH) cuMemcpyDtoH{};
@@ -676,6 +678,8 @@ class driver {
     resolve(t.cuMemHostAlloc, "cuMemHostAlloc");
     resolve(t.cuMemAllocHost, "cuMemAllocHost_v2");
     resolve(t.cuMemFreeHost, "cuMemFreeHost");
+    resolve(t.cuMemHostRegister, "cuMemHostRegister_v2");
+    resolve(t.cuMemHostUnregister, "cuMemHostUnregister");
     resolve(t.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
     resolve(t.cuMemcpyDtoH, "cuMemcpyDtoH_v2");
     resolve(t.cuMemcpyDtoD, "cuMemcpyDtoD_v2");

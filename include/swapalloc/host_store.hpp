@@ -5,16 +5,22 @@
  *        256-byte-aligned extents for evicted pages and their compressed chunks.
  *
  * A `host_store` takes host memory in slabs and hands out extents inside them. Two tiers:
- * - **pinned** slabs (`cuMemHostAlloc`, flags 0: one store serves one device, so
- *   CU_MEMHOSTALLOC_PORTABLE is not needed) hold what DMA touches: raw page copies.
+ * - **pinned** slabs hold what DMA touches: raw page copies. They are pinned by
+ *   `host_store_options::pin` (detail/host_pinning.hpp): registered (mmap, a first touch
+ *   of every page by `touch_threads` threads, cuMemHostRegister) where the device
+ *   supports it (CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED), else cuMemHostAlloc. Flags
+ *   0 either way: one store serves one device, so PORTABLE is not needed. A register the
+ *   driver refuses as not supported or not permitted switches the store to cuMemHostAlloc
+ *   for good (`pinning()` says which).
  * - **pageable** slabs (page-aligned operator new) hold compressed chunks, which only the
  *   CPU decodes, so the pinned footprint is the raw working set only. A pageable request
  *   falls back to room in pinned slabs when the budget has no room for a pageable slab.
  * With `pinned` false (tests, no driver) every slab is pageable.
  *
- * **Warm slabs.** Pinning is slow (0.34 ms/MiB on an H100 host: ../shared/notes/gpu-speed.md
- * [DYN]; the driver locks and maps every page) and freeing pinned memory synchronizes the
- * device (cudaFreeHost; torch/cutorch#618). So an emptied pinned slab is kept *warm*, up
+ * **Warm slabs.** Pinning is slow (cuMemHostAlloc 0.34 ms/MiB on an H100 host, registering
+ * about a third of that: ../shared/notes/gpu-speed.md [DYN]; the driver locks and maps every
+ * page) and freeing pinned memory synchronizes the device (cudaFreeHost and
+ * cudaHostUnregister; torch/cutorch#618). So an emptied pinned slab is kept *warm*, up
  * to `warm_bytes` of them, for the next eviction to fill without a driver call; it is
  * given back by `trim` once idle for `idle_release`, by `release_empty` (empty_cache, host
  * memory pressure) and at destruction, never by deallocate. Past `warm_bytes`, or with
@@ -41,7 +47,8 @@
  * request is refused: `allocate` returns an empty extent and counts a refusal. Refusing
  * is not an error: at the budget, eviction is refused and nothing stored is dropped.
  *
- * Contexts: the real driver needs a current context for cuMemHostAlloc/cuMemFreeHost.
+ * Contexts: the real driver needs a current context for cuMemHostAlloc, cuMemFreeHost and
+ * cuMemHostRegister.
  * In pinned mode the constructing thread must have the device's context current; the
  * store remembers it and makes it current around its own driver calls on threads that
  * have another or none (compression workers free extents, and the last free of a slab
@@ -60,6 +67,7 @@
 #pragma once
 
 #include <swapalloc/config.hpp>
+#include <swapalloc/detail/host_pinning.hpp>
 #include <swapalloc/driver.hpp>
 
 #include <unistd.h>
@@ -101,6 +109,11 @@ struct host_store_options {
   std::size_t warm_bytes{0};
   /// `trim` frees a warm slab once it has been empty this long.
   std::chrono::milliseconds idle_release{std::chrono::seconds(10)};
+  /// How pinned slabs are pinned (config.hpp pin_method); automatic: registered where the
+  /// device supports it. (The allocator takes SWAPALLOC_HOST_PIN for automatic.)
+  pin_method pin{pin_method::automatic};
+  /// Threads that first-touch a slab to be registered; 0: the cores, at most 8.
+  unsigned touch_threads{0};
 };
 
 /// A host store's counters at one moment (host_store::stats, allocator::host_stats).
@@ -111,8 +124,10 @@ struct host_store_stats {
   std::size_t pinned_bytes{0};  ///< of those, pinned
   std::size_t warm_bytes{0};    ///< of those, empty and kept warm
   std::size_t pins{0};          ///< slabs pinned so far
-  double pin_seconds{0};        ///< seconds spent pinning them
+  double pin_seconds{0};        ///< seconds spent pinning them (mmap and touch included)
   std::size_t refusals{0};      ///< requests refused
+  /// How the next slab is pinned: host_register or host_alloc (pageable mode: host_alloc)
+  pin_method pinning{pin_method::host_alloc};
 };
 
 /// Which memory an extent must be. Ignored by a store whose `pinned` option is false.
@@ -149,13 +164,16 @@ class host_store {
    * @pre pinned mode: the device's context is current on the calling thread.
    * @throws std::invalid_argument for a slab_bytes of 0 or a negative idle_release;
    *         std::logic_error in pinned mode when no context is current; cuda_error if the
-   *         current context cannot be read.
+   *         current context, its device or (to register) the device's
+   *         CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED cannot be read.
    */
   explicit host_store(driver const& drv, host_store_options options = {})
     : drv_(&drv),
       pinned_(options.pinned),
       warm_limit_(options.warm_bytes),
-      idle_release_(options.idle_release)
+      idle_release_(options.idle_release),
+      touch_threads_(options.touch_threads != 0 ? options.touch_threads
+                                                : detail::default_touch_threads())
   {
     if (options.slab_bytes == 0) {
       throw std::invalid_argument("swapalloc: host_store slab_bytes=0: a slab must hold bytes");
@@ -175,6 +193,7 @@ class host_store {
           "swapalloc: host_store(pinned) needs the device's context current on the constructing "
           "thread: pinned memory belongs to a context (cuMemHostAlloc)");
       }
+      method_ = resolve_pin_method(options.pin);
     }
   }
 
@@ -188,10 +207,10 @@ class host_store {
   ~host_store()
   {
     for (slab_record& s : slabs_) {
-      if (s.base != nullptr) { (void)free_slab(s.base, s.pinned); }
+      if (s.base != nullptr) { (void)free_slab({s.base, s.bytes, s.method}, s.pinned); }
     }
     for (held_slab const& h : pending_frees_) {
-      (void)free_slab(h.base, true);
+      (void)free_slab(h, true);
     }
   }
 
@@ -204,8 +223,9 @@ class host_store {
    * memory: the caller decides (eviction is refused, not failed). A pageable request the
    * budget has no pageable slab for is placed in a pinned slab's room instead.
    * @pre pinned mode: none about contexts (the store's own is made current if needed).
-   * @throws std::invalid_argument for 0 bytes; cuda_error if cuMemHostAlloc fails for
-   *         another reason (the store is unchanged and usable); std::bad_alloc.
+   * @throws std::invalid_argument for 0 bytes; cuda_error if cuMemHostAlloc or
+   *         cuMemHostRegister fails for another reason (the store is unchanged and usable);
+   *         std::bad_alloc.
    */
   [[nodiscard]] host_extent allocate(std::size_t bytes, host_tier tier = host_tier::pinned)
   {
@@ -233,9 +253,9 @@ class host_store {
    * @brief Gives `extent` back. A pinned slab that becomes empty is kept warm (see the file
    *        comment) or, past the warm reserve, freed at once; a pageable one is freed.
    *
-   * A failing cuMemFreeHost is remembered (the bytes stay counted as held) and retried at
-   * the next allocate, deallocate, shrink, trim or release_empty and at destruction; it is
-   * never thrown. An empty extent is ignored.
+   * A failing cuMemFreeHost (or cuMemHostUnregister) is remembered (the bytes stay counted as held)
+   * and retried at the next allocate, deallocate, shrink, trim or release_empty and at destruction;
+   * it is never thrown. An empty extent is ignored.
    * @pre `extent` came from this store's allocate or shrink and is live. A foreign or
    *      already freed extent is reported on stderr and aborts the process: the free
    *      lists would otherwise hand the same memory out twice.
@@ -293,14 +313,14 @@ class host_store {
    *        `slab_bytes` each; a slab made here is given back by trim, release_empty and
    *        destruction like any other warm slab.
    *
-   * Each cuMemHostAlloc runs with the store's mutex released, as in allocate. Call it off
+   * Each pin runs with the store's mutex released, as in allocate. Call it off
    * the copy path (allocator::prepin_host does, from the pressure monitor's thread): a pin
    * holds the driver's lock ("cudaHostAlloc ... global lock in driver": PyTorch's
    * CachingHostAllocator.cpp), so copies issued meanwhile may wait behind it.
    * @return bytes pinned by this call: 0 in pageable mode, within `idle_release` of a
    *         release_empty, or when the room is free already, or the budget, the warm
    *         reserve, or the driver (out of memory) has no room for another slab.
-   * @throws cuda_error if cuMemHostAlloc fails for another reason (what this call pinned
+   * @throws cuda_error if the pin fails for another reason (what this call pinned
    *         before stays warm; the store is usable); std::bad_alloc.
    */
   std::size_t prepin(std::size_t bytes)
@@ -316,9 +336,9 @@ class host_store {
       if (!index) { break; }
       std::map<std::size_t, std::size_t> free{{0, slab_bytes_}};
       pending_frees_.reserve(pending_frees_.size() + live_slabs_ + pinning_ + freeing_ + 1);
-      std::byte* const base = pin_unlocked(lock, *index, slab_bytes_);
-      if (base == nullptr) { break; }
-      slab_record& s = install(*index, base, slab_bytes_, true, std::move(free));
+      held_slab const pinned = pin_unlocked(lock, *index, slab_bytes_);
+      if (pinned.base == nullptr) { break; }
+      slab_record& s = install(*index, pinned, true, std::move(free));
       s.warm         = true;
       s.emptied      = clock::now();
       warm_held_ += s.bytes;
@@ -400,7 +420,8 @@ class host_store {
     return refusals_;
   }
 
-  /// Slabs pinned so far, and the seconds spent in those cuMemHostAlloc calls (all threads).
+  /// Slabs pinned so far, and the seconds spent pinning them (all threads; a registered
+  /// slab's mmap and first touch included).
   [[nodiscard]] std::size_t pins() const noexcept
   {
     std::lock_guard lock(mutex_);
@@ -416,11 +437,20 @@ class host_store {
   [[nodiscard]] host_store_stats stats() const noexcept
   {
     std::lock_guard lock(mutex_);
-    return {limit_, used_, held_, pinned_held_, warm_held_, pins_, pin_seconds_, refusals_};
+    return {limit_, used_,        held_,     pinned_held_, warm_held_,
+            pins_,  pin_seconds_, refusals_, method_};
   }
 
-  /// True when slabs are pinned (cuMemHostAlloc), false when pageable.
+  /// True when slabs are pinned, false when pageable.
   [[nodiscard]] bool pinned() const noexcept { return pinned_; }
+
+  /// How the next slab will be pinned: host_register or host_alloc (never automatic;
+  /// host_alloc in pageable mode).
+  [[nodiscard]] pin_method pinning() const noexcept
+  {
+    std::lock_guard lock(mutex_);
+    return method_;
+  }
 
   /// limit - used: an upper bound of what allocate can still give (slab trimming and
   /// fragmentation may give less).
@@ -431,12 +461,13 @@ class host_store {
   }
 
  private:
-  // One slab. State per slab: a pointer, three sizes, two flags, a time and one map node
-  // per free range.
+  // One slab. State per slab: a pointer, three sizes, a method, three flags, a time and
+  // one map node per free range.
   struct slab_record {
     std::byte* base{nullptr};  // nullptr: a vacant slot (or one being pinned: `reserved`)
     std::size_t bytes{0};
-    std::size_t used{0};  // rounded bytes handed out from here
+    std::size_t used{0};                        // rounded bytes handed out from here
+    pin_method method{pin_method::host_alloc};  // how a pinned slab was pinned
     bool pinned{false};
     bool reserved{false};                     // the slot of a slab being pinned, unlocked
     bool warm{false};                         // empty and kept for the next eviction
@@ -446,6 +477,7 @@ class host_store {
   struct held_slab {
     std::byte* base{nullptr};
     std::size_t bytes{0};
+    pin_method method{pin_method::host_alloc};  // pinned slabs: how to unpin
   };
 
   [[nodiscard]] static constexpr std::size_t round_up(std::size_t value,
@@ -521,10 +553,11 @@ class host_store {
     // free, and the push_back that remembers it must not allocate.
     pending_frees_.reserve(pending_frees_.size() + live_slabs_ + pinning_ + freeing_ + 1);
 
-    std::byte* const base = pin ? pin_unlocked(lock, *index, size) : take_pageable(size);
-    if (base == nullptr) { return {}; }
+    held_slab const taken =
+      pin ? pin_unlocked(lock, *index, size) : held_slab{take_pageable(size), size};
+    if (taken.base == nullptr) { return {}; }
     if (!pin) { held_ += size; }  // a pinned slab's bytes were reserved before pinning
-    slab_record& s = install(*index, base, size, pin, std::move(free));
+    slab_record& s = install(*index, taken, pin, std::move(free));
     return hand_out(s, *index, 0, bytes, rounded);
   }
 
@@ -543,13 +576,14 @@ class host_store {
 
   // Records a slab just taken (its bytes already counted as held) in slot `index`, with
   // the free ranges `free`. Lock held.
-  slab_record& install(std::size_t index, std::byte* base, std::size_t size, bool pinned,
+  slab_record& install(std::size_t index, held_slab taken, bool pinned,
                        std::map<std::size_t, std::size_t> free) noexcept
   {
     slab_record& s = slabs_[index];
-    s.base         = base;
-    s.bytes        = size;
+    s.base         = taken.base;
+    s.bytes        = taken.bytes;
     s.used         = 0;
+    s.method       = taken.method;
     s.pinned       = pinned;
     s.warm         = false;
     s.free         = std::move(free);
@@ -583,42 +617,65 @@ class host_store {
   }
 
   // Pins `size` bytes for slot `index` with the lock released (its budget and slot held
-  // meanwhile); nullptr when the driver is out of memory. Relocks before returning.
-  std::byte* pin_unlocked(std::unique_lock<std::mutex>& lock, std::size_t index, std::size_t size)
+  // meanwhile); base nullptr when the host or the driver is out of memory. Relocks before
+  // returning.
+  held_slab pin_unlocked(std::unique_lock<std::mutex>& lock, std::size_t index, std::size_t size)
   {
     slabs_[index].reserved = true;
     held_ += size;
     pinned_held_ += size;
     ++pinning_;
     pinning_bytes_ += size;
-    auto const undo = [&] {
-      held_ -= size;
-      pinned_held_ -= size;
-    };
+    pin_method method = method_;
     lock.unlock();
-    void* base        = nullptr;
-    CUresult result   = CUDA_SUCCESS;
-    auto const before = clock::now();
-    {
-      context_scope const scope(*drv_, context_, std::nothrow);
-      result = drv_->table().cuMemHostAlloc(&base, size, 0);
+    auto const before         = clock::now();
+    detail::pinned_slab taken = pin_with(method, size);
+    if (method == pin_method::host_register &&
+        (taken.result == CUDA_ERROR_NOT_SUPPORTED || taken.result == CUDA_ERROR_NOT_PERMITTED)) {
+      method = pin_method::host_alloc;  // this host cannot register: allocate, from now on
+      taken  = pin_with(method, size);
     }
     std::chrono::duration<double> const took = clock::now() - before;
     lock.lock();
+    if (method == pin_method::host_alloc) { method_ = method; }
     slabs_[index].reserved = false;
     --pinning_;
     pinning_bytes_ -= size;
     pin_done_.notify_all();  // allocates waiting for a slab (wait_for_pins) look again
-    if (result == CUDA_SUCCESS) {
+    if (taken.result == CUDA_SUCCESS) {
       ++pins_;
       pin_seconds_ += took.count();
-      return static_cast<std::byte*>(base);
+      return {taken.base, size, method};
     }
-    undo();
-    if (result == CUDA_ERROR_OUT_OF_MEMORY) { return nullptr; }
-    drv_->check(result, "cuMemHostAlloc",
+    held_ -= size;
+    pinned_held_ -= size;
+    if (taken.result == CUDA_ERROR_OUT_OF_MEMORY) { return {}; }
+    drv_->check(taken.result,
+                method == pin_method::host_alloc ? "cuMemHostAlloc" : "cuMemHostRegister",
                 [&] { return "size=" + std::to_string(size) + ", flags=0"; });
-    return nullptr;
+    return {};
+  }
+
+  // One pin by `method` in the store's context. No lock held.
+  [[nodiscard]] detail::pinned_slab pin_with(pin_method method, std::size_t size) const noexcept
+  {
+    context_scope const scope(*drv_, context_, std::nothrow);
+    return detail::pin_slab(drv_->table(), size, method, touch_threads_);
+  }
+
+  // `wanted` made concrete for this store's device: registered only where the device
+  // supports registering host memory (cuda.h, cuMemHostRegister: "supported only on I/O
+  // coherent devices that have a non-zero value for ...HOST_REGISTER_SUPPORTED").
+  // Constructor, the device's context current. @throws cuda_error if it cannot be read.
+  [[nodiscard]] pin_method resolve_pin_method(pin_method wanted) const
+  {
+    if (wanted == pin_method::host_alloc) { return wanted; }
+    CUdevice device = 0;
+    drv_->check(drv_->table().cuCtxGetDevice(&device), "cuCtxGetDevice",
+                [] { return std::string(); });
+    bool const supported =
+      drv_->device_attribute(device, CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED) != 0;
+    return supported ? pin_method::host_register : pin_method::host_alloc;
   }
 
   [[nodiscard]] static std::byte* take_pageable(std::size_t size) noexcept
@@ -628,14 +685,14 @@ class host_store {
   }
 
   // Frees one slab's memory; false if the driver refused.
-  [[nodiscard]] bool free_slab(std::byte* base, bool pinned) const noexcept
+  [[nodiscard]] bool free_slab(held_slab slab, bool pinned) const noexcept
   {
     if (!pinned) {
-      ::operator delete (base, std::align_val_t{page_alignment});
+      ::operator delete (slab.base, std::align_val_t{page_alignment});
       return true;
     }
     context_scope const scope(*drv_, context_, std::nothrow);
-    return drv_->table().cuMemFreeHost(base) == CUDA_SUCCESS;
+    return detail::unpin_slab(drv_->table(), slab.base, slab.bytes, slab.method);
   }
 
   // A slab's last extent came back. Lock held.
@@ -651,8 +708,9 @@ class host_store {
   }
 
   // Frees the warm slabs that `due` selects, one at a time with the lock released during
-  // each cuMemFreeHost (it synchronizes the device: allocate and deallocate must not wait
-  // behind it). The slab's slot stays `reserved` meanwhile, so nothing reuses it.
+  // each free (cuMemFreeHost and cuMemHostUnregister synchronize the device: allocate and
+  // deallocate must not wait behind it). The slab's slot stays `reserved` meanwhile, so nothing
+  // reuses it.
   template <class Due>
   std::size_t free_warm_if(Due const& due) noexcept
   {
@@ -668,7 +726,7 @@ class host_store {
       held_slab const slab = detach(s);
       ++freeing_;
       lock.unlock();
-      bool const ok = free_slab(slab.base, true);
+      bool const ok = free_slab(slab, true);
       lock.lock();
       --freeing_;
       slabs_[index].reserved = false;  // `s` may dangle: slabs_ can grow meanwhile
@@ -680,7 +738,7 @@ class host_store {
   // Empties slot `s`: its memory becomes the caller's to free (settle_free). Lock held.
   held_slab detach(slab_record& s) noexcept
   {
-    held_slab const slab{std::exchange(s.base, nullptr), std::exchange(s.bytes, 0)};
+    held_slab const slab{std::exchange(s.base, nullptr), std::exchange(s.bytes, 0), s.method};
     s.free.clear();
     --live_slabs_;
     return slab;
@@ -705,7 +763,7 @@ class host_store {
   {
     bool const pinned    = s.pinned;
     held_slab const slab = detach(s);
-    (void)settle_free(slab, pinned, free_slab(slab.base, pinned));
+    (void)settle_free(slab, pinned, free_slab(slab, pinned));
   }
 
   // Retries frees that failed before (pinned slabs only: a pageable free cannot fail).
@@ -715,7 +773,7 @@ class host_store {
     if (pending_frees_.empty()) [[likely]] { return; }
     auto const kept =
       std::remove_if(pending_frees_.begin(), pending_frees_.end(), [&](held_slab const& h) {
-        if (!free_slab(h.base, true)) { return false; }
+        if (!free_slab(h, true)) { return false; }
         held_ -= h.bytes;
         pinned_held_ -= h.bytes;
         return true;
@@ -795,11 +853,13 @@ class host_store {
   bool pinned_;
   std::size_t warm_limit_;
   std::chrono::milliseconds idle_release_;
+  unsigned touch_threads_;
   CUcontext context_{nullptr};
   std::size_t slab_bytes_{0};
   std::size_t limit_{0};
 
-  mutable std::mutex mutex_;  // guards everything below
+  mutable std::mutex mutex_;                   // guards everything below
+  pin_method method_{pin_method::host_alloc};  // how the next slab is pinned (never automatic)
   std::vector<slab_record> slabs_;
   std::vector<held_slab> pending_frees_;  // emptied slabs whose free failed, to retry
   std::size_t live_slabs_{0};

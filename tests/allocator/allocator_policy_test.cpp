@@ -461,6 +461,23 @@ TEST(PolicyOptions, CompressAfterComesFromTheEnvironmentUnlessSet)
   EXPECT_EQ(resolve_options({}).compress_after, std::chrono::seconds(30)) << "the default";
 }
 
+TEST(PolicyOptions, HostPinComesFromTheEnvironmentUnlessSet)
+{
+  {
+    scoped_env const alloc(host_pin_variable, "alloc");
+    EXPECT_EQ(resolve_options({}).host.pin, pin_method::host_alloc);
+    allocator_options o;
+    o.host.pin = pin_method::host_register;
+    EXPECT_EQ(resolve_options(o).host.pin, pin_method::host_register) << "explicit wins";
+    o.read_environment = false;
+    o.host.pin         = pin_method::automatic;
+    EXPECT_EQ(resolve_options(o).host.pin, pin_method::automatic) << "environment ignored";
+  }
+  scoped_env const unset(host_pin_variable, nullptr);
+  EXPECT_EQ(resolve_options({}).host.pin, pin_method::automatic)
+    << "the default: the store registers where the device supports it";
+}
+
 TEST(PolicyOptions, TheStagingRingHoldsTwoSlotsPerWorkerFromSixteenToSixtyFourUnlessSet)
 {
   struct row {

@@ -390,6 +390,7 @@ TEST_F(PrefetchTest, DestroyingTheAllocatorWithPrefetchesInFlightIsClean)
   EXPECT_EQ(after.mappings, before.mappings);
   EXPECT_EQ(after.reservations, before.reservations);
   EXPECT_EQ(after.host_allocations, before.host_allocations);
+  EXPECT_EQ(after.host_registrations, before.host_registrations);
   // Streams and events are checked by the fixture's teardown (reclaimed asynchronously).
 }
 

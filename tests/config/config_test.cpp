@@ -189,6 +189,21 @@ TEST(ConfigCompressAfter, AcceptsSecondsFromZeroToOneDay)
   }
 }
 
+// ---- SWAPALLOC_HOST_PIN ---------------------------------------------------------------
+
+TEST(ConfigHostPin, AcceptsRegisterAndAlloc)
+{
+  EXPECT_EQ(parse_pin_method("register"), pin_method::host_register);
+  EXPECT_EQ(parse_pin_method("alloc"), pin_method::host_alloc);
+  for (char const* bad : {"", "automatic", "Register", "cuMemHostAlloc", " alloc"}) {
+    std::string const message = rejection([&] { (void)parse_pin_method(bad); }, host_pin_variable);
+    EXPECT_NE(message.find("SWAPALLOC_HOST_PIN=\"" + std::string(bad) + "\""), std::string::npos)
+      << message;
+    EXPECT_NE(message.find("register"), std::string::npos) << message;
+    EXPECT_NE(message.find("alloc"), std::string::npos) << message;
+  }
+}
+
 // ---- read_environment -----------------------------------------------------------------
 
 TEST(ConfigEnvironment, ReadsEveryVariableAndLeavesUnsetOnesEmpty)
@@ -200,6 +215,7 @@ TEST(ConfigEnvironment, ReadsEveryVariableAndLeavesUnsetOnesEmpty)
   scoped_env const workers(workers_variable, "5");
   scoped_env const log(log_variable, "debug");
   scoped_env const compress(compress_after_variable, "12.5");
+  scoped_env const pin(host_pin_variable, "alloc");
   environment_settings const set = read_environment();
   EXPECT_EQ(set.high, 0.9);
   EXPECT_EQ(set.low, 0.6);
@@ -209,16 +225,19 @@ TEST(ConfigEnvironment, ReadsEveryVariableAndLeavesUnsetOnesEmpty)
   EXPECT_EQ(set.workers, 5U);
   EXPECT_EQ(set.log, log_level::debug);
   EXPECT_EQ(set.compress_after, std::chrono::milliseconds(12500));
+  EXPECT_EQ(set.host_pin, pin_method::host_alloc);
   {
     scoped_env const unset_high(high_variable, nullptr);
     scoped_env const empty_low(low_variable, "");
     scoped_env const no_host(host_limit_variable, "0");
     scoped_env const no_compress(compress_after_variable, nullptr);
+    scoped_env const no_pin(host_pin_variable, "");
     environment_settings const fewer = read_environment();
     EXPECT_FALSE(fewer.high.has_value());
     EXPECT_FALSE(fewer.low.has_value()) << "empty is unset";
     EXPECT_FALSE(fewer.host_limit_bytes.has_value()) << "0 is the default";
     EXPECT_FALSE(fewer.compress_after.has_value());
+    EXPECT_FALSE(fewer.host_pin.has_value()) << "empty is unset";
   }
   {
     scoped_env const quarter(host_limit_variable, "25%");

@@ -6,6 +6,7 @@
 
 #include "byte_units.hpp"
 #include "driver_fixture.hpp"
+#include "pin_methods.hpp"
 #include "scoped_env.hpp"
 
 #include <algorithm>
@@ -45,25 +46,33 @@ void fill(host_extent e, std::uint32_t id)
   return std::all_of(e.data, e.data + e.bytes, [&](std::byte b) { return b == value; });
 }
 
-class HostStoreTest : public DriverTest {
+class HostStoreTest : public DriverTest, public ::testing::WithParamInterface<pin_method> {
  protected:
-  [[nodiscard]] unsigned long long host_alloc_calls() const
+  /// `options` pinning by this instance's method.
+  [[nodiscard]] host_store_options pinned_by(host_store_options options) const
   {
-    return sim().call_count("cuMemHostAlloc");
+    options.pin = GetParam();
+    return options;
   }
-  [[nodiscard]] std::size_t host_allocations() const { return sim().census().host_allocations; }
+  /// The entry point that pins a slab, and the one that gives it back, by this method.
+  [[nodiscard]] char const* pin_entry() const { return pin_entry_of(GetParam()); }
+  [[nodiscard]] char const* unpin_entry() const { return unpin_entry_of(GetParam()); }
+  [[nodiscard]] unsigned long long pin_calls() const { return sim().call_count(pin_entry()); }
+  [[nodiscard]] std::size_t host_allocations() const { return sim().pinned_host_ranges(); }
 };
+
+INSTANTIATE_TEST_SUITE_P(Pin, HostStoreTest, pin_methods, pin_method_name);
 
 using HostStoreDeathTest = DriverDeathTest;
 
 // ---- Layout ------------------------------------------------------------------------------
 
-TEST_F(HostStoreTest, RandomAllocFreeKeepsExtentsAlignedDisjointAndIntact)
+TEST_P(HostStoreTest, RandomAllocFreeKeepsExtentsAlignedDisjointAndIntact)
 {
   host_store_options options;
   options.limit_bytes = 48 * MiB;
   options.slab_bytes  = 4 * MiB;
-  host_store store(drv(), options);
+  host_store store(drv(), pinned_by(options));
 
   struct live {
     host_extent extent;
@@ -121,12 +130,12 @@ TEST_F(HostStoreTest, RandomAllocFreeKeepsExtentsAlignedDisjointAndIntact)
   EXPECT_EQ(store.slab_bytes_held(), 0U) << "every slab is freed once empty";
 }
 
-TEST_F(HostStoreTest, OversizeRequestGetsASlabOfItsOwnRoundedTo2MiB)
+TEST_P(HostStoreTest, OversizeRequestGetsASlabOfItsOwnRoundedTo2MiB)
 {
   host_store_options options;
   options.limit_bytes = 64 * MiB;
   options.slab_bytes  = 1 * MiB;
-  host_store store(drv(), options);
+  host_store store(drv(), pinned_by(options));
   host_extent const small = store.allocate(1000);
   ASSERT_TRUE(small);
   EXPECT_EQ(store.slab_bytes_held(), 1 * MiB);
@@ -143,12 +152,12 @@ TEST_F(HostStoreTest, OversizeRequestGetsASlabOfItsOwnRoundedTo2MiB)
 
 // ---- Budget ------------------------------------------------------------------------------
 
-TEST_F(HostStoreTest, BudgetRefusesWithAnEmptyExtentAndCountsIt)
+TEST_P(HostStoreTest, BudgetRefusesWithAnEmptyExtentAndCountsIt)
 {
   host_store_options options;
   options.limit_bytes = 4 * MiB;
   options.slab_bytes  = 1 * MiB;
-  host_store store(drv(), options);
+  host_store store(drv(), pinned_by(options));
   EXPECT_EQ(store.limit_bytes(), 4 * MiB);
   std::vector<host_extent> held;
   for (int i = 0; i < 4; ++i) {
@@ -176,14 +185,14 @@ TEST_F(HostStoreTest, BudgetRefusesWithAnEmptyExtentAndCountsIt)
   EXPECT_EQ(store.peak_used_bytes(), 4 * MiB);
 }
 
-TEST_F(HostStoreTest, BudgetBoundsHeldSlabsNotJustHandedOutBytes)
+TEST_P(HostStoreTest, BudgetBoundsHeldSlabsNotJustHandedOutBytes)
 {
   // 1.5 MiB of budget and 1 MiB slabs: the second slab is trimmed to the 0.5 MiB left,
   // and then nothing more is pinned, although the handed-out bytes are below the limit.
   host_store_options options;
   options.limit_bytes = 3 * MiB / 2;
   options.slab_bytes  = 1 * MiB;
-  host_store store(drv(), options);
+  host_store store(drv(), pinned_by(options));
   host_extent const a = store.allocate(1 * MiB - 64 * KiB);  // slab 0 keeps a 64 KiB tail
   host_extent const b = store.allocate(128 * KiB);           // no room in slab 0: slab 1
   ASSERT_TRUE(a);
@@ -204,30 +213,30 @@ TEST_F(HostStoreTest, BudgetBoundsHeldSlabsNotJustHandedOutBytes)
   EXPECT_EQ(store.slab_bytes_held(), 0U);
 }
 
-TEST_F(HostStoreTest, LimitIsTheOptionOrHalfOfRam)
+TEST_P(HostStoreTest, LimitIsTheOptionOrHalfOfRam)
 {
   host_store_options options;
   options.pinned = false;
   {
     scoped_env env(host_limit_variable, "5G");
-    EXPECT_EQ(host_store(drv(), options).limit_bytes(), physical_memory_bytes() / 2)
+    EXPECT_EQ(host_store(drv(), pinned_by(options)).limit_bytes(), physical_memory_bytes() / 2)
       << "the store reads no environment: the allocator passes SWAPALLOC_HOST_LIMIT on";
   }
   options.limit_bytes = 7 * MiB;
-  EXPECT_EQ(host_store(drv(), options).limit_bytes(), 7 * MiB);
+  EXPECT_EQ(host_store(drv(), pinned_by(options)).limit_bytes(), 7 * MiB);
 }
 
-TEST_F(HostStoreTest, ConstructorRejectsAZeroSlabAndPinnedWithoutContext)
+TEST_P(HostStoreTest, ConstructorRejectsAZeroSlabAndPinnedWithoutContext)
 {
   host_store_options options;
   options.limit_bytes = 8 * MiB;
   options.slab_bytes  = 0;
-  EXPECT_THROW({ host_store store(drv(), options); }, std::invalid_argument);
+  EXPECT_THROW({ host_store store(drv(), pinned_by(options)); }, std::invalid_argument);
   options.slab_bytes = 1 * MiB;
   bool threw         = false;
   std::thread([&] {
     try {
-      host_store store(drv(), options);  // this thread has no current context
+      host_store store(drv(), pinned_by(options));  // this thread has no current context
     } catch (std::logic_error const& error) {
       threw = std::string(error.what()).find("context") != std::string::npos;
     }
@@ -235,20 +244,22 @@ TEST_F(HostStoreTest, ConstructorRejectsAZeroSlabAndPinnedWithoutContext)
   EXPECT_TRUE(threw) << "pinned mode needs a current context at construction";
 }
 
-TEST_F(HostStoreTest, AllocateZeroBytesIsAnError)
+TEST_P(HostStoreTest, AllocateZeroBytesIsAnError)
 {
-  host_store store(drv(), {.limit_bytes = 8 * MiB, .slab_bytes = 1 * MiB, .pinned = true});
+  host_store store(drv(),
+                   pinned_by({.limit_bytes = 8 * MiB, .slab_bytes = 1 * MiB, .pinned = true}));
   EXPECT_THROW((void)store.allocate(0), std::invalid_argument);
   EXPECT_EQ(store.slab_bytes_held(), 0U);
 }
 
 // ---- Slabs go back -------------------------------------------------------------------
 
-TEST_F(HostStoreTest, EmptySlabsAreFreedAtOnce)
+TEST_P(HostStoreTest, EmptySlabsAreFreedAtOnce)
 {
   std::size_t const before = sim().available() ? host_allocations() : 0;
-  std::size_t const bytes  = sim().available() ? sim().census().host_bytes : 0;
-  host_store store(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 2 * MiB, .pinned = true});
+  std::size_t const bytes  = sim().available() ? sim().pinned_host_bytes() : 0;
+  host_store store(drv(),
+                   pinned_by({.limit_bytes = 16 * MiB, .slab_bytes = 2 * MiB, .pinned = true}));
   EXPECT_TRUE(store.pinned());
   host_extent const a1 = store.allocate(1 * MiB);
   host_extent const a2 = store.allocate(1 * MiB);
@@ -259,7 +270,8 @@ TEST_F(HostStoreTest, EmptySlabsAreFreedAtOnce)
   EXPECT_EQ(store.slab_bytes_held(), 4 * MiB);
   if (sim().available()) {
     EXPECT_EQ(host_allocations(), before + 2);
-    EXPECT_EQ(sim().census().host_bytes, bytes + 4 * MiB);
+    EXPECT_GE(sim().pinned_host_bytes(), bytes + 4 * MiB) << "registered: whole pages";
+    EXPECT_LE(sim().pinned_host_bytes(), bytes + 4 * MiB + 2 * detail::host_page_bytes());
   }
   store.deallocate(a1);
   EXPECT_EQ(store.slab_bytes_held(), 4 * MiB) << "slab 0 still holds a2";
@@ -270,16 +282,17 @@ TEST_F(HostStoreTest, EmptySlabsAreFreedAtOnce)
   EXPECT_EQ(store.slab_bytes_held(), 0U);
   if (sim().available()) {
     EXPECT_EQ(host_allocations(), before) << "the pinned memory went back to the driver";
-    EXPECT_EQ(sim().census().host_bytes, bytes);
+    EXPECT_EQ(sim().pinned_host_bytes(), bytes);
   }
 }
 
-TEST_F(HostStoreTest, DestructionFreesEverySlab)
+TEST_P(HostStoreTest, DestructionFreesEverySlab)
 {
   SIM_ONLY(sim(), "counts host allocations");
   std::size_t const before = host_allocations();
   {
-    host_store store(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true});
+    host_store store(drv(),
+                     pinned_by({.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true}));
     for (int i = 0; i < 3; ++i) {
       ASSERT_TRUE(store.allocate(700 * KiB));
     }
@@ -288,11 +301,12 @@ TEST_F(HostStoreTest, DestructionFreesEverySlab)
   EXPECT_EQ(host_allocations(), before);
 }
 
-TEST_F(HostStoreTest, DeallocateOnAThreadWithoutContextStillFreesTheSlab)
+TEST_P(HostStoreTest, DeallocateOnAThreadWithoutContextStillFreesTheSlab)
 {
   SIM_ONLY(sim(), "counts host allocations");
   std::size_t const before = host_allocations();
-  host_store store(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true});
+  host_store store(drv(),
+                   pinned_by({.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true}));
   host_extent const e = store.allocate(4 * KiB);
   ASSERT_TRUE(e);
   CUcontext after = reinterpret_cast<CUcontext>(1);
@@ -300,20 +314,21 @@ TEST_F(HostStoreTest, DeallocateOnAThreadWithoutContextStillFreesTheSlab)
     store.deallocate(e);  // a compression worker: no context of its own
     (void)table().cuCtxGetCurrent(&after);
   }).join();
-  EXPECT_EQ(host_allocations(), before) << "cuMemFreeHost ran in the store's context";
+  EXPECT_EQ(host_allocations(), before) << "the slab was given back in the store's context";
   EXPECT_EQ(after, nullptr) << "the worker's (absent) context is put back";
   EXPECT_EQ(store.slab_bytes_held(), 0U);
 }
 
 // ---- Shrink --------------------------------------------------------------------------
 
-TEST_F(HostStoreTest, ShrinkReturnsTheTail)
+TEST_P(HostStoreTest, ShrinkReturnsTheTail)
 {
-  host_store store(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true});
+  host_store store(drv(),
+                   pinned_by({.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true}));
   host_extent const whole = store.allocate(1 * MiB);
   ASSERT_TRUE(whole);
   std::memset(whole.data, 0x5A, 1000);
-  unsigned long long const calls = sim().available() ? host_alloc_calls() : 0;
+  unsigned long long const calls = sim().available() ? pin_calls() : 0;
   host_extent const kept         = store.shrink(whole, 1000);
   EXPECT_EQ(kept.data, whole.data);
   EXPECT_EQ(kept.bytes, 1000U);
@@ -325,7 +340,7 @@ TEST_F(HostStoreTest, ShrinkReturnsTheTail)
   ASSERT_TRUE(tail);
   EXPECT_EQ(tail.data, whole.data + 1024) << "the tail went back to the same slab";
   EXPECT_EQ(store.slab_bytes_held(), 1 * MiB);
-  if (sim().available()) { EXPECT_EQ(host_alloc_calls(), calls) << "no new slab was needed"; }
+  if (sim().available()) { EXPECT_EQ(pin_calls(), calls) << "no new slab was needed"; }
 
   // A tail freed next to a free range coalesces with it: shrink `tail` to 256 bytes,
   // free it, and the whole tail region is one range again.
@@ -346,14 +361,15 @@ TEST_F(HostStoreTest, ShrinkReturnsTheTail)
 
 // ---- Pageable mode -------------------------------------------------------------------
 
-TEST_F(HostStoreTest, PageableModeMakesNoDriverCall)
+TEST_P(HostStoreTest, PageableModeMakesNoDriverCall)
 {
   SIM_ONLY(sim(), "counts driver calls");
-  unsigned long long const allocs = host_alloc_calls();
-  unsigned long long const frees  = sim().call_count("cuMemFreeHost");
+  unsigned long long const allocs = pin_calls();
+  unsigned long long const frees  = sim().call_count(unpin_entry());
   std::size_t const before        = host_allocations();
   {
-    host_store store(drv(), {.limit_bytes = 8 * MiB, .slab_bytes = 1 * MiB, .pinned = false});
+    host_store store(drv(),
+                     pinned_by({.limit_bytes = 8 * MiB, .slab_bytes = 1 * MiB, .pinned = false}));
     EXPECT_FALSE(store.pinned());
     std::vector<host_extent> extents;
     for (std::uint32_t i = 0; i < 20; ++i) {
@@ -370,17 +386,18 @@ TEST_F(HostStoreTest, PageableModeMakesNoDriverCall)
     EXPECT_EQ(store.slab_bytes_held(), 0U);
     ASSERT_TRUE(store.allocate(300 * KiB)) << "left for the destructor";
   }
-  EXPECT_EQ(host_alloc_calls(), allocs);
-  EXPECT_EQ(sim().call_count("cuMemFreeHost"), frees);
+  EXPECT_EQ(pin_calls(), allocs);
+  EXPECT_EQ(sim().call_count(unpin_entry()), frees);
 }
 
 // ---- Driver failures -----------------------------------------------------------------
 
-TEST_F(HostStoreTest, OutOfMemoryFromTheDriverIsARefusal)
+TEST_P(HostStoreTest, OutOfMemoryFromTheDriverIsARefusal)
 {
-  SIM_ONLY(sim(), "injects a cuMemHostAlloc failure");
-  host_store store(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true});
-  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemHostAlloc", 1, CUDA_ERROR_OUT_OF_MEMORY));
+  SIM_ONLY(sim(), "injects a pin failure");
+  host_store store(drv(),
+                   pinned_by({.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true}));
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call(pin_entry(), 1, CUDA_ERROR_OUT_OF_MEMORY));
   host_extent refused{};
   EXPECT_NO_THROW(refused = store.allocate(4 * KiB));
   EXPECT_FALSE(refused);
@@ -393,19 +410,20 @@ TEST_F(HostStoreTest, OutOfMemoryFromTheDriverIsARefusal)
   store.deallocate(e);
 }
 
-TEST_F(HostStoreTest, AnotherDriverErrorThrowsAndLeavesTheStoreUsable)
+TEST_P(HostStoreTest, AnotherDriverErrorThrowsAndLeavesTheStoreUsable)
 {
-  SIM_ONLY(sim(), "injects a cuMemHostAlloc failure");
-  host_store store(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true});
+  SIM_ONLY(sim(), "injects a pin failure");
+  host_store store(drv(),
+                   pinned_by({.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true}));
   host_extent const first = store.allocate(1 * MiB);  // fills slab 0
   ASSERT_TRUE(first);
-  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemHostAlloc", 1, CUDA_ERROR_INVALID_VALUE));
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call(pin_entry(), 1, CUDA_ERROR_INVALID_VALUE));
   try {
     (void)store.allocate(4 * KiB);
     ADD_FAILURE() << "an injected CUDA_ERROR_INVALID_VALUE was not reported";
   } catch (cuda_error const& error) {
     EXPECT_EQ(error.code(), CUDA_ERROR_INVALID_VALUE);
-    EXPECT_EQ(error.call(), "cuMemHostAlloc");
+    EXPECT_EQ(error.call(), pin_entry());
   }
   EXPECT_EQ(store.refusals(), 0U) << "an error is not a refusal";
   EXPECT_EQ(store.used_bytes(), 1 * MiB);
@@ -418,14 +436,15 @@ TEST_F(HostStoreTest, AnotherDriverErrorThrowsAndLeavesTheStoreUsable)
   EXPECT_EQ(store.slab_bytes_held(), 0U);
 }
 
-TEST_F(HostStoreTest, FailedFreeIsRetriedAtTheNextCall)
+TEST_P(HostStoreTest, FailedFreeIsRetriedAtTheNextCall)
 {
-  SIM_ONLY(sim(), "injects a cuMemFreeHost failure");
+  SIM_ONLY(sim(), "injects an unpin failure");
   std::size_t const before = host_allocations();
-  host_store store(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true});
+  host_store store(drv(),
+                   pinned_by({.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true}));
   host_extent const e = store.allocate(4 * KiB);
   ASSERT_TRUE(e);
-  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemFreeHost", 1, CUDA_ERROR_INVALID_VALUE));
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call(unpin_entry(), 1, CUDA_ERROR_INVALID_VALUE));
   EXPECT_NO_THROW(store.deallocate(e));
   EXPECT_EQ(store.used_bytes(), 0U);
   EXPECT_EQ(store.slab_bytes_held(), 1 * MiB) << "the slab is still held until freed";
@@ -439,15 +458,16 @@ TEST_F(HostStoreTest, FailedFreeIsRetriedAtTheNextCall)
   EXPECT_EQ(host_allocations(), before);
 }
 
-TEST_F(HostStoreTest, FailedFreeIsRetriedAtDestruction)
+TEST_P(HostStoreTest, FailedFreeIsRetriedAtDestruction)
 {
-  SIM_ONLY(sim(), "injects a cuMemFreeHost failure");
+  SIM_ONLY(sim(), "injects an unpin failure");
   std::size_t const before = host_allocations();
   {
-    host_store store(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true});
+    host_store store(drv(),
+                     pinned_by({.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB, .pinned = true}));
     host_extent const e = store.allocate(4 * KiB);
     ASSERT_TRUE(e);
-    ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemFreeHost", 1, CUDA_ERROR_INVALID_VALUE));
+    ASSERT_CU(CUDA_SUCCESS, sim().fail_call(unpin_entry(), 1, CUDA_ERROR_INVALID_VALUE));
     store.deallocate(e);
     EXPECT_EQ(host_allocations(), before + 1);
   }
@@ -472,9 +492,10 @@ TEST_F(HostStoreDeathTest, DoubleFreeAbortsWithAMessage)
 
 // ---- Threads -------------------------------------------------------------------------
 
-TEST_F(HostStoreTest, ConcurrentAllocateAndDeallocateFromFourThreads)
+TEST_P(HostStoreTest, ConcurrentAllocateAndDeallocateFromFourThreads)
 {
-  host_store store(drv(), {.limit_bytes = 32 * MiB, .slab_bytes = 2 * MiB, .pinned = true});
+  host_store store(drv(),
+                   pinned_by({.limit_bytes = 32 * MiB, .slab_bytes = 2 * MiB, .pinned = true}));
   constexpr int threads = 4;
   std::vector<std::string> failures(threads);
   std::vector<std::thread> workers;

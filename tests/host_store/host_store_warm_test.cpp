@@ -10,6 +10,7 @@
 #include "byte_units.hpp"
 #include "configured_child.hpp"
 #include "driver_fixture.hpp"
+#include "pin_methods.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -39,28 +40,39 @@ using units::MiB;
           .idle_release = idle};
 }
 
-class HostStoreWarmTest : public DriverTest {
+class HostStoreWarmTest : public DriverTest, public ::testing::WithParamInterface<pin_method> {
  protected:
+  /// `options` pinning by this instance's method.
+  [[nodiscard]] host_store_options pinned_by(host_store_options options) const
+  {
+    options.pin = GetParam();
+    return options;
+  }
+  /// The entry point that pins a slab, and the one that gives it back, by this method.
+  [[nodiscard]] char const* pin_entry() const { return pin_entry_of(GetParam()); }
+  [[nodiscard]] char const* unpin_entry() const { return unpin_entry_of(GetParam()); }
   [[nodiscard]] unsigned long long calls(char const* entry) const
   {
     return sim().call_count(entry);
   }
-  [[nodiscard]] std::size_t host_allocations() const { return sim().census().host_allocations; }
+  [[nodiscard]] std::size_t host_allocations() const { return sim().pinned_host_ranges(); }
 };
 
-TEST_F(HostStoreWarmTest, EmptiedSlabsAreKeptAndRefilledWithoutPinning)
+INSTANTIATE_TEST_SUITE_P(Pin, HostStoreWarmTest, pin_methods, pin_method_name);
+
+TEST_P(HostStoreWarmTest, EmptiedSlabsAreKeptAndRefilledWithoutPinning)
 {
-  SIM_ONLY(sim(), "counts cuMemHostAlloc and cuMemFreeHost calls");
-  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 4 * MiB, hours(1)));
+  SIM_ONLY(sim(), "counts pin and unpin calls");
+  host_store store(drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 4 * MiB, hours(1))));
   host_extent a = store.allocate(2 * MiB);
   host_extent b = store.allocate(2 * MiB);
   ASSERT_TRUE(a && b);
   EXPECT_EQ(store.pins(), 2U);
-  auto const pins_before  = calls("cuMemHostAlloc");
-  auto const frees_before = calls("cuMemFreeHost");
+  auto const pins_before  = calls(pin_entry());
+  auto const frees_before = calls(unpin_entry());
   store.deallocate(a);
   store.deallocate(b);
-  EXPECT_EQ(calls("cuMemFreeHost"), frees_before) << "no free inside deallocate";
+  EXPECT_EQ(calls(unpin_entry()), frees_before) << "no free inside deallocate";
   EXPECT_EQ(store.slab_bytes_held(), 4 * MiB);
   EXPECT_EQ(store.warm_bytes_held(), 4 * MiB);
   EXPECT_EQ(store.used_bytes(), 0U);
@@ -68,18 +80,18 @@ TEST_F(HostStoreWarmTest, EmptiedSlabsAreKeptAndRefilledWithoutPinning)
   a = store.allocate(2 * MiB);
   b = store.allocate(1 * MiB);
   ASSERT_TRUE(a && b);
-  EXPECT_EQ(calls("cuMemHostAlloc"), pins_before) << "the warm slabs were refilled";
+  EXPECT_EQ(calls(pin_entry()), pins_before) << "the warm slabs were refilled";
   EXPECT_EQ(store.warm_bytes_held(), 0U) << "both slabs are in use again";
   EXPECT_EQ(store.pinned_bytes_held(), 4 * MiB);
   store.deallocate(a);
   store.deallocate(b);
 }
 
-TEST_F(HostStoreWarmTest, WarmReserveIsBoundedAndTheRestIsFreedAtOnce)
+TEST_P(HostStoreWarmTest, WarmReserveIsBoundedAndTheRestIsFreedAtOnce)
 {
   SIM_ONLY(sim(), "counts host allocations");
   std::size_t const before = host_allocations();
-  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 3 * MiB, hours(1)));
+  host_store store(drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 3 * MiB, hours(1))));
   host_extent const a = store.allocate(2 * MiB);
   host_extent const b = store.allocate(2 * MiB);
   ASSERT_TRUE(a && b);
@@ -90,11 +102,11 @@ TEST_F(HostStoreWarmTest, WarmReserveIsBoundedAndTheRestIsFreedAtOnce)
   EXPECT_EQ(host_allocations(), before + 1);
 }
 
-TEST_F(HostStoreWarmTest, TrimFreesOnlySlabsIdlePastTheDelay)
+TEST_P(HostStoreWarmTest, TrimFreesOnlySlabsIdlePastTheDelay)
 {
   SIM_ONLY(sim(), "counts host allocations");
   std::size_t const before = host_allocations();
-  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  host_store store(drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1))));
   host_extent const a = store.allocate(2 * MiB);
   host_extent const b = store.allocate(2 * MiB);
   ASSERT_TRUE(a && b);
@@ -112,47 +124,48 @@ TEST_F(HostStoreWarmTest, TrimFreesOnlySlabsIdlePastTheDelay)
   EXPECT_EQ(store.slab_bytes_held(), 0U);
 }
 
-TEST_F(HostStoreWarmTest, PrepinPinsWarmSlabsUntilTheRoomAskedIsFree)
+TEST_P(HostStoreWarmTest, PrepinPinsWarmSlabsUntilTheRoomAskedIsFree)
 {
-  SIM_ONLY(sim(), "counts cuMemHostAlloc calls");
-  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  SIM_ONLY(sim(), "counts pin calls");
+  host_store store(drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1))));
   host_extent const a = store.allocate(1 * MiB);  // slab 0, with 1 MiB of room left
   ASSERT_TRUE(a);
   EXPECT_EQ(store.prepin(5 * MiB), 4 * MiB) << "two more slabs: 1 + 4 MiB of room";
   EXPECT_EQ(store.pins(), 3U);
   EXPECT_EQ(store.warm_bytes_held(), 4 * MiB);
   EXPECT_EQ(store.used_bytes(), 1 * MiB) << "room pinned ahead is not handed out";
-  auto const pins_before = calls("cuMemHostAlloc");
+  auto const pins_before = calls(pin_entry());
   EXPECT_EQ(store.prepin(5 * MiB), 0U) << "the room is free already";
   host_extent const b = store.allocate(2 * MiB);
   host_extent const c = store.allocate(2 * MiB);
   ASSERT_TRUE(b && c);
-  EXPECT_EQ(calls("cuMemHostAlloc"), pins_before) << "the room was pinned ahead";
+  EXPECT_EQ(calls(pin_entry()), pins_before) << "the room was pinned ahead";
   EXPECT_EQ(store.warm_bytes_held(), 0U);
   store.deallocate(a);
   store.deallocate(b);
   store.deallocate(c);
 }
 
-TEST_F(HostStoreWarmTest, PrepinStopsAtTheBudgetAndTheWarmReserve)
+TEST_P(HostStoreWarmTest, PrepinStopsAtTheBudgetAndTheWarmReserve)
 {
-  SIM_ONLY(sim(), "counts cuMemHostAlloc calls");
-  host_store budget(drv(), warm_options(6 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  SIM_ONLY(sim(), "counts pin calls");
+  host_store budget(drv(), pinned_by(warm_options(6 * MiB, 2 * MiB, 16 * MiB, hours(1))));
   EXPECT_EQ(budget.prepin(100 * MiB), 6 * MiB) << "three slabs fill the 6 MiB budget";
   EXPECT_EQ(budget.slab_bytes_held(), 6 * MiB);
-  host_store reserve(drv(), warm_options(16 * MiB, 2 * MiB, 3 * MiB, hours(1)));
+  host_store reserve(drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 3 * MiB, hours(1))));
   EXPECT_EQ(reserve.prepin(100 * MiB), 2 * MiB) << "a second slab would pass the warm 3 MiB";
-  auto const pins_before = calls("cuMemHostAlloc");
-  host_store pageable(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 2 * MiB, .pinned = false});
+  auto const pins_before = calls(pin_entry());
+  host_store pageable(drv(),
+                      pinned_by({.limit_bytes = 16 * MiB, .slab_bytes = 2 * MiB, .pinned = false}));
   EXPECT_EQ(pageable.prepin(4 * MiB), 0U) << "a pageable store pins nothing";
-  EXPECT_EQ(calls("cuMemHostAlloc"), pins_before);
+  EXPECT_EQ(calls(pin_entry()), pins_before);
 }
 
-TEST_F(HostStoreWarmTest, TrimKeepsTheReserveAskedAndGivesBackTheRest)
+TEST_P(HostStoreWarmTest, TrimKeepsTheReserveAskedAndGivesBackTheRest)
 {
   SIM_ONLY(sim(), "counts host allocations");
   std::size_t const before = host_allocations();
-  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  host_store store(drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1))));
   ASSERT_EQ(store.prepin(6 * MiB), 6 * MiB);
   auto const later = host_store::clock::now() + hours(2);
   EXPECT_EQ(store.trim(later, 4 * MiB), 2 * MiB) << "only the slab past a 4 MiB reserve";
@@ -162,36 +175,36 @@ TEST_F(HostStoreWarmTest, TrimKeepsTheReserveAskedAndGivesBackTheRest)
   EXPECT_EQ(host_allocations(), before);
 }
 
-TEST_F(HostStoreWarmTest, ReleaseEmptyHoldsPrepinOffForTheIdleDelay)
+TEST_P(HostStoreWarmTest, ReleaseEmptyHoldsPrepinOffForTheIdleDelay)
 {
   SIM_ONLY(sim(), "counts host allocations");
   std::size_t const before = host_allocations();
-  host_store held(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
+  host_store held(drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1))));
   ASSERT_EQ(held.prepin(4 * MiB), 4 * MiB);
   EXPECT_EQ(held.release_empty(), 4 * MiB) << "empty_cache gives the reserve back";
   EXPECT_EQ(held.prepin(4 * MiB), 0U) << "and it is not pinned again within the hour";
   EXPECT_EQ(host_allocations(), before);
-  host_store at_once(drv(),
-                     warm_options(16 * MiB, 2 * MiB, 16 * MiB, std::chrono::milliseconds(0)));
+  host_store at_once(
+    drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 16 * MiB, std::chrono::milliseconds(0))));
   ASSERT_EQ(at_once.prepin(2 * MiB), 2 * MiB);
   EXPECT_EQ(at_once.release_empty(), 2 * MiB);
   EXPECT_EQ(at_once.prepin(2 * MiB), 2 * MiB) << "with no idle delay, at once";
 }
 
-TEST_F(HostStoreWarmTest, PrepinUnderFaultsKeepsWhatItPinnedAndStaysUsable)
+TEST_P(HostStoreWarmTest, PrepinUnderFaultsKeepsWhatItPinnedAndStaysUsable)
 {
-  SIM_ONLY(sim(), "injects cuMemHostAlloc failures");
-  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
-  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemHostAlloc", 2, CUDA_ERROR_OUT_OF_MEMORY));
+  SIM_ONLY(sim(), "injects pin failures");
+  host_store store(drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1))));
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call(pin_entry(), 2, CUDA_ERROR_OUT_OF_MEMORY));
   EXPECT_EQ(store.prepin(6 * MiB), 2 * MiB) << "out of memory at the second pin ends it quietly";
   EXPECT_EQ(store.slab_bytes_held(), 2 * MiB);
-  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemHostAlloc", 1, CUDA_ERROR_INVALID_VALUE));
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call(pin_entry(), 1, CUDA_ERROR_INVALID_VALUE));
   try {
     (void)store.prepin(6 * MiB);
     ADD_FAILURE() << "an injected CUDA_ERROR_INVALID_VALUE was not reported";
   } catch (cuda_error const& error) {
     EXPECT_EQ(error.code(), CUDA_ERROR_INVALID_VALUE);
-    EXPECT_EQ(error.call(), "cuMemHostAlloc");
+    EXPECT_EQ(error.call(), pin_entry());
   }
   EXPECT_EQ(store.slab_bytes_held(), 2 * MiB) << "the slab pinned before stays; no half slab";
   EXPECT_EQ(store.warm_bytes_held(), 2 * MiB);
@@ -203,17 +216,17 @@ TEST_F(HostStoreWarmTest, PrepinUnderFaultsKeepsWhatItPinnedAndStaysUsable)
   EXPECT_EQ(store.slab_bytes_held(), 0U);
 }
 
-TEST_F(HostStoreWarmTest, PageableExtentsTakeNoPinnedMemoryAndGoBackAtOnce)
+TEST_P(HostStoreWarmTest, PageableExtentsTakeNoPinnedMemoryAndGoBackAtOnce)
 {
-  SIM_ONLY(sim(), "counts cuMemHostAlloc calls");
-  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1)));
-  auto const pins_before = calls("cuMemHostAlloc");
+  SIM_ONLY(sim(), "counts pin calls");
+  host_store store(drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 16 * MiB, hours(1))));
+  auto const pins_before = calls(pin_entry());
   host_extent const p    = store.allocate(300 * KiB, host_tier::pageable);
   host_extent const q    = store.allocate(300 * KiB, host_tier::pageable);
   ASSERT_TRUE(p && q);
   EXPECT_EQ(p.slab, q.slab) << "one pageable slab";
   std::memset(p.data, 7, p.bytes);  // host memory: writable
-  EXPECT_EQ(calls("cuMemHostAlloc"), pins_before);
+  EXPECT_EQ(calls(pin_entry()), pins_before);
   EXPECT_EQ(store.pinned_bytes_held(), 0U);
   EXPECT_EQ(store.slab_bytes_held(), 2 * MiB);
   host_extent const r = store.allocate(300 * KiB);  // pinned: a slab of its own tier
@@ -227,9 +240,9 @@ TEST_F(HostStoreWarmTest, PageableExtentsTakeNoPinnedMemoryAndGoBackAtOnce)
   EXPECT_EQ(store.warm_bytes_held(), 2 * MiB) << "the pinned one is kept warm";
 }
 
-TEST_F(HostStoreWarmTest, PageableFallsBackToPinnedRoomAtTheBudget)
+TEST_P(HostStoreWarmTest, PageableFallsBackToPinnedRoomAtTheBudget)
 {
-  host_store store(drv(), warm_options(4 * MiB, 2 * MiB, 4 * MiB, hours(1)));
+  host_store store(drv(), pinned_by(warm_options(4 * MiB, 2 * MiB, 4 * MiB, hours(1))));
   host_extent const a = store.allocate(2 * MiB);
   host_extent const b = store.allocate(2 * MiB);
   ASSERT_TRUE(a && b);
@@ -246,17 +259,18 @@ TEST_F(HostStoreWarmTest, PageableFallsBackToPinnedRoomAtTheBudget)
   store.deallocate(a);
 }
 
-TEST_F(HostStoreWarmTest, AFailedFreeUnderTrimLosesNothingAndIsRetried)
+TEST_P(HostStoreWarmTest, AFailedFreeUnderTrimLosesNothingAndIsRetried)
 {
-  SIM_ONLY(sim(), "injects a cuMemFreeHost failure");
+  SIM_ONLY(sim(), "injects an unpin failure");
   std::size_t const before = host_allocations();
-  host_store store(drv(), warm_options(16 * MiB, 2 * MiB, 16 * MiB, std::chrono::milliseconds(0)));
+  host_store store(
+    drv(), pinned_by(warm_options(16 * MiB, 2 * MiB, 16 * MiB, std::chrono::milliseconds(0))));
   host_extent const a = store.allocate(2 * MiB);
   host_extent const b = store.allocate(64 * KiB);
   ASSERT_TRUE(a && b);
   std::memset(b.data, 9, b.bytes);
   store.deallocate(a);
-  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemFreeHost", 1, CUDA_ERROR_INVALID_VALUE));
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call(unpin_entry(), 1, CUDA_ERROR_INVALID_VALUE));
   EXPECT_EQ(store.trim(), 0U) << "the free failed: nothing counted as given back";
   EXPECT_EQ(store.slab_bytes_held(), 4 * MiB) << "still held until its free succeeds";
   EXPECT_EQ(store.warm_bytes_held(), 0U) << "no longer warm: it is not handed out again";
@@ -268,9 +282,10 @@ TEST_F(HostStoreWarmTest, AFailedFreeUnderTrimLosesNothingAndIsRetried)
   store.deallocate(b);
 }
 
-TEST_F(HostStoreWarmTest, ThreadsMixingTiersKeepExtentsIntact)
+TEST_P(HostStoreWarmTest, ThreadsMixingTiersKeepExtentsIntact)
 {
-  host_store store(drv(), warm_options(24 * MiB, 1 * MiB, 4 * MiB, std::chrono::milliseconds(0)));
+  host_store store(
+    drv(), pinned_by(warm_options(24 * MiB, 1 * MiB, 4 * MiB, std::chrono::milliseconds(0))));
   constexpr int threads = 4;
   std::vector<std::string> failures(threads);
   std::vector<std::thread> workers;
@@ -317,23 +332,31 @@ TEST_F(HostStoreWarmTest, ThreadsMixingTiersKeepExtentsIntact)
 }
 
 // Not a DriverTest: the child must configure the simulator before anything calls cuInit.
-class HostStorePinningTest : public ::testing::Test {
+class HostStorePinningTest : public ::testing::TestWithParam<pin_method> {
  protected:
   void SetUp() override
   {
     GTEST_FLAG_SET(death_test_style, "threadsafe");
     if (!simulator_library_present()) {
-      GTEST_SKIP() << "simulator only: a cost profile makes cuMemHostAlloc slow";
+      GTEST_SKIP() << "simulator only: a cost profile makes pinning slow";
     }
   }
+  /// A profile line charging `costs` to this method's pin (or, `unpin`, its free).
+  [[nodiscard]] std::string profile_line(char const* costs, bool unpin = false) const
+  {
+    return std::string(unpin ? unpin_entry_of(GetParam()) : pin_entry_of(GetParam())) + " " +
+           costs + "\n";
+  }
 };
+
+INSTANTIATE_TEST_SUITE_P(Pin, HostStorePinningTest, pin_methods, pin_method_name);
 
 // Runs `body` in a child whose simulator charges the costs of `profile` (a profile file's
 // text) at time scale 1, and expects the child to exit cleanly.
 template <class Body>
-void expect_child_with_profile(char const* profile, Body const& body)
+void expect_child_with_profile(std::string const& profile, Body const& body)
 {
-  profile_file const file(profile);
+  profile_file const file(profile.c_str());
   auto const child = [&] {
     configured_child({{"SWAPALLOC_SIM_PROFILE", file.path()}, {"SWAPALLOC_SIM_TIME_SCALE", "1"}},
                      body);
@@ -353,13 +376,13 @@ double hundred_small_pairs_ms(host_store& store)
   return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
 }
 
-TEST_F(HostStorePinningTest, PinningRunsWithoutTheStoresMutex)
+TEST_P(HostStorePinningTest, PinningRunsWithoutTheStoresMutex)
 {
   // Pinning made slow (64 MiB at 2 ms/MiB: 128 ms, and no driver lock): while one thread
   // pins a new slab, another allocates and frees in an existing slab at once.
   expect_child_with_profile(
-    "cuMemHostAlloc per_mib_us=2000\n", [](driver const& drv, child_checks& check) {
-      host_store store(drv, {.limit_bytes = 256 * MiB, .slab_bytes = 64 * MiB});
+    profile_line("per_mib_us=2000"), [method = GetParam()](driver const& drv, child_checks& check) {
+      host_store store(drv, {.limit_bytes = 256 * MiB, .slab_bytes = 64 * MiB, .pin = method});
       host_extent const first = store.allocate(1 * MiB);  // slab 0 (128 ms)
       std::thread pinner([&] {
         host_extent const big = store.allocate(64 * MiB);  // a new slab: 128 ms
@@ -376,16 +399,17 @@ TEST_F(HostStorePinningTest, PinningRunsWithoutTheStoresMutex)
     });
 }
 
-TEST_F(HostStorePinningTest, AnAllocateTakesTheSlabBeingPinnedRatherThanPinAnother)
+TEST_P(HostStorePinningTest, AnAllocateTakesTheSlabBeingPinnedRatherThanPinAnother)
 {
   // Pinning made slow (64 MiB at 2 ms/MiB: 128 ms). While prepin pins a slab, an
   // allocate that finds no room waits for that slab instead of pinning a second one.
   expect_child_with_profile(
-    "cuMemHostAlloc per_mib_us=2000\n", [](driver const& drv, child_checks& check) {
+    profile_line("per_mib_us=2000"), [method = GetParam()](driver const& drv, child_checks& check) {
       host_store store(drv, {.limit_bytes  = 256 * MiB,
                              .slab_bytes   = 64 * MiB,
                              .warm_bytes   = 256 * MiB,
-                             .idle_release = std::chrono::hours(1)});
+                             .idle_release = std::chrono::hours(1),
+                             .pin          = method});
       std::size_t pinned = 0;
       std::thread pinner([&] { pinned = store.prepin(64 * MiB); });
       auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -402,15 +426,17 @@ TEST_F(HostStorePinningTest, AnAllocateTakesTheSlabBeingPinnedRatherThanPinAnoth
     });
 }
 
-TEST_F(HostStorePinningTest, TrimFreesWithoutTheStoresMutex)
+TEST_P(HostStorePinningTest, TrimFreesWithoutTheStoresMutex)
 {
-  // cuMemFreeHost made slow (150 ms; it synchronizes the device on a real GPU): while one
+  // The free made slow (150 ms; it synchronizes the device on a real GPU): while one
   // thread gives a warm slab back, another allocates and frees in a live slab at once, and
   // the slab being freed is neither reused nor counted twice.
   expect_child_with_profile(
-    "cuMemFreeHost fixed_us=150000\n", [](driver const& drv, child_checks& check) {
-      host_store store(drv,
-                       {.limit_bytes = 256 * MiB, .slab_bytes = 64 * MiB, .warm_bytes = 64 * MiB});
+    profile_line("fixed_us=150000", true),
+    [method = GetParam()](driver const& drv, child_checks& check) {
+      host_store store(
+        drv,
+        {.limit_bytes = 256 * MiB, .slab_bytes = 64 * MiB, .warm_bytes = 64 * MiB, .pin = method});
       host_extent const live = store.allocate(1 * MiB);  // slab 0 stays live
       store.deallocate(store.allocate(64 * MiB));        // slab 1: emptied, kept warm
       check(store.warm_bytes_held() == 64 * MiB, "the emptied slab is warm");

@@ -52,17 +52,20 @@ void expect_nothing_left(cudasim_census const& before, std::span<std::uint8_t co
     cudasim_census const now = process().sim.census();
     return now.handles == before.handles && now.reservations == before.reservations &&
            now.mappings == before.mappings && now.host_allocations == before.host_allocations &&
-           now.streams == before.streams && now.events == before.events;
+           now.host_registrations == before.host_registrations && now.streams == before.streams &&
+           now.events == before.events;
   };
   if (swapalloc::testing::wait_until(same, std::chrono::seconds(2))) { return; }
   cudasim_census const now = process().sim.census();
   std::fprintf(stderr,
                "model_fuzz: the destroyed allocator left driver objects behind (input of %zu "
                "bytes): handles %zu (was %zu), reservations %zu (%zu), mappings %zu (%zu), host "
-               "allocations %zu (%zu), streams %zu (%zu), events %zu (%zu)\n",
+               "allocations %zu (%zu), host registrations %zu (%zu), streams %zu (%zu), events "
+               "%zu (%zu)\n",
                input.size(), now.handles, before.handles, now.reservations, before.reservations,
                now.mappings, before.mappings, now.host_allocations, before.host_allocations,
-               now.streams, before.streams, now.events, before.events);
+               now.host_registrations, before.host_registrations, now.streams, before.streams,
+               now.events, before.events);
   std::abort();
 }
 

@@ -75,12 +75,12 @@ inline constexpr std::size_t op_kind_count = 14;
 /// The driver entry points a fault may be injected into: those the allocator calls on
 /// its allocation, eviction, restore and cache paths. (The test's own calls use
 /// cuMemcpyHtoD, cuMemcpyDtoH and cuMemsetD32Async, none of which is here.)
-inline constexpr std::array<char const*, 17> fault_entries{
+inline constexpr std::array<char const*, 19> fault_entries{
   "cuMemCreate",      "cuMemMap",          "cuMemSetAccess",     "cuMemUnmap",
   "cuMemRelease",     "cuMemcpyDtoHAsync", "cuMemcpyHtoDAsync",  "cuMemsetD8Async",
   "cuEventRecord",    "cuEventQuery",      "cuEventSynchronize", "cuStreamSynchronize",
   "cuCtxSynchronize", "cuStreamWaitEvent", "cuMemHostAlloc",     "cuEventCreate",
-  "cuStreamCreate"};
+  "cuStreamCreate",   "cuMemHostRegister", "cuMemHostUnregister"};
 
 /// The index of entry point `name` in fault_entries (a compile error if absent).
 [[nodiscard]] consteval std::uint8_t entry_index(std::string_view name)
@@ -100,12 +100,13 @@ inline constexpr std::array<std::uint8_t, 8> allocate{
   entry_index("cuCtxSynchronize"), entry_index("cuMemUnmap")};
 inline constexpr std::array<std::uint8_t, 3> free{
   entry_index("cuEventCreate"), entry_index("cuEventRecord"), entry_index("cuEventQuery")};
-inline constexpr std::array<std::uint8_t, 10> evict{
+inline constexpr std::array<std::uint8_t, 11> evict{
   entry_index("cuCtxSynchronize"),  entry_index("cuEventSynchronize"),
   entry_index("cuMemcpyDtoHAsync"), entry_index("cuEventRecord"),
   entry_index("cuEventQuery"),      entry_index("cuMemUnmap"),
   entry_index("cuMemHostAlloc"),    entry_index("cuStreamCreate"),
-  entry_index("cuEventCreate"),     entry_index("cuStreamSynchronize")};
+  entry_index("cuEventCreate"),     entry_index("cuStreamSynchronize"),
+  entry_index("cuMemHostRegister")};
 inline constexpr std::array<std::uint8_t, 12> restore{
   entry_index("cuMemCreate"),       entry_index("cuMemMap"),
   entry_index("cuMemSetAccess"),    entry_index("cuMemcpyHtoDAsync"),
@@ -113,8 +114,9 @@ inline constexpr std::array<std::uint8_t, 12> restore{
   entry_index("cuEventQuery"),      entry_index("cuEventSynchronize"),
   entry_index("cuStreamWaitEvent"), entry_index("cuStreamSynchronize"),
   entry_index("cuMemUnmap"),        entry_index("cuMemRelease")};
-inline constexpr std::array<std::uint8_t, 3> empty_cache{
-  entry_index("cuEventSynchronize"), entry_index("cuCtxSynchronize"), entry_index("cuMemUnmap")};
+inline constexpr std::array<std::uint8_t, 4> empty_cache{
+  entry_index("cuEventSynchronize"), entry_index("cuCtxSynchronize"), entry_index("cuMemUnmap"),
+  entry_index("cuMemHostUnregister")};
 inline constexpr std::array<std::uint8_t, 4> rollback{
   entry_index("cuMemUnmap"), entry_index("cuStreamSynchronize"), entry_index("cuEventSynchronize"),
   entry_index("cuMemRelease")};

@@ -155,10 +155,10 @@ __sanitizer_get_current_allocated_bytes();  // NOLINT(bugprone-reserved-identifi
 {
 #if defined(SWAPALLOC_TEST_ASAN) || defined(SWAPALLOC_TEST_TSAN)
   return __sanitizer_get_current_allocated_bytes() +
-         (sim.available() ? sim.census().host_bytes : 0);
+         (sim.available() ? sim.pinned_host_bytes() : 0);
 #else
   struct mallinfo2 const heap = ::mallinfo2();  // every arena's live blocks, mmapped ones too
-  return heap.uordblks + heap.hblkhd + (sim.available() ? sim.census().host_bytes : 0);
+  return heap.uordblks + heap.hblkhd + (sim.available() ? sim.pinned_host_bytes() : 0);
 #endif
 }
 

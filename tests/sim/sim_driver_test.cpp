@@ -2,7 +2,8 @@
 // Spec: tools/cudasim/README.md "Devices, contexts, initialization" (initialization,
 // cuGetErrorName/String, cuDriverGetVersion); DESIGN §3 driver.hpp and §4 "Load versioned
 // symbols". cuda.h docs checked: the versioned-name macros at the top of cuda.h,
-// cuInit, cuDriverGetVersion, cuGetErrorName, cuGetErrorString, cuMemcpyBatchAsync.
+// cuInit, cuDriverGetVersion, cuGetErrorName, cuGetErrorString, cuMemcpyBatchAsync,
+// cuMemHostRegister.
 #include <dlfcn.h>
 
 #include <cstring>
@@ -33,6 +34,8 @@ TEST(SimDriver, StringizeFollowsCudaHeaderMapping)
   EXPECT_STREQ(SIM_NAME(cuStreamDestroy), "cuStreamDestroy_v2");
   EXPECT_STREQ(SIM_NAME(cuEventElapsedTime), "cuEventElapsedTime_v2");
   EXPECT_STREQ(SIM_NAME(cuMemcpyBatchAsync), "cuMemcpyBatchAsync_v2");
+  EXPECT_STREQ(SIM_NAME(cuMemHostRegister), "cuMemHostRegister_v2");
+  EXPECT_STREQ(SIM_NAME(cuMemHostUnregister), "cuMemHostUnregister");
   EXPECT_STREQ(SIM_NAME(cuMemsetD8Async), "cuMemsetD8Async");
   EXPECT_STREQ(SIM_NAME(cuMemCreate), "cuMemCreate");
 }
@@ -81,6 +84,8 @@ TEST(SimDriver, VersionedSymbols)
   SIM_CHECK_SYMBOL(cuMemHostAlloc);
   SIM_CHECK_SYMBOL(cuMemAllocHost);
   SIM_CHECK_SYMBOL(cuMemFreeHost);
+  SIM_CHECK_SYMBOL(cuMemHostRegister);
+  SIM_CHECK_SYMBOL(cuMemHostUnregister);
   SIM_CHECK_SYMBOL(cuMemcpyHtoD);
   SIM_CHECK_SYMBOL(cuMemcpyDtoH);
   SIM_CHECK_SYMBOL(cuMemcpyDtoD);
@@ -195,6 +200,26 @@ TEST(SimDriver, BatchedCopyIsExportedUnderItsCuda13SymbolOnly)
   EXPECT_EQ(::dlsym(older, "cuMemcpyBatchAsync"), nullptr);
   EXPECT_NE(::dlsym(older, "cuMemcpyHtoDAsync_v2"), nullptr) << "the library exports copies";
   ::dlclose(older);
+}
+
+TEST(SimDriver, HostRegistrationIsExportedByCurrentAndOlderDrivers)
+{
+  // cuda.h maps cuMemHostRegister to cuMemHostRegister_v2 (CUDA 6.5); R550 drivers have it
+  // and cuMemHostUnregister, so both simulator libraries export both. The bare
+  // cuMemHostRegister is CUDA 4.0's, which the simulator leaves out (as every bare name
+  // that cuda.h maps), so that a seam resolving it fails against it.
+  if (!simulator_library_present()) {
+    GTEST_SKIP() << "simulator only: which symbols a real driver exports depends on its version";
+  }
+  driver const& drv = shared_driver();
+  EXPECT_EQ(drv.find_symbol("cuMemHostRegister"), nullptr);
+  driver const older(SWAPALLOC_CUDASIM_R550_PATH);
+  EXPECT_NE(older.find_symbol("cuMemHostRegister_v2"), nullptr);
+  EXPECT_NE(older.find_symbol("cuMemHostUnregister"), nullptr);
+  EXPECT_EQ(reinterpret_cast<void*>(older.table().cuMemHostRegister),
+            older.find_symbol("cuMemHostRegister_v2"));
+  EXPECT_EQ(reinterpret_cast<void*>(older.table().cuMemHostUnregister),
+            older.find_symbol("cuMemHostUnregister"));
 }
 
 TEST(SimDriver, AnOlderDriverWithoutBatchedCopiesLoadsWithoutThem)

@@ -133,6 +133,26 @@ TEST_F(SimProfile, CostsAreSleptScaledPerCallAndPerMiB)
   });
 }
 
+TEST_F(SimProfile, HostRegistrationIsChargedPerMiBByTheH100Profile)
+{
+  // The built-in h100 profile: cuMemHostRegister 110 us/MiB, cuMemHostUnregister 95 us/MiB
+  // (README.md, "The h100 profile"). 8 MiB at scale 10: 8.8 ms and 7.6 ms, less the credit.
+  expect_profiled("h100", "10", [](driver const& drv, child_checks& check) {
+    std::vector<char> memory(8 * kMiB);
+    auto start                 = clock_type::now();
+    CUresult const pinned      = drv.table().cuMemHostRegister(memory.data(), memory.size(), 0);
+    double const register_ms   = ms_since(start);
+    start                      = clock_type::now();
+    CUresult const pageable    = drv.table().cuMemHostUnregister(memory.data());
+    double const unregister_ms = ms_since(start);
+    check.result(pinned, CUDA_SUCCESS, "cuMemHostRegister");
+    check.result(pageable, CUDA_SUCCESS, "cuMemHostUnregister");
+    check(register_ms >= 8.6, "cuMemHostRegister of 8 MiB: 8 x 110 us x 10");
+    check(unregister_ms >= 7.4, "cuMemHostUnregister of 8 MiB: 8 x 95 us x 10");
+    std::fprintf(stderr, "register %.1f ms, unregister %.1f ms\n", register_ms, unregister_ms);
+  });
+}
+
 TEST_F(SimProfile, BatchCostsFixedPlusPerCopy)
 {
   // per_copy_us: a batch of 4 copies at scale 1 costs 1 ms + 4 x 20 ms = 81 ms, less at most

@@ -5,6 +5,7 @@
  */
 #pragma once
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -88,8 +89,9 @@ class profile_file {
   explicit profile_file(char const* text)
   {
     auto const* const info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string const test = info != nullptr ? info->name() : "none";
-    path_                  = std::filesystem::temp_directory_path() /
+    std::string test       = info != nullptr ? info->name() : "none";
+    std::replace(test.begin(), test.end(), '/', '_');  // a parameterized test: "Name/param"
+    path_ = std::filesystem::temp_directory_path() /
             ("cudasim-profile-" + test + "-" + std::to_string(::getpid()));
     std::ofstream(path_) << text;
     path_text_ = path_.string();

@@ -106,6 +106,7 @@ class DriverTest : public ::testing::Test {
                  now.reservations == census_before_.reservations &&
                  now.mappings == census_before_.mappings &&
                  now.host_allocations == census_before_.host_allocations &&
+                 now.host_registrations == census_before_.host_registrations &&
                  now.streams == census_before_.streams && now.events == census_before_.events;
         },
         2s);
@@ -115,7 +116,9 @@ class DriverTest : public ::testing::Test {
                            << now.reservations << " (was " << census_before_.reservations
                            << "), mappings " << now.mappings << " (was " << census_before_.mappings
                            << "), host allocations " << now.host_allocations << " (was "
-                           << census_before_.host_allocations << "), streams " << now.streams
+                           << census_before_.host_allocations << "), host registrations "
+                           << now.host_registrations << " (was "
+                           << census_before_.host_registrations << "), streams " << now.streams
                            << " (was " << census_before_.streams << "), events " << now.events
                            << " (was " << census_before_.events << ")";
     }

@@ -9,7 +9,7 @@
 
 namespace swapalloc::testing {
 
-inline constexpr std::array<char const*, 53> driver_entry_points{"cuInit",
+inline constexpr std::array<char const*, 55> driver_entry_points{"cuInit",
                                                                  "cuDriverGetVersion",
                                                                  "cuGetErrorName",
                                                                  "cuGetErrorString",
@@ -39,6 +39,8 @@ inline constexpr std::array<char const*, 53> driver_entry_points{"cuInit",
                                                                  "cuMemHostAlloc",
                                                                  "cuMemAllocHost",
                                                                  "cuMemFreeHost",
+                                                                 "cuMemHostRegister",
+                                                                 "cuMemHostUnregister",
                                                                  "cuMemcpyHtoD",
                                                                  "cuMemcpyDtoH",
                                                                  "cuMemcpyDtoD",

@@ -63,6 +63,20 @@ struct sim_control {
     return out;
   }
 
+  /// Bytes of host memory pinned now, by cuMemHostAlloc and by cuMemHostRegister.
+  [[nodiscard]] std::size_t pinned_host_bytes() const
+  {
+    cudasim_census const now = census();
+    return now.host_bytes + now.host_registered_bytes;
+  }
+
+  /// Host ranges pinned now: cuMemHostAlloc blocks and cuMemHostRegister ranges.
+  [[nodiscard]] std::size_t pinned_host_ranges() const
+  {
+    cudasim_census const now = census();
+    return now.host_allocations + now.host_registrations;
+  }
+
  private:
   template <class Function>
   static void lookup(driver const& drv, Function& slot, char const* name)

@@ -74,7 +74,7 @@ TEST_F(SwapTest, AnEvictWhoseStreamCannotBeWaitedForKeepsItsExtentsUntilTheNextT
   SIM_ONLY(sim(), "injects driver failures and reads the census");
   pool_id const pool              = make_pool("model", codec_id::shuffle2_lz4);
   auto blocks                     = populate(pool, data_kind::bf16_weights, 12 * MiB, 47, 1.0);
-  std::size_t const host_at_start = sim().census().host_bytes;
+  std::size_t const host_at_start = sim().pinned_host_bytes();
   ASSERT_EQ(sim().fail_call("cuEventSynchronize", 1, CUDA_SUCCESS), CUDA_SUCCESS);
   ASSERT_EQ(sim().fail_call("cuStreamSynchronize", 1, CUDA_SUCCESS), CUDA_SUCCESS);
   EXPECT_THROW((void)alloc().evict(pool, 0), cuda_error);
@@ -82,7 +82,7 @@ TEST_F(SwapTest, AnEvictWhoseStreamCannotBeWaitedForKeepsItsExtentsUntilTheNextT
   EXPECT_EQ(alloc().check(), "");
   alloc().wait_for_compression(pool);
   std::size_t const staging = staging_ring_bytes();
-  EXPECT_GT(sim().census().host_bytes, host_at_start + staging)
+  EXPECT_GT(sim().pinned_host_bytes(), host_at_start + staging)
     << "the unsettled extents are still held";
   (void)alloc().restore(pool, 0);  // whatever was unmapped before the failure
   EXPECT_EQ(alloc().stats(pool, 0).evicted_bytes, 0U);
@@ -92,10 +92,10 @@ TEST_F(SwapTest, AnEvictWhoseStreamCannotBeWaitedForKeepsItsExtentsUntilTheNextT
   (void)alloc().restore(pool, 0);
   EXPECT_EQ(alloc().host_stats(0).used_bytes, 0U)
     << "a later transfer waited for the stream and gave the extents back";
-  EXPECT_EQ(sim().census().host_bytes, host_at_start + staging + alloc().host_stats(0).held_bytes)
+  EXPECT_EQ(sim().pinned_host_bytes(), host_at_start + staging + alloc().host_stats(0).held_bytes)
     << "what the store holds is its warm slabs";
   (void)alloc().empty_cache();
-  EXPECT_EQ(sim().census().host_bytes, host_at_start + staging);
+  EXPECT_EQ(sim().pinned_host_bytes(), host_at_start + staging);
   expect_intact(blocks, "after a clean cycle");
   free_all(blocks);
 }

@@ -7,6 +7,7 @@
 // through the allocator): copies stay raw until their pool idles past compress_after, or
 // are compressed behind when the host budget cannot hold them raw; read-only pools stay
 // raw; the pressure monitor compresses idle pools.
+#include "pin_methods.hpp"
 #include "swap_fixture.hpp"
 
 #include <swapalloc/pressure_monitor.hpp>
@@ -19,26 +20,29 @@ namespace {
 
 TEST_F(SwapTest, TheSecondEvictionPinsNothingAndARestoreFreesNoPinnedMemory)
 {
-  SIM_ONLY(sim(), "counts cuMemHostAlloc and cuMemFreeHost");
+  SIM_ONLY(sim(), "counts the pin and unpin calls");
   pool_id const pool      = make_pool("model", codec_id::raw);
   auto blocks             = populate(pool, data_kind::bf16_weights, 12 * MiB, 41, 1.0);
   evict_result const cold = alloc().evict(pool, 0);
   EXPECT_GT(cold.slabs_pinned, 0U) << "a cold store pins";
   EXPECT_GT(cold.times.pin, 0.0);
   alloc().wait_for_compression(pool);
-  auto const frees = sim().call_count("cuMemFreeHost");
+  pin_method const method = alloc().host_stats(0).pinning;
+  auto const frees        = sim().call_count(unpin_entry_of(method));
+  auto const any_frees    = sim().call_count("cuMemFreeHost");
   (void)alloc().restore(pool, 0);
-  EXPECT_EQ(sim().call_count("cuMemFreeHost"), frees) << "no pinned free inside restore";
+  EXPECT_EQ(sim().call_count(unpin_entry_of(method)), frees) << "no pinned free inside restore";
+  EXPECT_EQ(sim().call_count("cuMemFreeHost"), any_frees) << "the staging ring stays too";
   host_store_stats const after_restore = alloc().host_stats(0);
   EXPECT_EQ(after_restore.used_bytes, 0U);
   EXPECT_GT(after_restore.warm_bytes, 0U);
   expect_intact(blocks, "after the first restore");
 
-  auto const pins         = sim().call_count("cuMemHostAlloc");
+  auto const pins         = sim().call_count(pin_entry_of(method));
   evict_result const warm = alloc().evict(pool, 0);
   EXPECT_EQ(warm.slabs_pinned, 0U);
   EXPECT_EQ(warm.times.pin, 0.0);
-  EXPECT_EQ(sim().call_count("cuMemHostAlloc"), pins) << "the warm slabs were refilled";
+  EXPECT_EQ(sim().call_count(pin_entry_of(method)), pins) << "the warm slabs were refilled";
   EXPECT_GT(warm.pages_copied, 0U);
   (void)alloc().restore(pool, 0);
   expect_intact(blocks, "after the warm cycle");
@@ -67,16 +71,16 @@ TEST_F(SwapTest, HostMemoryIsGivenBackAtEmptyCache)
   SIM_ONLY(sim(), "reads the simulator's census of host allocations");
   pool_id const pool              = make_pool("model", codec_id::lz4);
   auto blocks                     = populate(pool, data_kind::fp32_weights, 16 * MiB, 19, 1.0);
-  std::size_t const host_at_start = sim().census().host_bytes;
+  std::size_t const host_at_start = sim().pinned_host_bytes();
   (void)alloc().evict(pool, 0);
   alloc().wait_for_compression(pool);
   (void)alloc().restore(pool, 0);
   std::size_t const warm = alloc().host_stats(0).warm_bytes;
   EXPECT_GT(warm, 0U);
-  EXPECT_EQ(sim().census().host_bytes, host_at_start + staging_ring_bytes() + warm);
+  EXPECT_EQ(sim().pinned_host_bytes(), host_at_start + staging_ring_bytes() + warm);
   (void)alloc().empty_cache();
   EXPECT_EQ(alloc().host_stats(0).held_bytes, 0U);
-  EXPECT_EQ(sim().census().host_bytes, host_at_start + staging_ring_bytes())
+  EXPECT_EQ(sim().pinned_host_bytes(), host_at_start + staging_ring_bytes())
     << "only the transfer engine's staging ring stays";
   expect_intact(blocks, "after restore");
   free_all(blocks);
@@ -95,7 +99,7 @@ class SwapIdleTrimTest : public SwapTest {
 
 TEST_F(SwapIdleTrimTest, TrimHostGivesBackIdleSlabsAndAFailedFreeLosesNothing)
 {
-  SIM_ONLY(sim(), "injects a cuMemFreeHost failure");
+  SIM_ONLY(sim(), "injects an unpin failure");
   EXPECT_EQ(alloc().trim_host(0), 0U) << "no store before the first eviction";
   pool_id const pool = make_pool("model", codec_id::raw);
   pool_id const next = make_pool("next", codec_id::raw);
@@ -106,7 +110,8 @@ TEST_F(SwapIdleTrimTest, TrimHostGivesBackIdleSlabsAndAFailedFreeLosesNothing)
   (void)alloc().restore(pool, 0);
   std::size_t const warm = alloc().host_stats(0).warm_bytes;
   ASSERT_GT(warm, 0U);
-  ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemFreeHost", 1, CUDA_ERROR_INVALID_VALUE));
+  char const* const unpin = unpin_entry_of(alloc().host_stats(0).pinning);
+  ASSERT_CU(CUDA_SUCCESS, sim().fail_call(unpin, 1, CUDA_ERROR_INVALID_VALUE));
   std::size_t const first = alloc().trim_host(0);
   EXPECT_LT(first, warm) << "one free failed: its slab is not counted";
   EXPECT_EQ(alloc().host_stats(0).warm_bytes, 0U);
@@ -167,10 +172,12 @@ TEST_F(SwapPrepinTest, FromTheLowWatermarkTheFirstVictimsRoomIsPinnedBeforeItsEv
   EXPECT_EQ(alloc().trim_host(0), 0U) << "trim keeps the reserve while it is asked for";
 
   unsigned long long const host_allocs = sim().call_count("cuMemHostAlloc");
+  unsigned long long const registers   = sim().call_count("cuMemHostRegister");
   unsigned long long const streams     = sim().call_count("cuStreamCreate");
   evict_result const out               = alloc().evict(cold, 0);
   EXPECT_EQ(out.slabs_pinned, 0U) << "the first eviction found its room pinned";
   EXPECT_EQ(sim().call_count("cuMemHostAlloc"), host_allocs) << "and its staging ring";
+  EXPECT_EQ(sim().call_count("cuMemHostRegister"), registers);
   EXPECT_EQ(sim().call_count("cuStreamCreate"), streams) << "and its copy streams";
   EXPECT_EQ(out.times.pin, 0.0);
   EXPECT_GT(out.pages_copied, 0U);

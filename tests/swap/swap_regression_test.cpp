@@ -29,7 +29,7 @@ class SwapRegressionTest : public SwapTest {
   /// Host bytes the simulator holds beyond the transfer engine's staging ring.
   [[nodiscard]] std::size_t host_bytes_beyond_staging(std::size_t at_start) const
   {
-    return sim().census().host_bytes - at_start - staging_ring_bytes();
+    return sim().pinned_host_bytes() - at_start - staging_ring_bytes();
   }
 
   /// 4 x 8 MiB of weights in `pool` (from `seed`), evicted: half the device on the host.
@@ -61,7 +61,7 @@ class SwapRegressionTest : public SwapTest {
 TEST_F(SwapRegressionTest, ABlockAllocatedAfterAFreeWhileEvictedNeverLandsOnAnEvictedPage)
 {
   warm_up_swap_tier();
-  std::size_t const host_at_start = sim().census().host_bytes - staging_ring_bytes();
+  std::size_t const host_at_start = sim().pinned_host_bytes() - staging_ring_bytes();
   pool_id const pool              = make_pool("model");
   filled_block s                  = fill_new(pool, 4 * KiB, 11);
   std::vector<filled_block> a{fill_new(pool, 3 * MiB + 4 * KiB, 12)};
@@ -86,7 +86,7 @@ TEST_F(SwapRegressionTest, ABlockAllocatedAfterAFreeWhileEvictedNeverLandsOnAnEv
 TEST_F(SwapRegressionTest, EmptyCacheWhileEvictedNeverLetsABlockLandOnAnEvictedPage)
 {
   warm_up_swap_tier();
-  std::size_t const host_at_start = sim().census().host_bytes - staging_ring_bytes();
+  std::size_t const host_at_start = sim().pinned_host_bytes() - staging_ring_bytes();
   pool_id const pool              = make_pool("model");
   std::vector<filled_block> kept{fill_new(pool, 4 * KiB, 21),
                                  fill_new(pool, 3 * MiB + 4 * KiB, 22)};
@@ -162,7 +162,7 @@ TEST_F(SwapRegressionTest, AKeptCopyOfAPageWhoseBlocksWereAllFreedIsDroppedAtEvi
 TEST_F(SwapRegressionTest, ARestoreWhoseRollbackCouldNotUnmapAPageFillsItAtTheRetry)
 {
   warm_up_swap_tier();
-  std::size_t const host_at_start = sim().census().host_bytes - staging_ring_bytes();
+  std::size_t const host_at_start = sim().pinned_host_bytes() - staging_ring_bytes();
   pool_id const pool              = make_pool("raw", codec_id::raw);
   std::vector<filled_block> blocks{fill_new(pool, 6 * MiB, 41), fill_new(pool, 300 * KiB, 42)};
   evict_result const out = alloc().evict(pool, 0);

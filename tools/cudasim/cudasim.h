@@ -18,8 +18,9 @@
  *                            "cuMemCreate:3,cuMemMap:1:CUDA_ERROR_INVALID_VALUE"; the nth
  *                            call of entry (counted from process start) fails
  *   SWAPALLOC_SIM_STRICT     1: at exit, objects still held (handles, reservations,
- *                            mappings, host allocations, streams, events) make the
- *                            process exit with status 3 after the report
+ *                            mappings, host allocations and registrations, streams,
+ *                            events) make the process exit with status 3 after the
+ *                            report
  *   SWAPALLOC_SIM_QUIET      1: no report at exit unless something leaked
  *   SWAPALLOC_SIM_PROFILE    a cost profile: "h100" (built in) or a profile file's path;
  *                            each entry point's cost and the link's speed are charged,
@@ -43,8 +44,10 @@ extern "C" {
 /* Makes the nth call from now (1: the very next one) of `entry_point` fail with
  * `error`, before it has any effect (a one-shot failure, never sticky). `error` 0
  * picks the call's most plausible failure: CUDA_ERROR_OUT_OF_MEMORY for calls that
- * acquire memory or resources, CUDA_ERROR_ILLEGAL_ADDRESS for calls that wait for or
- * query device work, CUDA_ERROR_INVALID_VALUE for VMM calls, copies and memsets, and
+ * acquire memory or resources (cuMemHostRegister too), CUDA_ERROR_ILLEGAL_ADDRESS for
+ * calls that wait for or query device work, CUDA_ERROR_INVALID_VALUE for VMM calls,
+ * copies, memsets and the calls that give host memory back (cuMemFreeHost,
+ * cuMemHostUnregister), and
  * CUDA_ERROR_INVALID_HANDLE / _CONTEXT / _DEVICE for calls taking a stream or event, a
  * context, or a device. `entry_point` is a cuda.h name, bare or versioned
  * ("cuMemGetInfo" and "cuMemGetInfo_v2" are the same entry point).
@@ -88,8 +91,11 @@ typedef struct cudasim_census {
   size_t mappings;         /* live cuMemMap mappings */
   size_t host_allocations; /* cuMemHostAlloc / cuMemAllocHost blocks not freed */
   size_t host_bytes;
-  size_t streams; /* streams created and not destroyed */
-  size_t events;  /* events created and not destroyed */
+  size_t streams;               /* streams created and not destroyed */
+  size_t events;                /* events created and not destroyed */
+  size_t host_registrations;    /* cuMemHostRegister ranges not unregistered (nor dropped
+                                   with their context by cuDevicePrimaryCtxReset) */
+  size_t host_registered_bytes; /* their bytes, as registered */
 } cudasim_census;
 void cudasimGetCensus(cudasim_census* out);
 

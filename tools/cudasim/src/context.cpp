@@ -40,8 +40,11 @@ struct attribute_entry {
 };
 
 /// The attributes swapalloc (and PyTorch) read, with an RTX 2070's values. What the
-/// simulator does not model (managed memory, memory pools, host registration,
-/// shareable handles) reads 0.
+/// simulator does not model (managed memory, memory pools, shareable handles) reads 0.
+/// Host registration is modelled (host_register.cpp) as on Linux x86: supported, but not
+/// read-only registration (cuMemHostRegister refuses CU_MEMHOSTREGISTER_READ_ONLY with
+/// CUDA_ERROR_NOT_SUPPORTED, as cuda.h says it does where this attribute is 0), and pages
+/// are not accessed through the host's page tables.
 constexpr attribute_entry attributes[] = {
   {CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, 1},
   {CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING, 1},
@@ -74,22 +77,18 @@ constexpr attribute_entry attributes[] = {
   {CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED, 0},
   {CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED, 0},
   {CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WITH_CUDA_VMM_SUPPORTED, 0},
-  {CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED, 0},
+  {CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED, 1},
+  {CU_DEVICE_ATTRIBUTE_READ_ONLY_HOST_REGISTER_SUPPORTED, 0},
+  {CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES, 0},
 };
-
-[[nodiscard]] std::optional<int> attribute_value(CUdevice_attribute const& attribute) noexcept
-{
-  for (attribute_entry const& entry : attributes) {
-    if (enum_value(entry.attribute) == enum_value(attribute)) { return entry.value; }
-  }
-  return std::nullopt;
-}
 
 [[nodiscard]] simulator& sim() { return simulator::get(); }
 
 /// Reset of a primary context (cuda.h: "Destroy all allocations and reset all state on
 /// the primary context"): its streams and events are destroyed once their work has
-/// drained, and the sticky error is cleared. Memory is process-wide here and survives.
+/// drained, its host registrations that are not CU_MEMHOSTREGISTER_PORTABLE are dropped
+/// (host_register.cpp), and the sticky error is cleared. Other memory is process-wide
+/// here and survives.
 void reset(CUctx_st& context)
 {
   std::vector<std::shared_ptr<CUstream_st>> streams = context.take_streams();
@@ -103,10 +102,20 @@ void reset(CUctx_st& context)
   (void)sim().events().remove_if(
     [&context](CUevent_st const& event) { return &event.context() == &context; });
   synchronize_context(context);  // the legacy stream
+  sim().host().drop_registrations(context);
   context.clear_fault();
 }
 
 }  // namespace
+
+std::optional<int> attribute_value(CUdevice_attribute const& attribute) noexcept
+{
+  for (attribute_entry const& entry : attributes) {
+    if (enum_value(entry.attribute) == enum_value(attribute)) { return entry.value; }
+  }
+  return std::nullopt;
+}
+
 }  // namespace cudasim
 
 using cudasim::api;

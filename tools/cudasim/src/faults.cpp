@@ -5,8 +5,9 @@
  * A fault with no error fails the way the call most plausibly fails on a GPU (cudasim.h):
  * CUDA_ERROR_OUT_OF_MEMORY for calls that acquire memory or resources;
  * CUDA_ERROR_ILLEGAL_ADDRESS for calls that wait for or query device work, where an
- * earlier asynchronous fault surfaces; CUDA_ERROR_INVALID_VALUE for VMM calls, copies
- * and memsets; CUDA_ERROR_INVALID_HANDLE, _CONTEXT or _DEVICE for calls whose argument
+ * earlier asynchronous fault surfaces; CUDA_ERROR_INVALID_VALUE for VMM calls, copies,
+ * memsets and the calls that give memory back (cuMemFreeHost, cuMemHostUnregister: both
+ * list it); CUDA_ERROR_INVALID_HANDLE, _CONTEXT or _DEVICE for calls whose argument
  * is a stream or event, a context, or a device. Each is in the call's cuda.h list or is
  * the asynchronous error cuda.h says such calls may return.
  */
@@ -59,6 +60,9 @@ constexpr std::array<entry_info, entry_count> entries{{
   {entry::mem_host_alloc, "cuMemHostAlloc", nullptr, oom},
   {entry::mem_alloc_host, "cuMemAllocHost", "cuMemAllocHost_v2", oom},
   {entry::mem_free_host, "cuMemFreeHost", nullptr, invalid},
+  // cuda.h maps cuMemHostRegister to cuMemHostRegister_v2 (the bare symbol is CUDA 4.0's).
+  {entry::mem_host_register, "cuMemHostRegister", "cuMemHostRegister_v2", oom},
+  {entry::mem_host_unregister, "cuMemHostUnregister", nullptr, invalid},
   {entry::memcpy_htod, "cuMemcpyHtoD", "cuMemcpyHtoD_v2", invalid},
   {entry::memcpy_dtoh, "cuMemcpyDtoH", "cuMemcpyDtoH_v2", invalid},
   {entry::memcpy_dtod, "cuMemcpyDtoD", "cuMemcpyDtoD_v2", invalid},

@@ -59,6 +59,8 @@ enum class entry : std::uint8_t {
   mem_host_alloc,
   mem_alloc_host,
   mem_free_host,
+  mem_host_register,
+  mem_host_unregister,
   memcpy_htod,
   memcpy_dtoh,
   memcpy_dtod,

@@ -1,6 +1,7 @@
 /**
  * @file host_memory.cpp
- * @brief Pinned host blocks (see host_memory.hpp) and their entry points.
+ * @brief Pinned host blocks (see host_memory.hpp) and their entry points; what counts as
+ *        pinned. Registered ranges: host_register.cpp.
  *
  * A block is an anonymous mmap, so it is page aligned as the driver's are. It is not
  * mlock()ed: the simulator has no DMA engine that needs it, and locked-memory limits
@@ -21,11 +22,30 @@ namespace {
 
 [[nodiscard]] std::size_t page_rounded(std::size_t bytes) noexcept
 {
-  auto const page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  std::size_t const page = host_page_size();
   return (bytes + page - 1) / page * page;
 }
 
+/// True when [ptr, ptr + bytes) lies inside the one range of `ranges` (base -> entry) that
+/// starts at or below `ptr`, whose size is `size_of(entry)`.
+template <class Ranges, class SizeOf>
+[[nodiscard]] bool inside_one(Ranges const& ranges, std::uintptr_t ptr, std::size_t bytes,
+                              SizeOf size_of)
+{
+  auto found = ranges.upper_bound(ptr);
+  if (found == ranges.begin()) { return false; }
+  --found;
+  std::size_t const size = size_of(found->second);
+  return ptr - found->first <= size && bytes <= size - (ptr - found->first);
+}
+
 }  // namespace
+
+std::size_t host_page_size() noexcept
+{
+  static std::size_t const page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return page;
+}
 
 CUresult host_registry::allocate(void** out, std::size_t bytes)
 {
@@ -61,10 +81,13 @@ CUresult host_registry::free(void* pointer)
 bool host_registry::pinned(std::uintptr_t ptr, std::size_t bytes) const
 {
   std::shared_lock lock(mutex_);
-  auto found = blocks_.upper_bound(ptr);
-  if (found == blocks_.begin()) { return false; }
-  --found;
-  return ptr - found->first <= found->second && bytes <= found->second - (ptr - found->first);
+  return tracked(ptr, bytes);
+}
+
+bool host_registry::tracked(std::uintptr_t ptr, std::size_t bytes) const
+{
+  return inside_one(blocks_, ptr, bytes, [](std::size_t size) { return size; }) ||
+         inside_one(registrations_, ptr, bytes, [](registration const& r) { return r.bytes; });
 }
 
 std::size_t host_registry::block_bytes(void const* pointer) const
@@ -124,10 +147,10 @@ CUresult CUDAAPI cuMemFreeHost(void* p)
       return bad;
     }
     cudasim::simulator& sim = cudasim::simulator::get();
-    if (!sim.host().pinned(reinterpret_cast<std::uintptr_t>(p), 0)) {
-      return CUDA_ERROR_INVALID_VALUE;
-    }
-    cudasim::charge(entry::mem_free_host, sim.host().block_bytes(p));
+    // Only the base of a block (not a registered range: cuMemHostUnregister's).
+    std::size_t const bytes = sim.host().block_bytes(p);
+    if (bytes == 0) { return CUDA_ERROR_INVALID_VALUE; }
+    cudasim::charge(entry::mem_free_host, bytes);
     // Freeing pinned memory synchronizes, as cudaFreeHost does: no queued copy may
     // still read or write the block once it is unmapped.
     for (int ordinal = 0; ordinal < sim.device_count(); ++ordinal) {

@@ -27,6 +27,8 @@ constexpr std::string_view h100_text = R"(# cudasim cost profile: h100
 cuMemHostAlloc     per_mib_us=340 driver_lock   # 0.34 ms/MiB pinning, 8xH100 host
 cuMemAllocHost     per_mib_us=340 driver_lock
 cuMemFreeHost      per_mib_us=95  driver_lock sync  # 0.08-0.11 ms/MiB, synchronizes
+cuMemHostRegister  per_mib_us=110 driver_lock   # pre-faulted pages, ~0.11 ms/MiB: ai-dynamo/dynamo#13710's 32-thread case, derived
+cuMemHostUnregister per_mib_us=95 driver_lock sync  # as cuMemFreeHost (same sources)
 cuMemCreate        fixed_us=10    # create+map+access+unmap+release = 51 us (measured);
 cuMemMap           fixed_us=2     # the split between them is assumed
 cuMemSetAccess     fixed_us=20

@@ -92,6 +92,8 @@ void activate_profile(cost_profile const& profile, double scale);
     case entry::mem_host_alloc:
     case entry::mem_alloc_host:
     case entry::mem_free_host:
+    case entry::mem_host_register:
+    case entry::mem_host_unregister:
     case entry::mem_create:
     case entry::mem_map:
     case entry::mem_unmap:

@@ -4,7 +4,8 @@
  *        and joins every stream worker, then reports what is still held.
  *
  * The report is what makes leaks visible: pinned host memory never given back
- * (torch_memory_saver issue 90, vllm issue 16663), handles and mappings left behind.
+ * (torch_memory_saver issue 90, vllm issue 16663), host ranges registered and never
+ * unregistered, handles and mappings left behind.
  * With SWAPALLOC_SIM_STRICT=1 a leak makes the process exit with status 3, so a test
  * suite run in strict mode fails on a leak. Retained primary contexts are not leaks:
  * the CUDA runtime and PyTorch keep theirs until exit.
@@ -26,6 +27,7 @@ namespace {
 struct leaks {
   vmm_census vmm;
   held host;
+  held registrations;  ///< cuMemHostRegister ranges not unregistered
   held streams;
   held events;
   std::size_t physical_bytes = 0;  ///< device bytes allocated, released handles included
@@ -33,7 +35,7 @@ struct leaks {
   [[nodiscard]] bool any() const noexcept
   {
     return vmm.handles.count + vmm.reservations.count + vmm.mappings.count + host.count +
-             streams.count + events.count >
+             registrations.count + streams.count + events.count >
            0;
   }
 };
@@ -51,8 +53,8 @@ template <class Object>
 [[nodiscard]] leaks take_census()
 {
   simulator& sim = simulator::get();
-  leaks l{sim.vmm().census(), sim.host().census(), live_handles(sim.streams()),
-          live_handles(sim.events())};
+  leaks l{sim.vmm().census(), sim.host().census(), sim.host().registrations_census(),
+          live_handles(sim.streams()), live_handles(sim.events())};
   for (int ordinal = 0; ordinal < sim.device_count(); ++ordinal) {
     l.physical_bytes += sim.find_device(ordinal)->used.load(std::memory_order_relaxed);
   }
@@ -112,6 +114,8 @@ void exit_handler()
   report(l.vmm.mappings, "mapping", "mappings", "not unmapped (cuMemUnmap)", true);
   report(l.host, "pinned host allocation", "pinned host allocations", "not freed (cuMemFreeHost)",
          true);
+  report(l.registrations, "host registration", "host registrations",
+         "not unregistered (cuMemHostUnregister)", true);
   report(l.streams, "stream", "streams", "not destroyed (cuStreamDestroy)", false);
   report(l.events, "event", "events", "not destroyed (cuEventDestroy)", false);
   if (l.physical_bytes > 0) {
@@ -138,13 +142,15 @@ void cudasimGetCensus(cudasim_census* out)
   if (out == nullptr) { return; }
   *out = cudasim_census{};
   if (!cudasim::simulator::get().initialized()) { return; }
-  cudasim::leaks const l = cudasim::take_census();
-  out->handles           = l.vmm.handles.count;
-  out->physical_bytes    = l.physical_bytes;
-  out->reservations      = l.vmm.reservations.count;
-  out->mappings          = l.vmm.mappings.count;
-  out->host_allocations  = l.host.count;
-  out->host_bytes        = l.host.bytes;
-  out->streams           = l.streams.count;
-  out->events            = l.events.count;
+  cudasim::leaks const l     = cudasim::take_census();
+  out->handles               = l.vmm.handles.count;
+  out->physical_bytes        = l.physical_bytes;
+  out->reservations          = l.vmm.reservations.count;
+  out->mappings              = l.vmm.mappings.count;
+  out->host_allocations      = l.host.count;
+  out->host_bytes            = l.host.bytes;
+  out->host_registrations    = l.registrations.count;
+  out->host_registered_bytes = l.registrations.bytes;
+  out->streams               = l.streams.count;
+  out->events                = l.events.count;
 }

@@ -33,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -154,5 +155,9 @@ template <class Body>
 
 /// The device of `context`.
 [[nodiscard]] device& device_of(CUctx_st const& context) noexcept;
+
+/// The value cuDeviceGetAttribute gives `attribute` (every device alike), nullopt for an
+/// attribute the simulator does not answer (context.cpp).
+[[nodiscard]] std::optional<int> attribute_value(CUdevice_attribute const& attribute) noexcept;
 
 }  // namespace cudasim

@@ -1,0 +1,147 @@
+/**
+ * @file host_pinning.hpp
+ * @brief How the host store takes and gives back one pinned slab: cuMemHostAlloc and
+ *        cuMemFreeHost, or mmap + a parallel first touch + cuMemHostRegister and
+ *        cuMemHostUnregister + munmap. Mechanism only: host_store decides when.
+ *
+ * Why two routes (../shared/notes/gpu-speed.md §3.1): cuMemHostAlloc both faults in and
+ * locks every page on the calling thread under the driver's global lock (PyTorch's
+ * CachingHostAllocator.cpp: "cudaHostAlloc ... global lock in driver"), 0.34 ms/MiB on an
+ * H100 host. Registering splits the work: the pages are faulted in by `touch_threads`
+ * threads first, with no driver lock held, and cuMemHostRegister then only locks pages
+ * that are present (8 GiB: 2.74 s by cuMemHostAlloc, 1.09 s registered with 8 threads,
+ * ai-dynamo/dynamo#13710). The mapping asks for transparent huge pages (madvise), which
+ * cut the faults 512-fold where the kernel has them (novitalabs/pegaflow#277).
+ *
+ * Contexts: both pin calls need the store's context current; the caller makes it so.
+ * Thread safety: the functions share no state; any thread.
+ */
+#pragma once
+
+#include <swapalloc/config.hpp>
+#include <swapalloc/driver.hpp>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <thread>
+#include <vector>
+
+namespace swapalloc::detail {
+
+/// Threads that first-touch a slab to be registered when the option says 0: the host's
+/// cores, at most 8 (8 threads did 8 GiB in 1.09 s, 32 in 0.92 s: dynamo#13710).
+[[nodiscard]] inline unsigned default_touch_threads() noexcept
+{
+  return std::clamp(std::thread::hardware_concurrency(), 1U, 8U);
+}
+
+/// One slab's pinning: its memory and what the driver said. `base` is null unless
+/// `result` is CUDA_SUCCESS.
+struct pinned_slab {
+  std::byte* base{nullptr};
+  CUresult result{CUDA_SUCCESS};
+};
+
+/// The host's page size (sysconf), 4096 when it does not say.
+[[nodiscard]] inline std::size_t host_page_bytes() noexcept
+{
+  long const page = ::sysconf(_SC_PAGESIZE);
+  return page > 0 ? static_cast<std::size_t>(page) : 4096;
+}
+
+/// The bytes a registered slab of `bytes` maps: whole host pages.
+[[nodiscard]] inline std::size_t registered_length(std::size_t bytes) noexcept
+{
+  std::size_t const page = host_page_bytes();
+  return (bytes + page - 1) / page * page;
+}
+
+/**
+ * @brief Writes one byte of each host page of [base, base + bytes) from `threads` threads
+ *        (first touch: the kernel faults the page in on the toucher's NUMA node).
+ *
+ * A thread that cannot be started leaves its share to the calling thread. Cost: one page
+ * fault per page (4 KiB, or 2 MiB with transparent huge pages), spread over the threads,
+ * plus starting them (tens of µs each, against ~10 ms of faults per 64 MiB).
+ */
+inline void touch_pages(std::byte* base, std::size_t bytes, unsigned threads) noexcept
+{
+  std::size_t const page  = host_page_bytes();
+  std::size_t const pages = (bytes + page - 1) / page;
+  std::size_t const count = std::clamp<std::size_t>(threads, 1, std::max<std::size_t>(pages, 1));
+  std::size_t const share = (pages + count - 1) / count;
+  auto const touch        = [=](std::size_t first, std::size_t last) {
+    for (std::size_t at = first; at < last; ++at) {
+      reinterpret_cast<volatile char*>(base)[at * page] = 0;
+    }
+  };
+  std::vector<std::thread> helpers;
+  std::size_t done = 0;  // pages [share, done) were handed to helpers
+  try {
+    helpers.reserve(count - 1);
+    for (done = share; done < pages; done += share) {
+      helpers.emplace_back(touch, done, std::min(pages, done + share));
+    }
+  } catch (...) {  // no thread (std::system_error) or no room for one: touch the rest here
+    touch(done, pages);
+  }
+  touch(0, std::min(pages, share));
+  for (std::thread& helper : helpers) {
+    helper.join();
+  }
+}
+
+/**
+ * @brief Pins `bytes` of new host memory by `method` (host_alloc or host_register).
+ *
+ * host_register: an anonymous private mmap of whole pages, madvise(MADV_HUGEPAGE) where
+ * the kernel has it (best effort), touch_pages with `touch_threads`, then
+ * cuMemHostRegister(flags 0). A failed register unmaps the memory again.
+ * @pre the store's context is current; `bytes` > 0; `method` is not automatic.
+ * @return the slab, or the failing result: CUDA_ERROR_OUT_OF_MEMORY also when mmap has
+ *         no room. Nothing is held after a failure.
+ */
+[[nodiscard]] inline pinned_slab pin_slab(driver_table const& table, std::size_t bytes,
+                                          pin_method method, unsigned touch_threads) noexcept
+{
+  if (method == pin_method::host_alloc) {
+    void* base            = nullptr;
+    CUresult const result = table.cuMemHostAlloc(&base, bytes, 0);
+    return {result == CUDA_SUCCESS ? static_cast<std::byte*>(base) : nullptr, result};
+  }
+  std::size_t const length = registered_length(bytes);
+  void* const base =
+    ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) { return {nullptr, CUDA_ERROR_OUT_OF_MEMORY}; }
+#ifdef MADV_HUGEPAGE
+  (void)::madvise(base, length, MADV_HUGEPAGE);  // a hint: EINVAL without THP is fine
+#endif
+  touch_pages(static_cast<std::byte*>(base), length, touch_threads);
+  CUresult const result = table.cuMemHostRegister(base, length, 0);
+  if (result != CUDA_SUCCESS) {
+    (void)::munmap(base, length);
+    return {nullptr, result};
+  }
+  return {static_cast<std::byte*>(base), CUDA_SUCCESS};
+}
+
+/**
+ * @brief Gives back a slab that pin_slab pinned by `method` with `bytes`: cuMemFreeHost,
+ *        or cuMemHostUnregister then munmap. Both synchronize the device (torch/cutorch#618).
+ * @pre no pending copy reads or writes the slab; for host_alloc, the store's context is
+ *      current (cuMemHostUnregister needs none).
+ * @return false when the driver refused: the slab is still pinned and mapped, to retry.
+ */
+[[nodiscard]] inline bool unpin_slab(driver_table const& table, std::byte* base, std::size_t bytes,
+                                     pin_method method) noexcept
+{
+  if (method == pin_method::host_alloc) { return table.cuMemFreeHost(base) == CUDA_SUCCESS; }
+  if (table.cuMemHostUnregister(base) != CUDA_SUCCESS) { return false; }
+  (void)::munmap(base, registered_length(bytes));  // fails only for arguments never given
+  return true;
+}
+
+}  // namespace swapalloc::detail
