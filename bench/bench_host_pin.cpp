@@ -78,7 +78,7 @@ void BM_FreeHost(benchmark::State& state)
 }
 
 /// mmap + parallel touch + cuMemHostRegister of `bytes`, as the host store pins a slab
-/// (detail/host_pinning.hpp, without its huge-page hint); adds the phases to the sums.
+/// (detail/host_pinning.hpp); adds the phases to the sums.
 std::byte* pin_by_register(std::size_t bytes, double& touch, double& registering)
 {
   auto const start = clock_type::now();

@@ -10,8 +10,11 @@
  * H100 host. Registering splits the work: the pages are faulted in by `touch_threads`
  * threads first, with no driver lock held, and cuMemHostRegister then only locks pages
  * that are present (8 GiB: 2.74 s by cuMemHostAlloc, 1.09 s registered with 8 threads,
- * ai-dynamo/dynamo#13710). The mapping asks for transparent huge pages (madvise), which
- * cut the faults 512-fold where the kernel has them (novitalabs/pegaflow#277).
+ * ai-dynamo/dynamo#13710). The mapping does not ask for transparent huge pages
+ * (MADV_HUGEPAGE): they cut the faults 512-fold once the kernel has free huge pages
+ * (256 MiB touched by 2 threads in 9-15 ms against 60-63 ms, on the 2-core CI machine),
+ * but the first such touch of a process stalled 418 ms in direct compaction there
+ * (defrag "madvise"), and a cold eviction would pay it.
  *
  * Contexts: both pin calls need the store's context current; the caller makes it so.
  * Thread safety: the functions share no state; any thread.
@@ -97,9 +100,8 @@ inline void touch_pages(std::byte* base, std::size_t bytes, unsigned threads) no
 /**
  * @brief Pins `bytes` of new host memory by `method` (host_alloc or host_register).
  *
- * host_register: an anonymous private mmap of whole pages, madvise(MADV_HUGEPAGE) where
- * the kernel has it (best effort), touch_pages with `touch_threads`, then
- * cuMemHostRegister(flags 0). A failed register unmaps the memory again.
+ * host_register: an anonymous private mmap of whole pages, touch_pages with
+ * `touch_threads`, then cuMemHostRegister(flags 0). A failed register unmaps the memory again.
  * @pre the store's context is current; `bytes` > 0; `method` is not automatic.
  * @return the slab, or the failing result: CUDA_ERROR_OUT_OF_MEMORY also when mmap has
  *         no room. Nothing is held after a failure.
@@ -116,9 +118,6 @@ inline void touch_pages(std::byte* base, std::size_t bytes, unsigned threads) no
   void* const base =
     ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) { return {nullptr, CUDA_ERROR_OUT_OF_MEMORY}; }
-#ifdef MADV_HUGEPAGE
-  (void)::madvise(base, length, MADV_HUGEPAGE);  // a hint: EINVAL without THP is fine
-#endif
   touch_pages(static_cast<std::byte*>(base), length, touch_threads);
   CUresult const result = table.cuMemHostRegister(base, length, 0);
   if (result != CUDA_SUCCESS) {
