@@ -52,7 +52,7 @@
  * In pinned mode the constructing thread must have the device's context current; the
  * store remembers it and makes it current around its own driver calls on threads that
  * have another or none (compression workers free extents, and the last free of a slab
- * may call cuMemFreeHost), restoring the thread's previous context afterwards.
+ * may unpin it), restoring the thread's previous context afterwards.
  *
  * Costs: allocate is first-fit over the slabs of its tier in slab order, each a free list
  * ordered by offset (std::map<offset, size>, coalesced): O(free ranges) per call. First
@@ -99,8 +99,8 @@ namespace swapalloc {
 struct host_store_options {
   /// 0: half of physical RAM. (The allocator sets it from SWAPALLOC_HOST_LIMIT: config.hpp.)
   std::size_t limit_bytes{0};
-  /// Slab size (rounded up to 256 bytes); a request larger than a slab gets a slab of its
-  /// own, its size rounded up to 2 MiB.
+  /// Slab size (rounded up to 256 bytes; in a pinned store, to whole host pages); a request
+  /// larger than a slab gets a slab of its own, its size rounded up to 2 MiB.
   std::size_t slab_bytes{std::size_t{64} << 20};
   /// false: pageable memory from the C++ heap (page-aligned operator new), no driver call.
   bool pinned{true};
@@ -112,7 +112,8 @@ struct host_store_options {
   /// How pinned slabs are pinned (config.hpp pin_method); automatic: registered where the
   /// device supports it. (The allocator takes SWAPALLOC_HOST_PIN for automatic.)
   pin_method pin{pin_method::automatic};
-  /// Threads that first-touch a slab to be registered; 0: the cores, at most 8.
+  /// Threads that first-touch a slab to be registered; 0: the cores, at most 8. Larger
+  /// values are clamped to 64 (detail::max_touch_threads).
   unsigned touch_threads{0};
 };
 
@@ -172,8 +173,9 @@ class host_store {
       pinned_(options.pinned),
       warm_limit_(options.warm_bytes),
       idle_release_(options.idle_release),
-      touch_threads_(options.touch_threads != 0 ? options.touch_threads
-                                                : detail::default_touch_threads())
+      touch_threads_(options.touch_threads != 0
+                       ? std::min(options.touch_threads, detail::max_touch_threads)
+                       : detail::default_touch_threads())
   {
     if (options.slab_bytes == 0) {
       throw std::invalid_argument("swapalloc: host_store slab_bytes=0: a slab must hold bytes");
@@ -183,7 +185,7 @@ class host_store {
         "swapalloc: host_store idle_release=" + std::to_string(options.idle_release.count()) +
         " ms: expected 0 or more milliseconds");
     }
-    slab_bytes_ = round_up(options.slab_bytes, alignment);
+    slab_bytes_ = round_up(options.slab_bytes, slab_granule());
     limit_      = options.limit_bytes;
     if (limit_ == 0) { limit_ = physical_memory_bytes() / 2; }
     if (pinned_) {
@@ -191,7 +193,7 @@ class host_store {
       if (context_ == nullptr) {
         throw std::logic_error(
           "swapalloc: host_store(pinned) needs the device's context current on the constructing "
-          "thread: pinned memory belongs to a context (cuMemHostAlloc)");
+          "thread: pinned memory belongs to a context (cuMemHostAlloc, cuMemHostRegister)");
       }
       method_ = resolve_pin_method(options.pin);
     }
@@ -536,7 +538,7 @@ class host_store {
   host_extent allocate_in_new_slab(std::unique_lock<std::mutex>& lock, std::size_t bytes,
                                    std::size_t rounded, bool pin)
   {
-    std::size_t const room = (limit_ - held_) / alignment * alignment;
+    std::size_t const room = (limit_ - held_) / slab_granule() * slab_granule();
     std::size_t const desired =
       rounded > slab_bytes_ ? round_up(rounded, oversize_granularity) : slab_bytes_;
     std::size_t const size = std::min(desired, room);
@@ -664,8 +666,11 @@ class host_store {
   }
 
   // `wanted` made concrete for this store's device: registered only where the device
-  // supports registering host memory (cuda.h, cuMemHostRegister: "supported only on I/O
-  // coherent devices that have a non-zero value for ...HOST_REGISTER_SUPPORTED").
+  // supports registering host memory (cuda_runtime_api.h, cudaHostRegister: "supported only
+  // on I/O coherent devices that have a non-zero value for ...HostRegisterSupported") and
+  // the register locks pages (cuda.h, cuMemHostRegister: where
+  // PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES is true it "will not page-lock the memory
+  // range ... but only populate unpopulated pages").
   // Constructor, the device's context current. @throws cuda_error if it cannot be read.
   [[nodiscard]] pin_method resolve_pin_method(pin_method wanted) const
   {
@@ -674,8 +679,17 @@ class host_store {
     drv_->check(drv_->table().cuCtxGetDevice(&device), "cuCtxGetDevice",
                 [] { return std::string(); });
     bool const supported =
-      drv_->device_attribute(device, CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED) != 0;
+      drv_->device_attribute(device, CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED) != 0 &&
+      drv_->device_attribute(device,
+                             CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES) == 0;
     return supported ? pin_method::host_register : pin_method::host_alloc;
+  }
+
+  // What every slab's size is a multiple of: whole host pages in a pinned store (the driver
+  // pins, and a registered slab maps, whole pages: the budget counts them all), else 256.
+  [[nodiscard]] std::size_t slab_granule() const noexcept
+  {
+    return pinned_ ? std::max(detail::host_page_bytes(), alignment) : alignment;
   }
 
   [[nodiscard]] static std::byte* take_pageable(std::size_t size) noexcept

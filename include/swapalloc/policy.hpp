@@ -427,10 +427,11 @@ enum class refusal : std::uint8_t {
  *
  * Why: an eviction's raw copies need pinned room as fast as the link fills it, and a
  * first (cold) eviction that pins on its copy path runs at pinning speed: 0.34 ms/MiB
- * against 0.018 ms/MiB of link on an H100 (../shared/notes/gpu-speed.md, "pin ahead of
- * need ... when the policy crosses its watermark"). From the low watermark on, the next
- * eviction is near and its victim known. The bound is the victim's raw size: compression
- * behind the copies gives room back only later, so a fast eviction needs all of it.
+ * by cuMemHostAlloc, about 0.13 registered, against 0.018 ms/MiB of link on an H100
+ * (../shared/notes/gpu-speed.md, "pin ahead of need ... when the policy crosses its watermark").
+ * From the low watermark on, the next eviction is near and its victim known. The bound is the
+ * victim's raw size: compression behind the copies gives room back only later, so a fast eviction
+ * needs all of it.
  * @pre watermark_problem(marks) is empty. Pure; any thread.
  */
 [[nodiscard]] constexpr std::size_t pinned_reserve_bytes(device_usage usage,

@@ -156,7 +156,7 @@ struct codec_choice {
  *        store's pins made meanwhile, by any thread.
  */
 struct transfer_times {
-  double pin{0};    ///< pinning host slabs (cuMemHostAlloc): a cold host store
+  double pin{0};    ///< pinning host slabs (host_store.hpp): a cold host store
   double vmm{0};    ///< mapping and unmapping pages (cuMemCreate/Map/SetAccess/Unmap/Release)
   double issue{0};  ///< issuing copies, memsets and event records
   double wait{0};   ///< waiting for the link (events, streams) and for compression jobs

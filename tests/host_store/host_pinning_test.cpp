@@ -14,8 +14,13 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cinttypes>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
 namespace swapalloc::testing {
@@ -116,7 +121,9 @@ TEST_F(HostPinningTest, ARegisterRefusedAsUnsupportedSwitchesToHostAllocForGood)
   for (CUresult const refusal : {CUDA_ERROR_NOT_SUPPORTED, CUDA_ERROR_NOT_PERMITTED}) {
     host_store store(drv(), registering());
     std::size_t const before = sim().pinned_host_ranges();
-    auto const allocs        = calls("cuMemHostAlloc");
+    host_extent const early  = store.allocate(1 * MiB);  // registered before the refusal
+    ASSERT_TRUE(early);
+    auto const allocs = calls("cuMemHostAlloc");
     ASSERT_CU(CUDA_SUCCESS, sim().fail_call("cuMemHostRegister", 1, refusal));
     host_extent const first = store.allocate(1 * MiB);
     ASSERT_TRUE(first) << "the same allocate pinned the slab by cuMemHostAlloc";
@@ -128,11 +135,63 @@ TEST_F(HostPinningTest, ARegisterRefusedAsUnsupportedSwitchesToHostAllocForGood)
     ASSERT_TRUE(second);
     EXPECT_EQ(calls("cuMemHostRegister"), registers) << "no register tried again";
     EXPECT_EQ(calls("cuMemHostAlloc"), allocs + 2);
-    EXPECT_EQ(sim().pinned_host_ranges(), before + 2) << "the refused register left nothing behind";
+    EXPECT_EQ(sim().pinned_host_ranges(), before + 3) << "the refused register left nothing behind";
+    auto const unregisters = calls("cuMemHostUnregister");
+    auto const frees       = calls("cuMemFreeHost");
+    store.deallocate(early);
+    EXPECT_EQ(calls("cuMemHostUnregister"), unregisters + 1) << "unpinned the way it was pinned";
     store.deallocate(first);
     store.deallocate(second);
+    EXPECT_EQ(calls("cuMemFreeHost"), frees + 2);
     EXPECT_EQ(sim().pinned_host_ranges(), before);
   }
+}
+
+TEST_F(HostPinningTest, ARegisteredSlabIsLeftOutOfAFork)
+{
+  host_store store(drv(), registering());
+  if (store.pinning() != pin_method::host_register) { GTEST_SKIP() << "no registering here"; }
+  host_extent const e = store.allocate(64 * KiB);
+  ASSERT_TRUE(e);
+  std::ifstream smaps("/proc/self/smaps");
+  ASSERT_TRUE(smaps) << "no /proc/self/smaps to read the mapping's flags from";
+  auto const base   = reinterpret_cast<std::uintptr_t>(e.data);
+  bool inside       = false;
+  std::string flags = "(mapping not found)";
+  for (std::string line; std::getline(smaps, line);) {
+    std::uintptr_t low  = 0;
+    std::uintptr_t high = 0;
+    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &low, &high) == 2) {
+      inside = low <= base && base < high;  // a mapping's first line; fields do not parse
+    }
+    if (inside && line.rfind("VmFlags:", 0) == 0) {
+      flags = line;
+      break;
+    }
+  }
+  EXPECT_NE(flags.find(" dc"), std::string::npos) << "MADV_DONTFORK: " << flags;
+  store.deallocate(e);
+}
+
+TEST_F(HostPinningTest, ARegistrationTheDriverDroppedCountsAsUnpinned)
+{
+  // A reset of the store's context drops its registrations (the simulator's rule): the
+  // unregister then answers NOT_REGISTERED, and the slab must still be unmapped, not
+  // retried for ever. Injected here; the real registration is undone by the test after.
+  SIM_ONLY(sim(), "injects an unregister failure");
+  host_store store(drv(), registering());
+  host_extent const e = store.allocate(64 * KiB);
+  ASSERT_TRUE(e);
+  std::byte* const base = e.data;  // the slab's first extent starts at its base
+  ASSERT_CU(CUDA_SUCCESS,
+            sim().fail_call("cuMemHostUnregister", 1, CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED));
+  store.deallocate(e);
+  EXPECT_EQ(store.slab_bytes_held(), 0U) << "counted as given back";
+  std::vector<unsigned char> resident(1);
+  errno = 0;
+  EXPECT_EQ(::mincore(base, detail::host_page_bytes(), resident.data()), -1);
+  EXPECT_EQ(errno, ENOMEM) << "the slab's memory was unmapped";
+  EXPECT_CU(CUDA_SUCCESS, table().cuMemHostUnregister(base)) << "the simulator's record";
 }
 
 TEST_F(HostPinningTest, OutOfMemoryInTheRegisterIsARefusalAndKeepsRegistering)

@@ -42,6 +42,13 @@ using units::MiB;
 
 class HostStoreWarmTest : public DriverTest, public ::testing::WithParamInterface<pin_method> {
  protected:
+  void SetUp() override
+  {
+    DriverTest::SetUp();
+    if (GetParam() == pin_method::host_register && !registers_host_memory(drv(), device())) {
+      GTEST_SKIP() << "this device does not register host memory: its stores allocate";
+    }
+  }
   /// `options` pinning by this instance's method.
   [[nodiscard]] host_store_options pinned_by(host_store_options options) const
   {

@@ -128,7 +128,9 @@ class SimHostRegister : public DriverTest {
 
 TEST_F(SimHostRegister, RegistersAndUnregistersWithEachDocumentedFlag)
 {
-  EXPECT_EQ(drv().device_attribute(device(), CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED), 1);
+  if (drv().device_attribute(device(), CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED) != 1) {
+    GTEST_SKIP() << "this device does not register host memory";
+  }
   host_pages pages(4 * host_page());
   for (unsigned int const flags :
        {0u, unsigned{CU_MEMHOSTREGISTER_PORTABLE}, unsigned{CU_MEMHOSTREGISTER_DEVICEMAP},
@@ -336,6 +338,7 @@ TEST_F(SimHostRegister, FreeHostOfRegisteredMemoryIsInvalid)
 
 TEST_F(SimHostRegister, UnregisterNeedsNoCurrentContext)
 {
+  SIM_ONLY(sim(), "cuda.h lists CUDA_ERROR_INVALID_CONTEXT; only ucx observed otherwise");
   // openucx/ucx pull request 10643: cuMemHostUnregister "does not produce an error when
   // invoked from a different context ... (or even without an active context)".
   host_pages pages(host_page());

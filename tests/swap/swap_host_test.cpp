@@ -64,6 +64,41 @@ TEST_F(SwapBehindTest, CompressedChunksTakeNoPinnedMemory)
   free_all(blocks);
 }
 
+/// The host store pins by cuMemHostAlloc (the default registers where the device can).
+class SwapHostAllocTest : public SwapTest {
+ protected:
+  [[nodiscard]] allocator_options options() const override
+  {
+    allocator_options o = SwapTest::options();
+    o.host.pin          = pin_method::host_alloc;
+    return o;
+  }
+};
+
+TEST_F(SwapHostAllocTest, SlabsPinnedByHostAllocCycleAndGoBackAtEmptyCache)
+{
+  SIM_ONLY(sim(), "counts cuMemHostAlloc and cuMemFreeHost");
+  pool_id const pool          = make_pool("model", codec_id::raw);
+  auto blocks                 = populate(pool, data_kind::bf16_weights, 12 * MiB, 79, 1.0);
+  std::size_t const at_start  = sim().pinned_host_bytes();
+  auto const registers        = sim().call_count("cuMemHostRegister");
+  auto const allocs           = sim().call_count("cuMemHostAlloc");
+  evict_result const cold     = alloc().evict(pool, 0);
+  host_store_stats const host = alloc().host_stats(0);
+  EXPECT_EQ(host.pinning, pin_method::host_alloc);
+  EXPECT_GT(cold.slabs_pinned, 0U);
+  EXPECT_EQ(sim().call_count("cuMemHostAlloc"), allocs + 1 + cold.slabs_pinned)
+    << "the staging ring and each slab";
+  EXPECT_EQ(sim().call_count("cuMemHostRegister"), registers) << "nothing registered";
+  (void)alloc().restore(pool, 0);
+  expect_intact(blocks, "after a cycle through slabs pinned by cuMemHostAlloc");
+  auto const frees = sim().call_count("cuMemFreeHost");
+  (void)alloc().empty_cache();
+  EXPECT_EQ(sim().call_count("cuMemFreeHost"), frees + cold.slabs_pinned);
+  EXPECT_EQ(sim().pinned_host_bytes(), at_start + staging_ring_bytes());
+  free_all(blocks);
+}
+
 TEST_F(SwapTest, HostMemoryIsGivenBackAtEmptyCache)
 {
   // torch_memory_saver issue 90: pinned host memory stayed allocated after resume. Here it
@@ -152,7 +187,7 @@ class SwapPrepinTest : public SwapIdleTrimTest {};
 
 TEST_F(SwapPrepinTest, FromTheLowWatermarkTheFirstVictimsRoomIsPinnedBeforeItsEviction)
 {
-  SIM_ONLY(sim(), "counts cuMemHostAlloc calls");
+  SIM_ONLY(sim(), "counts pin calls");
   EXPECT_EQ(alloc().prepin_host(0), 0U) << "nothing allocated yet";
   pool_id const cold = make_pool("cold", codec_id::raw);
   pool_id const hot  = make_pool("hot", codec_id::raw);
@@ -219,7 +254,7 @@ TEST_F(SwapPrepinTest, ThePressureMonitorPinsAheadBetweenTheWatermarks)
 
 TEST_F(SwapPrepinTest, AnEngineThatCannotBePreparedPinsNothingAndTheEvictPreparesIt)
 {
-  SIM_ONLY(sim(), "injects a cuMemHostAlloc failure");
+  SIM_ONLY(sim(), "injects a cuMemHostAlloc failure (the staging ring's)");
   pool_id const cold = make_pool("cold", codec_id::raw);
   pool_id const hot  = make_pool("hot", codec_id::raw);
   auto cold_blocks   = populate(cold, data_kind::bf16_weights, 6 * MiB, 75, 1.0);

@@ -14,7 +14,10 @@
  * (MADV_HUGEPAGE): they cut the faults 512-fold once the kernel has free huge pages
  * (256 MiB touched by 2 threads in 9-15 ms against 60-63 ms, on the 2-core CI machine),
  * but the first such touch of a process stalled 418 ms in direct compaction there
- * (defrag "madvise"), and a cold eviction would pay it.
+ * (defrag "madvise"), and a cold eviction would pay it. The mapping is left out of a fork
+ * (MADV_DONTFORK): a child (a DataLoader worker) would otherwise copy every pinned page at
+ * fork (Linux 5.9 and later copy DMA-pinned anonymous pages), or share pages the device
+ * writes; cuMemHostAlloc's memory is kept out of a fork by the driver itself.
  *
  * Contexts: both pin calls need the store's context current; the caller makes it so.
  * Thread safety: the functions share no state; any thread.
@@ -40,6 +43,9 @@ namespace swapalloc::detail {
 {
   return std::clamp(std::thread::hardware_concurrency(), 1U, 8U);
 }
+
+/// The most threads that touch one slab (an option above is clamped to it).
+inline constexpr unsigned max_touch_threads = 64;
 
 /// One slab's pinning: its memory and what the driver said. `base` is null unless
 /// `result` is CUDA_SUCCESS.
@@ -67,8 +73,8 @@ struct pinned_slab {
  *        (first touch: the kernel faults the page in on the toucher's NUMA node).
  *
  * A thread that cannot be started leaves its share to the calling thread. Cost: one page
- * fault per page (4 KiB, or 2 MiB with transparent huge pages), spread over the threads,
- * plus starting them (tens of µs each, against ~10 ms of faults per 64 MiB).
+ * fault per host page, spread over the threads, plus starting them (tens of µs each,
+ * against 15-18 ms of faults per 64 MiB on 2 threads of the CI machine).
  */
 inline void touch_pages(std::byte* base, std::size_t bytes, unsigned threads) noexcept
 {
@@ -100,7 +106,8 @@ inline void touch_pages(std::byte* base, std::size_t bytes, unsigned threads) no
 /**
  * @brief Pins `bytes` of new host memory by `method` (host_alloc or host_register).
  *
- * host_register: an anonymous private mmap of whole pages, touch_pages with
+ * host_register: an anonymous private mmap of whole pages kept out of a fork
+ * (MADV_DONTFORK; CUDA_ERROR_NOT_SUPPORTED where the kernel refuses it), touch_pages with
  * `touch_threads`, then cuMemHostRegister(flags 0). A failed register unmaps the memory again.
  * @pre the store's context is current; `bytes` > 0; `method` is not automatic.
  * @return the slab, or the failing result: CUDA_ERROR_OUT_OF_MEMORY also when mmap has
@@ -118,6 +125,10 @@ inline void touch_pages(std::byte* base, std::size_t bytes, unsigned threads) no
   void* const base =
     ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) { return {nullptr, CUDA_ERROR_OUT_OF_MEMORY}; }
+  if (::madvise(base, length, MADV_DONTFORK) != 0) {  // not on this kernel: do not register
+    (void)::munmap(base, length);
+    return {nullptr, CUDA_ERROR_NOT_SUPPORTED};
+  }
   touch_pages(static_cast<std::byte*>(base), length, touch_threads);
   CUresult const result = table.cuMemHostRegister(base, length, 0);
   if (result != CUDA_SUCCESS) {
@@ -132,13 +143,17 @@ inline void touch_pages(std::byte* base, std::size_t bytes, unsigned threads) no
  *        or cuMemHostUnregister then munmap. Both synchronize the device (torch/cutorch#618).
  * @pre no pending copy reads or writes the slab; for host_alloc, the store's context is
  *      current (cuMemHostUnregister needs none).
- * @return false when the driver refused: the slab is still pinned and mapped, to retry.
+ * A registration the driver no longer has (CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED: its
+ * context was reset or destroyed, which drops it) counts as undone: the memory is unmapped.
+ * @return false when the driver refused otherwise: the slab is still pinned and mapped, to
+ *         retry.
  */
 [[nodiscard]] inline bool unpin_slab(driver_table const& table, std::byte* base, std::size_t bytes,
                                      pin_method method) noexcept
 {
   if (method == pin_method::host_alloc) { return table.cuMemFreeHost(base) == CUDA_SUCCESS; }
-  if (table.cuMemHostUnregister(base) != CUDA_SUCCESS) { return false; }
+  CUresult const result = table.cuMemHostUnregister(base);
+  if (result != CUDA_SUCCESS && result != CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED) { return false; }
   (void)::munmap(base, registered_length(bytes));  // fails only for arguments never given
   return true;
 }
