@@ -6,7 +6,7 @@
 
 #include "byte_units.hpp"
 #include "driver_fixture.hpp"
-#include "pin_methods.hpp"
+#include "pin_method_fixture.hpp"
 #include "scoped_env.hpp"
 
 #include <algorithm>
@@ -46,26 +46,9 @@ void fill(host_extent e, std::uint32_t id)
   return std::all_of(e.data, e.data + e.bytes, [&](std::byte b) { return b == value; });
 }
 
-class HostStoreTest : public DriverTest, public ::testing::WithParamInterface<pin_method> {
+class HostStoreTest : public PinMethodTest {
  protected:
-  void SetUp() override
-  {
-    DriverTest::SetUp();
-    if (GetParam() == pin_method::host_register && !registers_host_memory(drv(), device())) {
-      GTEST_SKIP() << "this device does not register host memory: its stores allocate";
-    }
-  }
-  /// `options` pinning by this instance's method.
-  [[nodiscard]] host_store_options pinned_by(host_store_options options) const
-  {
-    options.pin = GetParam();
-    return options;
-  }
-  /// The entry point that pins a slab, and the one that gives it back, by this method.
-  [[nodiscard]] char const* pin_entry() const { return pin_entry_of(GetParam()); }
-  [[nodiscard]] char const* unpin_entry() const { return unpin_entry_of(GetParam()); }
   [[nodiscard]] unsigned long long pin_calls() const { return sim().call_count(pin_entry()); }
-  [[nodiscard]] std::size_t host_allocations() const { return sim().pinned_host_ranges(); }
 };
 
 INSTANTIATE_TEST_SUITE_P(Pin, HostStoreTest, pin_methods, pin_method_name);

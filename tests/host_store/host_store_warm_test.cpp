@@ -10,7 +10,7 @@
 #include "byte_units.hpp"
 #include "configured_child.hpp"
 #include "driver_fixture.hpp"
-#include "pin_methods.hpp"
+#include "pin_method_fixture.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -40,29 +40,12 @@ using units::MiB;
           .idle_release = idle};
 }
 
-class HostStoreWarmTest : public DriverTest, public ::testing::WithParamInterface<pin_method> {
+class HostStoreWarmTest : public PinMethodTest {
  protected:
-  void SetUp() override
-  {
-    DriverTest::SetUp();
-    if (GetParam() == pin_method::host_register && !registers_host_memory(drv(), device())) {
-      GTEST_SKIP() << "this device does not register host memory: its stores allocate";
-    }
-  }
-  /// `options` pinning by this instance's method.
-  [[nodiscard]] host_store_options pinned_by(host_store_options options) const
-  {
-    options.pin = GetParam();
-    return options;
-  }
-  /// The entry point that pins a slab, and the one that gives it back, by this method.
-  [[nodiscard]] char const* pin_entry() const { return pin_entry_of(GetParam()); }
-  [[nodiscard]] char const* unpin_entry() const { return unpin_entry_of(GetParam()); }
   [[nodiscard]] unsigned long long calls(char const* entry) const
   {
     return sim().call_count(entry);
   }
-  [[nodiscard]] std::size_t host_allocations() const { return sim().pinned_host_ranges(); }
 };
 
 INSTANTIATE_TEST_SUITE_P(Pin, HostStoreWarmTest, pin_methods, pin_method_name);
