@@ -80,6 +80,14 @@ TEST_F(SimHost, FreeingANonBasePointerIsInvalid)
     << "the block is still live after the failed free";
 }
 
+TEST_F(SimHost, FreeingNullDoesNothing)
+{
+  // free(NULL) semantics, observed on driver 590.48.01 (lupinemachines/lupine issue 850).
+  std::size_t const before = sim().available() ? sim().census().host_allocations : 0;
+  EXPECT_CU(CUDA_SUCCESS, table().cuMemFreeHost(nullptr));
+  if (sim().available()) { EXPECT_EQ(sim().census().host_allocations, before); }
+}
+
 TEST_F(SimHost, FreeingPageableMemoryIsInvalid)
 {
   std::vector<std::uint32_t> pageable(1024);

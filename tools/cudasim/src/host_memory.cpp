@@ -146,6 +146,9 @@ CUresult CUDAAPI cuMemFreeHost(void* p)
     if (CUresult const bad = cudasim::use_current_context(context); bad != CUDA_SUCCESS) {
       return bad;
     }
+    // free(NULL) semantics: driver 590.48.01 returns CUDA_SUCCESS (lupinemachines/lupine
+    // issue 850, probed on an RTX 4090); cudaFreeHost(nullptr) forwards here.
+    if (p == nullptr) { return CUDA_SUCCESS; }
     cudasim::simulator& sim = cudasim::simulator::get();
     // Only the base of a block (not a registered range: cuMemHostUnregister's).
     std::size_t const bytes = sim.host().block_bytes(p);
