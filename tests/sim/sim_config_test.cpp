@@ -190,20 +190,6 @@ TEST_F(SimConfig, LinkBandwidthFromEnvironment)
 /// The leak check runs in children, like the configuration tests.
 class SimLeakCheck : public SimConfig {};
 
-/// In a child: strict, quiet leak checking, the driver loaded and device 0's primary
-/// context current; runs `body(drv, device)`, then exits normally (std::exit), so that the
-/// simulator's exit report and strict check run.
-template <class Body>
-[[noreturn]] void strict_child(Body&& body)
-{
-  configure({{"SWAPALLOC_SIM_STRICT", "1"}, {"SWAPALLOC_SIM_QUIET", "1"}});
-  driver drv(driver_library_path());
-  CUdevice const device = drv.device(0);
-  drv.set_current_context(drv.retain_primary_context(device));
-  body(drv, device);
-  std::exit(0);
-}
-
 TEST_F(SimLeakCheck, StrictModeFailsTheProcessOnALeak)
 {
   EXPECT_EXIT(strict_child([](driver const& drv, CUdevice) { (void)drv.stream_create(); }),

@@ -538,22 +538,9 @@ TEST_F(SimHostRegisterChild, ContextResetDropsItsRegistrationsButNotPortableOnes
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
 }
 
-/// In a child: strict, quiet leak checking and device 0's primary context current; runs
-/// `body(drv, device)`, then exits normally so that the exit report runs.
-template <class Body>
-[[noreturn]] void strict_registering_child(Body&& body)
-{
-  configure({{"SWAPALLOC_SIM_STRICT", "1"}, {"SWAPALLOC_SIM_QUIET", "1"}});
-  driver drv(driver_library_path());
-  CUdevice const device = drv.device(0);
-  drv.set_current_context(drv.retain_primary_context(device));
-  body(drv, device);
-  std::exit(0);
-}
-
 TEST_F(SimHostRegisterChild, ExitReportNamesRegistrationsNeverUnregistered)
 {
-  EXPECT_EXIT(strict_registering_child([](driver const& drv, CUdevice) {
+  EXPECT_EXIT(strict_child([](driver const& drv, CUdevice) {
                 void* const pages = ::mmap(nullptr, 2 * host_page(), PROT_READ | PROT_WRITE,
                                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 if (drv.table().cuMemHostRegister(pages, 2 * host_page(), 0) != CUDA_SUCCESS) {
@@ -566,7 +553,7 @@ TEST_F(SimHostRegisterChild, ExitReportNamesRegistrationsNeverUnregistered)
 
 TEST_F(SimHostRegisterChild, RegistrationDroppedByAResetIsNoLeak)
 {
-  EXPECT_EXIT(strict_registering_child([](driver const& drv, CUdevice device) {
+  EXPECT_EXIT(strict_child([](driver const& drv, CUdevice device) {
                 void* const pages = ::mmap(nullptr, host_page(), PROT_READ | PROT_WRITE,
                                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 if (drv.table().cuMemHostRegister(pages, host_page(), 0) != CUDA_SUCCESS ||

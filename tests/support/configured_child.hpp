@@ -63,6 +63,20 @@ inline void configure(std::initializer_list<env_setting> settings)
   }
 }
 
+/// In a child: strict, quiet leak checking, the driver loaded and device 0's primary
+/// context current; runs `body(drv, device)`, then exits normally (std::exit), so that the
+/// simulator's exit report and strict check run.
+template <class Body>
+[[noreturn]] void strict_child(Body&& body)
+{
+  configure({{"SWAPALLOC_SIM_STRICT", "1"}, {"SWAPALLOC_SIM_QUIET", "1"}});
+  driver drv(driver_library_path());
+  CUdevice const device = drv.device(0);
+  drv.set_current_context(drv.retain_primary_context(device));
+  body(drv, device);
+  std::exit(0);
+}
+
 /// In a child: configure, load the driver, make device 0's primary context current,
 /// run `body(drv, checks)`, and exit 0 when every check held (1 if not, 2 on exception).
 template <class Body>
