@@ -77,25 +77,25 @@ void BM_FreeHost(benchmark::State& state)
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes) * state.iterations());
 }
 
-/// mmap + parallel touch + cuMemHostRegister of `bytes`, as the host store pins a slab
-/// (detail/host_pinning.hpp); adds the phases to the sums.
+/// A slab of `bytes` pinned as the host store registers one: detail::map_touched (mmap,
+/// MADV_DONTFORK, the parallel touch), then cuMemHostRegister; adds the phases to the sums.
 std::byte* pin_by_register(std::size_t bytes, double& touch, double& registering)
 {
   auto const start = clock_type::now();
-  void* const mapped =
-    ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mapped == MAP_FAILED) { throw std::runtime_error("mmap of the pinned buffer failed"); }
-  auto* const base = static_cast<std::byte*>(mapped);
-  swapalloc::detail::touch_pages(base, bytes, swapalloc::detail::default_touch_threads());
+  swapalloc::detail::pinned_slab const mapped =
+    swapalloc::detail::map_touched(bytes, swapalloc::detail::default_touch_threads());
+  if (mapped.result != CUDA_SUCCESS) {
+    throw std::runtime_error("mmap (or MADV_DONTFORK) of the pinned buffer failed");
+  }
   touch += seconds_since(start);
   auto const registered = clock_type::now();
-  CUresult const result = shared->table().cuMemHostRegister(base, bytes, 0);
+  CUresult const result = shared->table().cuMemHostRegister(mapped.base, bytes, 0);
   registering += seconds_since(registered);
   if (result != CUDA_SUCCESS) {
-    ::munmap(base, bytes);
+    ::munmap(mapped.base, bytes);
     shared->check(result, "cuMemHostRegister", [&] { return std::to_string(bytes); });
   }
-  return base;
+  return mapped.base;
 }
 
 void unpin_registered(std::byte* base, std::size_t bytes)

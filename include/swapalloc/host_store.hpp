@@ -665,12 +665,8 @@ class host_store {
     return detail::pin_slab(drv_->table(), size, method, touch_threads_);
   }
 
-  // `wanted` made concrete for this store's device: registered only where the device
-  // supports registering host memory (cuda_runtime_api.h, cudaHostRegister: "supported only
-  // on I/O coherent devices that have a non-zero value for ...HostRegisterSupported") and
-  // the register locks pages (cuda.h, cuMemHostRegister: where
-  // PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES is true it "will not page-lock the memory
-  // range ... but only populate unpopulated pages").
+  // `wanted` made concrete for this store's device: registered only where the device can
+  // (detail::registers_host_memory).
   // Constructor, the device's context current. @throws cuda_error if it cannot be read.
   [[nodiscard]] pin_method resolve_pin_method(pin_method wanted) const
   {
@@ -678,11 +674,8 @@ class host_store {
     CUdevice device = 0;
     drv_->check(drv_->table().cuCtxGetDevice(&device), "cuCtxGetDevice",
                 [] { return std::string(); });
-    bool const supported =
-      drv_->device_attribute(device, CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED) != 0 &&
-      drv_->device_attribute(device,
-                             CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES) == 0;
-    return supported ? pin_method::host_register : pin_method::host_alloc;
+    return detail::registers_host_memory(*drv_, device) ? pin_method::host_register
+                                                        : pin_method::host_alloc;
   }
 
   // What every slab's size is a multiple of: whole host pages in a pinned store (the driver

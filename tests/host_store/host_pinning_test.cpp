@@ -80,8 +80,7 @@ class HostPinningTest : public DriverTest {
 
 TEST_F(HostPinningTest, TheStoreRegistersWhereTheDeviceSupportsIt)
 {
-  bool const supported =
-    drv().device_attribute(device(), CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED) != 0;
+  bool const supported = detail::registers_host_memory(drv(), device());
   host_store automatic(drv(), {.limit_bytes = 16 * MiB, .slab_bytes = 1 * MiB});
   EXPECT_EQ(automatic.pinning(), supported ? pin_method::host_register : pin_method::host_alloc);
   host_store allocating(drv(), {.limit_bytes = 16 * MiB, .pin = pin_method::host_alloc});

@@ -21,7 +21,8 @@ class PinMethodTest : public DriverTest, public ::testing::WithParamInterface<pi
   void SetUp() override
   {
     DriverTest::SetUp();
-    if (GetParam() == pin_method::host_register && !registers_host_memory(drv(), device())) {
+    if (GetParam() == pin_method::host_register &&
+        !detail::registers_host_memory(drv(), device())) {
       GTEST_SKIP() << "this device does not register host memory: its stores allocate";
     }
   }

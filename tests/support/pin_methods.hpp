@@ -6,7 +6,6 @@
 #pragma once
 
 #include <swapalloc/config.hpp>
-#include <swapalloc/driver.hpp>
 
 #include <gtest/gtest.h>
 
@@ -21,14 +20,6 @@ inline auto const pin_methods =
 inline std::string pin_method_name(::testing::TestParamInfo<pin_method> const& info)
 {
   return to_string(info.param);
-}
-
-/// True when a host store on `device` registers its slabs (host_store.hpp's rule).
-[[nodiscard]] inline bool registers_host_memory(driver const& drv, CUdevice device)
-{
-  return drv.device_attribute(device, CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED) != 0 &&
-         drv.device_attribute(
-           device, CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES) == 0;
 }
 
 /// The entry point that pins a slab by `method`.

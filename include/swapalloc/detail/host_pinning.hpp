@@ -104,11 +104,47 @@ inline void touch_pages(std::byte* base, std::size_t bytes, unsigned threads) no
 }
 
 /**
+ * @brief True when a store on `device` can register host memory: the device supports it
+ *        (cuda_runtime_api.h, cudaHostRegister: "supported only on I/O coherent devices
+ *        that have a non-zero value for ...HostRegisterSupported") and the register locks
+ *        pages (cuda.h, cuMemHostRegister: where PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES
+ *        is true it "will not page-lock the memory range ... but only populate unpopulated
+ *        pages").
+ * @throws cuda_error if an attribute cannot be read.
+ */
+[[nodiscard]] inline bool registers_host_memory(driver const& drv, CUdevice device)
+{
+  return drv.device_attribute(device, CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED) != 0 &&
+         drv.device_attribute(
+           device, CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES) == 0;
+}
+
+/**
+ * @brief The memory a slab to be registered takes: an anonymous private mmap of
+ *        registered_length(bytes), kept out of a fork (MADV_DONTFORK), every page touched
+ *        by `touch_threads` threads. Not registered yet.
+ * @return the memory, or CUDA_ERROR_OUT_OF_MEMORY when mmap has no room and
+ *         CUDA_ERROR_NOT_SUPPORTED where the kernel refuses MADV_DONTFORK (nothing is held).
+ */
+[[nodiscard]] inline pinned_slab map_touched(std::size_t bytes, unsigned touch_threads) noexcept
+{
+  std::size_t const length = registered_length(bytes);
+  void* const base =
+    ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) { return {nullptr, CUDA_ERROR_OUT_OF_MEMORY}; }
+  if (::madvise(base, length, MADV_DONTFORK) != 0) {  // not on this kernel: do not register
+    (void)::munmap(base, length);
+    return {nullptr, CUDA_ERROR_NOT_SUPPORTED};
+  }
+  touch_pages(static_cast<std::byte*>(base), length, touch_threads);
+  return {static_cast<std::byte*>(base), CUDA_SUCCESS};
+}
+
+/**
  * @brief Pins `bytes` of new host memory by `method` (host_alloc or host_register).
  *
- * host_register: an anonymous private mmap of whole pages kept out of a fork
- * (MADV_DONTFORK; CUDA_ERROR_NOT_SUPPORTED where the kernel refuses it), touch_pages with
- * `touch_threads`, then cuMemHostRegister(flags 0). A failed register unmaps the memory again.
+ * host_register: map_touched, then cuMemHostRegister(flags 0) of its whole pages. A failed
+ * register unmaps the memory again.
  * @pre the store's context is current; `bytes` > 0; `method` is not automatic.
  * @return the slab, or the failing result: CUDA_ERROR_OUT_OF_MEMORY also when mmap has
  *         no room. Nothing is held after a failure.
@@ -121,21 +157,15 @@ inline void touch_pages(std::byte* base, std::size_t bytes, unsigned threads) no
     CUresult const result = table.cuMemHostAlloc(&base, bytes, 0);
     return {result == CUDA_SUCCESS ? static_cast<std::byte*>(base) : nullptr, result};
   }
+  pinned_slab const mapped = map_touched(bytes, touch_threads);
+  if (mapped.result != CUDA_SUCCESS) { return mapped; }
   std::size_t const length = registered_length(bytes);
-  void* const base =
-    ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (base == MAP_FAILED) { return {nullptr, CUDA_ERROR_OUT_OF_MEMORY}; }
-  if (::madvise(base, length, MADV_DONTFORK) != 0) {  // not on this kernel: do not register
-    (void)::munmap(base, length);
-    return {nullptr, CUDA_ERROR_NOT_SUPPORTED};
-  }
-  touch_pages(static_cast<std::byte*>(base), length, touch_threads);
-  CUresult const result = table.cuMemHostRegister(base, length, 0);
+  CUresult const result    = table.cuMemHostRegister(mapped.base, length, 0);
   if (result != CUDA_SUCCESS) {
-    (void)::munmap(base, length);
+    (void)::munmap(mapped.base, length);
     return {nullptr, result};
   }
-  return {static_cast<std::byte*>(base), CUDA_SUCCESS};
+  return mapped;
 }
 
 /**
