@@ -68,8 +68,11 @@ namespace {
 
 enum class call_kind : bool { asynchronous, synchronous };
 
-/// The most bytes a copy moves under one hold of the mapping table (see execute).
-constexpr std::size_t copy_slice_bytes = std::size_t{1} << 20;
+/// The most bytes a copy moves under one hold of the mapping table (see execute): what a
+/// map, unmap or access change waits for while copies run. 1 MiB made them wait 164-254 us
+/// on the 2-core CI machine (memmove into freshly faulted memfd pages), 64 KiB 33-53 us
+/// (bench_sim BM_VmmCall/<call>/2097152/queued; README, "Link").
+constexpr std::size_t copy_slice_bytes = std::size_t{64} << 10;
 
 [[nodiscard]] bool wraps(std::uintptr_t ptr, std::size_t bytes) noexcept
 {
