@@ -45,10 +45,14 @@
  *   buffers bounds how far decompression runs ahead; a buffer is reused once the copy out
  *   of it has completed, which the calling thread checks without blocking while copies
  *   are still queued, so the link stays busy. Pages are mapped in runs of up to 16, one
- *   cuMemSetAccess each, by the calling thread after it has issued the copies so far, so
- *   each run's map overlaps the copies queued before it; a separate mapper thread would
- *   hide only the first run's map (tools/cudasim/README.md, "What-if profiles": at most
- *   0.4 ms of a 5.8 ms restore on the h100 profile), and none of a map-bound restore.
+ *   cuMemSetAccess each, by the calling thread after it has issued the batched copies so
+ *   far (the copy still being gathered, up to 8 MiB, goes out after the map), so each
+ *   run's map after the first overlaps copies queued before it. No thread can hide the
+ *   first run's map, nothing being queued before it; so no mapper thread: on the h100
+ *   profile, VMM calls made free shorten a restore by 0.4 ms of 5.8, and a map-bound
+ *   restore would stay map-bound on any thread (tools/cudasim/README.md, "What-if
+ *   profiles"). Should a GPU show maps waiting for queued copies (tools/gpu-profile M1),
+ *   each run is better mapped before any of its copies is issued.
  *
  * Every change of a page's residency and of its host copy is one of `pool_residency`'s
  * transitions (residency.hpp); the engine only decides their order and moves the bytes.

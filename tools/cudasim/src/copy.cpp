@@ -13,8 +13,10 @@
  * CUDA_ERROR_INVALID_VALUE from the call. When the stream runs the operation, the device
  * range must still be mapped and accessible, else it faults like a kernel on a GPU:
  * CUDA_ERROR_ILLEGAL_ADDRESS, sticky (an unmap while the work is pending, as on a GPU).
- * The operation holds the mapping table shared while it moves bytes, so the mapping it
- * checked stays until it is done; an unmap waits for at most the copies in flight.
+ * A copy moves its bytes in slices, each checked and moved under its own shared hold of
+ * the mapping table (a memset holds it for its whole length), so a map or unmap waits for
+ * at most one slice per copy in flight, and a slice whose range was unmapped meanwhile
+ * faults.
  *
  * Synchronization ("API synchronization behavior" in the CUDA docs):
  *  - cuMemcpyHtoDAsync from pageable memory stages the source before returning;
@@ -69,9 +71,9 @@ namespace {
 enum class call_kind : bool { asynchronous, synchronous };
 
 /// The most bytes a copy moves under one hold of the mapping table (see execute): what a
-/// map, unmap or access change waits for while copies run. 1 MiB made them wait 164-254 us
-/// on the 2-core CI machine (memmove into freshly faulted memfd pages), 64 KiB 33-53 us
-/// (bench_sim BM_VmmCall/<call>/2097152/queued; README, "Link").
+/// map, unmap or access change waits for while copies run. With 1 MiB, bench_sim's
+/// BM_VmmCall/<call>/2097152/queued (device-to-host copies queued) waited 164-582 us on
+/// the 2-core CI machine, with 64 KiB 33-53 us (README, "Link").
 constexpr std::size_t copy_slice_bytes = std::size_t{64} << 10;
 
 [[nodiscard]] bool wraps(std::uintptr_t ptr, std::size_t bytes) noexcept

@@ -9,7 +9,7 @@
  * device memory faults, as it does on a GPU system.
  *
  * Locking: the table of reservations and mappings is a std::shared_mutex. A copy holds
- * it shared while it moves bytes, so the mapping it checked cannot disappear under it;
+ * it shared while it moves each slice, so the mapping it checked cannot disappear under it;
  * map, unmap, set-access and address-free hold it exclusive. Handles have their own
  * mutex, so cuMemCreate never waits for a copy.
  */
@@ -73,7 +73,7 @@ struct vmm_census {
 
 class vmm_table {
  public:
-  /// A shared hold on the mapping table, for the duration of a copy.
+  /// A shared hold on the mapping table, for one slice of a copy (or a whole memset).
   using shared_hold = std::shared_lock<std::shared_mutex>;
 
   [[nodiscard]] CUresult reserve(CUdeviceptr* out, std::size_t size, std::size_t alignment,
