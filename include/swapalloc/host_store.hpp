@@ -209,10 +209,10 @@ class host_store {
   ~host_store()
   {
     for (slab_record& s : slabs_) {
-      if (s.base != nullptr) { (void)free_slab({s.base, s.bytes, s.method}, s.pinned); }
+      if (s.base != nullptr) { (void)free_slab({s.base, s.bytes, s.pinned_by}); }
     }
     for (held_slab const& h : pending_frees_) {
-      (void)free_slab(h, true);
+      (void)free_slab(h);
     }
   }
 
@@ -340,7 +340,7 @@ class host_store {
       pending_frees_.reserve(pending_frees_.size() + live_slabs_ + pinning_ + freeing_ + 1);
       held_slab const pinned = pin_unlocked(lock, *index, slab_bytes_);
       if (pinned.base == nullptr) { break; }
-      slab_record& s = install(*index, pinned, true, std::move(free));
+      slab_record& s = install(*index, pinned, std::move(free));
       s.warm         = true;
       s.emptied      = clock::now();
       warm_held_ += s.bytes;
@@ -463,14 +463,13 @@ class host_store {
   }
 
  private:
-  // One slab. State per slab: a pointer, three sizes, a method, three flags, a time and
+  // One slab. State per slab: a pointer, three sizes, an optional method, two flags, a time and
   // one map node per free range.
   struct slab_record {
     std::byte* base{nullptr};  // nullptr: a vacant slot (or one being pinned: `reserved`)
     std::size_t bytes{0};
-    std::size_t used{0};                        // rounded bytes handed out from here
-    pin_method method{pin_method::host_alloc};  // how a pinned slab was pinned
-    bool pinned{false};
+    std::size_t used{0};                      // rounded bytes handed out from here
+    std::optional<pin_method> pinned_by;      // how it was pinned; empty: pageable
     bool reserved{false};                     // the slot of a slab being pinned, unlocked
     bool warm{false};                         // empty and kept for the next eviction
     clock::time_point emptied{};              // when `used` last became 0 (warm slabs)
@@ -479,7 +478,7 @@ class host_store {
   struct held_slab {
     std::byte* base{nullptr};
     std::size_t bytes{0};
-    pin_method method{pin_method::host_alloc};  // pinned slabs: how to unpin
+    std::optional<pin_method> pinned_by;  // how to give it back; empty: operator delete
   };
 
   [[nodiscard]] static constexpr std::size_t round_up(std::size_t value,
@@ -513,7 +512,7 @@ class host_store {
   {
     for (std::size_t index = 0; index < slabs_.size(); ++index) {
       slab_record& s = slabs_[index];
-      if (s.base == nullptr || s.pinned != in_pinned) { continue; }
+      if (s.base == nullptr || s.pinned_by.has_value() != in_pinned) { continue; }
       for (auto it = s.free.begin(); it != s.free.end(); ++it) {
         if (it->second < rounded) { continue; }
         std::size_t const offset = it->first;
@@ -556,10 +555,10 @@ class host_store {
     pending_frees_.reserve(pending_frees_.size() + live_slabs_ + pinning_ + freeing_ + 1);
 
     held_slab const taken =
-      pin ? pin_unlocked(lock, *index, size) : held_slab{take_pageable(size), size};
+      pin ? pin_unlocked(lock, *index, size) : held_slab{take_pageable(size), size, std::nullopt};
     if (taken.base == nullptr) { return {}; }
     if (!pin) { held_ += size; }  // a pinned slab's bytes were reserved before pinning
-    slab_record& s = install(*index, taken, pin, std::move(free));
+    slab_record& s = install(*index, taken, std::move(free));
     return hand_out(s, *index, 0, bytes, rounded);
   }
 
@@ -578,15 +577,14 @@ class host_store {
 
   // Records a slab just taken (its bytes already counted as held) in slot `index`, with
   // the free ranges `free`. Lock held.
-  slab_record& install(std::size_t index, held_slab taken, bool pinned,
+  slab_record& install(std::size_t index, held_slab taken,
                        std::map<std::size_t, std::size_t> free) noexcept
   {
     slab_record& s = slabs_[index];
     s.base         = taken.base;
     s.bytes        = taken.bytes;
     s.used         = 0;
-    s.method       = taken.method;
-    s.pinned       = pinned;
+    s.pinned_by    = taken.pinned_by;
     s.warm         = false;
     s.free         = std::move(free);
     ++live_slabs_;
@@ -600,7 +598,7 @@ class host_store {
   {
     std::size_t room = pinning_bytes_;
     for (slab_record const& s : slabs_) {
-      if (s.base != nullptr && s.pinned) { room += s.bytes - s.used; }
+      if (s.base != nullptr && s.pinned_by) { room += s.bytes - s.used; }
     }
     return room;
   }
@@ -692,20 +690,20 @@ class host_store {
   }
 
   // Frees one slab's memory; false if the driver refused.
-  [[nodiscard]] bool free_slab(held_slab slab, bool pinned) const noexcept
+  [[nodiscard]] bool free_slab(held_slab slab) const noexcept
   {
-    if (!pinned) {
+    if (!slab.pinned_by) {
       ::operator delete (slab.base, std::align_val_t{page_alignment});
       return true;
     }
     context_scope const scope(*drv_, context_, std::nothrow);
-    return detail::unpin_slab(drv_->table(), slab.base, slab.bytes, slab.method);
+    return detail::unpin_slab(drv_->table(), slab.base, slab.bytes, *slab.pinned_by);
   }
 
   // A slab's last extent came back. Lock held.
   void emptied(slab_record& s) noexcept
   {
-    if (s.pinned && s.bytes <= warm_limit_ - std::min(warm_limit_, warm_held_)) {
+    if (s.pinned_by && s.bytes <= warm_limit_ - std::min(warm_limit_, warm_held_)) {
       warm_held_ += s.bytes;
       s.warm    = true;
       s.emptied = clock::now();
@@ -733,11 +731,11 @@ class host_store {
       held_slab const slab = detach(s);
       ++freeing_;
       lock.unlock();
-      bool const ok = free_slab(slab, true);
+      bool const ok = free_slab(slab);
       lock.lock();
       --freeing_;
       slabs_[index].reserved = false;  // `s` may dangle: slabs_ can grow meanwhile
-      freed += settle_free(slab, true, ok);
+      freed += settle_free(slab, ok);
     }
     return freed;
   }
@@ -745,7 +743,7 @@ class host_store {
   // Empties slot `s`: its memory becomes the caller's to free (settle_free). Lock held.
   held_slab detach(slab_record& s) noexcept
   {
-    held_slab const slab{std::exchange(s.base, nullptr), std::exchange(s.bytes, 0), s.method};
+    held_slab const slab{std::exchange(s.base, nullptr), std::exchange(s.bytes, 0), s.pinned_by};
     s.free.clear();
     --live_slabs_;
     return slab;
@@ -754,23 +752,22 @@ class host_store {
   // Counts the free of a detached slab: done (its bytes are no longer held; returns them)
   // or failed (queued for a retry, in capacity reserved when the slab was made; returns 0).
   // Lock held.
-  std::size_t settle_free(held_slab slab, bool pinned, bool freed) noexcept
+  std::size_t settle_free(held_slab slab, bool freed) noexcept
   {
     if (!freed) {
       pending_frees_.push_back(slab);
       return 0;
     }
     held_ -= slab.bytes;
-    if (pinned) { pinned_held_ -= slab.bytes; }
+    if (slab.pinned_by) { pinned_held_ -= slab.bytes; }
     return slab.bytes;
   }
 
   // Gives an empty slab's memory back, or queues it for a retry. Lock held.
   void retire(slab_record& s) noexcept
   {
-    bool const pinned    = s.pinned;
     held_slab const slab = detach(s);
-    (void)settle_free(slab, pinned, free_slab(slab, pinned));
+    (void)settle_free(slab, free_slab(slab));
   }
 
   // Retries frees that failed before (pinned slabs only: a pageable free cannot fail).
@@ -780,7 +777,7 @@ class host_store {
     if (pending_frees_.empty()) [[likely]] { return; }
     auto const kept =
       std::remove_if(pending_frees_.begin(), pending_frees_.end(), [&](held_slab const& h) {
-        if (!free_slab(h, true)) { return false; }
+        if (!free_slab(h)) { return false; }
         held_ -= h.bytes;
         pinned_held_ -= h.bytes;
         return true;
