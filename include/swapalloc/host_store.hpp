@@ -758,6 +758,13 @@ class host_store {
       pending_frees_.push_back(slab);
       return 0;
     }
+    return count_freed(slab);
+  }
+
+  // A detached slab's memory is given back: its bytes are no longer held. Returns them.
+  // Lock held.
+  std::size_t count_freed(held_slab const& slab) noexcept
+  {
     held_ -= slab.bytes;
     if (slab.pinned_by) { pinned_held_ -= slab.bytes; }
     return slab.bytes;
@@ -778,8 +785,7 @@ class host_store {
     auto const kept =
       std::remove_if(pending_frees_.begin(), pending_frees_.end(), [&](held_slab const& h) {
         if (!free_slab(h)) { return false; }
-        held_ -= h.bytes;
-        pinned_held_ -= h.bytes;
+        (void)count_freed(h);
         return true;
       });
     pending_frees_.erase(kept, pending_frees_.end());
