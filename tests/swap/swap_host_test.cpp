@@ -376,18 +376,23 @@ class SwapLazyTest : public SwapTest {
 
 TEST_F(SwapLazyTest, CopiesStayRawUntilTheirPoolIdlesPastTheDelayAndThenAreCompressed)
 {
-  auto [pool, blocks]      = weights("model", 8 * MiB, 71);
-  auto const used          = std::chrono::steady_clock::now();  // the copies are younger
+  auto [pool, blocks] = weights("model", 8 * MiB, 71);
+  // The pool idles from its eviction's start (the copies' age), which lies between these
+  // two: the early check may expect it not idle only within the delay of `before`, and
+  // the late one waits the delay out from `after` (a sanitizer build's first eviction,
+  // which pins the store, may take longer than any margin).
+  auto const before        = std::chrono::steady_clock::now();
   evict_result const out   = alloc().evict(pool, 0);
-  bool const early_checked = within_delay(used);
+  auto const after         = std::chrono::steady_clock::now();
+  bool const early_checked = within_delay(before);
   alloc().wait_for_compression(pool);  // the checksum jobs
   EXPECT_TRUE(out.compression_deferred) << "an empty store holds the copies raw";
   std::size_t const early = alloc().compress_host(0);
-  if (early_checked && within_delay(used)) {
+  if (early_checked && within_delay(before)) {
     EXPECT_GE(alloc().stats(pool, 0).host_bytes, out.bytes_copied) << "raw: not idle yet";
     EXPECT_EQ(early, 0U) << "the pool is not idle yet";
   }
-  std::this_thread::sleep_until(used + delay + std::chrono::milliseconds(20));
+  std::this_thread::sleep_until(after + delay + std::chrono::milliseconds(20));
   std::size_t const handed = alloc().compress_host(0);
   EXPECT_EQ(early + handed, out.bytes_copied) << "every raw copy, once";
   EXPECT_EQ(alloc().compress_host(0), 0U) << "nothing raw is left to hand over";
