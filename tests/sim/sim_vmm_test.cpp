@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -235,6 +237,45 @@ TEST_F(SimVmm, HandlesAreNeverReused)
   }
   scoped_handle second(drv(), gran(), device());
   EXPECT_NE(second.get(), first);
+}
+
+/// Open file descriptors of this process (entries of /proc/self/fd).
+[[nodiscard]] std::size_t open_descriptors()
+{
+  std::size_t count = 0;
+  for (auto const& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    (void)entry;
+    ++count;
+  }
+  return count;
+}
+
+TEST_F(SimVmm, ReleasedMemoryIsKeptForLaterCreatesUpToABound)
+{
+  SIM_ONLY(sim(), "the simulator's memfds");
+  // More 2 MiB handles than the bin keeps (tools/cudasim/src/vmm.hpp, memory_bin).
+  std::size_t const bound = (std::size_t{256} << 20) / gran();
+  std::size_t const count = bound + 16;
+  ASSERT_GE(drv().mem_get_info().total, (count + 1) * gran());
+  std::size_t const free_before = free_bytes();
+  std::size_t others            = 0;  // descriptors that are not these handles' memfds
+  {
+    std::vector<std::unique_ptr<scoped_handle>> handles;
+    for (std::size_t i = 0; i < count; ++i) {
+      handles.push_back(std::make_unique<scoped_handle>(drv(), gran(), device()));
+    }
+    others = open_descriptors() - count;  // the bin has no 2 MiB memfd left now
+  }
+  EXPECT_EQ(free_bytes(), free_before) << "kept memory is free device memory";
+  std::size_t const kept = open_descriptors() - others;
+  EXPECT_GT(kept, 0U) << "released memfds are kept";
+  EXPECT_LE(kept, bound) << "at most 256 MiB kept, the rest closed";
+  {
+    scoped_handle again(drv(), gran(), device());
+    EXPECT_EQ(open_descriptors() - others, kept) << "a create takes a kept memfd, opens none";
+    EXPECT_EQ(free_before - free_bytes(), gran());
+  }
+  EXPECT_EQ(open_descriptors() - others, kept) << "and its release gives it back";
 }
 
 // ---- cuMemMap -------------------------------------------------------------------------

@@ -33,6 +33,38 @@ namespace cudasim {
 /// cuMemGetAllocationGranularity, minimum and recommended.
 inline constexpr std::size_t granularity = std::size_t{2} << 20;
 
+/// Memfds of released handles, kept (up to `max_bytes`) for creates of the same size, so
+/// that a create after a release skips memfd_create and the kernel's zeroing of each page
+/// on first touch. cuda.h does not promise what a new allocation holds, and code that
+/// assumed zeros was a bug (NVIDIA/nccl#1962: fixed by an explicit memset): a recycled
+/// handle holds what its last owner left, which a GPU may do too.
+/// Thread safety: every member locks.
+class memory_bin {
+ public:
+  /// The most bytes kept: a model test's working set of 2 MiB handles, host memory that
+  /// stays committed until the process ends.
+  static constexpr std::size_t max_bytes = std::size_t{256} << 20;
+
+  memory_bin() = default;
+  ~memory_bin();
+  memory_bin(memory_bin const&)            = delete;
+  memory_bin& operator=(memory_bin const&) = delete;
+
+  /// A kept memfd of exactly `size` bytes, taken out of the bin, or -1 if none is kept.
+  [[nodiscard]] int take(std::size_t size) noexcept;
+  /// Keeps `fd` (`size` bytes), or closes it when the bin has no room for it.
+  void give(int fd, std::size_t size) noexcept;
+
+ private:
+  struct kept {
+    int fd;
+    std::size_t size;
+  };
+  std::mutex mutex_;
+  std::vector<kept> kept_;  // guarded by mutex_
+  std::size_t bytes_{0};    // guarded by mutex_
+};
+
 /// The memory of one cuMemCreate. Owned by its handle and by each of its mappings; the
 /// last owner to go frees it (cuda.h, cuMemRelease: "The memory allocation will be freed
 /// when all outstanding mappings to the memory are unmapped and when all outstanding
@@ -41,10 +73,11 @@ inline constexpr std::size_t granularity = std::size_t{2} << 20;
 /// handle value used to map the memory"), and the properties it was created with.
 class physical_memory {
  public:
-  /// Takes ownership of `fd`, whose `size` bytes are counted in `used`.
-  physical_memory(int fd, std::size_t size, std::atomic<std::size_t>& used,
+  /// Takes ownership of `fd`, whose `size` bytes are counted in `used`; gives it to `bin`
+  /// when the last owner goes.
+  physical_memory(int fd, std::size_t size, std::atomic<std::size_t>& used, memory_bin& bin,
                   CUmemGenericAllocationHandle handle, CUmemAllocationProp const& prop) noexcept
-    : fd_(fd), size_(size), used_(used), handle_(handle), prop_(prop)
+    : fd_(fd), size_(size), used_(used), bin_(bin), handle_(handle), prop_(prop)
   {
   }
   ~physical_memory();
@@ -60,6 +93,7 @@ class physical_memory {
   int const fd_;
   std::size_t const size_;
   std::atomic<std::size_t>& used_;
+  memory_bin& bin_;
   CUmemGenericAllocationHandle const handle_;
   CUmemAllocationProp const prop_;
 };
@@ -140,6 +174,7 @@ class vmm_table {
   /// Makes the host protection of `m` follow its access bits, granule run by granule run.
   static void apply_protection(std::uintptr_t base, mapping const& m);
 
+  memory_bin bin_;  // first: destroyed after every physical_memory that gives to it
   mutable std::shared_mutex mutex_;
   std::map<std::uintptr_t, std::size_t> reservations_;  // base -> size; guarded by mutex_
   mapping_map mappings_;                                // base -> mapping; guarded by mutex_

@@ -42,9 +42,43 @@ namespace {
 
 }  // namespace
 
+memory_bin::~memory_bin()
+{
+  for (kept const& k : kept_) {
+    ::close(k.fd);
+  }
+}
+
+int memory_bin::take(std::size_t size) noexcept
+{
+  std::lock_guard lock(mutex_);
+  auto const found =
+    std::find_if(kept_.begin(), kept_.end(), [size](kept const& k) { return k.size == size; });
+  if (found == kept_.end()) { return -1; }
+  int const fd = found->fd;
+  bytes_ -= size;
+  *found = kept_.back();
+  kept_.pop_back();
+  return fd;
+}
+
+void memory_bin::give(int fd, std::size_t size) noexcept
+{
+  std::lock_guard lock(mutex_);
+  if (size <= max_bytes - bytes_) {
+    try {
+      kept_.push_back({fd, size});
+      bytes_ += size;
+      return;
+    } catch (...) {  // NOLINT(bugprone-empty-catch): no room to keep it: close it below
+    }
+  }
+  ::close(fd);
+}
+
 physical_memory::~physical_memory()
 {
-  ::close(fd_);
+  bin_.give(fd_, size_);
   used_.fetch_sub(size_, std::memory_order_relaxed);
 }
 
@@ -120,11 +154,14 @@ CUresult vmm_table::create(CUmemGenericAllocationHandle* out, std::size_t size,
   do {
     if (taken > limit || limit - taken < size) { return CUDA_ERROR_OUT_OF_MEMORY; }
   } while (!used.compare_exchange_weak(taken, taken + size, std::memory_order_relaxed));
-  int const fd = ::memfd_create("cudasim-device-memory", MFD_CLOEXEC);
-  if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
-    if (fd >= 0) { ::close(fd); }
-    used.fetch_sub(size, std::memory_order_relaxed);
-    return CUDA_ERROR_OUT_OF_MEMORY;
+  int fd = bin_.take(size);
+  if (fd < 0) {
+    fd = ::memfd_create("cudasim-device-memory", MFD_CLOEXEC);
+    if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+      if (fd >= 0) { ::close(fd); }
+      used.fetch_sub(size, std::memory_order_relaxed);
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    }
   }
   CUmemGenericAllocationHandle handle = 0;
   {
@@ -133,9 +170,9 @@ CUresult vmm_table::create(CUmemGenericAllocationHandle* out, std::size_t size,
   }
   std::shared_ptr<physical_memory> memory;
   try {
-    memory = std::make_shared<physical_memory>(fd, size, used, handle, prop);
+    memory = std::make_shared<physical_memory>(fd, size, used, bin_, handle, prop);
   } catch (...) {
-    ::close(fd);
+    bin_.give(fd, size);
     used.fetch_sub(size, std::memory_order_relaxed);
     throw;
   }
