@@ -64,16 +64,18 @@ int memory_bin::take(std::size_t size) noexcept
 
 void memory_bin::give(int fd, std::size_t size) noexcept
 {
-  std::lock_guard lock(mutex_);
-  if (size <= max_bytes - bytes_) {
-    try {
-      kept_.push_back({fd, size});
-      bytes_ += size;
-      return;
-    } catch (...) {  // NOLINT(bugprone-empty-catch): no room to keep it: close it below
+  {
+    std::lock_guard lock(mutex_);
+    if (size <= max_bytes - bytes_) {
+      try {
+        kept_.push_back({fd, size});
+        bytes_ += size;
+        return;
+      } catch (...) {  // NOLINT(bugprone-empty-catch): no room to keep it: close it below
+      }
     }
   }
-  ::close(fd);
+  ::close(fd);  // outside the lock: freeing the pages takes a while, and creates wait on it
 }
 
 physical_memory::~physical_memory()
